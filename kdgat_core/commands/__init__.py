@@ -1,0 +1,1 @@
+"""kdgat command groups; each module has register(app)."""

@@ -1,0 +1,1 @@
+"""kdgat_core.stages"""

@@ -1,0 +1,1 @@
+"""kdgat-tui: the Textual dashboard."""
