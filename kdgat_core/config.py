@@ -114,6 +114,7 @@ class Tag(StrEnum):
     SLURM_JOB_ID = "slurm_job_id"
     GIT_COMMIT = "git_commit"
     SEED = "seed"
+    ARTIFACT_DIR = "artifact_dir"  # absolute path of experimentruns/<dataset>/<size>_<stage>[_kd]/<run_id>/
 
 
 # The convention tags that the `runs` view turns into columns, in display order.
