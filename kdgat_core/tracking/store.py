@@ -1,0 +1,213 @@
+"""The MLflow client for one tracking URI: safe first-time schema creation and retries on a locked SQLite file.
+
+Many SLURM jobs start at once against one SQLite file on shared scratch (rollback journal, never WAL). MLflow creates
+its tables without IF NOT EXISTS, so the first creation is serialised with an exclusive flock on a sidecar file, and
+every MLflow call retries "database is locked" with exponential backoff and jitter.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from kdgat_core.config import (
+    ARTIFACT_ROOT_DIR,
+    EXPERIMENT_NAME,
+    KdgatError,
+    resolve_tracking_uri,
+    sqlite_path,
+)
+
+if TYPE_CHECKING:  # mlflow is imported lazily: importing kdgat_core.tracking stays cheap
+    from mlflow import MlflowClient
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+INIT_LOCK_SUFFIX = ".kdgat-init.lock"
+# Bounded patience for a locked DB: long enough to outlast a burst of jobs, short enough to surface a real fault.
+RETRY_TOTAL_SECONDS = 120.0
+RETRY_FIRST_DELAY = 0.05
+RETRY_MAX_DELAY = 5.0
+# MLflow sessions already wait this long on a busy lock before failing (busy_timeout=20000 ms).
+_LOCK_MESSAGES = ("database is locked", "database table is locked", "database schema has changed")
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """True for SQLite lock contention, whichever layer (sqlite3, SQLAlchemy, MLflow) wrapped it."""
+    seen = 0
+    while exc is not None and seen < 5:
+        text = str(exc).lower()
+        if any(m in text for m in _LOCK_MESSAGES):
+            return True
+        if type(exc).__name__ == "OperationalError" and "locked" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def with_retry(fn: Callable[..., T], *args: Any, deadline_s: float = RETRY_TOTAL_SECONDS, what: str = "MLflow call",
+               **kwargs: Any) -> T:
+    """Call fn, retrying lock errors with exponential backoff plus jitter until deadline_s has passed."""
+    start = time.monotonic()
+    delay = RETRY_FIRST_DELAY
+    attempt = 0
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - only lock errors are retried, the rest re-raised at once
+            if not is_lock_error(exc):
+                raise
+            attempt += 1
+            waited = time.monotonic() - start
+            if waited >= deadline_s:
+                raise KdgatError(
+                    f"The tracking database stayed locked for {waited:.0f} s ({what}, {attempt} attempts); "
+                    "another process may hold it: check running jobs and retry."
+                ) from exc
+            # full jitter keeps simultaneous jobs from retrying in lockstep
+            sleep = min(random.uniform(delay / 2, delay * 1.5), deadline_s - waited)
+            log.debug("%s: database locked, retry %d in %.2f s", what, attempt, sleep)
+            time.sleep(max(sleep, 0.0))
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+
+@dataclass(frozen=True)
+class Store:
+    """One tracking URI, resolved: the client, the experiment id and where run artifacts go."""
+
+    uri: str
+    db_path: Path | None         # absolute SQLite file, None for a tracking server
+    client: "MlflowClient"
+    experiment_id: str
+
+    @property
+    def artifact_root(self) -> Path:
+        """`experimentruns/` next to the SQLite file (the working directory for a tracking server)."""
+        base = self.db_path.parent if self.db_path is not None else Path.cwd()
+        return (base / ARTIFACT_ROOT_DIR).resolve()
+
+
+def normalize_uri(tracking_uri: str | None) -> tuple[str, Path | None]:
+    """Resolve flag/env/kdgat.toml/default, and make a sqlite path absolute so the store does not depend on cwd."""
+    uri = tracking_uri or resolve_tracking_uri(None).value
+    path = sqlite_path(uri, must_exist=False)
+    if path is None:
+        return uri, None
+    path = path.expanduser().resolve()
+    return f"sqlite:///{path}", path
+
+
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store(tracking_uri: str | None = None, create: bool = True) -> Store | None:
+    """The Store for a URI, creating the DB schema and the experiment once (under the init lock) when create is set.
+
+    With create=False a missing SQLite file or experiment gives None and nothing is written.
+    """
+    uri, path = normalize_uri(tracking_uri)
+    with _stores_lock:
+        if uri in _stores:
+            return _stores[uri]
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # compute nodes have no network
+        if path is not None and not create and not path.is_file():
+            return None
+        if path is not None and create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not _experiment_ready(path):
+                with _init_lock(path):
+                    client = _new_client(uri)
+                    experiment_id = _get_or_create_experiment(client, uri, create=True)
+            else:
+                client = _new_client(uri)
+                experiment_id = _get_or_create_experiment(client, uri, create=False)
+        else:
+            client = _new_client(uri)
+            experiment_id = _get_or_create_experiment(client, uri, create=create)
+        if experiment_id is None:
+            return None
+        store = Store(uri=uri, db_path=path, client=client, experiment_id=experiment_id)
+        _stores[uri] = store
+        return store
+
+
+def _new_client(uri: str) -> "MlflowClient":
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    # Touching the store builds the engine and (on an empty file) runs MLflow's migrations: do it now, with retries.
+    with_retry(lambda: client._tracking_client.store, what="opening the tracking store")
+    return client
+
+
+def _get_or_create_experiment(client: "MlflowClient", uri: str, create: bool) -> str | None:
+    exp = with_retry(client.get_experiment_by_name, EXPERIMENT_NAME, what="looking up the experiment")
+    if exp is None:
+        if not create:
+            return None
+        path = sqlite_path(uri, must_exist=False)
+        location = None
+        if path is not None:
+            # absolute, so MLflow's own artifact copies do not land wherever the job happened to start
+            location = (path.parent / "mlruns").resolve().as_uri()
+        return with_retry(client.create_experiment, EXPERIMENT_NAME, artifact_location=location,
+                          what="creating the experiment")
+    if exp.lifecycle_stage == "deleted":
+        raise KdgatError(
+            f"Experiment '{EXPERIMENT_NAME}' is deleted in {uri}; restore it with "
+            f"`mlflow experiments restore --experiment-id {exp.experiment_id}` before writing runs."
+        )
+    return exp.experiment_id
+
+
+class _init_lock:
+    """Exclusive flock on `<db>.kdgat-init.lock`: one process at a time creates the schema and the experiment."""
+
+    def __init__(self, db_path: Path):
+        self.path = db_path.with_name(db_path.name + INIT_LOCK_SUFFIX)
+        self.fd: int | None = None
+
+    def __enter__(self) -> "_init_lock":
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.fd is not None
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+
+def _experiment_ready(db_path: Path) -> bool:
+    """Schema migrated and our experiment present (it is created only after the migrations completed)."""
+    if not db_path.is_file() or db_path.stat().st_size == 0:
+        return False
+
+    def probe() -> bool:
+        con = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, timeout=20)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"alembic_version", "experiments", "runs", "metrics", "latest_metrics"} <= tables:
+                return False
+            if con.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 0:
+                return False
+            row = con.execute("SELECT 1 FROM experiments WHERE name = ?", (EXPERIMENT_NAME,)).fetchone()
+            return row is not None
+        finally:
+            con.close()
+
+    try:
+        return with_retry(probe, what="checking the tracking database")
+    except sqlite3.DatabaseError:
+        return False  # not a database yet (or not readable): take the lock and let MLflow say what is wrong
