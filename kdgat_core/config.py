@@ -170,6 +170,11 @@ def run_name(dataset: str, model_size: str | ModelSize, stage: str | Stage, use_
     return f"{dataset}/{model_size}_{stage}{'_kd' if use_kd else ''}"
 
 
+def prerequisite_tag(stage: str | Stage) -> str:
+    """Tag naming the earlier run a stage used, e.g. `autoencoder_run_id` on a curriculum run."""
+    return f"{stage}_run_id"
+
+
 def bool_tag(value: bool) -> str:
     """Booleans are stored the way existing databases have them: 'True' / 'False'."""
     return "True" if value else "False"
@@ -271,6 +276,7 @@ class GATConfig:
     jk: str = "cat"
     pooling: str = "mean_max"
     curriculum_start_ratio: float = 1.0   # normal:attack ratio in epoch 0; grows towards the natural ratio
+    curriculum_ramp: float = 0.6          # fraction of the epochs after which every normal window is in (natural ratio)
 
 
 @dataclass
@@ -298,6 +304,10 @@ class TrainConfig:
     seed: int = 42
     device: str = "cpu"
     mixed_precision: bool = False
+    # earlier runs this stage builds on; empty = the newest complete run of the same dataset and size
+    autoencoder_run_id: str = ""
+    curriculum_run_id: str = ""
+    fusion_run_id: str = ""
 
 
 @dataclass
