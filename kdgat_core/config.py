@@ -143,6 +143,13 @@ class Metric(StrEnum):
     VAL_F1 = "val_f1"
     LR = "lr"
     EPOCH_SECONDS = "epoch_seconds"
+    # training-side extras
+    VAL_AUC = "val_auc"
+    EPSILON = "epsilon"                       # fusion: exploration rate per episode
+    THRESHOLD = "threshold"                   # decision threshold chosen on validation
+    NUM_PARAMETERS = "num_parameters"
+    TEACHER_NUM_PARAMETERS = "teacher_num_parameters"
+    TRAIN_SECONDS = "train_seconds"
 
 
 # The final metrics that become columns of the `runs` view and of leaderboards, in display order.
