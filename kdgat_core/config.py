@@ -150,6 +150,12 @@ class Metric(StrEnum):
     NUM_PARAMETERS = "num_parameters"
     TEACHER_NUM_PARAMETERS = "teacher_num_parameters"
     TRAIN_SECONDS = "train_seconds"
+    CURRICULUM_RATIO = "curriculum_ratio"     # normal:attack ratio of the windows an epoch trained on
+    CURRICULUM_WINDOWS = "curriculum_windows"
+
+
+# Set on a fusion run: did the fused decision beat the best single model on held-out validation windows?
+FUSION_BEATS_BEST_TAG = "fusion_beats_best_single"
 
 
 # The final metrics that become columns of the `runs` view and of leaderboards, in display order.
