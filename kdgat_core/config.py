@@ -23,6 +23,8 @@ ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_DATA_ROOT = "KDGAT_DATA_ROOT"
 ENV_CACHE_DIR = "KDGAT_CACHE_DIR"
 ARTIFACT_ROOT_DIR = "experimentruns"
+# `--teacher auto`: the job finds its teacher when it starts (newest complete teacher run of the same dataset and stage)
+TEACHER_AUTO = "auto"
 
 
 class KdgatError(Exception):
