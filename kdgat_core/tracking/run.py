@@ -100,6 +100,7 @@ class TrackedRun:
         self.artifact_dir = artifact_dir
         self.tracking_uri = store.uri
         self.last_step = 0
+        self._last_point: dict[str, tuple[int, float]] = {}  # key -> (step, value) last logged
 
     # --- metrics ----------------------------------------------------------------------------------------------------
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -110,8 +111,7 @@ class TrackedRun:
         self.last_step = max(self.last_step, step)
         ts = int(time.time() * 1000)
         items = [MlflowMetric(str(k), _as_float(k, v), ts, step) for k, v in metrics.items()]
-        for i in range(0, len(items), BATCH_METRICS):
-            self._batch(metrics=items[i:i + BATCH_METRICS])
+        self._send(items)
 
     def log_history(self, history: Mapping[int, Mapping[str, Any]]) -> None:
         """Several steps at once ({epoch: {metric: value}}): fewer commits when a whole history is at hand."""
@@ -122,12 +122,17 @@ class TrackedRun:
                  for k, v in row.items()]
         if history:
             self.last_step = max(self.last_step, *(int(s) for s in history))
-        for i in range(0, len(items), BATCH_METRICS):
-            self._batch(metrics=items[i:i + BATCH_METRICS])
+        self._send(items)
 
     def log_final(self, metrics: Mapping[str, Any]) -> None:
-        """Headline metrics, logged at the run's last step so they are what MLflow's latest value shows."""
-        self.log_metrics(metrics, step=self.last_step)
+        """Headline metrics, logged at the run's last step so they are what MLflow's latest value shows.
+
+        A value equal to the one already logged at that step (final val_loss = last epoch's) is not repeated.
+        """
+        step = self.last_step
+        fresh = {k: v for k, v in metrics.items() if self._last_point.get(str(k)) != (step, _as_float(k, v))}
+        if fresh:
+            self.log_metrics(fresh, step=step)
 
     # --- tags, params -------------------------------------------------------------------------------------------
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -175,6 +180,13 @@ class TrackedRun:
         return dest
 
     # --- internals ----------------------------------------------------------------------------------------------
+    def _send(self, items: list[Any]) -> None:
+        for i in range(0, len(items), BATCH_METRICS):
+            self._batch(metrics=items[i:i + BATCH_METRICS])
+        for m in sorted(items, key=lambda m: m.step):
+            if m.step >= self._last_point.get(m.key, (-1, 0.0))[0]:
+                self._last_point[m.key] = (m.step, m.value)
+
     def _batch(self, metrics=(), params=(), tags=(), deadline_s: float | None = None) -> None:
         kwargs = {} if deadline_s is None else {"deadline_s": deadline_s}
         with_retry(self.store.client.log_batch, self.run_id, metrics=list(metrics), params=list(params),
