@@ -1,0 +1,194 @@
+"""load_graphs: a dataset's window graphs, built from its canonical parquet files or read from the on-disk cache.
+
+Cache files live in `<cache dir>/<dataset>/` and are keyed by (part, window, stride, max_messages, val_fraction,
+FEATURE_VERSION, the source files' name/size/mtime, and for test parts the training vocabulary). Writes go to a temp
+file renamed into place, so concurrent SLURM jobs never read half a cache; a changed key simply means a new file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from kdgat_core.config import KdgatError, PipelineConfig, dataset_spec, resolve_cache_dir, resolve_data_root
+from kdgat_core.data.canonical import Messages, Recording, list_recordings, read_messages
+from kdgat_core.data.graphset import DatasetGraphs, GraphSet
+from kdgat_core.data.windows import FEATURE_VERSION, WindowGraphs, build_window_graphs, empty_graphs, recording_context
+
+TRAIN_PART = "train"   # the cache file holding the train and val graph sets and the vocabulary
+Progress = Callable[[str], None]
+
+
+def dataset_dir(dataset: str, data_root: str | Path | None = None) -> Path:
+    """`<data root>/<dataset>`; a clear error when it is not there."""
+    dataset_spec(dataset)  # unknown names fail with the list of known ones
+    resolved = resolve_data_root(str(data_root) if data_root else None)
+    folder = Path(resolved.value) / dataset
+    if not folder.is_dir():
+        raise KdgatError(f"Dataset folder {folder} does not exist (data root from {resolved.source}); "
+                         f"ingest raw captures with `kdgat ingest {dataset} --raw DIR` or set --data-root.")
+    return folder
+
+
+def _fingerprint(recs: list[Recording]) -> list[list]:
+    out = []
+    for r in recs:
+        st = r.path.stat()
+        out.append([r.path.name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _cache_name(prefix: str, key: dict) -> str:
+    digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8).hexdigest()
+    return f"{prefix}{digest}.pt"
+
+
+def _prefix(part: str, cfg: PipelineConfig) -> str:
+    d = cfg.data
+    return f"{part}_w{d.window}_s{d.stride}_m{d.max_messages}_v{d.val_fraction:g}_f{FEATURE_VERSION}_"
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for stale in path.parent.glob(path.name[: path.name.rindex("_") + 1] + "*.pt"):
+        if stale != path:   # same part and settings, older sources or vocabulary: never valid again
+            stale.unlink(missing_ok=True)
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return torch.load(path, weights_only=True)  # not mmap: random batch access would fault page by page
+    except FileNotFoundError:
+        return None
+    except Exception:  # an unreadable cache is rebuilt, never trusted
+        return None
+
+
+def _validate(cfg: PipelineConfig) -> None:
+    d = cfg.data
+    if d.window < 2:
+        raise KdgatError(f"data.window must be at least 2 messages, got {d.window}.")
+    if d.stride < 1:
+        raise KdgatError(f"data.stride must be at least 1 message, got {d.stride}.")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise KdgatError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}.")
+    if d.max_messages < 0:
+        raise KdgatError(f"data.max_messages must be 0 (all) or positive, got {d.max_messages}.")
+
+
+def load_graphs(cfg: PipelineConfig, data_root: str | Path | None = None, cache_dir: str | Path | None = None,
+                rebuild: bool = False, progress: Progress | None = None) -> DatasetGraphs:
+    """The train / val / test graph sets of cfg.dataset with cfg.data's window settings (see docs/INTERFACES.md)."""
+    _validate(cfg)
+    say = progress or (lambda _msg: None)
+    spec = dataset_spec(cfg.dataset)
+    folder = dataset_dir(cfg.dataset, data_root)
+    recs = list_recordings(folder)
+    train_recs = [r for r in recs if r.split in spec.train_splits]
+    if not train_recs:
+        raise KdgatError(f"Dataset {cfg.dataset} in {folder} has no training recordings "
+                         f"(expected files named <split>__<recording>.parquet for splits {', '.join(spec.train_splits)}).")
+    test_splits = [s for s in spec.test_splits if any(r.split == s for r in recs)]
+    cache = Path(cache_dir) if cache_dir else resolve_cache_dir()
+    cache = cache / cfg.dataset
+    W, S = cfg.data.window, cfg.data.stride
+    seconds: dict[str, float] = {}
+
+    train_key = {"dataset": cfg.dataset, "part": TRAIN_PART, "window": W, "stride": S, "feature_version": FEATURE_VERSION,
+                 "max_messages": cfg.data.max_messages, "val_fraction": cfg.data.val_fraction,
+                 "sources": _fingerprint(train_recs)}
+    train_path = cache / _cache_name(_prefix(TRAIN_PART, cfg), train_key)
+    state = None if rebuild else _load(train_path)
+    if state is None:
+        say(f"building {TRAIN_PART} graphs ({len(train_recs)} recordings)")
+        t0 = time.perf_counter()
+        state = _build_train(cfg, train_recs)
+        seconds[TRAIN_PART] = time.perf_counter() - t0
+        _save_atomic(state, train_path)
+    else:
+        seconds[TRAIN_PART] = 0.0
+    vocab = state["vocab"].numpy()
+    vocab_hash = hashlib.blake2b(vocab.tobytes(), digest_size=8).hexdigest()
+
+    test: dict[str, GraphSet] = {}
+    for split in test_splits:
+        split_recs = [r for r in recs if r.split == split]
+        key = {**train_key, "part": split, "sources": _fingerprint(split_recs), "vocab": vocab_hash}
+        key.pop("val_fraction")
+        path = cache / _cache_name(_prefix(split, cfg), key)
+        tstate = None if rebuild else _load(path)
+        if tstate is None:
+            say(f"building {split} graphs ({len(split_recs)} recordings)")
+            t0 = time.perf_counter()
+            tstate = _build_split(cfg, split_recs, vocab)
+            seconds[split] = time.perf_counter() - t0
+            _save_atomic(tstate, path)
+        else:
+            seconds[split] = 0.0
+        test[split] = GraphSet.from_state(tstate["graphs"])
+
+    return DatasetGraphs(
+        dataset=cfg.dataset, train=GraphSet.from_state(state["train"]), val=GraphSet.from_state(state["val"]),
+        test=test, vocab=vocab, window=W, stride=S, build_seconds=seconds,
+        duplicates=dict(zip(state["duplicates"][0::2], state["duplicates"][1::2])),
+    )
+
+
+def _read_unique(cfg: PipelineConfig, recs: list[Recording]) -> tuple[list[tuple[Recording, Messages]], list[str]]:
+    """Read recordings, dropping any whose messages equal an earlier one's (hcrl_sa ships its normal drives twice)."""
+    seen: dict[str, str] = {}
+    kept, dups = [], []
+    for r in recs:
+        m = read_messages(r.path, cfg.data.max_messages)
+        h = m.content_hash()
+        if h in seen:
+            dups += [r.key, seen[h]]
+            continue
+        seen[h] = r.key
+        kept.append((r, m))
+    return kept, dups
+
+
+def _build_train(cfg: PipelineConfig, recs: list[Recording]) -> dict:
+    W, S = cfg.data.window, cfg.data.stride
+    kept, dups = _read_unique(cfg, recs)
+    vocab = np.unique(np.concatenate([m.id for _, m in kept])) if kept else np.zeros(0, np.uint32)
+    names = [r.key for r, _ in kept]
+    train_parts, val_parts = [], []
+    for i, (_, m) in enumerate(kept):
+        n = len(m)
+        cut = n - int(round(n * cfg.data.val_fraction))   # the validation part is the recording's last messages
+        ctx = recording_context(m)
+        train_parts.append(build_window_graphs(m, W, S, vocab, recording=i, lo=0, hi=cut, ctx=ctx))
+        val_parts.append(build_window_graphs(m, W, S, vocab, recording=i, lo=cut, hi=n, ctx=ctx))
+    return {
+        "train": GraphSet.from_windows(WindowGraphs.concat(train_parts), names).state(),
+        "val": GraphSet.from_windows(WindowGraphs.concat(val_parts), names).state(),
+        "vocab": torch.from_numpy(vocab.astype(np.int64)),
+        "duplicates": dups,
+        "feature_version": FEATURE_VERSION,
+    }
+
+
+def _build_split(cfg: PipelineConfig, recs: list[Recording], vocab: np.ndarray) -> dict:
+    W, S = cfg.data.window, cfg.data.stride
+    kept, dups = _read_unique(cfg, recs)
+    parts = [build_window_graphs(m, W, S, vocab, recording=i) for i, (_, m) in enumerate(kept)]
+    graphs = WindowGraphs.concat(parts) if parts else empty_graphs()
+    return {"graphs": GraphSet.from_windows(graphs, [r.key for r, _ in kept]).state(), "duplicates": dups,
+            "feature_version": FEATURE_VERSION}
