@@ -1,1 +1,19 @@
-"""kdgat_core.slurm"""
+"""kdgat_core.slurm: render sbatch scripts from slurm_templates/, submit stages and pipelines, follow the queue.
+
+Real sbatch/squeue/sacct/scancel behind one small interface, or the local executor where SLURM is absent.
+Importing this package never imports torch, torch_geometric or mlflow (the TUI calls `job_table`).
+"""
+from kdgat_core.slurm.queue import JobRow, LostRun, cancel, find_lost_runs, job_logs, job_table, reconcile
+from kdgat_core.slurm.render import ClusterSettings, RenderedJob, prepare_job, render_sbatch
+from kdgat_core.slurm.resources import Resources, resolve_resources
+from kdgat_core.slurm.scheduler import Job
+from kdgat_core.slurm.submit import PlannedJob, Submission, plan_pipeline, submit, submit_pipeline
+
+# the queue as the TUI reads it (same function `kdgat jobs` prints)
+queue = job_table
+
+__all__ = [
+    "ClusterSettings", "Job", "JobRow", "LostRun", "PlannedJob", "RenderedJob", "Resources", "Submission",
+    "cancel", "find_lost_runs", "job_logs", "job_table", "plan_pipeline", "prepare_job", "queue", "reconcile",
+    "render_sbatch", "resolve_resources", "submit", "submit_pipeline",
+]
