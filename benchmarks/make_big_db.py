@@ -10,6 +10,7 @@ bulk-inserted with sqlite3 into the same tables, with the same columns MLflow fi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -22,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kdgat_core.config import (  # noqa: E402
-    BUILTIN_DATASETS, EXPERIMENT_NAME, MLFLOW_RUN_NAME_TAG, STAGE_ARCH, STANDARD_METRICS, Metric, MlflowStatus,
+    ARTIFACT_ROOT_DIR, BUILTIN_DATASETS, EXPERIMENT_NAME, MLFLOW_RUN_NAME_TAG, STAGE_ARCH, STANDARD_METRICS, Metric, MlflowStatus,
     ModelSize, PipelineConfig, RunStatus, Stage, Tag, bool_tag, preset, run_name,
 )
 
@@ -34,8 +35,6 @@ STAGE_WEIGHTS = np.array([0.28, 0.28, 0.22, 0.22])
 SIZES = [s.value for s in ModelSize]
 HISTORY_METRICS = (Metric.TRAIN_LOSS.value, Metric.VAL_LOSS.value)   # 100-epoch curves, step = epoch
 FINAL_METRICS = [m.value for m in STANDARD_METRICS if m.value not in HISTORY_METRICS]  # val_loss's final = last epoch
-USERS = ["rfrenken", "akhan", "mli", "jdoe", "svc_slurm"]
-SOURCE_NAME = "/users/PAS1234/kdgat/.venv/bin/kdgat"
 T0_MS = 1_735_689_600_000                                            # 2025-01-01, first run
 SPAN_MS = 300 * 86_400_000                                           # runs spread over 300 days
 BYTES_PER_RUN = 62_000                                               # measured: ~6 GB at 100k runs
@@ -63,32 +62,47 @@ def log(msg: str, t0: float) -> None:
 # 1. MLflow creates the schema, the experiment and one real run (the template for every column)
 # ----------------------------------------------------------------------------------------------------------------------
 def create_with_mlflow(out: Path, epochs: int) -> str:
-    import mlflow
+    """Schema + experiment + one run written through MlflowClient the way kdgat_core.tracking.open_run writes."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric as MlflowMetric, Param, RunTag
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     cwd = os.getcwd()
     os.chdir(out.parent)  # MLflow puts the default artifact root (./mlruns) next to the DB, as users run it
     try:
-        mlflow.set_tracking_uri(f"sqlite:///{out}")
-        mlflow.set_experiment(EXPERIMENT_NAME)
+        client = MlflowClient(tracking_uri=f"sqlite:///{out}")
+        exp_id = client.create_experiment(EXPERIMENT_NAME)
         cfg = preset("vgae,teacher", dataset="synthetic")
         cfg.train.epochs = epochs
+        start = int(time.time() * 1000)
+        run = client.create_run(exp_id, start_time=start, tags={MLFLOW_RUN_NAME_TAG: cfg.run_name},
+                                run_name=cfg.run_name)
+        rid = run.info.run_id
         tags = {Tag.DATASET.value: cfg.dataset, Tag.STAGE.value: cfg.stage, Tag.MODEL_SIZE.value: cfg.model_size,
-                Tag.USE_KD.value: bool_tag(False), Tag.MODEL_ARCH.value: cfg.arch.value,
-                Tag.STATUS.value: RunStatus.RUNNING.value, Tag.START_TIME.value: time.strftime("%Y-%m-%dT%H:%M:%S"),
-                Tag.SEED.value: str(cfg.train.seed), Tag.GIT_COMMIT.value: "0" * 40, Tag.SLURM_JOB_ID.value: "999"}
-        with mlflow.start_run(run_name=cfg.run_name, tags=tags) as run:
-            rid = run.info.run_id
-            mlflow.set_tag(Tag.RUN_ID.value, rid)
-            mlflow.log_params(cfg.flatten())
-            for e in range(epochs):
-                mlflow.log_metrics({HISTORY_METRICS[0]: 1.0 / (e + 1), HISTORY_METRICS[1]: 1.2 / (e + 1)}, step=e)
-            mlflow.log_metrics({m: 0.9 for m in FINAL_METRICS})
-            mlflow.set_tags({Tag.STATUS.value: RunStatus.COMPLETE.value,
-                             Tag.END_TIME.value: time.strftime("%Y-%m-%dT%H:%M:%S")})
+                Tag.USE_KD.value: bool_tag(False), Tag.MODEL_ARCH.value: cfg.arch.value, Tag.RUN_ID.value: rid,
+                Tag.STATUS.value: RunStatus.RUNNING.value, Tag.START_TIME.value: str(iso(np.array([start]))[0]),
+                Tag.SLURM_JOB_ID.value: "39999999", Tag.GIT_COMMIT.value: "0" * 40, Tag.SEED.value: str(cfg.train.seed),
+                Tag.ARTIFACT_DIR.value: str(out.parent / ARTIFACT_ROOT_DIR / cfg.run_name / rid)}
+        client.log_batch(rid, tags=[RunTag(k, v) for k, v in tags.items()])
+        client.log_batch(rid, params=[Param(k, param_text(v)) for k, v in cfg.flatten().items()])
+        for e in range(epochs):
+            ts = int(time.time() * 1000)
+            client.log_batch(rid, metrics=[MlflowMetric(HISTORY_METRICS[0], 1.0 / (e + 1), ts, e),
+                                           MlflowMetric(HISTORY_METRICS[1], 1.2 / (e + 1), ts, e)])
+        ts = int(time.time() * 1000)
+        client.log_batch(rid, metrics=[MlflowMetric(m, 0.9, ts, epochs - 1) for m in FINAL_METRICS])
+        end = int(time.time() * 1000)
+        client.log_batch(rid, tags=[RunTag(Tag.STATUS.value, RunStatus.COMPLETE.value),
+                                    RunTag(Tag.END_TIME.value, str(iso(np.array([end]))[0]))])
+        client.set_terminated(rid, MlflowStatus.FINISHED.value, end_time=end)
         return rid
     finally:
         os.chdir(cwd)
+
+
+def param_text(value) -> str:
+    """As kdgat's writer stores a param: lists as JSON, the rest as str()."""
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -133,7 +147,6 @@ def plan_runs(n: int, epochs: int, rng: np.random.Generator) -> dict[str, np.nda
     return dict(start=start, ds=ds, st=st, size=size, kd=kd, status=status, n_ep=n_ep, epoch_ms=epoch_ms,
                 teacher=teacher, quality=quality, lr_i=lr_i, deleted=deleted,
                 uuid=np.array([os.urandom(16).hex() for _ in range(n)], dtype=object),
-                user=rng.choice(np.array(USERS, dtype=object), n),
                 sweep={k: rng.integers(0, len(v), n) for k, v in SWEEPS.items() if k != "train.lr"},
                 loss_a=rng.uniform(0.5, 2.5, n), loss_tau=rng.uniform(8, 40, n), loss_floor=rng.uniform(0.01, 0.2, n),
                 diverged=(status == MlflowStatus.FAILED.value) & (rng.random(n) < 0.2),
@@ -142,7 +155,8 @@ def plan_runs(n: int, epochs: int, rng: np.random.Generator) -> dict[str, np.nda
 
 
 def iso(ms: np.ndarray) -> np.ndarray:
-    return np.datetime_as_string(ms.astype("datetime64[ms]"), unit="s").astype(object)
+    """UTC ISO 8601 with milliseconds, as the writer's start_time/end_time tags (datetime.isoformat)."""
+    return (np.char.add(np.datetime_as_string(ms.astype("datetime64[ms]"), unit="ms"), "+00:00")).astype(object)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -156,7 +170,7 @@ def param_columns() -> tuple[list[str], dict[tuple[int, int], dict[str, str]]]:
         for zi, size in enumerate(SIZES):
             cfg = preset(f"{STAGE_ARCH[Stage(stage)].value},{size}")
             cfg.train.epochs = 100
-            base[(si, zi)] = {k: str(v) for k, v in cfg.flatten().items()}
+            base[(si, zi)] = {k: param_text(v) for k, v in cfg.flatten().items()}
     return keys, base
 
 
@@ -181,7 +195,7 @@ def chunk_rows(p: dict, lo: int, hi: int, epochs: int, keys: list[str], base: di
     nan_train[last[p["diverged"][idx]]] = True                       # diverged: NaN loss at the last epoch
     train[nan_train] = 0.0                                           # MLflow stores NaN as 0 with is_nan=1
     end = np.where(status == MlflowStatus.RUNNING.value, 0, ts[last] + rng.integers(2_000, 30_000, m))
-    # final metrics of finished runs, logged once at step 0 just before the end
+    # final metrics of finished runs, logged once at the last epoch's step just before the end (as log_final does)
     fin = np.flatnonzero(status == MlflowStatus.FINISHED.value)
     q = p["quality"][idx][fin]
     nf = len(fin)
@@ -209,7 +223,7 @@ def chunk_rows(p: dict, lo: int, hi: int, epochs: int, keys: list[str], base: di
         cols["value"].append(v)
         cols["ts"].append(fin_ts)
         cols["run"].append(uuid[fin])
-        cols["step"].append(np.zeros(nf, dtype=np.int64))
+        cols["step"].append(n_ep[fin] - 1)
         cols["nan"].append(fin_nan[k])
     mc = {k: np.concatenate(v) for k, v in cols.items()}
     order = np.argsort(mc["ts"], kind="stable")
@@ -220,7 +234,8 @@ def chunk_rows(p: dict, lo: int, hi: int, epochs: int, keys: list[str], base: di
     lat = [(HISTORY_METRICS[0], train[last], ts[last], uuid, n_ep - 1, nan_train[last]),
            (HISTORY_METRICS[1], val[last], ts[last], uuid, n_ep - 1, np.zeros(m, dtype=bool))]
     for k, v in finals.items():
-        lat.append((k, v, fin_ts, uuid[fin], np.zeros(nf, dtype=np.int64), fin_nan[k]))
+        lat.append((k, v, fin_ts, uuid[fin], n_ep[fin] - 1, fin_nan[k]))
+    # (same step as the last epoch: the finals are later in time, so they are the latest of their key)
     latest = [row for (k, v, t, u, s, nn) in lat
               for row in zip([k] * len(u), v.tolist(), t.tolist(), s.tolist(), nn.astype(int).tolist(), u.tolist())]
 
@@ -231,14 +246,14 @@ def chunk_rows(p: dict, lo: int, hi: int, epochs: int, keys: list[str], base: di
     deleted = p["deleted"][idx]
     deleted_time = np.where(deleted, end + 86_400_000, 0)
     art = template["artifact_location"]
-    runs = [(u, nm, template["source_type"], template["source_name"], template["entry_point_name"], usr, s,
+    runs = [(u, nm, template["source_type"], template["source_name"], template["entry_point_name"],
+             template["user_id"], s,
              int(t0), int(t1) if t1 else None, template["source_version"], "deleted" if dl else "active",
              f"{art}/{u}/artifacts", template["experiment_id"], int(dt) if dl else None)
-            for u, nm, usr, s, t0, t1, dl, dt in zip(uuid.tolist(), names.tolist(), p["user"][idx].tolist(),
-                                                     status.tolist(), start.tolist(), end.tolist(),
-                                                     deleted.tolist(), deleted_time.tolist())]
+            for u, nm, s, t0, t1, dl, dt in zip(uuid.tolist(), names.tolist(), status.tolist(), start.tolist(),
+                                                end.tolist(), deleted.tolist(), deleted_time.tolist())]
 
-    # --- tags: the kdgat conventions + MLflow's own
+    # --- tags: the kdgat conventions as kdgat_core.tracking.open_run writes them, + mlflow.runName
     tag_status = np.where(status == MlflowStatus.FINISHED.value, RunStatus.COMPLETE.value,
                           np.where(status == MlflowStatus.RUNNING.value, RunStatus.RUNNING.value,
                                    RunStatus.FAILED.value)).astype(object)
@@ -259,16 +274,14 @@ def chunk_rows(p: dict, lo: int, hi: int, epochs: int, keys: list[str], base: di
         (Tag.START_TIME.value, iso(start), None),
         (Tag.END_TIME.value, iso(end), status != MlflowStatus.RUNNING.value),
         (Tag.SEED.value, seeds, None),
-        (Tag.ERROR_MSG.value, np.where(status == MlflowStatus.KILLED.value, "Terminated by SIGTERM (scancel or time limit)",
+        (Tag.ERROR_MSG.value, np.where(status == MlflowStatus.KILLED.value, "killed by SIGTERM",
                                        "RuntimeError: CUDA out of memory").astype(object),
          (status == MlflowStatus.FAILED.value) | (status == MlflowStatus.KILLED.value)),
         (Tag.SLURM_JOB_ID.value, np.array([str(40_000_000 + i) for i in idx], dtype=object), None),
         (Tag.GIT_COMMIT.value, commits, None),
+        (Tag.ARTIFACT_DIR.value, np.char.add(np.char.add(f"{template['artifact_root']}/", names.astype(str)),
+                                             np.char.add("/", uuid.astype(str))).astype(object), None),
         (MLFLOW_RUN_NAME_TAG, names, None),
-        ("mlflow.user", p["user"][idx], None),
-        ("mlflow.source.name", np.full(m, SOURCE_NAME, dtype=object), None),
-        ("mlflow.source.type", np.full(m, "LOCAL", dtype=object), None),
-        ("mlflow.source.git.commit", commits, None),
     ]
     tags = [row for key, vals, mask in tag_cols
             for row in zip([key] * (m if mask is None else int(mask.sum())),
@@ -366,11 +379,12 @@ def main() -> None:
     con.execute("PRAGMA journal_mode=OFF")    # build only: restored to DELETE at the end
     con.execute("PRAGMA synchronous=OFF")
     con.execute("PRAGMA cache_size=-400000")  # 400 MB page cache
-    tpl = con.execute("""SELECT r.source_type, r.source_name, r.entry_point_name, r.source_version, r.experiment_id,
-                                e.artifact_location FROM runs r JOIN experiments e USING (experiment_id)
+    tpl = con.execute("""SELECT r.source_type, r.source_name, r.entry_point_name, r.source_version, r.user_id,
+                                r.experiment_id, e.artifact_location FROM runs r JOIN experiments e USING (experiment_id)
                          WHERE r.run_uuid = ?""", (real_id,)).fetchone()
-    template = dict(zip(["source_type", "source_name", "entry_point_name", "source_version", "experiment_id",
-                         "artifact_location"], tpl))
+    template = dict(zip(["source_type", "source_name", "entry_point_name", "source_version", "user_id",
+                         "experiment_id", "artifact_location"], tpl))
+    template["artifact_root"] = str(out.parent / ARTIFACT_ROOT_DIR)
     # secondary indexes are rebuilt after the load (a sorted build beats 20M random b-tree inserts)
     indexes = con.execute("""SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL
                              AND tbl_name IN ('metrics', 'latest_metrics', 'params', 'tags')""").fetchall()
