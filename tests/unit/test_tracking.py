@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -40,6 +41,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory) -> Path:
+    """One migrated DB with the experiment: MLflow's migrations take seconds, a copy takes milliseconds."""
+    from kdgat_core.tracking import get_store
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    get_store(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def uri(tmp_path, template_db) -> str:
+    shutil.copyfile(template_db, tmp_path / "mlflow.db")
+    return _uri(tmp_path)
 
 
 def _client(uri: str):
@@ -89,8 +106,7 @@ def test_open_run_writes_tags_params_history_and_final_metrics(tmp_path):
     assert (tmp_path / "mlflow.db.kdgat-init.lock").exists()
 
 
-def test_final_metric_overrides_history_value_for_latest(tmp_path):
-    uri = _uri(tmp_path)
+def test_final_metric_overrides_history_value_for_latest(tmp_path, uri):
     with open_run(preset("vgae,student"), tracking_uri=uri) as run:
         for epoch in range(3):
             run.log_metrics({Metric.VAL_LOSS.value: 1.0 + epoch}, step=epoch)
@@ -99,8 +115,7 @@ def test_final_metric_overrides_history_value_for_latest(tmp_path):
     assert _client(uri).get_run(run.run_id).data.metrics[Metric.VAL_LOSS.value] == 0.25
 
 
-def test_long_and_many_params_are_logged_within_mlflow_limits(tmp_path):
-    uri = _uri(tmp_path)
+def test_long_and_many_params_are_logged_within_mlflow_limits(tmp_path, uri):
     with open_run(preset("dqn,teacher"), tracking_uri=uri) as run:
         run.log_params({f"extra.p{i:03d}": i for i in range(250)})
         run.log_params({"extra.long": "x" * 2000, "extra.list": [1, 2, 3]})
@@ -110,8 +125,7 @@ def test_long_and_many_params_are_logged_within_mlflow_limits(tmp_path):
     assert params["extra.list"] == "[1, 2, 3]"
 
 
-def test_exception_marks_run_failed_with_one_line_error_and_reraises(tmp_path):
-    uri = _uri(tmp_path)
+def test_exception_marks_run_failed_with_one_line_error_and_reraises(tmp_path, uri):
     with pytest.raises(ValueError):
         with open_run(preset("gat,student"), tracking_uri=uri) as run:
             run.log_metrics({"train_loss": 0.5}, step=0)
@@ -130,8 +144,7 @@ def test_exception_marks_run_failed_with_one_line_error_and_reraises(tmp_path):
     assert len(_client(uri).get_run(run2.run_id).data.tags[Tag.ERROR_MSG.value]) == MAX_ERROR_LENGTH
 
 
-def test_keyboard_interrupt_marks_run_killed_and_restores_sigterm_handler(tmp_path):
-    uri = _uri(tmp_path)
+def test_keyboard_interrupt_marks_run_killed_and_restores_sigterm_handler(tmp_path, uri):
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
         with open_run(preset("gat,teacher"), tracking_uri=uri) as run:
@@ -164,8 +177,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_sigterm_in_child_process_leaves_run_killed_with_end_time(tmp_path):
-    uri = _uri(tmp_path)
+def test_sigterm_in_child_process_leaves_run_killed_with_end_time(tmp_path, uri):
     marker = tmp_path / "run_id.txt"
     env = {**os.environ, "SLURM_JOB_ID": "4242"}
     child = subprocess.Popen([sys.executable, "-c", CHILD, uri, str(marker)], cwd=REPO, env=env,
@@ -194,8 +206,7 @@ def test_sigterm_in_child_process_leaves_run_killed_with_end_time(tmp_path):
     assert got.data.metrics["train_loss"] == 0.9
 
 
-def test_rerun_gets_its_own_artifact_folder(tmp_path):
-    uri = _uri(tmp_path)
+def test_rerun_gets_its_own_artifact_folder(tmp_path, uri):
     cfg = preset("gat,teacher")
     with open_run(cfg, tracking_uri=uri) as first:
         (first.artifact_dir / "model.pt").write_bytes(b"first weights")
@@ -210,8 +221,7 @@ def test_rerun_gets_its_own_artifact_folder(tmp_path):
     assert run_artifact_dir(first.run_id, tracking_uri=uri) == first.artifact_dir
 
 
-def test_log_artifact_copies_into_the_run_folder(tmp_path):
-    uri = _uri(tmp_path)
+def test_log_artifact_copies_into_the_run_folder(tmp_path, uri):
     src = tmp_path / "confusion.csv"
     src.write_text("tp,fp\n1,2\n")
     with open_run(preset("vgae,teacher"), tracking_uri=uri) as run:
@@ -223,8 +233,7 @@ def test_log_artifact_copies_into_the_run_folder(tmp_path):
             run.log_artifact(tmp_path / "missing.bin")
 
 
-def test_kd_run_needs_teacher_and_records_it(tmp_path):
-    uri = _uri(tmp_path)
+def test_kd_run_needs_teacher_and_records_it(tmp_path, uri):
     cfg = preset("gat,student")
     cfg.kd.enabled = True
     with pytest.raises(KdgatError, match="teacher"):
@@ -238,12 +247,11 @@ def test_kd_run_needs_teacher_and_records_it(tmp_path):
     assert run.artifact_dir.parent.name == "student_curriculum_kd"
 
 
-def test_find_run_returns_newest_matching_and_never_creates_a_db(tmp_path):
+def test_find_run_returns_newest_matching_and_never_creates_a_db(tmp_path, uri):
     missing = tmp_path / "nowhere" / "mlflow.db"
     assert find_run("hcrl_sa", "curriculum", "teacher", tracking_uri=f"sqlite:///{missing}") is None
     assert not missing.exists() and not missing.parent.exists()
 
-    uri = _uri(tmp_path)
     ids = []
     for _ in range(2):
         with open_run(preset("gat,teacher"), tracking_uri=uri) as run:
@@ -258,8 +266,7 @@ def test_find_run_returns_newest_matching_and_never_creates_a_db(tmp_path):
     assert find_run("hcrl_sa", "curriculum", "teacher", status=RunStatus.FAILED, tracking_uri=uri) not in ids
 
 
-def test_load_run_config_round_trips_from_config_json_and_from_params(tmp_path):
-    uri = _uri(tmp_path)
+def test_load_run_config_round_trips_from_config_json_and_from_params(tmp_path, uri):
     cfg = preset("vgae,student", dataset="set_01").override(["train.lr=0.0003", "vgae.hidden_dims=64,32"])
     with open_run(cfg, tracking_uri=uri) as run:
         pass
@@ -297,8 +304,9 @@ def test_with_retry_outlasts_lock_errors_and_gives_up_with_a_sentence():
 
 
 @pytest.fixture(scope="module")
-def sample_db(tmp_path_factory):
+def sample_db(tmp_path_factory, template_db):
     folder = tmp_path_factory.mktemp("sample")
+    shutil.copyfile(template_db, folder / "sample.db")
     uri = f"sqlite:///{folder / 'sample.db'}"
     return write_sample_runs(uri, datasets=("hcrl_sa", "set_01"), seeds=(0, 1), epochs=3)
 
