@@ -1,0 +1,69 @@
+"""What each registered dataset has on disk: recordings, messages, attack share, distinct ids, time span (`kdgat datasets`).
+
+Reads only the columns it needs with pyarrow; no torch.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from kdgat_core.config import KdgatError, datasets, resolve_data_root
+from kdgat_core.data.canonical import list_recordings
+
+
+def dataset_summary(name: str, folder: Path, splits: tuple[str, ...]) -> dict:
+    """One row of `kdgat datasets` for a dataset folder (which may be missing)."""
+    row = {"dataset": name, "status": "missing", "recordings": 0, "duplicates": 0, "messages": 0,
+           "attack_share": None, "distinct_ids": 0, "span_s": 0.0, "splits": "", "path": str(folder)}
+    if not folder.is_dir():
+        return row
+    recs = list_recordings(folder)
+    if not recs:
+        row["status"] = "empty"
+        return row
+    ids: set[int] = set()
+    attacks = 0
+    seen: set[str] = set()
+    for r in recs:
+        try:
+            t = pq.read_table(r.path, columns=["timestamp", "id", "label"], use_threads=False)
+        except Exception as exc:
+            raise KdgatError(f"Cannot read {r.path}: {exc}.") from None
+        ts = t.column("timestamp").to_numpy()
+        id_arr = t.column("id").to_numpy()
+        label = t.column("label").to_numpy()
+        h = hashlib.blake2b(digest_size=16)
+        for a in (ts, id_arr, label):
+            h.update(np.ascontiguousarray(a).tobytes())
+        digest = h.hexdigest()
+        row["recordings"] += 1
+        if digest in seen:
+            row["duplicates"] += 1
+        seen.add(digest)
+        row["messages"] += t.num_rows
+        attacks += int(pc.sum(t.column("label")).as_py() or 0)
+        ids.update(np.unique(id_arr).tolist())
+        if ts.size:
+            row["span_s"] += float(np.nanmax(ts) - np.nanmin(ts))
+    row["status"] = "ok"
+    row["attack_share"] = attacks / row["messages"] if row["messages"] else 0.0
+    row["distinct_ids"] = len(ids)
+    present = sorted({r.split for r in recs})
+    unknown = [s for s in present if s not in splits]
+    row["splits"] = f"{len(present) - len(unknown)}/{len(splits)}" + (f" (+{', '.join(unknown)})" if unknown else "")
+    return row
+
+
+def catalog(data_root: str | None = None, only: str | None = None) -> list[dict]:
+    """Rows for every registered dataset (built in plus kdgat.toml's [datasets.<name>]), or just `only`."""
+    root = Path(resolve_data_root(data_root).value)
+    specs = datasets()
+    if only is not None:
+        if only not in specs:
+            raise KdgatError(f"Unknown dataset '{only}'; known datasets: {', '.join(sorted(specs))}.")
+        specs = {only: specs[only]}
+    return [dataset_summary(name, root / name, spec.splits) for name, spec in specs.items()]
