@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 from kdgat_core.config import KdgatError
 from kdgat_core.slurm.resources import check
-from kdgat_core.slurm.scheduler import ENDED_STATES, Job
+from kdgat_core.slurm.scheduler import ENDED_STATES, Job, shown_reason
 
 LOCAL_PREFIX = "L"
 POLL_SECONDS = 0.25
@@ -142,7 +142,8 @@ class LocalScheduler:
                 out.append(Job(job_id=task_id, raw_id=task_id, name=record["name"], state=state,
                                elapsed=_elapsed(task["start_time"], task["end_time"]),
                                node="localhost" if task["start_time"] else "",
-                               reason=record["reason"] if state == "PENDING" else "", partition="local",
+                               reason=shown_reason(state, record["reason"], "localhost" if task["start_time"] else ""),
+                               partition="local",
                                exit_code=task["exit_code"], submit_time=record["submit_time"],
                                start_time=task["start_time"], end_time=task["end_time"], source="local"))
         return out

@@ -22,6 +22,7 @@ from kdgat_core.config import (
     load_settings,
 )
 from kdgat_core.slurm.local import LOCAL_PREFIX, LocalScheduler
+from kdgat_core.slurm.resources import check
 from kdgat_core.slurm.render import ClusterSettings, absolute_tracking_uri, artifact_root
 from kdgat_core.slurm.scheduler import Job, SlurmScheduler, scheduler_for
 from kdgat_core.slurm.submit import LOCAL_JOBS_DIR, read_submissions
@@ -65,6 +66,7 @@ def schedulers(settings: Settings | None = None, tracking_uri: str | None = None
 
 def scheduler_of(job_id: str, settings: Settings | None = None, tracking_uri: str | None = None) -> Any:
     """The scheduler that owns a job id: `L<n>` ids are the local executor's, digits are SLURM's."""
+    check("dependency_id", job_id, "job id")
     settings = settings or load_settings()
     if job_id.startswith(LOCAL_PREFIX):
         return LocalScheduler(artifact_root(tracking_uri, settings) / LOCAL_JOBS_DIR)

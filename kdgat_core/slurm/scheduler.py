@@ -197,6 +197,8 @@ def short_elapsed(text: str) -> str:
     parts = clock.split(":")
     if not all(p.isdigit() for p in parts):
         return text
+    if days:
+        return text
     while len(parts) > 2 and int(parts[0]) == 0:
         parts = parts[1:]
     parts[0] = str(int(parts[0]))
