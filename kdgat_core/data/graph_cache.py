@@ -52,7 +52,8 @@ def _cache_name(prefix: str, key: dict) -> str:
 
 def _prefix(part: str, cfg: PipelineConfig) -> str:
     d = cfg.data
-    return f"{part}_w{d.window}_s{d.stride}_m{d.max_messages}_v{d.val_fraction:g}_f{FEATURE_VERSION}_"
+    val = f"_v{d.val_fraction:g}" if part == TRAIN_PART else ""   # only the train part depends on the split point
+    return f"{part}_w{d.window}_s{d.stride}_m{d.max_messages}{val}_f{FEATURE_VERSION}_"
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
