@@ -319,6 +319,7 @@ class TrainConfig:
     seed: int = 42
     device: str = "cpu"
     mixed_precision: bool = False
+    threads: int = 1            # torch CPU threads; 0 = torch's default (oversubscribed cores make torch ~10x slower)
     # earlier runs this stage builds on; empty = the newest complete run of the same dataset and size
     autoencoder_run_id: str = ""
     curriculum_run_id: str = ""
