@@ -485,6 +485,16 @@ PRESET_VARIANTS: dict[str, dict[ModelSize, dict[str, Any]]] = {
 }
 
 
+# `cpu`: the whole pipeline (teacher, student, distilled student; four stages) on full hcrl_sa within 30 min on 2 cores.
+_CPU_COMMON = {"train.epochs": 8, "train.patience": 3, "train.batch_size": 128, "dqn.episodes": 30}
+PRESET_VARIANTS["cpu"] = {
+    ModelSize.TEACHER: {**_CPU_COMMON, "vgae.hidden_dims": [256, 128, 48], "vgae.latent_dim": 48, "vgae.heads": 4,
+                        "gat.hidden": 32, "gat.layers": 3, "gat.heads": 4},
+    ModelSize.STUDENT: {**_CPU_COMMON, "vgae.embedding_dim": 8, "gat.hidden": 16, "gat.layers": 2, "gat.heads": 2,
+                        "gat.embedding_dim": 8},
+}
+
+
 def preset(name: str, dataset: str = "hcrl_sa") -> PipelineConfig:
     """`vgae,teacher` -> a PipelineConfig for the autoencoder stage at teacher size (optional `,variant`)."""
     parts = [p.strip() for p in name.split(",") if p.strip()]
