@@ -9,8 +9,8 @@ from kdgat_core.models.vgae import CANGraphVGAE, VGAEOutput
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+    """Number of parameters (frozen ones included: a frozen teacher still has its size)."""
+    return sum(p.numel() for p in module.parameters())
 
 
 __all__ = ["CANGraphGAT", "CANGraphVGAE", "QNetwork", "VGAEOutput", "count_parameters"]

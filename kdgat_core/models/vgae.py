@@ -13,9 +13,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv
 from torch_geometric.nn.models import VGAE
-from torch_geometric.utils import batched_negative_sampling, scatter
+from torch_geometric.utils import scatter
 
 EPS = 1e-15
+
+
+def window_negative_edges(edge_index: Tensor, batch: Tensor) -> Tensor:
+    """One random non-edge per edge, inside the edge's own window, drawn for all windows at once.
+
+    (PyG's batched_negative_sampling loops over the graphs in Python; this is the hot path of every VGAE step.)
+    Pairs that hit an existing edge or a self-loop are dropped rather than redrawn."""
+    n = batch.numel()
+    counts = torch.bincount(batch)
+    starts = torch.cumsum(counts, 0) - counts
+    src = edge_index[0]
+    g = batch[src]
+    dst = starts[g] + (torch.rand(src.numel(), device=src.device) * counts[g]).long().clamp_max(counts[g] - 1)
+    keys = src * n + dst
+    keep = (src != dst) & ~torch.isin(keys, edge_index[0] * n + edge_index[1])
+    return torch.stack([src[keep], dst[keep]])
 
 
 class GATEncoder(nn.Module):
@@ -88,7 +104,7 @@ class CANGraphVGAE(nn.Module):
         }
         if batch.edge_index.numel():
             # negatives drawn inside each window: pairs across windows would be trivially "no edge"
-            neg = batched_negative_sampling(batch.edge_index, batch.batch)
+            neg = window_negative_edges(batch.edge_index, batch.batch)
             terms["edge"] = self.vgae.recon_loss(out.z, batch.edge_index, neg)
         else:
             terms["edge"] = out.z.new_zeros(())

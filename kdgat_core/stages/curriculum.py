@@ -1,0 +1,121 @@
+"""Stage 2, curriculum: a GAT classifier trained with a curriculum that advances every epoch.
+
+Normal windows are ranked easy -> hard by the trained VGAE's anomaly score; epoch 0 trains on every attack window and
+the easiest normals at `gat.curriculum_start_ratio` normals per attack; each epoch adds harder normals until, after
+`gat.curriculum_ramp` of the epochs, every normal window is in (the natural ratio).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from kdgat_core.config import Arch, Metric, PipelineConfig, Stage, prerequisite_tag
+from kdgat_core.models import CANGraphGAT, count_parameters
+from kdgat_core.stages import plots
+from kdgat_core.stages.distillation import freeze, gat_kd_loss
+from kdgat_core.stages.metrics import classification_metrics, headline
+from kdgat_core.stages.prerequisites import checkpoint_payload, gat_kwargs, load_run_model, resolve_prerequisite
+from kdgat_core.stages.scoring import attack_probability, gat_logits, vgae_scores
+from kdgat_core.stages.training_loop import EpochReport, fit, seed_everything
+
+GRAD_CLIP = 5.0
+DECISION_THRESHOLD = 0.5
+
+
+def curriculum_normals(n_normal: int, n_attack: int, epoch: int, epochs: int, start_ratio: float,
+                       ramp: float) -> int:
+    """How many of the easiest normal windows epoch `epoch` trains on (grows every epoch until all are in)."""
+    if n_attack == 0 or n_normal == 0:
+        return n_normal
+    natural = n_normal / n_attack
+    start = min(start_ratio, natural)
+    ramp_epochs = max(1, round(ramp * max(epochs - 1, 1)))
+    frac = min(1.0, epoch / ramp_epochs)
+    ratio = start + (natural - start) * frac
+    return int(min(n_normal, max(1, round(ratio * n_attack))))
+
+
+def run_curriculum(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device,
+                   tracking_uri: str | None) -> dict[str, float]:
+    gen = seed_everything(cfg.train.seed)
+    vgae_run = resolve_prerequisite(cfg, Stage.AUTOENCODER, tracking_uri)
+    run.set_tags({prerequisite_tag(Stage.AUTOENCODER): vgae_run})
+    vgae, _ = load_run_model(vgae_run, tracking_uri, Arch.VGAE.value, graphs, device)
+
+    # rank normal training windows easy -> hard by the VGAE's reconstruction error
+    y_train = graphs.train.y
+    normals = torch.nonzero(y_train == 0).flatten()
+    attacks = torch.nonzero(y_train == 1).flatten()
+    score = torch.from_numpy(vgae_scores(vgae, graphs.train, device, indices=normals).score)
+    normals_easy_first = normals[torch.argsort(score, stable=True)]
+    del vgae
+
+    kwargs = gat_kwargs(cfg, graphs)
+    model = CANGraphGAT(**kwargs).to(device)
+    final: dict[str, float] = {Metric.NUM_PARAMETERS.value: count_parameters(model)}
+    teacher = None
+    if cfg.kd.enabled:
+        teacher, _ = load_run_model(cfg.kd.teacher_run_id, tracking_uri, Arch.GAT.value, graphs, device)
+        freeze(teacher)
+        final[Metric.TEACHER_NUM_PARAMETERS.value] = count_parameters(teacher)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    val_y = graphs.val.y.numpy()
+    schedule: list[dict[str, float]] = []
+
+    def run_epoch(epoch: int) -> float:
+        n = curriculum_normals(len(normals), len(attacks), epoch, cfg.train.epochs,
+                               cfg.gat.curriculum_start_ratio, cfg.gat.curriculum_ramp)
+        indices = torch.cat([attacks, normals_easy_first[:n]])
+        schedule.append({"epoch": epoch, "normals": n, "attacks": len(attacks)})
+        model.train()
+        total, count = 0.0, 0
+        for batch in graphs.train.batches(cfg.train.batch_size, shuffle=True, generator=gen, indices=indices):
+            batch = batch.to(device)
+            logits = model(batch)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(batch)
+                loss = gat_kd_loss(logits, t_logits, batch.y, cfg.kd.temperature, cfg.kd.alpha)
+            else:
+                loss = F.cross_entropy(logits, batch.y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+            optimizer.step()
+            total += loss.item() * batch.num_graphs
+            count += batch.num_graphs
+        run.log_metrics({Metric.CURRICULUM_RATIO.value: n / max(len(attacks), 1),
+                         Metric.CURRICULUM_WINDOWS.value: len(indices)}, step=epoch)
+        return total / max(count, 1)
+
+    def validate() -> EpochReport:
+        logits = gat_logits(model, graphs.val, device)
+        val_loss = float(F.cross_entropy(logits, graphs.val.y).item()) if len(logits) else 0.0
+        p = attack_probability(logits)
+        m = classification_metrics(val_y, p >= DECISION_THRESHOLD, p)
+        return EpochReport(val_loss, val_loss, m[Metric.F1.value], {Metric.VAL_AUC.value: m[Metric.AUC.value]})
+
+    result = fit(model, optimizer, cfg.train, run_epoch, validate, run, monitor=Metric.VAL_F1.value,
+                 checkpoint=lambda: checkpoint_payload(Arch.GAT.value, kwargs, model,
+                                                       {prerequisite_tag(Stage.AUTOENCODER): vgae_run}))
+    p = attack_probability(gat_logits(model, graphs.val, device))
+    pred = p >= DECISION_THRESHOLD
+    m = classification_metrics(val_y, pred, p)
+    final.update(headline(m))
+    final.update({Metric.VAL_LOSS.value: result.best.val_loss, Metric.THRESHOLD.value: DECISION_THRESHOLD,
+                  Metric.TRAIN_SECONDS.value: result.seconds})
+    run.log_final(final)
+    run.log_json("metrics.json", {"final": final, "validation": m, "curriculum": schedule,
+                                  "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                                  "stopped_early": result.stopped_early, "history": result.history,
+                                  prerequisite_tag(Stage.AUTOENCODER): vgae_run})
+    for name, fig in (("history.png", plots.history_figure(result.history, cfg.run_name)),
+                      ("val_confusion.png", plots.confusion_matrix_figure(val_y, pred, cfg.run_name))):
+        run.log_figure(name, fig)
+        plots.close(fig)
+    return final
+
+
+__all__ = ["curriculum_normals", "run_curriculum"]

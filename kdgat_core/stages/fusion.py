@@ -1,0 +1,213 @@
+"""Stage 3, fusion: a DQN picks, per window, a weight alpha for alpha * p_gat + (1 - alpha) * s_vgae.
+
+Each window is one decision, so this is a contextual bandit: the Q-network regresses the reward of the chosen alpha
+(no bootstrapping from a made-up next state). Experience goes through a replay buffer; actions are chosen
+epsilon-greedily by a target network that is synced every `dqn.target_update` steps (a stable behaviour policy);
+epsilon decays per step. The DQN learns on one half of the validation windows (the models never trained on them)
+and is judged on the other half against the best single model; the verdict is logged as a tag.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kdgat_core.config import (
+    FUSION_BEATS_BEST_TAG, Arch, KdgatError, Metric, PipelineConfig, Stage, bool_tag, prerequisite_tag,
+)
+from kdgat_core.models import QNetwork, count_parameters
+from kdgat_core.stages import plots
+from kdgat_core.stages.metrics import classification_metrics, headline
+from kdgat_core.stages.prerequisites import checkpoint_payload, load_run_model, resolve_prerequisite
+from kdgat_core.stages.scoring import VGAECalibration, VGAEScores, attack_probability, gat_logits, vgae_scores
+from kdgat_core.stages.training_loop import EpochReport, fit, seed_everything
+
+STATE_FEATURES = ("p_gat", "gat_confidence", "gat_entropy", "s_vgae", "log_feature_error", "log_id_error",
+                  "log_edge_error", "latent_mu", "latent_logstd", "agreement")
+DECISION = 0.5
+
+
+def fusion_state(p_gat: np.ndarray, vgae: VGAEScores, cal: VGAECalibration) -> np.ndarray:
+    """Per-window state [G, len(STATE_FEATURES)] from both models' outputs (unnormalised)."""
+    p = np.clip(p_gat, 1e-6, 1 - 1e-6)
+    s = cal.probability(vgae.score)
+    entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    cols = [p, np.abs(2 * p - 1), entropy, s, *np.log(np.maximum(vgae.errors, 1e-12)).T, *vgae.latent.T,
+            1 - np.abs(p - s)]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def fused_score(alpha: np.ndarray, p_gat: np.ndarray, s_vgae: np.ndarray) -> np.ndarray:
+    return alpha * p_gat + (1 - alpha) * s_vgae
+
+
+def bandit_reward(fused: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """+1 for a correct fused decision, -1 for a wrong one; a small margin term prefers confident right answers."""
+    correct = ((fused >= DECISION).long() == y).float()
+    return (2 * correct - 1) + 0.1 * (1 - 2 * (fused - y.float()).abs())
+
+
+@dataclasses.dataclass
+class FusionInputs:
+    state: np.ndarray    # [G, D] unnormalised
+    p_gat: np.ndarray
+    s_vgae: np.ndarray
+    y: np.ndarray
+
+
+def model_outputs(vgae, gat, cal: VGAECalibration, graphset: Any, device: torch.device) -> FusionInputs:
+    v = vgae_scores(vgae, graphset, device)
+    p = attack_probability(gat_logits(gat, graphset, device))
+    return FusionInputs(fusion_state(p, v, cal), p, cal.probability(v.score), graphset.y.numpy())
+
+
+class FusionPolicy:
+    """A trained Q-network plus what it needs to act: the alpha grid and the state normalisation."""
+
+    def __init__(self, q: QNetwork, alphas: np.ndarray, mean: np.ndarray, std: np.ndarray):
+        self.q, self.alphas, self.mean, self.std = q, alphas, mean, std
+
+    @torch.no_grad()
+    def choose(self, state: np.ndarray) -> np.ndarray:
+        """Index of the greedy alpha per window."""
+        self.q.eval()
+        x = torch.from_numpy((state - self.mean) / self.std).float()
+        return self.q(x).argmax(-1).numpy() if len(x) else np.zeros(0, dtype=int)
+
+    def fuse(self, inp: FusionInputs) -> tuple[np.ndarray, np.ndarray]:
+        """Fused attack score and chosen alpha per window."""
+        alpha = self.alphas[self.choose(inp.state)]
+        return fused_score(alpha, inp.p_gat, inp.s_vgae), alpha
+
+
+def load_fusion(run_id: str, tracking_uri: str | None, device="cpu") -> tuple[FusionPolicy, dict]:
+    q, meta = load_run_model(run_id, tracking_uri, Arch.DQN.value, device=device)
+    policy = FusionPolicy(q.cpu(), np.asarray(meta["alphas"], dtype=np.float32),
+                          np.asarray(meta["state_mean"], dtype=np.float32), np.asarray(meta["state_std"], dtype=np.float32))
+    return policy, meta
+
+
+def split_halves(n: int, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified random halves of the validation windows: the DQN fits on the first, is judged on the second."""
+    rng = np.random.default_rng(seed)
+    fit_idx, check_idx = [], []
+    for label in np.unique(y):
+        idx = rng.permutation(np.nonzero(y == label)[0])
+        half = (len(idx) + 1) // 2
+        fit_idx.append(idx[:half])
+        check_idx.append(idx[half:])
+    return np.sort(np.concatenate(fit_idx)) if fit_idx else np.zeros(0, int), \
+        np.sort(np.concatenate(check_idx)) if check_idx else np.zeros(0, int)
+
+
+def run_fusion(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device,
+               tracking_uri: str | None) -> dict[str, float]:
+    d = cfg.dqn
+    if d.gamma != 0.0:
+        raise KdgatError("dqn.gamma must be 0: fusion is a contextual bandit (one decision per window, no next state).")
+    if d.num_alphas < 2:
+        raise KdgatError("dqn.num_alphas must be at least 2 (alpha = 0 and alpha = 1).")
+    gen = seed_everything(cfg.train.seed)
+    vgae_run = resolve_prerequisite(cfg, Stage.AUTOENCODER, tracking_uri)
+    gat_run = resolve_prerequisite(cfg, Stage.CURRICULUM, tracking_uri)
+    run.set_tags({prerequisite_tag(Stage.AUTOENCODER): vgae_run, prerequisite_tag(Stage.CURRICULUM): gat_run})
+    vgae, vmeta = load_run_model(vgae_run, tracking_uri, Arch.VGAE.value, graphs, device)
+    gat, _ = load_run_model(gat_run, tracking_uri, Arch.GAT.value, graphs, device)
+    cal = VGAECalibration.from_dict(vmeta["calibration"])
+    val = model_outputs(vgae, gat, cal, graphs.val, device)
+    fit_idx, check_idx = split_halves(len(val.y), val.y, cfg.train.seed)
+    if len(fit_idx) == 0 or len(check_idx) == 0:
+        raise KdgatError("The validation split is too small to fit and judge the fusion policy; use more data.")
+    mean = val.state[fit_idx].mean(0)
+    std = val.state[fit_idx].std(0) + 1e-6
+    states = torch.from_numpy((val.state - mean) / std).float()
+    p_gat, s_vgae = torch.from_numpy(val.p_gat).float(), torch.from_numpy(val.s_vgae).float()
+    y = torch.from_numpy(val.y).long()
+    alphas = torch.linspace(0, 1, d.num_alphas)
+
+    q = QNetwork(states.shape[1], d.hidden, d.layers, d.num_alphas).to(device)
+    target = copy.deepcopy(q).eval()
+    optimizer = torch.optim.Adam(q.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    cap = d.buffer_size
+    buf_s = torch.zeros(cap, states.shape[1])
+    buf_a = torch.zeros(cap, dtype=torch.long)
+    buf_r = torch.zeros(cap)
+    progress = {"filled": 0, "pos": 0, "steps": 0, "epsilon": d.epsilon_start}
+    fit_t = torch.from_numpy(fit_idx)
+
+    def run_epoch(episode: int) -> float:
+        q.train()
+        losses = []
+        order = fit_t[torch.randperm(len(fit_t), generator=gen)]
+        for chunk in order.split(d.batch_size):
+            s = states[chunk]
+            with torch.no_grad():
+                greedy = target(s.to(device)).argmax(-1).cpu()
+            explore = torch.rand(len(chunk), generator=gen) < progress["epsilon"]
+            action = torch.where(explore, torch.randint(0, d.num_alphas, (len(chunk),), generator=gen), greedy)
+            reward = bandit_reward(fused_score(alphas[action], p_gat[chunk], s_vgae[chunk]), y[chunk])
+            slots = (progress["pos"] + torch.arange(len(chunk))) % cap
+            buf_s[slots], buf_a[slots], buf_r[slots] = s, action, reward
+            progress["pos"] = int(slots[-1]) + 1
+            progress["filled"] = min(cap, progress["filled"] + len(chunk))
+            sample = torch.randint(0, progress["filled"], (d.batch_size,), generator=gen)
+            pred = q(buf_s[sample].to(device)).gather(1, buf_a[sample].to(device)[:, None]).squeeze(1)
+            loss = F.smooth_l1_loss(pred, buf_r[sample].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            progress["steps"] += 1
+            if progress["steps"] % d.target_update == 0:
+                target.load_state_dict(q.state_dict())
+            progress["epsilon"] = max(d.epsilon_end, progress["epsilon"] * d.epsilon_decay)
+        target.load_state_dict(q.state_dict())  # the next episode explores around what was just learned
+        return float(np.mean(losses)) if losses else 0.0
+
+    def check_report() -> tuple[EpochReport, np.ndarray, np.ndarray]:
+        q.eval()
+        with torch.no_grad():
+            qs = q(states[check_idx].to(device)).cpu()
+        action = qs.argmax(-1)
+        fused = fused_score(alphas[action], p_gat[check_idx], s_vgae[check_idx])
+        reward = bandit_reward(fused, y[check_idx])
+        val_loss = float(F.smooth_l1_loss(qs.gather(1, action[:, None]).squeeze(1), reward))
+        m = classification_metrics(val.y[check_idx], fused.numpy() >= DECISION, fused.numpy())
+        return (EpochReport(0.0, val_loss, m[Metric.F1.value], {Metric.EPSILON.value: progress["epsilon"]}),
+                fused.numpy(), alphas[action].numpy())
+
+    train_cfg = dataclasses.replace(cfg.train, epochs=d.episodes)
+    meta = lambda: {"alphas": alphas.tolist(), "state_mean": mean.tolist(), "state_std": std.tolist(),  # noqa: E731
+                    "state_features": list(STATE_FEATURES), prerequisite_tag(Stage.AUTOENCODER): vgae_run,
+                    prerequisite_tag(Stage.CURRICULUM): gat_run}
+    kwargs = dict(state_dim=int(states.shape[1]), hidden=d.hidden, layers=d.layers, num_actions=d.num_alphas)
+    result = fit(q, optimizer, train_cfg, run_epoch, lambda: check_report()[0], run, monitor=Metric.VAL_F1.value,
+                 checkpoint=lambda: checkpoint_payload(Arch.DQN.value, kwargs, q, meta()))
+
+    report, fused, chosen = check_report()
+    yc = val.y[check_idx]
+    fused_m = classification_metrics(yc, fused >= DECISION, fused)
+    gat_m = classification_metrics(yc, val.p_gat[check_idx] >= DECISION, val.p_gat[check_idx])
+    vgae_m = classification_metrics(yc, val.s_vgae[check_idx] >= DECISION, val.s_vgae[check_idx])
+    best_single = max(gat_m[Metric.F1.value], vgae_m[Metric.F1.value])
+    beats = fused_m[Metric.F1.value] >= best_single
+    run.set_tags({FUSION_BEATS_BEST_TAG: bool_tag(beats)})
+    final = {**headline(fused_m), Metric.VAL_LOSS.value: report.val_loss,
+             Metric.NUM_PARAMETERS.value: count_parameters(q), Metric.TRAIN_SECONDS.value: result.seconds,
+             f"{Arch.GAT}_{Metric.F1}": gat_m[Metric.F1.value], f"{Arch.VGAE}_{Metric.F1}": vgae_m[Metric.F1.value]}
+    run.log_final(final)
+    usage = {f"{a:.2f}": int((np.isclose(chosen, a)).sum()) for a in alphas.tolist()}
+    run.log_json("metrics.json", {
+        "final": final, "validation_check_half": {"fusion": fused_m, "gat": gat_m, "vgae": vgae_m},
+        FUSION_BEATS_BEST_TAG: beats, "alpha_usage": usage, "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run, "history": result.history,
+        prerequisite_tag(Stage.AUTOENCODER): vgae_run, prerequisite_tag(Stage.CURRICULUM): gat_run})
+    fig = plots.roc_figure(yc, {"fusion": fused, "gat": val.p_gat[check_idx], "vgae": val.s_vgae[check_idx]},
+                           f"{cfg.run_name}: validation (held-out half)")
+    run.log_figure("val_roc.png", fig)
+    plots.close(fig)
+    return final

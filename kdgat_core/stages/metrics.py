@@ -1,0 +1,78 @@
+"""Classification metrics of a window detector (scikit-learn), thresholds chosen on validation."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from sklearn import metrics as skm
+
+from kdgat_core.config import Metric
+
+
+def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
+    """The score threshold maximising Youden's J = TPR - FPR (a window is an attack when score >= threshold).
+
+    Without both classes it falls back to the 99th percentile of the scores (normal-only validation)."""
+    y = np.asarray(y).astype(int)
+    score = np.asarray(score, dtype=float)
+    if len(np.unique(y)) < 2:
+        return float(np.quantile(score, 0.99)) if len(score) else 0.0
+    fpr, tpr, thr = skm.roc_curve(y, score)
+    i = int(np.argmax(tpr - fpr))
+    if not np.isfinite(thr[i]):
+        return float(score.max()) + 1e-9
+    # midway to the next lower score, so a window just under the best cut does not flip on rounding
+    lower = score[score < thr[i]]
+    return float((thr[i] + lower.max()) / 2) if len(lower) else float(thr[i])
+
+
+def detection_rate_at_fpr(y: np.ndarray, score: np.ndarray, max_fpr: float) -> float:
+    """Highest true-positive rate reachable with a false-positive rate <= max_fpr."""
+    if len(np.unique(y)) < 2:
+        return math.nan
+    fpr, tpr, _ = skm.roc_curve(y, score)
+    ok = fpr <= max_fpr
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def classification_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """Every metric of the evaluation stage for hard predictions `pred` and continuous attack scores `score`."""
+    with warnings.catch_warnings():
+        # a scenario or a tiny validation split with one class only: the undefined metrics are NaN, said once here
+        warnings.simplefilter("ignore")
+        return _classification_metrics(np.asarray(y).astype(int), np.asarray(pred).astype(int),
+                                       np.asarray(score, dtype=float))
+
+
+def _classification_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    both = len(np.unique(y)) == 2
+
+    def ratio(a: float, b: float) -> float:
+        return float(a / b) if b else math.nan
+
+    out = {
+        Metric.ACCURACY: skm.accuracy_score(y, pred),
+        Metric.F1: skm.f1_score(y, pred, zero_division=0),
+        Metric.PRECISION: skm.precision_score(y, pred, zero_division=0),
+        Metric.RECALL: skm.recall_score(y, pred, zero_division=0),
+        Metric.AUC: skm.roc_auc_score(y, score) if both else math.nan,
+        Metric.MCC: skm.matthews_corrcoef(y, pred),
+        Metric.SPECIFICITY: ratio(tn, tn + fp),
+        Metric.BALANCED_ACCURACY: skm.balanced_accuracy_score(y, pred) if both else math.nan,
+        Metric.FPR: ratio(fp, fp + tn),
+        Metric.FNR: ratio(fn, fn + tp),
+        Metric.PR_AUC: skm.average_precision_score(y, score) if both else math.nan,
+        Metric.DR_AT_FPR_1E2: detection_rate_at_fpr(y, score, 1e-2),
+        Metric.DR_AT_FPR_1E3: detection_rate_at_fpr(y, score, 1e-3),
+    }
+    return {str(k): float(v) for k, v in out.items()}
+
+
+HEADLINE = (Metric.ACCURACY, Metric.F1, Metric.PRECISION, Metric.RECALL, Metric.AUC, Metric.MCC)
+
+
+def headline(m: dict[str, float]) -> dict[str, float]:
+    """The standard metrics subset (what leaderboards rank by)."""
+    return {str(k): m[str(k)] for k in HEADLINE}
