@@ -152,15 +152,14 @@ def load_graphs(cfg: PipelineConfig, data_root: str | Path | None = None, cache_
 
 def _read_unique(cfg: PipelineConfig, recs: list[Recording]) -> tuple[list[tuple[Recording, Messages]], list[str]]:
     """Read recordings, dropping any whose messages equal an earlier one's (hcrl_sa ships its normal drives twice)."""
-    seen: dict[str, str] = {}
-    kept, dups = [], []
+    kept: list[tuple[Recording, Messages]] = []
+    dups: list[str] = []
     for r in recs:
         m = read_messages(r.path, cfg.data.max_messages)
-        h = m.content_hash()
-        if h in seen:
-            dups += [r.key, seen[h]]
+        twin = next((k for k, km in kept if km.same_messages(m)), None)
+        if twin is not None:
+            dups += [r.key, twin.key]
             continue
-        seen[h] = r.key
         kept.append((r, m))
     return kept, dups
 

@@ -83,76 +83,84 @@ class GraphSet:
 
     def subset(self, indices) -> "GraphSet":
         """A new GraphSet with only the given graphs (in the given order)."""
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        nodes, ncount, _ = _ranges(self.node_ptr, idx)
-        edges, ecount, eseg = _ranges(self.edge_ptr, idx)
-        new_ptr = torch.zeros(idx.numel() + 1, dtype=torch.long)
-        torch.cumsum(ncount, 0, out=new_ptr[1:])
-        shift = (new_ptr[:-1] - self.node_ptr[idx])[eseg]
-        eptr = torch.zeros(idx.numel() + 1, dtype=torch.long)
-        torch.cumsum(ecount, 0, out=eptr[1:])
+        idx = _as_index(indices)
+        node_ptr, edge_ptr = self.node_ptr.numpy(), self.edge_ptr.numpy()
+        nodes, ncount, _ = _ranges(node_ptr, idx)
+        edges, ecount, eseg = _ranges(edge_ptr, idx)
+        new_ptr = np.zeros(idx.size + 1, np.int64)
+        np.cumsum(ncount, out=new_ptr[1:])
+        eptr = np.zeros(idx.size + 1, np.int64)
+        np.cumsum(ecount, out=eptr[1:])
+        shift = (new_ptr[:-1] - node_ptr[idx])[eseg]
+        t = torch.from_numpy
         return GraphSet(
-            x=self.x[nodes], node_id=self.node_id[nodes], node_ptr=new_ptr,
-            edge_index=self.edge_index[:, edges] + shift, edge_attr=self.edge_attr[edges], edge_ptr=eptr,
-            y=self.y[idx], attack_frac=self.attack_frac[idx], start=self.start[idx],
-            recording_index=self.recording_index[idx], recordings=list(self.recordings),
+            x=t(self.x.numpy()[nodes]), node_id=t(self.node_id.numpy()[nodes]), node_ptr=t(new_ptr),
+            edge_index=t(self.edge_index.numpy()[:, edges] + shift), edge_attr=t(self.edge_attr.numpy()[edges]),
+            edge_ptr=t(eptr), y=self.y[t(idx)], attack_frac=self.attack_frac[t(idx)], start=self.start[t(idx)],
+            recording_index=self.recording_index[t(idx)], recordings=list(self.recordings),
         )
 
     def batch(self, indices) -> "torch_geometric.data.Batch":  # noqa: F821
-        """One Batch of the given graphs: x, node_id, edge_index, edge_attr, batch, ptr, y, attack_frac, num_graphs."""
+        """One Batch of the given graphs: x, node_id, edge_index, edge_attr, batch, ptr, y, attack_frac, num_graphs.
+
+        Index arithmetic runs in numpy on zero-copy views: single-threaded, so it does not fight the model's
+        torch threads for a small machine's cores.
+        """
         from torch_geometric.data import Batch
 
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        B = idx.numel()
-        if B and int(idx[-1] - idx[0]) == B - 1 and bool((idx[1:] - idx[:-1] == 1).all()):
+        idx = _as_index(indices)
+        B = idx.size
+        node_ptr, edge_ptr = self.node_ptr.numpy(), self.edge_ptr.numpy()
+        if B and idx[-1] - idx[0] == B - 1 and (np.diff(idx) == 1).all():
             a, b = int(idx[0]), int(idx[-1]) + 1   # consecutive graphs: plain slices
-            n0, n1 = int(self.node_ptr[a]), int(self.node_ptr[b])
-            e0, e1 = int(self.edge_ptr[a]), int(self.edge_ptr[b])
-            ptr = self.node_ptr[a:b + 1] - n0
+            n0, n1 = int(node_ptr[a]), int(node_ptr[b])
+            e0, e1 = int(edge_ptr[a]), int(edge_ptr[b])
+            ptr = node_ptr[a:b + 1] - n0
             x, node_id = self.x[n0:n1], self.node_id[n0:n1]
             edge_index = self.edge_index[:, e0:e1] - n0
             edge_attr = self.edge_attr[e0:e1]
-            batch_vec = _segment_ids(ptr[1:] - ptr[:-1], n1 - n0)
+            batch_vec = np.repeat(np.arange(B), np.diff(ptr))
         else:
-            nodes, ncount, batch_vec = _ranges(self.node_ptr, idx)
-            edges, _, eseg = _ranges(self.edge_ptr, idx)
-            ptr = torch.zeros(B + 1, dtype=torch.long)
-            torch.cumsum(ncount, 0, out=ptr[1:])
-            x, node_id = self.x[nodes], self.node_id[nodes]
-            edge_index = self.edge_index[:, edges] + (ptr[:-1] - self.node_ptr[idx])[eseg]
-            edge_attr = self.edge_attr[edges]
-        out = Batch(x=x, node_id=node_id, edge_index=edge_index, edge_attr=edge_attr, batch=batch_vec, ptr=ptr,
-                    y=self.y[idx], attack_frac=self.attack_frac[idx])
+            nodes, ncount, batch_vec = _ranges(node_ptr, idx)
+            edges, _, eseg = _ranges(edge_ptr, idx)
+            ptr = np.zeros(B + 1, np.int64)
+            np.cumsum(ncount, out=ptr[1:])
+            x = torch.from_numpy(self.x.numpy()[nodes])
+            node_id = torch.from_numpy(self.node_id.numpy()[nodes])
+            edge_index = torch.from_numpy(self.edge_index.numpy()[:, edges] + (ptr[:-1] - node_ptr[idx])[eseg])
+            edge_attr = torch.from_numpy(self.edge_attr.numpy()[edges])
+        t_idx = torch.from_numpy(idx)
+        out = Batch(x=x, node_id=node_id, edge_index=edge_index, edge_attr=edge_attr,
+                    batch=torch.from_numpy(batch_vec), ptr=torch.from_numpy(ptr),
+                    y=self.y[t_idx], attack_frac=self.attack_frac[t_idx])
         out._num_graphs = B
         return out
 
     def batches(self, batch_size: int = 64, shuffle: bool = False, generator: torch.Generator | None = None,
                 indices=None) -> Iterator["torch_geometric.data.Batch"]:  # noqa: F821
         """Batches over all graphs (or `indices`), in order or shuffled with `generator`; the last may be smaller."""
-        order = torch.arange(len(self)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
+        order = np.arange(len(self)) if indices is None else _as_index(indices)
         if shuffle:
-            order = order[torch.randperm(order.numel(), generator=generator)]
-        for chunk in order.split(max(1, int(batch_size))):
-            yield self.batch(chunk)
+            order = order[torch.randperm(order.size, generator=generator).numpy()]
+        step = max(1, int(batch_size))
+        for i in range(0, order.size, step):
+            yield self.batch(order[i:i + step])
 
 
-def _segment_ids(count: torch.Tensor, total: int) -> torch.Tensor:
-    """[0]*count[0] + [1]*count[1] + ... (repeat_interleave's result; a cumsum is several times faster on CPU)."""
-    marks = torch.zeros(total + 1, dtype=torch.long)
-    ends = torch.cumsum(count, 0)
-    marks.index_add_(0, ends, torch.ones_like(ends))
-    return torch.cumsum(marks[:-1], 0)
+def _as_index(indices) -> np.ndarray:
+    if isinstance(indices, torch.Tensor):
+        return indices.detach().cpu().numpy().astype(np.int64, copy=False).ravel()
+    return np.asarray(indices, dtype=np.int64).ravel()
 
 
-def _ranges(ptr: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Concatenated element indices ptr[i]..ptr[i+1] for every i in idx, the length of each range, and the position
-    in idx that each element came from."""
+def _ranges(ptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenated element indices ptr[i]..ptr[i+1] for every i in idx, the length of each range, and for every
+    element the position in idx it came from."""
     begin = ptr[idx]
     count = ptr[idx + 1] - begin
-    total = int(count.sum())
-    seg = _segment_ids(count, total)
-    offsets = torch.cumsum(count, 0) - count
-    return begin[seg] + torch.arange(total) - offsets[seg], count, seg
+    seg = np.repeat(np.arange(idx.size), count)
+    offsets = np.cumsum(count) - count
+    return begin[seg] + np.arange(seg.size) - offsets[seg], count, seg
 
 
 @dataclass

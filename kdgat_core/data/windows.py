@@ -163,6 +163,18 @@ def id_ranks(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return uniq, rank, counts
 
 
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+
+
+def _bytes_differing(payload_sorted: np.ndarray) -> np.ndarray:
+    """Per consecutive pair of rows of a uint8 [n, 8] array: how many of the 8 bytes differ (SWAR on uint64)."""
+    words = np.ascontiguousarray(payload_sorted).view(np.uint64).ravel()
+    x = words[1:] ^ words[:-1]
+    # high bit of each byte set iff that byte of x is non-zero
+    nonzero = ((x & _LOW7) + _LOW7 | x) & ~_LOW7
+    return np.bitwise_count(nonzero)
+
+
 def recording_context(m: Messages) -> RecordingContext:
     n = len(m)
     ts = m.timestamp
@@ -177,10 +189,9 @@ def recording_context(m: Messages) -> RecordingContext:
     gap_sorted = np.empty(n)
     gap_sorted[1:] = np.diff(ts_sorted)
     gap_sorted[first_of_id] = ts_sorted[first_of_id] - (ts[0] if n else 0.0)
-    pay_sorted = m.payload[by_id]
     changed_sorted = np.zeros(n, np.float32)
     if n > 1:
-        changed_sorted[1:] = np.count_nonzero(pay_sorted[1:] != pay_sorted[:-1], axis=1) / 8.0
+        changed_sorted[1:] = _bytes_differing(m.payload[by_id]) / 8.0
     changed_sorted[first_of_id] = 0.0
 
     # the id's usual period: median of its gaps (first occurrences excluded); one sort of (id, gap) packed in a float
