@@ -1,0 +1,680 @@
+"""`TrackingDB`: the read-only query API over an MLflow SQLite store (notebooks, the `kdgat` CLI and the TUI share it).
+
+Every method returns a pandas DataFrame, or a pyarrow Table with ``arrow=True``. The examples run as doctests
+against a fixture database (tests/unit/test_query_doctests.py) where ``db = open_db(<fixture>)``.
+
+Which path answers which question (see docs/query.md):
+
+* one run's rows (history, compare, diff, resolve_run): SQL executed inside SQLite with MLflow's run_uuid indexes;
+* leaderboard: the cached wide table when it is current, else an indexed join inside SQLite (no full pivot);
+* everything over all runs (runs, sweep, dataset_summary, lineage, the ``runs`` view): the wide table, kept current
+  by `kdgat_core.query.wide.WideCache`.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from kdgat_core.config import (
+    STANDARD_METRICS, KdgatError, Metric, RunStatus, Tag, bool_tag, metric_direction,
+)
+from kdgat_core.query.connection import ALIAS, Reader, ResolvedDB, exact_real, resolve_db, sqlite_literal
+from kdgat_core.query.sql_guard import check_user_sql, one_line, table_names
+from kdgat_core.query.wide import (
+    BASE_COLUMNS, BASE_SCHEMA, METRIC_COLUMNS, METRIC_PREFIX, PARAM_PREFIX, TAG_COLUMNS, RefreshStats, WideCache,
+    build_uncached, metric_values, pivot, read_long_for,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+VIEWS = ("runs", "params", "tags", "metrics", "metric_history", "lineage", "runs_wide")
+# Views backed by the wide table: a query naming one of them brings the table up to date first.
+_WIDE_VIEWS = {"runs", "lineage", "runs_wide"}
+_HEX_ID = re.compile(r"^[0-9a-f]{1,32}$")
+# Params that tell runs of one configuration apart without changing it: the seed, and the teacher a student used.
+_NOT_CONFIG_PARAM_LEAVES = {Tag.SEED.value, Tag.TEACHER_RUN_ID.value}
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: Any) -> str:
+    return "NULL" if value is None else "'" + str(value).replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """The filters shared by `runs`, `leaderboard`, `sweep` and the CLI: each one is a convention tag's value."""
+
+    dataset: str | None = None
+    stage: str | None = None
+    model_size: str | None = None
+    kd: bool | None = None
+    status: str | None = None
+
+    def tag_pairs(self) -> list[tuple[str, str]]:
+        pairs = [(Tag.DATASET.value, self.dataset), (Tag.STAGE.value, self.stage), (Tag.MODEL_SIZE.value, self.model_size),
+                 (Tag.USE_KD.value, None if self.kd is None else bool_tag(self.kd)), (Tag.STATUS.value, self.status)]
+        return [(k, str(v)) for k, v in pairs if v is not None]
+
+    def where(self, include_deleted: bool = False) -> str:
+        """A DuckDB WHERE clause over the wide table."""
+        conds = [] if include_deleted else ["lifecycle <> 'deleted'"]
+        conds += [f"{_quote(k)} = {_lit(v)}" for k, v in self.tag_pairs()]
+        return " AND ".join(conds) or "TRUE"
+
+
+class TrackingDB:
+    """A read-only view of one MLflow SQLite tracking store. Use `open_db()` to get one; close it when done.
+
+    >>> db.runs(dataset="hcrl_sa", stage="evaluation", model_size="teacher")[["run_name", "status", "f1"]]
+                             run_name    status    f1
+    0  hcrl_sa/teacher_evaluation  complete  0.93
+    1  hcrl_sa/teacher_evaluation  complete  0.95
+    2  hcrl_sa/teacher_evaluation  complete  0.94
+    """
+
+    def __init__(self, resolved: ResolvedDB, *, include_deleted: bool = False, cache: bool = True,
+                 cache_dir: str | os.PathLike | None = None, lock_retry_s: float | None = None):
+        self.path: Path = resolved.path
+        self.uri = resolved.uri
+        self.uri_source = resolved.source
+        self.include_deleted = include_deleted
+        kwargs = {} if lock_retry_s is None else {"lock_retry_s": lock_retry_s}
+        self._reader = Reader(resolved, **kwargs)
+        self._cache = WideCache(self._reader, Path(cache_dir) if cache_dir is not None else None) if cache else None
+        self._wide: pa.Table | None = None
+        self.last_refresh = RefreshStats()
+        self._create_views()
+        self._reader.lock()
+
+    # -- plumbing -----------------------------------------------------------------------------------------------------
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        return self._reader.con
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> "TrackingDB":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TrackingDB({str(self.path)!r})"
+
+    @staticmethod
+    def _out(table: pa.Table, arrow: bool):
+        return table if arrow else table.to_pandas()
+
+    def _calc(self, sql: str, **tables: pa.Table) -> pa.Table:
+        """Run DuckDB SQL over Arrow tables (not over the tracking file)."""
+        con = duckdb.connect()
+        try:
+            con.execute("SET python_enable_replacements = false")
+            for name, tbl in tables.items():
+                con.register(name, tbl)
+            return con.execute(sql).to_arrow_table()
+        finally:
+            con.close()
+
+    def _visible_sql(self, alias: str = "r", exp: str = "e") -> str:
+        if self.include_deleted:
+            return "TRUE"
+        return f"{alias}.lifecycle_stage <> 'deleted' AND coalesce({exp}.lifecycle_stage, 'active') <> 'deleted'"
+
+    def _create_views(self) -> None:
+        con = self.con
+        con.register("_kdgat_wide", BASE_SCHEMA.empty_table())
+        self._create_wide_views()
+        visible = (f"SELECT r.run_uuid FROM {ALIAS}.runs r LEFT JOIN {ALIAS}.experiments e "
+                   f"ON e.experiment_id = r.experiment_id WHERE {self._visible_sql()}")
+        value = ("CASE WHEN m.is_nan <> 0 THEN 'NaN'::DOUBLE WHEN m.value >= 1.7976931348623157e308 THEN 'inf'::DOUBLE "
+                 "WHEN m.value <= -1.7976931348623157e308 THEN '-inf'::DOUBLE ELSE m.value END")
+        con.execute(f"CREATE OR REPLACE VIEW _kdgat_visible AS {visible}")
+        con.execute(f"CREATE OR REPLACE VIEW params AS SELECT p.run_uuid AS run_id, p.key, p.value FROM {ALIAS}.params p "
+                    "WHERE p.run_uuid IN (SELECT run_uuid FROM _kdgat_visible)")
+        con.execute(f"CREATE OR REPLACE VIEW tags AS SELECT t.run_uuid AS run_id, t.key, t.value FROM {ALIAS}.tags t "
+                    "WHERE t.run_uuid IN (SELECT run_uuid FROM _kdgat_visible)")
+        con.execute(f"CREATE OR REPLACE VIEW metrics AS SELECT m.run_uuid AS run_id, m.key, {value} AS value, m.step, "
+                    f"epoch_ms(m.timestamp) AS timestamp FROM {ALIAS}.latest_metrics m "
+                    "WHERE m.run_uuid IN (SELECT run_uuid FROM _kdgat_visible)")
+        # a step logged twice keeps its newest point (then the larger value), as MLflow's latest_metrics does
+        con.execute(f"CREATE OR REPLACE VIEW metric_history AS SELECT m.run_uuid AS run_id, m.key, m.step, "
+                    f"max_by({value}, (m.timestamp, m.value)) AS value, epoch_ms(max(m.timestamp)) AS timestamp "
+                    f"FROM {ALIAS}.metrics m WHERE m.run_uuid IN (SELECT run_uuid FROM _kdgat_visible) "
+                    "GROUP BY m.run_uuid, m.key, m.step")
+
+    def _create_wide_views(self) -> None:
+        where = "" if self.include_deleted else " WHERE lifecycle <> 'deleted'"
+        cols = ", ".join(_quote(c) for c in BASE_COLUMNS)
+        self.con.execute(f"CREATE OR REPLACE VIEW runs AS SELECT {cols} FROM _kdgat_wide{where}")
+        self.con.execute(f"CREATE OR REPLACE VIEW runs_wide AS SELECT * FROM _kdgat_wide{where}")
+        self.con.execute(
+            "CREATE OR REPLACE VIEW lineage AS SELECT s.run_id AS student_run_id, s.run_name AS student_name, "
+            "s.dataset, s.stage AS student_stage, s.model_size AS student_size, s.use_kd, "
+            "s.teacher_run_id, t.run_name AS teacher_name, t.stage AS teacher_stage, t.model_size AS teacher_size "
+            "FROM runs s LEFT JOIN runs t ON t.run_id = s.teacher_run_id WHERE coalesce(s.teacher_run_id, '') <> ''")
+
+    # -- the wide table -----------------------------------------------------------------------------------------------
+    def wide(self, arrow: bool = False, include_deleted: bool | None = None, refresh: bool = True):
+        """All runs x (run fields, convention tags, final standard metrics, ``metrics.*``, ``params.*``, ``tags.*``).
+
+        Served from the read cache and brought up to date exactly (see `kdgat_core.query.wide`).
+
+        >>> w = db.wide(arrow=True)
+        >>> w.num_rows, "params.train.lr" in w.column_names
+        (18, True)
+        """
+        if self._wide is None or refresh:
+            if self._cache is not None:
+                self._wide = self._cache.get()
+                self.last_refresh = self._cache.stats
+            else:
+                import time
+
+                t0 = time.perf_counter()
+                self._wide = build_uncached(self._reader)
+                self.last_refresh = RefreshStats("uncached", self._wide.num_rows, 0, time.perf_counter() - t0)
+            self.con.register("_kdgat_wide", self._wide)
+            self._create_wide_views()
+        table = self._wide
+        show_deleted = self.include_deleted if include_deleted is None else include_deleted
+        if not show_deleted:
+            import pyarrow.compute as pc
+
+            table = table.filter(pc.not_equal(table["lifecycle"], "deleted"))
+        return self._out(table, arrow)
+
+    def _wide_current(self) -> pa.Table:
+        if self._wide is None:
+            self.wide(arrow=True)
+        return self._wide
+
+    # -- runs ---------------------------------------------------------------------------------------------------------
+    def runs(self, dataset: str | None = None, stage: str | None = None, model_size: str | None = None,
+             kd: bool | None = None, status: str | None = None, include_deleted: bool | None = None,
+             arrow: bool = False):
+        """One row per run (the columns of the ``runs`` view), newest first, filtered by convention tags.
+
+        >>> db.runs(status="failed")[["run_name", "status", "error_msg"]]
+                             run_name  status                   error_msg
+        0  hcrl_ch/student_curriculum  failed  CUDA out of memory (fixture)
+        """
+        flt = RunFilter(dataset, stage, model_size, kd, status)
+        show_deleted = self.include_deleted if include_deleted is None else include_deleted
+        cols = ", ".join(_quote(c) for c in BASE_COLUMNS)
+        out = self._calc(f"SELECT {cols} FROM w WHERE {flt.where(show_deleted)} ORDER BY start_time DESC, run_id",
+                         w=self._wide_current())
+        return self._out(out, arrow)
+
+    def runs_table(self, run_ids: Sequence[str] | None = None, include_deleted: bool | None = None,
+                   arrow: bool = False):
+        """Wide rows (all columns) of all runs, or of the given run ids only (read through SQLite's indexes)."""
+        if run_ids is None:
+            return self.wide(arrow=arrow, include_deleted=include_deleted)
+        table = self._runs_by_id(list(run_ids)) if run_ids else self.wide(arrow=True).slice(0, 0)
+        show_deleted = self.include_deleted if include_deleted is None else include_deleted
+        if not show_deleted:
+            import pyarrow.compute as pc
+
+            table = table.filter(pc.not_equal(table["lifecycle"], "deleted"))
+        return self._out(table, arrow)
+
+    def run_states(self, arrow: bool = False):
+        """A cheap per-run fingerprint (run_id, mlflow_status, lifecycle, start_ms, end_ms): one read of `runs`.
+
+        It does not see tag or metric changes; `wide()` does (exactly, and incrementally).
+        """
+        table = self._reader.fetch(
+            f"SELECT r.run_uuid AS run_id, r.status AS mlflow_status, r.lifecycle_stage AS lifecycle, "
+            f"r.start_time AS start_ms, r.end_time AS end_ms FROM {ALIAS}.runs r LEFT JOIN {ALIAS}.experiments e "
+            f"ON e.experiment_id = r.experiment_id WHERE {self._visible_sql()}")
+        return self._out(table, arrow)
+
+    # -- resolving a run ----------------------------------------------------------------------------------------------
+    def resolve_run(self, ref: str) -> str:
+        """A full run id, a unique prefix of one, or a run name (the newest run of that name) -> the full run id.
+
+        >>> db.resolve_run("hcrl_sa/student_curriculum_kd") == db.runs(stage="curriculum", kd=True, dataset="hcrl_sa").run_id[0]
+        True
+        """
+        ref = (ref or "").strip()
+        if not ref:
+            raise KdgatError("Empty run reference; give a run id, a unique prefix of one, or a run name.")
+        cols = ("SELECT r.run_uuid AS run_id, r.name AS run_name, r.start_time, r.lifecycle_stage AS run_stage, "
+                "coalesce(e.lifecycle_stage, 'active') AS exp_stage FROM runs r "
+                "LEFT JOIN experiments e ON e.experiment_id = r.experiment_id")
+        candidates: list[dict] = []
+        low = ref.lower()
+        if _HEX_ID.match(low):
+            candidates = self._reader.fetch_sqlite(
+                f"{cols} WHERE r.run_uuid >= {sqlite_literal(low)} AND r.run_uuid < {sqlite_literal(low + '~')} "
+                "ORDER BY r.start_time DESC LIMIT 50").to_pylist()
+            exact = [c for c in candidates if c["run_id"] == low]
+            candidates = exact or candidates
+        if not candidates:
+            candidates = self._reader.fetch_sqlite(
+                f"{cols} WHERE r.name = {sqlite_literal(ref)} ORDER BY r.start_time DESC, r.run_uuid").to_pylist()
+            by_name = True
+        else:
+            by_name = False
+        if not self.include_deleted:
+            live = [c for c in candidates if c["run_stage"] != "deleted" and c["exp_stage"] != "deleted"]
+            if candidates and not live:
+                raise KdgatError(f"Run '{ref}' is deleted; restore it in MLflow, or open the DB with include_deleted=True.")
+            candidates = live
+        if not candidates:
+            names = [r["name"] for r in self._reader.fetch_sqlite(
+                "SELECT DISTINCT name FROM runs WHERE name IS NOT NULL").to_pylist()]
+            close = difflib.get_close_matches(ref, names, n=5, cutoff=0.6)
+            hint = f" Close run names: {', '.join(close)}." if close else " See `kdgat runs` for run ids and names."
+            raise KdgatError(f"No run matches '{ref}' (not a run id, id prefix or run name).{hint}")
+        if by_name or len(candidates) == 1:
+            return candidates[0]["run_id"]  # a name means its newest run
+        shown = ", ".join(f"{c['run_id'][:12]} ({c['run_name']})" for c in candidates[:5])
+        more = f" and {len(candidates) - 5} more" if len(candidates) > 5 else ""
+        raise KdgatError(f"Run id prefix '{ref}' is ambiguous: {shown}{more}; give more characters.")
+
+    def _runs_by_id(self, run_ids: Sequence[str]) -> pa.Table:
+        """Wide rows of a few runs, read through SQLite's indexes (no full scan), in the given order."""
+        wide = pivot(read_long_for(self._reader, list(dict.fromkeys(run_ids))))
+        order = {r: i for i, r in enumerate(run_ids)}
+        idx = sorted(range(wide.num_rows), key=lambda i: order[wide["run_id"][i].as_py()])
+        return wide.take(idx)
+
+    # -- leaderboard --------------------------------------------------------------------------------------------------
+    def leaderboard(self, metric: str = Metric.F1.value, top: int = 10, dataset: str | None = None,
+                    stage: str | None = None, model_size: str | None = None, kd: bool | None = None,
+                    status: str | None = None, by_config: bool = False, arrow: bool = False):
+        """The best runs by a final metric (lower-is-better metrics such as val_loss sort ascending).
+
+        With ``by_config=True`` runs that differ only in their seed form one row: mean, std and n.
+
+        >>> db.leaderboard("f1", top=3, dataset="hcrl_sa", stage="evaluation")[["rank", "run_name", "f1"]]
+           rank                    run_name    f1
+        0     1  hcrl_sa/teacher_evaluation  0.95
+        1     2  hcrl_sa/teacher_evaluation  0.94
+        2     3  hcrl_sa/teacher_evaluation  0.93
+        >>> db.leaderboard("f1", dataset="hcrl_sa", stage="evaluation", by_config=True)[["run_name", "n", "f1_mean"]]
+                                 run_name  n  f1_mean
+        0      hcrl_sa/teacher_evaluation  3    0.940
+        1  hcrl_sa/student_evaluation_kd  1    0.915
+        2     hcrl_sa/student_evaluation  1    0.880
+        """
+        if top is not None and top < 1:
+            raise KdgatError("--top must be at least 1.")
+        flt = RunFilter(dataset, stage, model_size, kd, status)
+        if by_config:
+            return self._out(self._leaderboard_by_config(metric, top, flt), arrow)
+        fresh = self._cache.peek_fresh() if (self._cache is not None and self._wide is None) else self._wide
+        if fresh is not None:
+            table = self._leaderboard_from_wide(fresh, metric, top, flt)
+        else:
+            table = self._leaderboard_in_sqlite(metric, top, flt)
+        if table.num_rows == 0:
+            self.check_metric(metric)
+        return self._out(table, arrow)
+
+    def _metric_column(self, metric: str, names: Iterable[str]) -> str | None:
+        col = metric if metric in METRIC_COLUMNS else METRIC_PREFIX + metric
+        return col if col in set(names) else None
+
+    def _leaderboard_from_wide(self, wide: pa.Table, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
+        col = self._metric_column(metric, wide.column_names)
+        if col is None:
+            return _empty_board(metric)
+        direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
+        limit = f"LIMIT {int(top)}" if top else ""
+        return self._calc(
+            f"SELECT row_number() OVER () AS rank, * FROM (SELECT run_id, run_name, dataset, stage, model_size, use_kd, "
+            f"status, {_quote(col)} AS {_quote(metric)}, start_time FROM w WHERE {flt.where(self.include_deleted)} "
+            f"AND {_quote(col)} IS NOT NULL ORDER BY isnan({_quote(col)}), {_quote(col)} {direction}, start_time DESC, "
+            f"run_id {limit})", w=wide)
+
+    def _leaderboard_in_sqlite(self, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
+        """An indexed join inside SQLite: scan the most selective input once, look the rest up by primary key."""
+        pairs = flt.tag_pairs()
+        direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
+        visible = "" if self.include_deleted else (
+            " AND r.lifecycle_stage <> 'deleted' AND coalesce(e.lifecycle_stage, 'active') <> 'deleted'")
+        if pairs:
+            (k0, v0), rest = pairs[0], pairs[1:]
+            # unary + keeps SQLite from using the (key, run_uuid) index here: one sequential scan beats 100k lookups
+            sql = f"SELECT m.run_uuid AS run_id, {exact_real('m.value')} AS value, m.is_nan, r.start_time FROM tags f0 "
+            for i, (k, v) in enumerate(rest, 1):
+                sql += (f"CROSS JOIN tags f{i} ON f{i}.key = {sqlite_literal(k)} AND f{i}.run_uuid = f0.run_uuid "
+                        f"AND f{i}.value = {sqlite_literal(v)} ")
+            sql += (f"CROSS JOIN latest_metrics m ON m.key = {sqlite_literal(metric)} AND m.run_uuid = f0.run_uuid "
+                    "CROSS JOIN runs r ON r.run_uuid = f0.run_uuid LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
+                    f"WHERE +f0.key = {sqlite_literal(k0)} AND f0.value = {sqlite_literal(v0)}{visible}")
+        else:
+            sql = (f"SELECT m.run_uuid AS run_id, {exact_real('m.value')} AS value, m.is_nan, r.start_time FROM latest_metrics m "
+                   "CROSS JOIN runs r ON r.run_uuid = m.run_uuid LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
+                   f"WHERE +m.key = {sqlite_literal(metric)}{visible}")
+        sql += f" ORDER BY m.is_nan, m.value {direction}, r.start_time DESC, m.run_uuid"
+        if top:
+            sql += f" LIMIT {int(top)}"
+        best = self._reader.fetch_sqlite(sql, {"value": pa.float64(), "is_nan": pa.int64()})
+        if best.num_rows == 0:
+            return _empty_board(metric)
+        ids = best["run_id"].to_pylist()
+        rows = self._runs_by_id(ids)
+        values = metric_values(best["value"], best["is_nan"])
+        return pa.table({
+            "rank": pa.array(range(1, len(ids) + 1), pa.int64()),
+            "run_id": rows["run_id"], "run_name": rows["run_name"], "dataset": rows["dataset"], "stage": rows["stage"],
+            "model_size": rows["model_size"], "use_kd": rows["use_kd"], "status": rows["status"],
+            metric: values, "start_time": rows["start_time"],
+        })
+
+    def _leaderboard_by_config(self, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
+        wide = self._wide_current()
+        col = self._metric_column(metric, wide.column_names)
+        if col is None:
+            self.check_metric(metric)
+            return pa.table({})
+        config_cols = [c for c in wide.column_names if c.startswith(PARAM_PREFIX)
+                       and c.rsplit(".", 1)[-1] not in _NOT_CONFIG_PARAM_LEAVES]
+        group = ", ".join(_quote(c) for c in ["dataset", "stage", "model_size", "use_kd", *config_cols])
+        direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
+        m = _quote(col)
+        limit = f"LIMIT {int(top)}" if top else ""
+        return self._calc(
+            f"""SELECT row_number() OVER () AS rank, * FROM (
+                  SELECT arg_max(run_name, start_time) AS run_name, dataset, stage, model_size, use_kd,
+                         count(*) AS n, avg({m}) AS {_quote(metric + '_mean')}, stddev_samp({m}) AS {_quote(metric + '_std')},
+                         min({m}) AS {_quote(metric + '_min')}, max({m}) AS {_quote(metric + '_max')},
+                         string_agg(coalesce(seed, '?'), ',' ORDER BY seed) AS seeds,
+                         arg_max(run_id, start_time) AS newest_run_id
+                  FROM w WHERE {flt.where(self.include_deleted)} AND {m} IS NOT NULL AND NOT isnan({m})
+                  GROUP BY {group}
+                  ORDER BY 7 {direction}, n DESC, newest_run_id {limit})""", w=wide)
+
+    def check_metric(self, metric: str) -> None:
+        """Raise a clear error naming close matches if no run has logged `metric`."""
+        hit = self._reader.fetch_sqlite(f"SELECT 1 AS x FROM latest_metrics WHERE key = {sqlite_literal(metric)} LIMIT 1")
+        if hit.num_rows:
+            return
+        keys = [r["key"] for r in self._reader.fetch_sqlite("SELECT DISTINCT key FROM latest_metrics").to_pylist()]
+        close = difflib.get_close_matches(metric, keys, n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else (
+            f" Logged metrics include: {', '.join(sorted(keys)[:12])}." if keys else " No run has logged any metric yet.")
+        raise KdgatError(f"Unknown metric '{metric}': no run has logged it.{hint}")
+
+    # -- comparing runs -----------------------------------------------------------------------------------------------
+    def compare(self, run_a: str, run_b: str, arrow: bool = False):
+        """Final metrics of two runs side by side; ``delta`` is b - a, ``better`` names the better run per metric.
+
+        >>> c = db.compare("hcrl_sa/teacher_curriculum", "hcrl_sa/student_curriculum_kd")
+        >>> c[c.metric.isin(["f1", "val_loss"])][["metric", "a", "b", "delta", "better"]]
+             metric     a     b  delta better
+        0  val_loss  0.20  0.25   0.05      a
+        2        f1  0.91  0.89  -0.02      a
+        """
+        ids = [self.resolve_run(run_a), self.resolve_run(run_b)]
+        rows = self._runs_by_id(ids).to_pylist()
+        a, b = rows[0], rows[1] if len(rows) > 1 else rows[0]
+        keys = [m for m in METRIC_COLUMNS] + sorted(
+            {k for r in (a, b) for k, v in r.items() if k.startswith(METRIC_PREFIX) and v is not None})
+        out = {"metric": [], "a": [], "b": [], "delta": [], "better": []}
+        for k in keys:
+            va, vb = a.get(k), b.get(k)
+            if va is None and vb is None:
+                continue
+            name = k[len(METRIC_PREFIX):] if k.startswith(METRIC_PREFIX) else k
+            delta = None if va is None or vb is None else vb - va
+            better = None
+            if delta is not None and delta == delta:
+                lower = metric_direction(name) == "asc"
+                better = "=" if delta == 0 else ("b" if (delta < 0) == lower else "a")
+            for col, v in (("metric", name), ("a", va), ("b", vb), ("delta", delta), ("better", better)):
+                out[col].append(v)
+        table = pa.table(out, schema=pa.schema([("metric", pa.string()), ("a", pa.float64()), ("b", pa.float64()),
+                                                ("delta", pa.float64()), ("better", pa.string())]))
+        meta = {"a": f"{a['run_name']} ({a['run_id'][:8]})", "b": f"{b['run_name']} ({b['run_id'][:8]})"}
+        table = table.replace_schema_metadata({f"kdgat.{k}": v for k, v in meta.items()})
+        return self._out(table, arrow)
+
+    def config_diff(self, runs: Sequence[str], all: bool = False, arrow: bool = False):
+        """The params that differ between runs (``all=True``: every param). One column per run, labelled name@id.
+
+        >>> d = db.config_diff(["hcrl_sa/teacher_curriculum", "hcrl_sa/student_curriculum"])
+        >>> d[d.key.str.startswith("gat.")].iloc[:, 0].tolist()
+        ['gat.heads', 'gat.hidden', 'gat.layers']
+        """
+        if len(runs) < 2:
+            raise KdgatError("config_diff needs at least two runs.")
+        ids = [self.resolve_run(r) for r in runs]
+        rows = self._runs_by_id(ids).to_pylist()
+        keys = sorted({k for r in rows for k, v in r.items() if k.startswith(PARAM_PREFIX) and v is not None})
+        labels = _unique_labels([f"{r['run_name']}@{r['run_id'][:8]}" for r in rows])
+        out: dict[str, list] = {"key": []}
+        for label in labels:
+            out[label] = []
+        for k in keys:
+            values = [r.get(k) for r in rows]
+            if not all and len(set(values)) == 1:
+                continue
+            out["key"].append(k[len(PARAM_PREFIX):])
+            for label, v in zip(labels, values):
+                out[label].append(v)
+        return self._out(pa.table({c: pa.array(v, pa.string()) for c, v in out.items()}), arrow)
+
+    # -- sweeps and summaries -----------------------------------------------------------------------------------------
+    def sweep(self, param: str, metric: str = Metric.F1.value, dataset: str | None = None, stage: str | None = None,
+              model_size: str | None = None, kd: bool | None = None, status: str | None = None, arrow: bool = False):
+        """Per value of a param: count, mean, std, min and max of a final metric. Dotted keys; a unique leaf works too.
+
+        >>> db.sweep("lr", "f1", dataset="hcrl_sa", stage="evaluation", model_size="teacher")
+           train.lr  count  mean  std   min   max
+        0    0.0005      1  0.93  NaN  0.93  0.93
+        1     0.001      2  0.945  0.007071  0.94  0.95
+        """
+        wide = self._wide_current()
+        pcol = self.param_column(param, wide.column_names)
+        mcol = self._metric_column(metric, wide.column_names)
+        if mcol is None:
+            self.check_metric(metric)
+            raise KdgatError(f"No run in view has a final '{metric}'.")
+        flt = RunFilter(dataset, stage, model_size, kd, status)
+        p, m = _quote(pcol), _quote(mcol)
+        label = pcol[len(PARAM_PREFIX):]
+        table = self._calc(
+            f"""SELECT {p} AS {_quote(label)}, count({m}) AS count, avg({m}) AS mean, stddev_samp({m}) AS std,
+                       min({m}) AS min, max({m}) AS max
+                FROM w WHERE {flt.where(self.include_deleted)} AND {p} IS NOT NULL AND {m} IS NOT NULL AND NOT isnan({m})
+                GROUP BY {p} ORDER BY TRY_CAST({p} AS DOUBLE) NULLS LAST, {p}""", w=wide)
+        return self._out(table, arrow)
+
+    def param_column(self, param: str, names: Iterable[str] | None = None) -> str:
+        """The wide-table column of a param: exact dotted key, else a unique key ending in `.param`."""
+        names = list(names if names is not None else self._wide_current().column_names)
+        keys = [n[len(PARAM_PREFIX):] for n in names if n.startswith(PARAM_PREFIX)]
+        key = param[len(PARAM_PREFIX):] if param.startswith(PARAM_PREFIX) else param
+        if key in keys:
+            return PARAM_PREFIX + key
+        leaf = [k for k in keys if k.endswith("." + key)]
+        if len(leaf) == 1:
+            return PARAM_PREFIX + leaf[0]
+        if len(leaf) > 1:
+            raise KdgatError(f"Param '{param}' is ambiguous: {', '.join(sorted(leaf))}; give the dotted key.")
+        close = difflib.get_close_matches(key, keys, n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else " See `kdgat diff RUN_A RUN_B --all` for param keys."
+        raise KdgatError(f"Unknown param '{param}': no run has logged it.{hint}")
+
+    def dataset_summary(self, dataset: str, metric: str = Metric.F1.value, arrow: bool = False):
+        """Runs of one dataset by stage, model size and KD: counts per status and the best run of each group.
+
+        >>> db.dataset_summary("hcrl_ch")[["stage", "model_size", "use_kd", "runs", "complete", "failed", "best_run"]]
+                 stage model_size use_kd  runs  complete  failed                  best_run
+        0  autoencoder    teacher  False     1         1       0  hcrl_ch/teacher_autoencoder
+        1   curriculum    student  False     1         0       1                      None
+        2   curriculum    teacher  False     1         1       0   hcrl_ch/teacher_curriculum
+        """
+        wide = self._wide_current()
+        mcol = self._metric_column(metric, wide.column_names)
+        direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
+        flt = RunFilter(dataset=dataset)
+        best = (f"first(run_name ORDER BY isnan({_quote(mcol)}), {_quote(mcol)} {direction}, start_time DESC) "
+                f"FILTER (WHERE {_quote(mcol)} IS NOT NULL)") if mcol else "NULL::VARCHAR"
+        best_v = (f"first({_quote(mcol)} ORDER BY isnan({_quote(mcol)}), {_quote(mcol)} {direction}, start_time DESC) "
+                  f"FILTER (WHERE {_quote(mcol)} IS NOT NULL)") if mcol else "NULL::DOUBLE"
+        order = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(
+            ("autoencoder", "curriculum", "fusion", "evaluation")))
+        statuses = ", ".join(
+            f"count(*) FILTER (WHERE status = '{s.value}') AS {s.value}"
+            for s in (RunStatus.COMPLETE, RunStatus.FAILED, RunStatus.RUNNING))
+        table = self._calc(
+            f"""SELECT stage, model_size, use_kd, count(*) AS runs, {statuses},
+                       {best} AS best_run, {best_v} AS {_quote('best_' + metric)}
+                FROM w WHERE {flt.where(self.include_deleted)}
+                GROUP BY stage, model_size, use_kd
+                ORDER BY CASE stage {order} ELSE 9 END, stage, model_size DESC, use_kd""", w=wide)
+        if table.num_rows == 0:
+            known = sorted({d for d in self._wide_current()["dataset"].to_pylist() if d})
+            raise KdgatError(f"No runs for dataset '{dataset}'; datasets with runs: {', '.join(known) or 'none'}.")
+        return self._out(table, arrow)
+
+    def lineage(self, run: str | None = None, dataset: str | None = None, metric: str = Metric.F1.value,
+                arrow: bool = False):
+        """Teacher -> student edges (from the students' ``teacher_run_id`` tag) with each student's delta to its teacher.
+
+        >>> db.lineage(dataset="hcrl_sa")[["teacher_name", "student_name", "teacher_f1", "student_f1", "delta_f1"]].head(2)
+                         teacher_name                   student_name  teacher_f1  student_f1  delta_f1
+        0  hcrl_sa/teacher_autoencoder  hcrl_sa/student_autoencoder_kd        0.81        0.79     -0.02
+        1   hcrl_sa/teacher_curriculum   hcrl_sa/student_curriculum_kd        0.91        0.89     -0.02
+        """
+        wide = self._wide_current()
+        mcol = self._metric_column(metric, wide.column_names)
+        sval, tval = (f"s.{_quote(mcol)}", f"t.{_quote(mcol)}") if mcol else ("NULL::DOUBLE", "NULL::DOUBLE")
+        conds = ["coalesce(s.teacher_run_id, '') <> ''"]
+        if not self.include_deleted:
+            conds.append("s.lifecycle <> 'deleted'")
+        if dataset:
+            conds.append(f"s.dataset = {_lit(dataset)}")
+        if run:
+            rid = self.resolve_run(run)
+            conds.append(f"(s.run_id = {_lit(rid)} OR s.teacher_run_id = {_lit(rid)})")
+        order = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(("autoencoder", "curriculum", "fusion", "evaluation")))
+        teacher_visible = "" if self.include_deleted else " AND t.lifecycle <> 'deleted'"
+        table = self._calc(
+            f"""SELECT s.teacher_run_id, t.run_name AS teacher_name, s.run_id AS student_run_id,
+                       s.run_name AS student_name, s.dataset, s.stage, {tval} AS {_quote('teacher_' + metric)},
+                       {sval} AS {_quote('student_' + metric)}, {sval} - {tval} AS {_quote('delta_' + metric)}
+                FROM w s LEFT JOIN w t ON t.run_id = s.teacher_run_id{teacher_visible}
+                WHERE {' AND '.join(conds)}
+                ORDER BY s.dataset, CASE s.stage {order} ELSE 9 END, teacher_name, t.start_time DESC,
+                         s.start_time DESC, s.run_id""", w=wide)
+        if run and table.num_rows == 0:
+            raise KdgatError(f"Run '{run}' has no teacher and no students (no teacher_run_id tag links it).")
+        return self._out(table, arrow)
+
+    # -- one run ------------------------------------------------------------------------------------------------------
+    def history(self, run: str, metric: str, arrow: bool = False):
+        """One run's per-step values of a metric (a step logged twice keeps its newest point). Uses MLflow's index.
+
+        >>> db.history("hcrl_sa/teacher_curriculum", "val_loss")[["step", "value"]]
+           step  value
+        0     0  0.60
+        1     1  0.40
+        2     2  0.20
+        """
+        rid = self.resolve_run(run)
+        points = self._reader.fetch_sqlite(
+            # +key: keep SQLite on the run_uuid index (the key index alone scans every run's points)
+            f"SELECT step, {exact_real('value')} AS value, is_nan, timestamp FROM metrics "
+            f"WHERE run_uuid = {sqlite_literal(rid)} AND +key = {sqlite_literal(metric)}",
+            {"step": pa.int64(), "value": pa.float64(), "is_nan": pa.int64(), "timestamp": pa.int64()})
+        if points.num_rows == 0:
+            keys = [r["key"] for r in self._reader.fetch_sqlite(
+                f"SELECT key FROM latest_metrics WHERE run_uuid = {sqlite_literal(rid)} ORDER BY key").to_pylist()]
+            close = difflib.get_close_matches(metric, keys, n=5, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else (
+                f" It has: {', '.join(keys[:15])}." if keys else " It has no metrics.")
+            raise KdgatError(f"Run {rid[:12]} has no metric '{metric}'.{hint}")
+        points = points.set_column(1, "value", metric_values(points["value"], points["is_nan"]))
+        table = self._calc(
+            "SELECT step, max_by(value, (timestamp, value)) AS value, epoch_ms(max(timestamp)) AS timestamp "
+            "FROM p GROUP BY step ORDER BY step", p=points)
+        return self._out(table, arrow)
+
+    # -- SQL ----------------------------------------------------------------------------------------------------------
+    def sql(self, query: str, arrow: bool = False):
+        """Run one read-only SELECT against the views (runs, params, tags, metrics, metric_history, lineage, runs_wide).
+
+        >>> db.sql("SELECT stage, count(*) AS n FROM runs WHERE dataset = 'hcrl_ch' GROUP BY stage ORDER BY stage")
+                 stage  n
+        0  autoencoder  1
+        1   curriculum  2
+        """
+        statement = check_user_sql(query)
+        if table_names(statement) & _WIDE_VIEWS:
+            self.wide(arrow=True)
+        try:
+            table = self._reader.fetch(statement)
+        except duckdb.Error as exc:
+            raise KdgatError(f"SQL error: {one_line(exc)}") from None
+        return self._out(table, arrow)
+
+    # -- doctor -------------------------------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """What `kdgat doctor` prints: the file, MLflow's schema version and row counts."""
+        counts = self._reader.fetch_sqlite(
+            "SELECT (SELECT version_num FROM alembic_version LIMIT 1) AS schema_version, "
+            "(SELECT count(*) FROM experiments) AS experiments, "
+            "(SELECT count(*) FROM experiments WHERE lifecycle_stage = 'deleted') AS deleted_experiments, "
+            "(SELECT count(*) FROM runs) AS runs, "
+            "(SELECT count(*) FROM runs WHERE lifecycle_stage = 'deleted') AS deleted_runs, "
+            "(SELECT count(*) FROM latest_metrics) AS final_metrics, (SELECT count(*) FROM metrics) AS metric_points, "
+            "(SELECT count(*) FROM params) AS params, (SELECT count(*) FROM tags) AS tags, "
+            "(SELECT max(start_time) FROM runs) AS newest_start_ms").to_pylist()[0]
+        counts = {k: (v if k == "schema_version" or v is None else int(v)) for k, v in counts.items()}
+        journal = "wal" if Path(str(self.path) + "-wal").exists() else "rollback journal"
+        return {"path": str(self.path), "exists": self.path.exists(), "size_bytes": self.path.stat().st_size,
+                "journal": journal, "cache_dir": str(self._cache.dir) if self._cache else None, **counts}
+
+
+def _empty_board(metric: str) -> pa.Table:
+    return pa.table({"rank": pa.array([], pa.int64()), "run_id": pa.array([], pa.string()),
+                     "run_name": pa.array([], pa.string()), "dataset": pa.array([], pa.string()),
+                     "stage": pa.array([], pa.string()), "model_size": pa.array([], pa.string()),
+                     "use_kd": pa.array([], pa.string()), "status": pa.array([], pa.string()),
+                     metric: pa.array([], pa.float64()), "start_time": pa.array([], pa.timestamp("us"))})
+
+
+def _unique_labels(labels: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return out
+
+
+def open_db(uri_or_path: str | os.PathLike | None = None, *, include_deleted: bool = False, cache: bool = True,
+            cache_dir: str | os.PathLike | None = None, lock_retry_s: float | None = None) -> TrackingDB:
+    """Open an MLflow SQLite tracking store read-only.
+
+    `uri_or_path` is a ``sqlite:///`` URI or a path; None resolves like the CLI (``MLFLOW_TRACKING_URI``, kdgat.toml,
+    ``sqlite:///mlflow.db``). A missing file is an error (no empty DB is created). ``cache=False`` skips the read cache
+    of the wide table (every call rebuilds it); ``cache_dir`` defaults to ``config.resolve_cache_dir()``.
+
+    >>> open_db("/nonexistent/mlflow.db")
+    Traceback (most recent call last):
+    ...
+    kdgat_core.config.KdgatError: Tracking database /nonexistent/mlflow.db does not exist (URI from the --tracking-uri flag); check --tracking-uri, MLFLOW_TRACKING_URI or kdgat.toml.
+    """
+    return TrackingDB(resolve_db(uri_or_path), include_deleted=include_deleted, cache=cache, cache_dir=cache_dir,
+                      lock_retry_s=lock_retry_s)
