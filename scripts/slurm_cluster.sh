@@ -95,7 +95,7 @@ SelectTypeParameters=CR_Core_Memory
 SchedulerParameters=batch_sched_delay=0
 SlurmdParameters=config_overrides
 GresTypes=gpu
-KillWait=2
+KillWait=10
 MinJobAge=300
 DefMemPerCPU=256
 MailProg=/bin/true

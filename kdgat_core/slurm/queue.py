@@ -89,28 +89,41 @@ def is_lost(run_status: str | None, job: Job | None) -> bool:
 
 
 # --- reader side ---------------------------------------------------------------------------------------------------
-RunsReader = Callable[[str], list[dict[str, Any]]]
+RunsReader = Callable[[str, Sequence[str]], list[dict[str, Any]]]
 
 
-def runs_from_query(tracking_uri: str) -> list[dict[str, Any]]:
-    """Runs that carry a slurm_job_id, with their status and latest metric, through kdgat_core.query (read-only)."""
+def runs_from_query(tracking_uri: str, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Runs tagged with one of these job ids: run_id, slurm_job_id, status, start_time and the newest final metric,
+    read through kdgat_core.query (DuckDB, read-only) and its public views `tags` and `metrics`."""
     from kdgat_core.config import sqlite_path
 
+    if not job_ids:
+        return []
     path = sqlite_path(tracking_uri, must_exist=False)
     if path is not None and not path.is_file():
         return []      # nothing tracked yet: the queue alone is still worth showing
-    from kdgat_core.query import open_db
-
+    try:
+        from kdgat_core.query import open_db
+    except ImportError:
+        raise KdgatError("kdgat_core.query cannot read the tracking DB here.") from None
     db = open_db(tracking_uri)
-    job_col, status_col = Tag.SLURM_JOB_ID.value, Tag.STATUS.value
-    runs = db.sql(
-        f"SELECT r.run_id, r.{job_col} AS slurm_job_id, r.{status_col} AS status, r.start_time, "
-        f"m.key AS metric_key, m.value AS metric_value, m.step AS metric_step "
-        f"FROM runs r LEFT JOIN (SELECT run_id, key, value, step, "
-        f"  row_number() OVER (PARTITION BY run_id ORDER BY timestamp DESC, step DESC, key) AS rn "
-        f"  FROM latest_metrics) m ON m.run_id = r.run_id AND m.rn = 1 "
-        f"WHERE r.{job_col} IS NOT NULL AND r.{job_col} <> ''")
-    return runs.to_dict("records") if hasattr(runs, "to_dict") else list(runs)
+    if hasattr(db, "job_runs"):     # the query layer's own indexed lookup, when it has one
+        table = db.job_runs(list(job_ids))
+    else:
+        ids = ", ".join("'" + j.replace("'", "''") + "'" for j in job_ids)   # ids were validated: digits, L, _
+        job_tag, status_tag, start_tag = Tag.SLURM_JOB_ID.value, Tag.STATUS.value, Tag.START_TIME.value
+        table = db.sql(f"""
+            WITH j AS (SELECT run_id, value AS slurm_job_id FROM tags WHERE key = '{job_tag}' AND value IN ({ids})),
+                 t AS (SELECT run_id, max(CASE WHEN key = '{status_tag}' THEN value END) AS status,
+                              max(CASE WHEN key = '{start_tag}' THEN value END) AS start_time
+                       FROM tags WHERE run_id IN (SELECT run_id FROM j) GROUP BY run_id),
+                 m AS (SELECT run_id, key, value, step,
+                              row_number() OVER (PARTITION BY run_id ORDER BY timestamp DESC, step DESC, key) AS rn
+                       FROM metrics WHERE run_id IN (SELECT run_id FROM j))
+            SELECT j.run_id, j.slurm_job_id, t.status, t.start_time,
+                   m.key AS metric_key, m.value AS metric_value, m.step AS metric_step
+            FROM j LEFT JOIN t ON t.run_id = j.run_id LEFT JOIN m ON m.run_id = j.run_id AND m.rn = 1""")
+    return table.to_dict("records") if hasattr(table, "to_dict") else list(table)
 
 
 def _metric_text(run: dict[str, Any]) -> str:
@@ -128,20 +141,21 @@ def job_table(tracking_uri: str | None = None, settings: Settings | None = None,
     settings = settings or load_settings()
     uri = absolute_tracking_uri(tracking_uri, settings)
     jobs = scheduler_jobs(settings, tracking_uri, refresh)
+    if not include_ended:
+        jobs = [j for j in jobs if not j.ended]
     by_job: dict[str, dict[str, Any]] = {}
     try:
-        for run in (runs or runs_from_query)(uri):
+        ids = sorted({j.raw_id for j in jobs} | {j.job_id for j in jobs})
+        for run in (runs or runs_from_query)(uri, ids):
             job_id = str(run.get("slurm_job_id") or "")
             previous = by_job.get(job_id)
             # a requeued job may start several runs: show the newest
-            if previous is None or (run.get("start_time") or 0) >= (previous.get("start_time") or 0):
+            if previous is None or str(run.get("start_time") or "") >= str(previous.get("start_time") or ""):
                 by_job[job_id] = run
     except KdgatError:
         by_job = {}     # no tracking DB (yet): the queue alone is still worth showing
     rows: list[JobRow] = []
     for job in jobs:
-        if not include_ended and job.ended:
-            continue
         run = by_job.get(job.raw_id) or by_job.get(job.job_id) or {}
         status = run.get("status") or ""
         rows.append(JobRow(

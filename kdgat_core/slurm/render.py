@@ -19,6 +19,7 @@ from kdgat_core.config import (
     PipelineConfig,
     Settings,
     Stage,
+    dataset_spec,
     load_settings,
     resolve_tracking_uri,
     sqlite_path,
@@ -193,6 +194,7 @@ def prepare_job(cfg: PipelineConfig, resources: Mapping[str, Any] | Resources | 
     settings = settings or load_settings()
     cluster = ClusterSettings.from_settings(settings)
     stage = Stage.parse(cfg.stage, "stage")
+    dataset_spec(cfg.dataset, settings)   # an unknown dataset fails here, not hours later in the queue
     if isinstance(resources, Resources):
         res = resources.validated()
     else:

@@ -43,7 +43,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return tmp_path
 
 
-def no_runs(uri: str) -> list[dict]:
+def no_runs(uri: str, job_ids) -> list[dict]:
     return []
 
 
@@ -101,16 +101,17 @@ def test_queue_marks_a_run_lost_when_its_job_ended_but_the_run_says_running(proj
     ok = submit(preset("vgae,teacher", dataset="synthetic")).job_id
     wait_for({ok})
 
-    def runs(uri: str) -> list[dict]:
+    def runs(uri: str, job_ids) -> list[dict]:
+        assert ok in job_ids
         assert uri == f"sqlite:///{project / 'mlflow.db'}"
-        return [{"run_id": "abc123", "slurm_job_id": ok, "status": "running", "start_time": 1,
+        return [{"run_id": "abc123", "slurm_job_id": ok, "status": "running", "start_time": "2026-01-01T00:00:00",
                  "metric_key": "val_f1", "metric_value": 0.91234, "metric_step": 4}]
 
     row = next(r for r in job_table(runs=runs) if r.job == ok)
     assert (row.run, row.run_id, row.metric) == ("lost", "abc123", "val_f1=0.9123 @4")
 
-    def complete(uri: str) -> list[dict]:
-        return [{"run_id": "abc123", "slurm_job_id": ok, "status": "complete", "start_time": 1}]
+    def complete(uri: str, job_ids) -> list[dict]:
+        return [{"run_id": "abc123", "slurm_job_id": ok, "status": "complete", "start_time": "2026-01-01T00:00:00"}]
 
     assert next(r for r in job_table(runs=complete) if r.job == ok).run == "complete"
 
