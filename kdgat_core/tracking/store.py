@@ -124,13 +124,17 @@ def get_store(tracking_uri: str | None = None, create: bool = True) -> Store | N
             return None
         if path is not None and create:
             path.parent.mkdir(parents=True, exist_ok=True)
+            client = None
             if not _experiment_ready(path):
+                import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - seconds of import, not under the lock
                 with _init_lock(path):
-                    client = _new_client(uri)
-                    experiment_id = _get_or_create_experiment(client, uri, create=True)
-            else:
+                    # checked again under the lock: the processes that waited find it done and build their client in parallel
+                    if not _experiment_ready(path):
+                        client = _new_client(uri)
+                        experiment_id = _get_or_create_experiment(client, uri, create=True)
+            if client is None:
                 client = _new_client(uri)
-                experiment_id = _get_or_create_experiment(client, uri, create=False)
+                experiment_id = _get_or_create_experiment(client, uri, create=True)
         else:
             client = _new_client(uri)
             experiment_id = _get_or_create_experiment(client, uri, create=create)
