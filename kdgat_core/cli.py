@@ -157,6 +157,11 @@ def version() -> None:
     typer.echo(__version__)
 
 
+if __name__ == "__main__":
+    # `python -m kdgat_core.cli`: command modules import kdgat_core.cli; let them find this module, not a second copy
+    sys.modules.setdefault("kdgat_core.cli", sys.modules[__name__])
+
+
 def _register_commands() -> None:
     from kdgat_core.commands import analytics, data, slurm, train
 

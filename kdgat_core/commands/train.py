@@ -1,12 +1,9 @@
 """`kdgat run <stage>` (train one stage as one tracked run) and `kdgat config-keys`. Torch and MLflow load lazily."""
-from __future__ import annotations
 
 import logging
 from typing import Annotated, Optional
 
 import typer
-
-from kdgat_core.cli import FormatOpt, OutputFormat, TrackingUriOpt, emit
 
 RUN_HELP = """Train one pipeline stage as one tracked run.
 
@@ -17,6 +14,9 @@ Example: kdgat run autoencoder --preset vgae,teacher --dataset hcrl_sa
 
 
 def register(app: typer.Typer) -> None:
+    # imported here: kdgat_core.cli imports this module while it builds the app
+    from kdgat_core.cli import FormatOpt, OutputFormat, TrackingUriOpt, emit
+
     @app.command("run", help=RUN_HELP)
     def run(
         stage: Annotated[str, typer.Argument(help="autoencoder | curriculum | fusion | evaluation", show_default=False)],

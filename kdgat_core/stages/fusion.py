@@ -91,6 +91,68 @@ def load_fusion(run_id: str, tracking_uri: str | None, device="cpu") -> tuple[Fu
     return policy, meta
 
 
+class BanditTrainer:
+    """The DQN as a contextual bandit over fixed windows: replay buffer, target network, decaying epsilon."""
+
+    def __init__(self, states: torch.Tensor, p_gat: torch.Tensor, s_vgae: torch.Tensor, y: torch.Tensor,
+                 d: Any, train: Any, gen: torch.Generator, device: torch.device | str = "cpu"):
+        self.states, self.p_gat, self.s_vgae, self.y = states, p_gat, s_vgae, y
+        self.d, self.gen, self.device = d, gen, device
+        self.alphas = torch.linspace(0, 1, d.num_alphas)
+        self.q = QNetwork(states.shape[1], d.hidden, d.layers, d.num_alphas).to(device)
+        self.target = copy.deepcopy(self.q).eval()
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        cap = d.buffer_size
+        self.buf_s = torch.zeros(cap, states.shape[1])
+        self.buf_a = torch.zeros(cap, dtype=torch.long)
+        self.buf_r = torch.zeros(cap)
+        self.filled = self.pos = self.steps = 0
+        self.epsilon = d.epsilon_start
+
+    def episode(self, indices: torch.Tensor) -> float:
+        """One pass over `indices` in shuffled chunks: act, store, learn from a replay sample. Mean loss."""
+        d, q = self.d, self.q
+        q.train()
+        losses = []
+        order = indices[torch.randperm(len(indices), generator=self.gen)]
+        for chunk in order.split(d.batch_size):
+            s = self.states[chunk]
+            with torch.no_grad():
+                greedy = self.target(s.to(self.device)).argmax(-1).cpu()
+            explore = torch.rand(len(chunk), generator=self.gen) < self.epsilon
+            action = torch.where(explore, torch.randint(0, d.num_alphas, (len(chunk),), generator=self.gen), greedy)
+            reward = bandit_reward(fused_score(self.alphas[action], self.p_gat[chunk], self.s_vgae[chunk]),
+                                   self.y[chunk])
+            slots = (self.pos + torch.arange(len(chunk))) % d.buffer_size
+            self.buf_s[slots], self.buf_a[slots], self.buf_r[slots] = s, action, reward
+            self.pos = int(slots[-1]) + 1
+            self.filled = min(d.buffer_size, self.filled + len(chunk))
+            sample = torch.randint(0, self.filled, (d.batch_size,), generator=self.gen)
+            pred = q(self.buf_s[sample].to(self.device)).gather(1, self.buf_a[sample].to(self.device)[:, None])
+            loss = F.smooth_l1_loss(pred.squeeze(1), self.buf_r[sample].to(self.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.item())
+            self.steps += 1
+            if self.steps % d.target_update == 0:
+                self.target.load_state_dict(q.state_dict())
+            self.epsilon = max(d.epsilon_end, self.epsilon * d.epsilon_decay)
+        self.target.load_state_dict(q.state_dict())  # the next episode explores around what was just learned
+        return float(np.mean(losses)) if losses else 0.0
+
+    @torch.no_grad()
+    def evaluate(self, indices: torch.Tensor) -> tuple[float, np.ndarray, np.ndarray]:
+        """Greedy policy on `indices`: Q-regression loss, fused scores, chosen alphas."""
+        self.q.eval()
+        qs = self.q(self.states[indices].to(self.device)).cpu()
+        action = qs.argmax(-1)
+        fused = fused_score(self.alphas[action], self.p_gat[indices], self.s_vgae[indices])
+        reward = bandit_reward(fused, self.y[indices])
+        loss = float(F.smooth_l1_loss(qs.gather(1, action[:, None]).squeeze(1), reward))
+        return loss, fused.numpy(), self.alphas[action].numpy()
+
+
 def split_halves(n: int, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified random halves of the validation windows: the DQN fits on the first, is judged on the second."""
     rng = np.random.default_rng(seed)
@@ -128,58 +190,17 @@ def run_fusion(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device,
     p_gat, s_vgae = torch.from_numpy(val.p_gat).float(), torch.from_numpy(val.s_vgae).float()
     y = torch.from_numpy(val.y).long()
     alphas = torch.linspace(0, 1, d.num_alphas)
-
-    q = QNetwork(states.shape[1], d.hidden, d.layers, d.num_alphas).to(device)
-    target = copy.deepcopy(q).eval()
-    optimizer = torch.optim.Adam(q.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    cap = d.buffer_size
-    buf_s = torch.zeros(cap, states.shape[1])
-    buf_a = torch.zeros(cap, dtype=torch.long)
-    buf_r = torch.zeros(cap)
-    progress = {"filled": 0, "pos": 0, "steps": 0, "epsilon": d.epsilon_start}
-    fit_t = torch.from_numpy(fit_idx)
-
-    def run_epoch(episode: int) -> float:
-        q.train()
-        losses = []
-        order = fit_t[torch.randperm(len(fit_t), generator=gen)]
-        for chunk in order.split(d.batch_size):
-            s = states[chunk]
-            with torch.no_grad():
-                greedy = target(s.to(device)).argmax(-1).cpu()
-            explore = torch.rand(len(chunk), generator=gen) < progress["epsilon"]
-            action = torch.where(explore, torch.randint(0, d.num_alphas, (len(chunk),), generator=gen), greedy)
-            reward = bandit_reward(fused_score(alphas[action], p_gat[chunk], s_vgae[chunk]), y[chunk])
-            slots = (progress["pos"] + torch.arange(len(chunk))) % cap
-            buf_s[slots], buf_a[slots], buf_r[slots] = s, action, reward
-            progress["pos"] = int(slots[-1]) + 1
-            progress["filled"] = min(cap, progress["filled"] + len(chunk))
-            sample = torch.randint(0, progress["filled"], (d.batch_size,), generator=gen)
-            pred = q(buf_s[sample].to(device)).gather(1, buf_a[sample].to(device)[:, None]).squeeze(1)
-            loss = F.smooth_l1_loss(pred, buf_r[sample].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            progress["steps"] += 1
-            if progress["steps"] % d.target_update == 0:
-                target.load_state_dict(q.state_dict())
-            progress["epsilon"] = max(d.epsilon_end, progress["epsilon"] * d.epsilon_decay)
-        target.load_state_dict(q.state_dict())  # the next episode explores around what was just learned
-        return float(np.mean(losses)) if losses else 0.0
+    bandit = BanditTrainer(states, p_gat, s_vgae, y, d, cfg.train, gen, device)
+    fit_t, check_t = torch.from_numpy(fit_idx), torch.from_numpy(check_idx)
+    q = bandit.q
 
     def check_report() -> tuple[EpochReport, np.ndarray, np.ndarray]:
-        q.eval()
-        with torch.no_grad():
-            qs = q(states[check_idx].to(device)).cpu()
-        action = qs.argmax(-1)
-        fused = fused_score(alphas[action], p_gat[check_idx], s_vgae[check_idx])
-        reward = bandit_reward(fused, y[check_idx])
-        val_loss = float(F.smooth_l1_loss(qs.gather(1, action[:, None]).squeeze(1), reward))
-        m = classification_metrics(val.y[check_idx], fused.numpy() >= DECISION, fused.numpy())
-        return (EpochReport(0.0, val_loss, m[Metric.F1.value], {Metric.EPSILON.value: progress["epsilon"]}),
-                fused.numpy(), alphas[action].numpy())
+        val_loss, fused, alpha = bandit.evaluate(check_t)
+        m = classification_metrics(val.y[check_idx], fused >= DECISION, fused)
+        return EpochReport(0.0, val_loss, m[Metric.F1.value], {Metric.EPSILON.value: bandit.epsilon}), fused, alpha
 
+    optimizer = bandit.optimizer
+    run_epoch = lambda episode: bandit.episode(fit_t)  # noqa: E731
     train_cfg = dataclasses.replace(cfg.train, epochs=d.episodes)
     meta = lambda: {"alphas": alphas.tolist(), "state_mean": mean.tolist(), "state_std": std.tolist(),  # noqa: E731
                     "state_features": list(STATE_FEATURES), prerequisite_tag(Stage.AUTOENCODER): vgae_run,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import random
@@ -16,6 +17,7 @@ import torch
 from kdgat_core.config import KdgatError, Metric, TrainConfig
 
 CHECKPOINT_FILE = "best.pt"
+log = logging.getLogger("kdgat.train")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -98,6 +100,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, train: TrainCo
             Metric.EPOCH_SECONDS.value: seconds, **report.extra,
         }
         history.append(row)
+        log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_f1 %.4f  %.1fs%s", epoch + 1, train.epochs,
+                 train_loss, report.val_loss, report.val_f1, seconds, "  *" if best_epoch == epoch else "")
         run.log_metrics(row, step=epoch)
         scheduler.step(value)
         if epoch - best_epoch >= train.patience:
