@@ -134,3 +134,42 @@ def test_eight_writers_start_at_once_on_a_new_db_and_lose_nothing(tmp_path):
 
     polled = json.loads(reader_out.read_text())
     assert polled["ok"] > 0, polled  # the reader did read while the writers wrote
+
+
+HOLDER = textwrap.dedent("""
+    import sqlite3, sys, time
+    from pathlib import Path
+    db, hold, ready = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3])
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")          # e.g. a long backup or a stuck job on the shared file
+    ready.write_text("")
+    time.sleep(hold)
+    con.execute("ROLLBACK")
+""")
+
+
+def test_a_lock_held_longer_than_mlflows_busy_timeout_is_outlasted(tmp_path):
+    from kdgat_core.config import preset
+    from kdgat_core.tracking import get_store, open_run
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    get_store(uri)
+    ready = tmp_path / "locked"
+    hold = 23.0  # MLflow's sessions give up after busy_timeout = 20 s
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db), str(hold), str(ready)])
+    try:
+        while not ready.exists():
+            assert holder.poll() is None
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        with open_run(preset("gat,teacher"), tracking_uri=uri) as run:
+            run.log_metrics({"train_loss": 0.5}, step=0)
+        waited = time.monotonic() - t0
+    finally:
+        holder.wait(timeout=60)
+    assert waited > 20.0  # MLflow alone would have raised "database is locked" here
+    got = mlflow.MlflowClient(tracking_uri=uri).get_run(run.run_id)
+    assert got.info.status == MlflowStatus.FINISHED.value
+    assert got.data.tags[Tag.STATUS.value] == RunStatus.COMPLETE.value
+    assert got.data.metrics["train_loss"] == 0.5
