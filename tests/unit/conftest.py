@@ -83,7 +83,7 @@ for ds in ("hcrl_sa",):
     run(ds, "student", "evaluation", kd=True, teacher="eval_seed0", metrics={"f1": 0.915, "fpr": 0.03})
     gone = run(ds, "teacher", "evaluation", seed=7, metrics={"f1": 0.99}, key="deleted_run")
     client.delete_run(gone)
-run("hcrl_ch", "teacher", "autoencoder", metrics={"val_loss": 0.31, "f1": 0.80})
+run("hcrl_ch", "teacher", "autoencoder", lr=1e-5, metrics={"val_loss": 0.31, "f1": 0.80})  # "1e-05": sorts first only numerically
 run("hcrl_ch", "teacher", "curriculum", metrics={"val_loss": 0.22, "f1": 0.90})
 run("hcrl_ch", "student", "curriculum", status="failed")
 old = client.create_experiment("old-experiment")
