@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping
 
 from kdgat_core.config import (
     MLFLOW_RUN_NAME_TAG,
+    TEACHER_AUTO,
     KdgatError,
     MlflowStatus,
     PipelineConfig,
@@ -214,8 +215,9 @@ def _as_float(key: Any, value: Any) -> float:
 def open_run(cfg: PipelineConfig, tracking_uri: str | None = None,
              extra_tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
     """Open an MLflow run named `cfg.run_name` in the kd-gat-pipeline experiment; close it honestly on any exit."""
-    if cfg.kd.enabled and not cfg.kd.teacher_run_id:
-        raise KdgatError("A knowledge-distillation run needs the teacher's run id (kd.teacher_run_id / --teacher).")
+    if cfg.kd.enabled and cfg.kd.teacher_run_id in ("", TEACHER_AUTO):
+        raise KdgatError("A knowledge-distillation run needs the teacher's run id (kd.teacher_run_id / --teacher); "
+                         f"'{TEACHER_AUTO}' must be resolved to a run id before the run opens.")
     store = get_store(tracking_uri, create=True)
     assert store is not None
     client = store.client

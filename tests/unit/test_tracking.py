@@ -239,6 +239,10 @@ def test_kd_run_needs_teacher_and_records_it(tmp_path, uri):
     with pytest.raises(KdgatError, match="teacher"):
         with open_run(cfg, tracking_uri=uri):
             pass
+    cfg.kd.teacher_run_id = "auto"  # the job-time placeholder must be resolved first
+    with pytest.raises(KdgatError, match="resolved"):
+        with open_run(cfg, tracking_uri=uri):
+            pass
     cfg.kd.teacher_run_id = "abc123"
     with open_run(cfg, tracking_uri=uri) as run:
         pass
