@@ -1,0 +1,185 @@
+"""Reading is read-only: refused SQL, missing or foreign files, and a DB locked by a writer."""
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kdgat_core.config import KdgatError
+from kdgat_core.query import open_db
+
+pytestmark = pytest.mark.usefixtures("query_cache_dir")
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+REFUSED = [
+    ("INSERT INTO ml.runs (run_uuid) VALUES ('x')", "writes"),
+    ("UPDATE ml.tags SET value = 'x'", "writes"),
+    ("DELETE FROM ml.tags", "writes"),
+    ("DROP TABLE ml.runs", "drops"),
+    ("CREATE TABLE notes AS SELECT 1 AS x", "creates"),
+    ("CREATE VIEW v AS SELECT 1", "creates"),
+    ("ATTACH '{other}' AS other", "attaches"),
+    ("DETACH ml", "detaches"),
+    ("COPY (SELECT * FROM runs) TO '{out}/leak.csv'", "copies"),
+    ("EXPORT DATABASE '{out}/export'", "exports"),
+    ("INSTALL httpfs", "loads extensions"),
+    ("LOAD httpfs", "loads extensions"),
+    ("SET enable_external_access = true", "changes settings"),
+    ("PRAGMA enable_profiling", None),
+    ("CHECKPOINT", None),
+    ("CALL pragma_version()", "procedure"),
+    ("SELECT 1; DROP TABLE ml.runs", "2 statements"),
+    ("SELECT * FROM read_csv('/etc/passwd')", "read_csv"),
+    ("SELECT * FROM read_text('/etc/passwd')", "read_text"),
+    ("SELECT * FROM runs WHERE run_id IN (SELECT run_uuid FROM sqlite_scan('{other}', 'runs'))", "sqlite_scan"),
+    ("SELECT * FROM sqlite_query('ml', 'VACUUM INTO ''{out}/copy.db''')", "sqlite_query"),
+    ("WITH x AS (SELECT * FROM glob('/etc/*')) SELECT * FROM x", "glob"),
+    ("SELECT * FROM query('DROP TABLE ml.runs')", "query"),
+]
+
+
+@pytest.mark.parametrize("sql,why", REFUSED, ids=[s[:40] for s, _ in REFUSED])
+def test_refused_statements_leave_the_db_unchanged(db_copy, tmp_path, sql, why):
+    path, _ = db_copy
+    other = tmp_path / "other.db"
+    other.write_bytes(path.read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    before = _digest(path), _digest(other)
+    with open_db(path) as db:
+        with pytest.raises(KdgatError) as err:
+            db.sql(sql.format(other=other, out=out))
+        assert str(err.value).startswith("Refused"), str(err.value)
+        if why:
+            assert why in str(err.value)
+        assert db.sql("SELECT count(*) AS n FROM runs").n[0] == 18  # still usable, nothing dropped
+    assert (_digest(path), _digest(other)) == before
+    assert list(out.iterdir()) == []
+
+
+def test_lockdown_holds_even_without_the_parser_check(db_copy, tmp_path):
+    """Defence in depth: DuckDB itself refuses file access and setting changes on the connection."""
+    path, _ = db_copy
+    before = _digest(path)
+    with open_db(path) as db:
+        for sql in ("SELECT * FROM read_csv('/etc/passwd')", f"COPY (SELECT 1) TO '{tmp_path}/x.csv'",
+                    "SET enable_external_access = true", "INSERT INTO ml.tags VALUES ('k', 'v', 'r')",
+                    f"ATTACH '{tmp_path}/new.db' AS n"):
+            with pytest.raises(Exception):
+                db.con.execute(sql)
+        with pytest.raises(KdgatError, match="SQL error"):
+            db.sql("SELECT * FROM '/etc/passwd'")  # replacement scan of a file path
+    assert _digest(path) == before
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "new.db").exists()
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT run_name, f1 FROM runs ORDER BY f1 DESC LIMIT 3",
+    "WITH best AS (SELECT * FROM runs WHERE f1 > 0.9) SELECT count(*) FROM best",
+    "DESCRIBE runs", "SHOW TABLES", "SUMMARIZE params", "PRAGMA table_info('runs')", "VALUES (1, 2)",
+    "SELECT * FROM range(3)", "SELECT count(*) FROM ml.latest_metrics",
+])
+def test_read_only_statements_are_allowed(fixture_db, sql):
+    with open_db(fixture_db[0]) as db:
+        assert len(db.sql(sql, arrow=True).column_names) >= 1
+
+
+def test_syntax_error_is_one_clear_sentence(fixture_db):
+    with open_db(fixture_db[0]) as db:
+        with pytest.raises(KdgatError, match="SQL syntax error") as err:
+            db.sql("SELEC * FROM runs")
+        assert "\n" not in str(err.value)
+        with pytest.raises(KdgatError, match="SQL error: .*nope") as err:
+            db.sql("SELECT nope FROM runs")
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("form", ["path", "uri", "env"])
+def test_missing_db_is_an_error_and_no_file_is_created(tmp_path, monkeypatch, form):
+    missing = tmp_path / "sub" / "mlflow.db"
+    missing.parent.mkdir()
+    if form == "env":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{missing}")
+        arg = None
+    else:
+        arg = str(missing) if form == "path" else f"sqlite:///{missing}"
+    with pytest.raises(KdgatError, match="does not exist"):
+        open_db(arg)
+    assert list(missing.parent.iterdir()) == []
+
+
+def test_not_a_sqlite_file(tmp_path):
+    text = tmp_path / "notes.db"
+    text.write_text("hello, not a database\n")
+    with pytest.raises(KdgatError, match="is not a SQLite database"):
+        open_db(text)
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(KdgatError, match="is empty"):
+        open_db(empty)
+    assert empty.read_bytes() == b""
+
+
+def test_sqlite_without_mlflow_tables(tmp_path):
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE runs (x)")
+    con.commit()
+    con.close()  # closed before DuckDB opens it: never both in one process at once
+    before = _digest(other)
+    with pytest.raises(KdgatError, match="not an MLflow tracking database.*experiments"):
+        open_db(other)
+    assert _digest(other) == before
+
+
+def test_non_sqlite_uri_is_refused():
+    with pytest.raises(KdgatError, match="not a SQLite store"):
+        open_db("http://localhost:5000")
+
+
+HOLD_LOCK = r"""
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+con.execute("ROLLBACK")
+"""
+
+
+def _hold_lock(path, seconds):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_locked_db_ends_in_a_clear_error(db_copy):
+    path, _ = db_copy
+    with open_db(path, cache=False, lock_retry_s=1) as db:
+        proc = _hold_lock(path, 8)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(KdgatError, match="locked by a writer; retried for 1 s"):
+                db.sql("SELECT count(*) FROM ml.runs")
+            assert time.monotonic() - t0 < 7
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def test_lock_released_during_retries_succeeds(db_copy):
+    path, _ = db_copy
+    with open_db(path, cache=False, lock_retry_s=20) as db:
+        proc = _hold_lock(path, 3)
+        try:
+            assert db.sql("SELECT count(*) AS n FROM ml.runs").n[0] == 20
+        finally:
+            proc.wait()
