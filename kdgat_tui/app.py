@@ -1,6 +1,129 @@
-"""kdgat-tui entry point (the Textual app arrives with part 5)."""
+"""kdgat-tui: the experiment dashboard over plain SSH (Textual). `kdgat-tui [--tracking-uri URI] [--readonly]`.
+
+The app composes screens; every number comes from `kdgat_core.query` (through `kdgat_tui.source`) and every action
+goes through `kdgat_core.slurm`. It never writes the tracking DB.
+"""
 from __future__ import annotations
 
+import argparse
+import sys
 
-def main() -> None:
-    raise SystemExit("kdgat-tui: not built yet.")
+from textual.app import App
+from textual.binding import Binding
+
+from kdgat_core.config import KdgatError
+from kdgat_tui.commands import ScreenCommands
+from kdgat_tui.source import Source
+
+DEFAULT_REFRESH_S = 5.0
+
+
+class KdgatApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "kdgat"
+    COMMANDS = App.COMMANDS | {ScreenCommands}
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS = [
+        Binding("?", "help", "Keys", tooltip="Every key on every screen"),
+        Binding(":", "command_line", "Command", show=False, tooltip="k9s-style command line: runs, jobs, sql, ..."),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(self, tracking_uri: str | None = None, readonly: bool = False, refresh_s: float = DEFAULT_REFRESH_S,
+                 source: Source | None = None, slurm=None) -> None:
+        super().__init__()
+        self.readonly = readonly
+        self.refresh_s = refresh_s
+        self.source = source or Source(tracking_uri)
+        self._slurm = slurm
+        self.sub_title = ("read-only · " if readonly else "") + self.source.label
+
+    @property
+    def slurm(self):
+        """kdgat_core.slurm, imported on first use (the Runs screen never needs it)."""
+        if self._slurm is None:
+            from kdgat_core import slurm
+
+            self._slurm = slurm
+        return self._slurm
+
+    def on_mount(self) -> None:
+        from kdgat_tui.screens.runs import RunsScreen
+
+        # 256 colours are enough: the default theme's colours are downsampled by the terminal driver
+        self.push_screen(RunsScreen())
+
+    # ---- navigation shared by every screen ---------------------------------------------------------------------
+    def action_help(self) -> None:
+        from kdgat_tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+    def action_command_line(self) -> None:
+        from kdgat_tui.widgets.command_line import CommandLine
+
+        self.push_screen(CommandLine(), self.run_command_line)
+
+    def run_command_line(self, text: str | None) -> None:
+        from kdgat_tui.widgets.command_line import dispatch
+
+        if text:
+            dispatch(self, text)
+
+    def open_jobs(self) -> None:
+        from kdgat_tui.screens.jobs import JobsScreen
+
+        self.push_screen(JobsScreen())
+
+    def open_sql(self, query: str | None = None) -> None:
+        from kdgat_tui.screens.sql_console import SqlConsole
+
+        self.push_screen(SqlConsole(query))
+
+    def open_lineage(self, dataset: str | None = None, run_id: str | None = None) -> None:
+        from kdgat_tui.screens.lineage import LineageScreen
+
+        self.push_screen(LineageScreen(dataset=dataset, run_id=run_id))
+
+    def open_run(self, run_id: str) -> None:
+        from kdgat_tui.screens.run_detail import RunDetailScreen
+
+        self.push_screen(RunDetailScreen(run_id))
+
+    def open_diff(self, run_ids: list[str]) -> None:
+        from kdgat_tui.screens.diff import DiffScreen
+
+        self.push_screen(DiffScreen(run_ids))
+
+    def open_submit(self, run_id: str | None = None, dataset: str | None = None) -> None:
+        if self.readonly:
+            self.notify("read-only: submitting is switched off (--readonly).", severity="warning")
+            return
+        from kdgat_tui.screens.submit import SubmitScreen
+
+        self.push_screen(SubmitScreen(run_id=run_id, dataset=dataset))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="kdgat-tui", description="kdgat's experiment dashboard (keyboard only; ? lists keys).")
+    p.add_argument("--tracking-uri", "-u", help="MLflow tracking URI or SQLite path (else MLFLOW_TRACKING_URI, kdgat.toml, sqlite:///mlflow.db).")
+    p.add_argument("--readonly", action="store_true", help="Hide and refuse every key that submits or cancels jobs.")
+    p.add_argument("--refresh", type=float, default=DEFAULT_REFRESH_S, metavar="SECONDS",
+                   help=f"Auto-refresh interval in seconds (default {DEFAULT_REFRESH_S:g}; 0 turns it off).")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        source = Source(args.tracking_uri)
+        source.check()  # a missing DB is one sentence on stderr, before the screen switches to the app
+    except KdgatError as exc:
+        print(f"kdgat-tui: {exc}", file=sys.stderr)
+        sys.exit(2)
+    KdgatApp(readonly=args.readonly, refresh_s=args.refresh, source=source).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per screen: runs (home), run_detail, diff, lineage, sql_console, jobs, submit, help."""

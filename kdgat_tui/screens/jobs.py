@@ -1,0 +1,207 @@
+"""Jobs (j): the SLURM queue and recent history joined with runs, refreshed live; `o` tails a job's log;
+ctrl+d cancels after a confirmation that names the job (hidden under --readonly)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, RichLog, Static
+
+from kdgat_tui.runs_model import column_widths
+from kdgat_tui.widgets.arrow_table import ArrowTable
+from kdgat_tui.widgets.dialogs import Confirm
+
+COLUMNS = ("job", "name", "state", "run", "elapsed", "node", "reason", "metric", "run_id")
+TAIL_BYTES = 64 * 1024
+
+
+class JobsScreen(Screen):
+    MUTATING = {"cancel_job"}
+    BINDINGS = [
+        Binding("escape,q", "app.pop_screen", "Back"),
+        Binding("o", "log", "Log", tooltip="Tail the job's stdout and stderr"),
+        Binding("enter", "open_run", "Run", tooltip="Open the run this job started"),
+        Binding("ctrl+d", "cancel_job", "Cancel job", tooltip="scancel, after a confirmation"),
+        Binding("a", "toggle_ended", "Active/all", tooltip="Show only queued and running jobs, or recent history too"),
+        Binding("r", "refresh", "Refresh", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list = []
+        self.include_ended = True
+
+    def compose(self) -> ComposeResult:
+        yield Static("jobs · loading…", classes="screen-title", id="jobs-title", markup=False)
+        yield ArrowTable(pa.table({c: pa.array([], pa.string()) for c in COLUMNS}), id="jobs-table")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(ArrowTable).focus()
+        self.action_refresh()
+        interval = max(self.app.refresh_s or 0, 2.0) if self.app.refresh_s else 0
+        if interval:
+            self.set_interval(interval, self.action_refresh)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.MUTATING and self.app.readonly:
+            return False
+        return True
+
+    def action_refresh(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="jobs")
+    def load(self) -> None:
+        try:
+            rows = self.app.slurm.job_table(tracking_uri=self.app.source.uri, refresh=True,
+                                            include_ended=self.include_ended)
+        except Exception as exc:  # noqa: BLE001 - no SLURM, a slow sacct: say so and keep the screen
+            self.app.call_from_thread(self._failed, exc)
+            return
+        self.app.call_from_thread(self._show, rows)
+
+    def _failed(self, exc: Exception) -> None:
+        self.query_one("#jobs-title", Static).update(f"jobs: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+
+    def _show(self, rows) -> None:
+        table = self.query_one(ArrowTable)
+        keep = self.current_job()
+        self.rows = rows
+        data = pa.table({c: pa.array([str(getattr(r, c) or "") for r in rows], pa.string()) for c in COLUMNS})
+        index = next((i for i, r in enumerate(rows) if r.job == keep), None)
+        table.replace(data, column_widths(data), cursor_row=index)
+        active = sum(1 for r in rows if r.state in ("RUNNING", "PENDING", "CONFIGURING", "COMPLETING"))
+        lost = sum(1 for r in rows if r.run == "lost")
+        parts = [f"jobs · {len(rows)} shown · {active} queued or running"]
+        if lost:
+            parts.append(f"{lost} lost (job ended, run never closed: kdgat reconcile)")
+        parts.append("a: " + ("active only" if self.include_ended else "with history"))
+        self.query_one("#jobs-title", Static).update(" · ".join(parts))
+
+    def current_job(self) -> str | None:
+        row = self.current_row()
+        return row.job if row is not None else None
+
+    def current_row(self):
+        if not self.rows:
+            return None
+        i = self.query_one(ArrowTable).cursor_row
+        return self.rows[i] if 0 <= i < len(self.rows) else None
+
+    def action_log(self) -> None:
+        row = self.current_row()
+        if row is not None:
+            self.app.push_screen(LogScreen(row.job, row.name))
+
+    def action_open_run(self) -> None:
+        row = self.current_row()
+        if row is not None and row.run_id:
+            self.app.open_run(row.run_id)
+        elif row is not None:
+            self.notify(f"job {row.job} has not started a run yet")
+
+    def on_data_table_row_selected(self, event) -> None:
+        event.stop()
+        self.action_open_run()
+
+    def action_toggle_ended(self) -> None:
+        self.include_ended = not self.include_ended
+        self.load()
+
+    def action_cancel_job(self) -> None:
+        if self.app.readonly:
+            return
+        row = self.current_row()
+        if row is None:
+            return
+        if row.state not in ("RUNNING", "PENDING", "CONFIGURING", "REQUEUED", "SUSPENDED"):
+            self.notify(f"job {row.job} is {row.state}: nothing to cancel", severity="warning")
+            return
+        body = (f"scancel {row.job}\n\njob  {row.job}  {row.name}\nstate {row.state}"
+                + (f"\nrun  {row.run_id[:12]} ({row.run}) will end KILLED" if row.run_id else ""))
+        self.app.push_screen(Confirm(f"Cancel job {row.job}?", body),
+                             lambda yes: self.cancel(row.job) if yes else None)
+
+    @work(thread=True, group="jobs-cancel")
+    def cancel(self, job_id: str) -> None:
+        try:
+            self.app.slurm.cancel([job_id], tracking_uri=self.app.source.uri)
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self.notify, f"cancel {job_id} failed: {exc}", severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"cancelled job {job_id}")
+        self.app.call_from_thread(self.action_refresh)
+
+
+class LogScreen(Screen):
+    """`o` on a job: the end of its stdout and stderr, followed while the job writes."""
+
+    BINDINGS = [
+        Binding("escape,q", "app.pop_screen", "Back"),
+        Binding("e", "toggle_stream", "stdout/stderr", tooltip="Switch between the job's stdout and stderr"),
+        Binding("f", "toggle_follow", "Follow", tooltip="Keep scrolling to new lines"),
+    ]
+
+    def __init__(self, job_id: str, name: str = "") -> None:
+        super().__init__()
+        self.job_id, self.job_name = job_id, name
+        self.stream = 0
+        self.paths: tuple[Path, Path] | None = None
+        self.offset = 0
+        self.follow = True
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"log of job {self.job_id} {self.job_name}", classes="screen-title", id="log-title", markup=False)
+        yield RichLog(id="log", wrap=False, markup=False, highlight=False, max_lines=5000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(RichLog).focus()
+        self.poll()
+        self.set_interval(1.0, self.poll)
+
+    @work(thread=True, exclusive=True, group="log")
+    def poll(self) -> None:
+        try:
+            if self.paths is None:
+                self.paths = tuple(self.app.slurm.job_logs(self.job_id, tracking_uri=self.app.source.uri))
+            path = self.paths[self.stream]
+            size = path.stat().st_size if path.exists() else 0
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self._title, f"log of job {self.job_id}: {exc}")
+            return
+        if size < self.offset:
+            self.offset = 0  # the file was truncated or replaced (requeue)
+        start = max(self.offset, size - TAIL_BYTES) if self.offset == 0 else self.offset
+        if size <= start:
+            self.app.call_from_thread(self._title, f"{path} · {size:,} bytes · waiting for output")
+            return
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            chunk = fh.read(size - start).decode(errors="replace")
+        self.offset = size
+        self.app.call_from_thread(self._append, chunk, f"{path} · {size:,} bytes")
+
+    def _title(self, text: str) -> None:
+        self.query_one("#log-title", Static).update(text)
+
+    def _append(self, chunk: str, title: str) -> None:
+        log = self.query_one(RichLog)
+        for line in chunk.splitlines():
+            log.write(line, scroll_end=self.follow)
+        self._title(title)
+
+    def action_toggle_stream(self) -> None:
+        self.stream = 1 - self.stream
+        self.offset = 0
+        self.query_one(RichLog).clear()
+        self.poll()
+
+    def action_toggle_follow(self) -> None:
+        self.follow = not self.follow
+        self.notify("following new lines" if self.follow else "stopped following")

@@ -1,0 +1,356 @@
+"""Runs (home): every run in a fast Arrow table; sort, filter, quick filters, metric picker, group by config, marks."""
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Label, Static
+
+from kdgat_tui.run_filter import FilterError
+from kdgat_tui.runs_model import QUICK_COLUMNS, RunsModel, View, column_of_header
+from kdgat_tui.widgets.arrow_table import ArrowTable
+from kdgat_tui.widgets.dialogs import Pick, PickMany
+
+MUTATING_ACTIONS = {"submit"}
+
+
+class RunsScreen(Screen):
+    BINDINGS = [
+        Binding("/", "filter", "Filter", tooltip="Free text, or dataset=hcrl_sa f1>0.9 status!=failed"),
+        Binding("enter", "open_run", "Detail", tooltip="Tags, params, metrics, scenarios, curves, artifacts"),
+        Binding("space", "mark", "Mark", tooltip="Mark runs to diff"),
+        Binding("d", "diff", "Diff", tooltip="Compare the marked runs (or the cursor run with its teacher)"),
+        Binding("s", "sort", "Sort", tooltip="Sort by a column (again: reverse)"),
+        Binding("S", "reverse", "Reverse", show=False, tooltip="Reverse the sort"),
+        Binding("m", "metrics", "Metrics", tooltip="Choose the metric columns"),
+        Binding("g", "group", "Group", tooltip="Group runs that differ only in seed (mean ± std, n)"),
+        Binding("1", "quick(0)", "Dataset", show=False, tooltip="Cycle the dataset quick filter"),
+        Binding("2", "quick(1)", "Stage", show=False, tooltip="Cycle the stage quick filter"),
+        Binding("3", "quick(2)", "Size", show=False, tooltip="Cycle the model-size quick filter"),
+        Binding("4", "quick(3)", "Status", show=False, tooltip="Cycle the status quick filter"),
+        Binding("0", "clear_filters", "Clear", show=False, tooltip="Clear the filter, quick filters and marks"),
+        Binding("l", "lineage", "Lineage", tooltip="Teacher -> student -> fusion -> evaluation"),
+        Binding("j", "jobs", "Jobs", tooltip="SLURM queue and history, joined with runs"),
+        Binding("x", "sql", "SQL", tooltip="SQL console over the views"),
+        Binding("n", "submit", "Submit", tooltip="Submit the next stage for this run"),
+        Binding("r", "refresh", "Refresh", show=False, tooltip="Re-read new and changed runs now"),
+        Binding("R", "reload", "Reload all", show=False, tooltip="Re-read every run (tags edited by hand, ...)"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("q", "quit", "Quit", tooltip="Leave kdgat-tui"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: RunsModel | None = None
+        self.view: View | None = None
+        self.last_ok: float | None = None
+        self.loaded_at: float | None = None
+        self.cached = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("kdgat · loading runs…", id="status-line", markup=False)
+        with Horizontal(id="filter-row", classes="hidden"):
+            yield Label("/", id="filter-prompt")
+            yield Input(placeholder="free text or dataset=hcrl_sa f1>0.9 status!=failed", id="filter")
+        yield Static("", id="filter-error", classes="hidden", markup=False)
+        yield ArrowTable(id="runs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(ArrowTable).focus()
+        self.load()
+        if self.app.refresh_s and self.app.refresh_s > 0:
+            self.set_interval(self.app.refresh_s, self.action_refresh)
+
+    # ---- loading and refreshing (workers: input never waits on the database) --------------------------------
+    @work(thread=True, exclusive=True, group="runs-load")
+    def load(self) -> None:
+        cached = self.app.source.cached_runs() if self.model is None else None
+        if cached is not None:
+            self.app.call_from_thread(self._loaded, cached.table, cached.written_at)
+        try:
+            table = self.app.source.load_runs()
+        except Exception as exc:  # noqa: BLE001 - a locked or broken DB is shown, never raised into the UI
+            self.app.call_from_thread(self._show_stale, exc)
+            return
+        self.app.call_from_thread(self._loaded, table)
+
+    def _loaded(self, table, cached_at: float | None = None) -> None:
+        """Show a full runs table: the first one, or a complete re-read (marks, filters and cursor stay)."""
+        keep = self.current_run_id()
+        if self.model is None:
+            self.model = RunsModel(table)
+        else:
+            self.model.replace_all(table)
+        self.loaded_at = time.monotonic()
+        self.last_ok = cached_at if cached_at is not None else time.time()
+        self.cached = cached_at is not None
+        self.render_view(keep_run=keep)
+
+    def action_refresh(self) -> None:
+        if self.model is None:
+            self.load()
+        else:
+            self.poll()
+
+    def action_reload(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="runs-refresh")
+    def poll(self) -> None:
+        try:
+            changes = self.app.source.poll()
+        except Exception as exc:  # noqa: BLE001
+            self.app.call_from_thread(self._show_stale, exc)
+            return
+        self.app.call_from_thread(self._apply, changes)
+
+    def _apply(self, changes) -> None:
+        self.last_ok = time.time()
+        self.cached = False
+        if self.model is None:
+            return
+        changed, removed = changes
+        if not changed.num_rows and not removed:
+            self._status()
+            return
+        self.model.remove(removed)
+        new = self.model.upsert(changed)
+        self.render_view(keep_run=self.current_run_id())
+        if new:
+            self.notify(f"{new} new run{'s' if new != 1 else ''}", timeout=2)
+
+    def _show_stale(self, exc: Exception) -> None:
+        self._status(error=exc)
+
+    # ---- drawing --------------------------------------------------------------------------------------------
+    def render_view(self, keep_run: str | None) -> None:
+        """Recompute the rows from the model and show them; the cursor stays on `keep_run` when it is still shown."""
+        if self.model is None:
+            return
+        try:
+            view = self.model.view()
+        except FilterError as exc:
+            self._filter_error(str(exc))
+            return
+        self._filter_error(None)
+        row = None
+        if keep_run is not None and self.view is not None:
+            try:
+                row = view.run_ids.index(keep_run)
+            except ValueError:
+                row = None
+        self.view = view
+        self.query_one(ArrowTable).replace(view.table, view.widths, cursor_row=row)
+        self._status()
+
+    def _status(self, error: Exception | None = None) -> None:
+        m, v = self.model, self.view
+        parts = ["kdgat"]
+        if m is not None and v is not None:
+            shown = f"{len(v.run_ids):,} groups of " if v.grouped else f"{len(v.run_ids):,} of "
+            parts.append(f"{shown}{v.total:,} runs")
+            if m.marks:
+                parts.append(f"{len(m.marks)} marked")
+            if m.sort_key:
+                parts.append(f"sort {m.sort_key} {'↓' if m.sort_desc else '↑'}")
+            for col, value in m.quick.items():
+                parts.append(f"{col}={value}")
+            if m.filter_text:
+                parts.append(f"/{m.filter_text}")
+        if error is not None:
+            since = datetime.fromtimestamp(self.last_ok).strftime("%H:%M:%S") if self.last_ok else "start"
+            parts.append(f"STALE since {since}: {self.app.source.describe_error(error)} (retrying)")
+        elif self.cached:
+            parts.append(f"cached copy of {datetime.fromtimestamp(self.last_ok):%H:%M:%S}, updating…")
+        elif self.last_ok:
+            parts.append(f"updated {datetime.fromtimestamp(self.last_ok):%H:%M:%S}")
+        line = self.query_one("#status-line", Static)
+        line.update(" · ".join(parts))
+        line.set_class(error is not None, "stale")
+
+    def _filter_error(self, message: str | None) -> None:
+        box = self.query_one("#filter-error", Static)
+        box.update(message or "")
+        box.set_class(message is None, "hidden")
+
+    # ---- the cursor ----------------------------------------------------------------------------------------
+    def current_run_id(self) -> str | None:
+        if self.view is None or not self.view.run_ids:
+            return None
+        row = self.query_one(ArrowTable).cursor_row
+        if 0 <= row < len(self.view.run_ids):
+            return self.view.run_ids[row]
+        return None
+
+    def on_data_table_row_selected(self, event) -> None:
+        event.stop()
+        self.action_open_run()
+
+    # ---- actions ---------------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MUTATING_ACTIONS and self.app.readonly:
+            return False  # --readonly: the key disappears from the footer, help and palette
+        return True
+
+    def action_filter(self) -> None:
+        row = self.query_one("#filter-row")
+        row.remove_class("hidden")
+        box = self.query_one("#filter", Input)
+        if self.model is not None:
+            box.value = self.model.filter_text
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter" and self.model is not None:
+            self.model.filter_text = event.value
+            self.render_view(keep_run=self.current_run_id())
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            if not event.value:
+                self.query_one("#filter-row").add_class("hidden")
+            self.query_one(ArrowTable).focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.has_focus or (self.model and self.model.filter_text):
+            box.value = ""
+            if self.model is not None:
+                self.model.filter_text = ""
+            self.query_one("#filter-row").add_class("hidden")
+            self.query_one(ArrowTable).focus()
+            self.render_view(keep_run=self.current_run_id())
+
+    def action_clear_filters(self) -> None:
+        if self.model is None:
+            return
+        self.model.quick.clear()
+        self.model.marks.clear()
+        self.query_one("#filter", Input).value = ""
+        self.model.filter_text = ""
+        self.query_one("#filter-row").add_class("hidden")
+        self.render_view(keep_run=self.current_run_id())
+
+    def action_open_run(self) -> None:
+        if self.view is not None and self.view.grouped:
+            run_ids = self.view.groups[self.query_one(ArrowTable).cursor_row] if self.view.run_ids else []
+            if len(run_ids) > 1:
+                self.app.open_diff(run_ids)
+                return
+        run_id = self.current_run_id()
+        if run_id:
+            self.app.open_run(run_id)
+
+    def action_mark(self) -> None:
+        run_id = self.current_run_id()
+        if run_id is None or self.model is None or self.view is None or self.view.grouped:
+            return
+        self.model.toggle_mark(run_id)
+        table = self.query_one(ArrowTable)
+        row = table.cursor_row
+        table.update_cell_value(row, 0, "✓" if run_id in self.model.marks else "")
+        if row + 1 < len(self.view.run_ids):
+            table.move_cursor(row=row + 1)
+        self._status()
+
+    def action_diff(self) -> None:
+        if self.model is None:
+            return
+        marks = [r for r in self.model.marks]
+        if len(marks) < 2:
+            run_id = self.current_run_id()
+            teacher = self.model.value_of(run_id, "teacher_run_id") if run_id else None
+            if teacher and not marks:
+                self.app.open_diff([teacher, run_id])  # a distilled student against its teacher
+                return
+            self.notify("Mark two or more runs with space, then press d.", severity="warning")
+            return
+        # the order on screen is the order of the diff's columns
+        order = {r: i for i, r in enumerate(self.view.run_ids)} if self.view else {}
+        self.app.open_diff(sorted(marks, key=lambda r: order.get(r, len(order))))
+
+    def action_sort(self) -> None:
+        if self.model is None:
+            return
+        cols = self.model.visible_columns()
+        table = self.query_one(ArrowTable)
+        current = None
+        if self.view is not None and 0 < table.cursor_column < len(self.view.headers):
+            current = column_of_header(self.view.headers[table.cursor_column], self.model)
+        items = [(c, c) for c in cols] + [(c, c) for c in self.model.columns if c not in cols]
+        self.app.push_screen(Pick("Sort by", items, current or self.model.sort_key), self._sorted)
+
+    def _sorted(self, column: str | None) -> None:
+        if column and self.model is not None:
+            self.model.sort_by(column)
+            self.render_view(keep_run=self.current_run_id())
+
+    def action_reverse(self) -> None:
+        if self.model is not None and self.model.sort_key:
+            self.model.sort_desc = not self.model.sort_desc
+            self.render_view(keep_run=self.current_run_id())
+
+    def action_metrics(self) -> None:
+        if self.model is None:
+            return
+        items = [(m, m) for m in self.model.available_metrics]
+        self.app.push_screen(PickMany("Metric columns", items, self.model.metrics), self._metrics_chosen)
+
+    def _metrics_chosen(self, chosen: list[str] | None) -> None:
+        if chosen is not None and self.model is not None:
+            self.model.metrics = chosen
+            self.render_view(keep_run=self.current_run_id())
+
+    def action_group(self) -> None:
+        if self.model is not None:
+            self.model.grouped = not self.model.grouped
+            self.render_view(keep_run=None if self.model.grouped else self.current_run_id())
+
+    def action_quick(self, which: int) -> None:
+        if self.model is None:
+            return
+        column = QUICK_COLUMNS[which]
+        values = self.model.quick_values(column)
+        if not values:
+            return
+        current = self.model.quick.get(column)
+        nxt = values[0] if current not in values else (values[values.index(current) + 1]
+                                                        if values.index(current) + 1 < len(values) else None)
+        if nxt is None:
+            self.model.quick.pop(column, None)
+        else:
+            self.model.quick[column] = nxt
+        self.render_view(keep_run=self.current_run_id())
+
+    def action_lineage(self) -> None:
+        run_id = self.current_run_id()
+        dataset = self.model.quick.get("dataset") if self.model else None
+        if dataset is None and run_id is not None and self.model is not None:
+            dataset = self.model.value_of(run_id, "dataset")
+        self.app.open_lineage(run_id=run_id, dataset=dataset)
+
+    def action_jobs(self) -> None:
+        self.app.open_jobs()
+
+    def action_sql(self) -> None:
+        self.app.open_sql()
+
+    def action_submit(self) -> None:
+        run_id = self.current_run_id()
+        if self.view is not None and self.view.grouped:
+            run_id = None
+        self.app.open_submit(run_id=run_id)
+
+    def action_quit(self) -> None:
+        self.app.exit()
+
+    # used by the command line (`:filter ...`) and tests
+    def apply_filter(self, text: str) -> None:
+        self.action_filter()
+        self.query_one("#filter", Input).value = text

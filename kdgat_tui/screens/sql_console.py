@@ -1,0 +1,184 @@
+"""SQL console: a read-only SELECT against the views (runs, params, tags, metrics, metric_history, lineage,
+runs_wide), results in the table, errors inline, history (kept across sessions), export to csv, parquet or json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Static, TextArea
+
+from kdgat_core.config import resolve_cache_dir
+from kdgat_tui.runs_model import column_widths
+from kdgat_tui.widgets.arrow_table import ArrowTable
+from kdgat_tui.widgets.dialogs import Ask, Pick
+
+DEFAULT_QUERY = ("SELECT dataset, stage, model_size, use_kd, count(*) AS runs, round(max(f1), 4) AS best_f1\n"
+                 "FROM runs GROUP BY ALL ORDER BY dataset, stage, model_size, use_kd")
+MAX_SHOWN = 100_000   # rows kept for the table; exports write everything the query returned
+HISTORY_SIZE = 200
+EXPORT_FORMATS = ("csv", "parquet", "json")
+
+
+def history_file() -> Path:
+    return resolve_cache_dir() / "tui" / "sql_history.jsonl"
+
+
+class SqlConsole(Screen):
+    BINDINGS = [
+        Binding("ctrl+r", "run", "Run", priority=True, tooltip="Run the query (read-only; the views are listed on top)"),
+        Binding("ctrl+t", "history", "History", priority=True, tooltip="Pick an earlier query"),
+        Binding("ctrl+e", "export", "Export", priority=True, tooltip="Write the results to .csv, .parquet or .json"),
+        Binding("ctrl+o", "switch", "Editor/results", priority=True, tooltip="Move between the editor and the results"),
+        Binding("escape", "app.pop_screen", "Back"),
+    ]
+
+    def __init__(self, query: str | None = None) -> None:
+        super().__init__()
+        self.initial = query
+        self.result: pa.Table | None = None
+        self.history: list[str] = load_history()
+
+    def compose(self) -> ComposeResult:
+        yield Static("SQL · views: runs, params, tags, metrics, metric_history, lineage, runs_wide · ctrl-r run",
+                     classes="screen-title", markup=False)
+        yield TextArea(self.initial or (self.history[-1] if self.history else DEFAULT_QUERY), id="sql-editor",
+                       soft_wrap=True, show_line_numbers=False)
+        yield Static("", id="sql-error", classes="inline-error hidden", markup=False)
+        yield Static("", id="sql-info", classes="section muted", markup=False)
+        yield ArrowTable(id="sql-results")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(TextArea).focus()
+        if self.initial:
+            self.action_run()
+
+    def action_run(self) -> None:
+        query = self.query_one(TextArea).text.strip()
+        if not query:
+            return
+        self.query_one("#sql-info", Static).update("running…")
+        self.run_query(query)
+
+    @work(thread=True, exclusive=True, group="sql")
+    def run_query(self, query: str) -> None:
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            table = self.app.source.sql(query)
+        except Exception as exc:  # noqa: BLE001 - every error is shown inline; the console stays usable
+            self.app.call_from_thread(self._error, query, exc)
+            return
+        self.app.call_from_thread(self._show, query, table, time.perf_counter() - t0)
+
+    def _error(self, query: str, exc: Exception) -> None:
+        box = self.query_one("#sql-error", Static)
+        box.update(str(exc).strip() or type(exc).__name__)
+        box.remove_class("hidden")
+        self.query_one("#sql-info", Static).update("")
+        self._remember(query)
+
+    def _show(self, query: str, table: pa.Table, seconds: float) -> None:
+        self.query_one("#sql-error", Static).add_class("hidden")
+        self.result = table
+        shown = table.slice(0, MAX_SHOWN)
+        self.query_one("#sql-results", ArrowTable).replace(shown, column_widths(shown), cursor_row=0)
+        more = f" (first {MAX_SHOWN:,} shown)" if table.num_rows > MAX_SHOWN else ""
+        self.query_one("#sql-info", Static).update(
+            f"{table.num_rows:,} rows × {table.num_columns} columns in {seconds * 1000:.0f} ms{more} · ctrl-e export")
+        self._remember(query)
+
+    def _remember(self, query: str) -> None:
+        if self.history and self.history[-1] == query:
+            return
+        self.history = [q for q in self.history if q != query] + [query]
+        self.history = self.history[-HISTORY_SIZE:]
+        save_history(self.history)
+
+    def action_history(self) -> None:
+        if not self.history:
+            self.notify("no queries yet")
+            return
+        items = [(str(i), " ".join(q.split())[:200]) for i, q in reversed(list(enumerate(self.history)))]
+        self.app.push_screen(Pick("Earlier queries", items), self._picked)
+
+    def _picked(self, index: str | None) -> None:
+        if index is not None:
+            self.query_one(TextArea).text = self.history[int(index)]
+            self.query_one(TextArea).focus()
+
+    def action_export(self) -> None:
+        if self.result is None:
+            self.notify("run a query first", severity="warning")
+            return
+        self.app.push_screen(Ask("Export the results to (.csv, .parquet or .json)", "results.csv"), self._export)
+
+    def _export(self, path: str | None) -> None:
+        if not path:
+            return
+        try:
+            written = export(self.result, Path(path).expanduser(), self.app.source.label)
+        except ValueError as exc:
+            box = self.query_one("#sql-error", Static)
+            box.update(str(exc))
+            box.remove_class("hidden")
+            return
+        self.notify(f"wrote {self.result.num_rows:,} rows to {written}")
+
+    def action_switch(self) -> None:
+        editor, results = self.query_one(TextArea), self.query_one("#sql-results")
+        (results if editor.has_focus else editor).focus()
+
+
+def export(table: pa.Table, path: Path, tracking_db: str) -> Path:
+    """Write `table` in the format its suffix names; never over the tracking DB or an existing file."""
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"cannot export to '{path.name}': the name must end in .csv, .parquet or .json")
+    target = path.resolve()
+    if str(target) == str(Path(tracking_db).resolve()) or target.exists():
+        raise ValueError(f"{path} already exists; choose a new file name")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "csv":
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(table, target)
+        elif fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, target)
+        else:
+            target.write_text(json.dumps(table.to_pylist(), default=str, indent=1) + "\n")
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return target
+
+
+def load_history() -> list[str]:
+    try:
+        lines = history_file().read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return [q for q in out if isinstance(q, str)][-HISTORY_SIZE:]
+
+
+def save_history(history: list[str]) -> None:
+    try:
+        f = history_file()
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("".join(json.dumps(q) + "\n" for q in history))
+    except OSError:
+        pass  # history is a convenience: a read-only home must not break the console
