@@ -198,7 +198,8 @@ class TrackedRun:
         rel = path.relative_to(self.artifact_dir).parent.as_posix()
         artifact_path = None if rel in ("", ".") else rel
         if path.is_dir():
-            self.store.client.log_artifacts(self.run_id, str(path), artifact_path=f"{artifact_path or ''}{path.name}")
+            target = f"{artifact_path}/{path.name}" if artifact_path else path.name
+            self.store.client.log_artifacts(self.run_id, str(path), artifact_path=target)
         else:
             self.store.client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
 

@@ -224,10 +224,17 @@ def test_rerun_gets_its_own_artifact_folder(tmp_path, uri):
 def test_log_artifact_copies_into_the_run_folder(tmp_path, uri):
     src = tmp_path / "confusion.csv"
     src.write_text("tp,fp\n1,2\n")
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "roc.txt").write_text("roc")
     with open_run(preset("vgae,teacher"), tracking_uri=uri) as run:
         dest = run.log_artifact(src)
+        run.log_artifact(plots)
     assert dest == run.artifact_dir / "confusion.csv" and dest.read_text() == "tp,fp\n1,2\n"
-    assert "confusion.csv" in [a.path for a in _client(uri).list_artifacts(run.run_id)]
+    assert (run.artifact_dir / "plots" / "roc.txt").read_text() == "roc"
+    logged = [a.path for a in _client(uri).list_artifacts(run.run_id)]
+    assert "confusion.csv" in logged and "plots" in logged
+    assert [a.path for a in _client(uri).list_artifacts(run.run_id, "plots")] == ["plots/roc.txt"]
     with pytest.raises(KdgatError):
         with open_run(preset("vgae,teacher"), tracking_uri=uri) as run:
             run.log_artifact(tmp_path / "missing.bin")
@@ -355,3 +362,18 @@ def test_sample_runs_have_histories_scenarios_sweep_and_a_deleted_run(sample_db)
     assert sum(f1.values()) < sum(t1.values())
     lrs = {client.get_run(r).data.params["train.lr"] for r in sample_db.sweep_run_ids}
     assert lrs == {"0.0001", "0.0003", "0.003"}
+
+
+def test_log_figure_saves_a_matplotlib_figure(tmp_path, uri):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    with open_run(preset("gat,teacher"), tracking_uri=uri) as run:
+        dest = run.log_figure("figures/roc.png", fig)
+    plt.close(fig)
+    assert dest == run.artifact_dir / "figures" / "roc.png"
+    assert dest.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [a.path for a in _client(uri).list_artifacts(run.run_id, "figures")] == ["figures/roc.png"]
