@@ -92,21 +92,32 @@ def is_lost(run_status: str | None, job: Job | None) -> bool:
 RunsReader = Callable[[str, Sequence[str]], list[dict[str, Any]]]
 
 
-def runs_from_query(tracking_uri: str, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+_open_dbs: dict[str, Any] = {}
+
+
+def _tracking_db(tracking_uri: str) -> Any:
+    """One read-only TrackingDB per URI and process: `jobs --watch` and the TUI do not reopen it every refresh."""
+    if tracking_uri not in _open_dbs:
+        try:
+            from kdgat_core.query import open_db
+        except ImportError:
+            raise KdgatError("kdgat_core.query cannot read the tracking DB here.") from None
+        _open_dbs[tracking_uri] = open_db(tracking_uri)
+    return _open_dbs[tracking_uri]
+
+
+def runs_from_query(tracking_uri: str, job_ids: Sequence[str], db: Any = None) -> list[dict[str, Any]]:
     """Runs tagged with one of these job ids: run_id, slurm_job_id, status, start_time and the newest final metric,
     read through kdgat_core.query (DuckDB, read-only) and its public views `tags` and `metrics`."""
     from kdgat_core.config import sqlite_path
 
     if not job_ids:
         return []
-    path = sqlite_path(tracking_uri, must_exist=False)
-    if path is not None and not path.is_file():
-        return []      # nothing tracked yet: the queue alone is still worth showing
-    try:
-        from kdgat_core.query import open_db
-    except ImportError:
-        raise KdgatError("kdgat_core.query cannot read the tracking DB here.") from None
-    db = open_db(tracking_uri)
+    if db is None:
+        path = sqlite_path(tracking_uri, must_exist=False)
+        if path is not None and not path.is_file():
+            return []      # nothing tracked yet: the queue alone is still worth showing
+        db = _tracking_db(tracking_uri)
     if hasattr(db, "job_runs"):     # the query layer's own indexed lookup, when it has one
         table = db.job_runs(list(job_ids))
     else:
@@ -136,8 +147,9 @@ def _metric_text(run: dict[str, Any]) -> str:
 
 
 def job_table(tracking_uri: str | None = None, settings: Settings | None = None, refresh: bool = False,
-              runs: RunsReader | None = None, include_ended: bool = True) -> list[JobRow]:
-    """The joined queue, newest job first. What the TUI's jobs screen calls (read-only, no mlflow import)."""
+              runs: RunsReader | None = None, include_ended: bool = True, db: Any = None) -> list[JobRow]:
+    """The joined queue, newest job first. What the TUI's jobs screen calls (read-only, no mlflow import);
+    pass `db` (an open kdgat_core.query TrackingDB) to reuse the caller's connection."""
     settings = settings or load_settings()
     uri = absolute_tracking_uri(tracking_uri, settings)
     jobs = scheduler_jobs(settings, tracking_uri, refresh)
@@ -146,7 +158,8 @@ def job_table(tracking_uri: str | None = None, settings: Settings | None = None,
     by_job: dict[str, dict[str, Any]] = {}
     try:
         ids = sorted({j.raw_id for j in jobs} | {j.job_id for j in jobs})
-        for run in (runs or runs_from_query)(uri, ids):
+        reader = runs or (lambda u, i: runs_from_query(u, i, db=db))
+        for run in reader(uri, ids):
             job_id = str(run.get("slurm_job_id") or "")
             previous = by_job.get(job_id)
             # a requeued job may start several runs: show the newest
