@@ -1,0 +1,92 @@
+"""The wide-table read cache answers exactly what a fresh read of the DB answers, as the DB changes under it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import pytest
+
+from kdgat_core.query import open_db
+from tests.unit.conftest import MUTATE_FIXTURE, run_python
+
+
+def _rows(table) -> list[dict]:
+    """Rows with NaN made comparable (NaN != NaN would make equal tables look different)."""
+    return [{k: ("NaN" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table.to_pylist()]
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cached_and_uncached(path):
+    with open_db(path) as db:
+        cached = db.wide(arrow=True, include_deleted=True)
+        stats = db.last_refresh
+        answers = _answers(db)
+    with open_db(path, cache=False) as db:
+        uncached = db.wide(arrow=True, include_deleted=True)
+        assert _answers(db) == answers
+    assert cached.schema == uncached.schema
+    assert _rows(cached) == _rows(uncached)
+    return cached, stats
+
+
+def _answers(db) -> list:
+    """What users see through the methods that read the wide table."""
+    return [_rows(db.runs(arrow=True)), _rows(db.leaderboard("f1", top=50, arrow=True)),
+            _rows(db.sql("SELECT run_name, dataset, status, f1 FROM runs ORDER BY run_id", arrow=True)),
+            _rows(db.sweep("train.lr", "f1", arrow=True)), _rows(db.lineage(arrow=True))]
+
+
+def test_cache_equals_uncached_as_runs_are_added_changed_finished_and_deleted(db_copy, query_cache_dir, tmp_path):
+    path, ids = db_copy
+    ids_file = tmp_path / "ids.json"
+    ids_file.write_text(json.dumps(ids))
+    before = _digest(path)
+
+    first, stats = _cached_and_uncached(path)
+    assert stats.mode == "full" and first.num_rows == 20
+    again, stats = _cached_and_uncached(path)
+    assert stats.mode == "fresh"  # unchanged file: served without reading a row
+    assert _digest(path) == before, "reading must never write the tracking DB"
+    assert any(query_cache_dir.rglob("wide.arrow"))
+
+    # round 1: finish a running run (metrics + tags + status), edit existing tags in place (same rowid), add a tag,
+    # delete a run, add a new run with a new param key
+    run_python(MUTATE_FIXTURE, str(path), str(ids_file), "1")
+    after1, stats = _cached_and_uncached(path)
+    assert stats.mode == "incremental" and 1 <= stats.changed_runs <= 5, stats
+    by_id = {r["run_id"]: r for r in after1.to_pylist()}
+    relabelled = by_id[ids["hcrl_sa/teacher_autoencoder"]]
+    assert relabelled["dataset"] == "hcrl_ch" and relabelled["tags.note"] == "re-labelled"
+    finished = by_id[ids["hcrl_sa/student_fusion"]]
+    assert (finished["status"], finished["mlflow_status"], finished["f1"]) == ("complete", "FINISHED", 0.87)
+    assert by_id[ids["hcrl_sa/student_autoencoder"]]["lifecycle"] == "deleted"
+    assert after1.num_rows == 21 and "params.new.param" in after1.column_names
+
+    # round 2: restore the run, delete a tag (its column disappears), log a metric at a later step, flip a status
+    run_python(MUTATE_FIXTURE, str(path), str(ids_file), "2")
+    after2, stats = _cached_and_uncached(path)
+    assert stats.mode == "incremental" and 1 <= stats.changed_runs <= 4, stats
+    assert "tags.note" not in after2.column_names
+    by_id = {r["run_id"]: r for r in after2.to_pylist()}
+    assert by_id[ids["hcrl_sa/teacher_curriculum"]]["f1"] == 0.7
+    assert by_id[ids["hcrl_ch/teacher_curriculum"]]["status"] == "failed"
+    assert by_id[ids["hcrl_sa/student_autoencoder"]]["lifecycle"] == "active"
+
+
+def test_cache_files_are_per_database_and_a_corrupt_cache_is_rebuilt(db_copy, fixture_db, query_cache_dir):
+    path, _ = db_copy
+    with open_db(path) as db:
+        db.wide(arrow=True)
+    with open_db(fixture_db[0]) as db:
+        db.wide(arrow=True)
+    files = sorted(query_cache_dir.rglob("wide.arrow"))
+    assert len(files) == 2
+    for f in files:
+        f.write_bytes(b"garbage")
+    with open_db(path) as db:
+        table = db.wide(arrow=True)
+        assert db.last_refresh.mode == "full" and table.num_rows == 18
