@@ -100,10 +100,13 @@ def test_sbatch_values_are_validated(project: Path, field: str, value):
 
 
 def test_a_newline_in_the_run_name_cannot_inject_a_directive(project: Path):
-    settings = cluster_toml(project)
-    cfg = preset("vgae,teacher", dataset="synthetic")
-    cfg.dataset = "synthetic\n#SBATCH --uid=0"
+    # a dataset registered in kdgat.toml under a hostile name: the run name (job name) carries it
+    settings = cluster_toml(project, '[datasets."evil\\n#SBATCH --uid=0"]\n        description = "x"')
+    cfg = preset("vgae,teacher", dataset="evil\n#SBATCH --uid=0")
     with pytest.raises(KdgatError, match="job name"):
+        render_sbatch(cfg, None, settings)
+    cfg.dataset = "not_registered"
+    with pytest.raises(KdgatError, match="Unknown dataset"):
         render_sbatch(cfg, None, settings)
 
 
