@@ -15,7 +15,11 @@ import numpy as np
 from kdgat_core.data.canonical import Messages
 
 # Enters every graph cache key: bump it whenever a feature's definition changes.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
+# The first 15% of each recording's messages calibrate the per-vehicle baselines (an id's usual period, its share of
+# traffic, the bus's usual message gap), as an IDS would learn a car's normal traffic when it starts watching it.
+# Every hcrl_sa recording's first attack comes later (17-48% of the way in); an attack inside it would blunt them.
+CALIBRATION_FRACTION = 0.15
 
 NODE_FEATURES: tuple[str, ...] = (
     "count_frac",          # occurrences of the id in the window / W
@@ -24,11 +28,11 @@ NODE_FEATURES: tuple[str, ...] = (
     "last_pos",            # last position of the id in the window / (W - 1)
     "gap_mean",            # g(mean inter-arrival of the id), inter-arrival = time since the id's previous message
     "gap_std",             # g(standard deviation of that inter-arrival)
-    "gap_rel_mean",        # mean of clip(log2(inter-arrival / the id's median period in the recording), +-10) / 10
+    "gap_rel_mean",        # mean of clip(log2(inter-arrival / the id's calibration period), +-10) / 10
     "gap_rel_std",         # standard deviation of the same log ratio / 10
     "payload_change",      # mean fraction of the 8 bytes that differ from the id's previous message
     "dlc_mean",            # mean DLC / 8
-    "id_share",            # clip((log10(the id's share of the recording's messages) + 6) / 6, 0, 1)
+    "id_share",            # clip((log10(the id's share of the calibration messages) + 6) / 6, 0, 1); 0 if unseen
     "is_oov",              # 1 when the id is not in the training vocabulary
 )
 EDGE_FEATURES: tuple[str, ...] = (
@@ -37,8 +41,14 @@ EDGE_FEATURES: tuple[str, ...] = (
     "gap_std",             # g(standard deviation of that gap)
     "first_pos",           # position of the first such transition / (W - 2)
     "last_pos",            # position of the last such transition / (W - 2)
-    "gap_rel_mean",        # mean of clip(log2(gap / the recording's median message gap), +-10) / 10
+    "gap_rel_mean",        # mean of clip(log2(gap / the calibration part's median message gap), +-10) / 10
 )
+# Features defined relative to the recording's own calibration part or to the window, not in absolute units or ids:
+# they transfer to vehicles the training set never saw (see docs/data.md for the measured difference).
+VEHICLE_NORMALISED_NODE_FEATURES: tuple[str, ...] = (
+    "count_frac", "first_pos", "last_pos", "gap_rel_mean", "gap_rel_std", "payload_change", "id_share",
+)
+VEHICLE_NORMALISED_EDGE_FEATURES: tuple[str, ...] = ("count_frac", "first_pos", "last_pos", "gap_rel_mean")
 GAP_UNIT_S = 1e-4          # g(dt) = log1p(dt / 0.1 ms) / log1p(1e4): 0 at 0, 1 at one second, smooth over 5 decades
 _GAP_NORM = float(np.log1p(1.0 / GAP_UNIT_S))
 _REL_CLIP = 10.0
@@ -130,7 +140,7 @@ class RecordingContext:
     gap_prev: np.ndarray       # float64 [n] time since the id's previous message (first one: since the recording began)
     gap_rel: np.ndarray        # float64 [n] clipped log2(gap_prev / id's median period); 0 where undefined
     changed: np.ndarray        # float32 [n] fraction of bytes differing from the id's previous message (first: 0)
-    id_share: np.ndarray       # float64 [n] share of the recording's messages that carry this message's id
+    id_share: np.ndarray       # float64 [n] share of the calibration messages that carry this message's id
     msg_gap: np.ndarray        # float64 [n-1] time to the next message
     msg_gap_rel: np.ndarray    # float64 [n-1] clipped log2(msg_gap / median msg_gap)
     rank: np.ndarray           # int64 [n] rank of the message's id among the recording's distinct ids
@@ -194,9 +204,11 @@ def recording_context(m: Messages) -> RecordingContext:
         changed_sorted[1:] = _bytes_differing(m.payload[by_id]) / 8.0
     changed_sorted[first_of_id] = 0.0
 
-    # the id's usual period: median of its gaps (first occurrences excluded); one sort of (id, gap) packed in a float
+    calib = calibration_size(n)
+    # the id's usual period: median of its gaps inside the calibration part (first occurrences excluded);
+    # one sort of (id, gap) packed in a float
     period = np.full(R, np.nan)
-    rep = ~first_of_id
+    rep = ~first_of_id & (by_id < calib)
     if rep.any():
         g_r, g_v = r_sorted[rep], gap_sorted[rep]
         span = float(g_v.max()) * 2.0 + 1.0
@@ -217,9 +229,15 @@ def recording_context(m: Messages) -> RecordingContext:
     changed = np.empty(n, np.float32)
     changed[by_id] = changed_sorted
     msg_gap = np.diff(ts)
-    med = float(np.median(msg_gap)) if msg_gap.size else 0.0
+    med = float(np.median(msg_gap[: max(calib - 1, 1)])) if msg_gap.size else 0.0
     msg_gap_rel = _log_ratio(msg_gap, med if med > 0 else np.nan)
-    return RecordingContext(gap_prev, gap_rel, changed, (counts / max(n, 1))[rank], msg_gap, msg_gap_rel, rank, R)
+    calib_share = np.bincount(rank[:calib], minlength=R) / max(calib, 1)
+    return RecordingContext(gap_prev, gap_rel, changed, calib_share[rank], msg_gap, msg_gap_rel, rank, R)
+
+
+def calibration_size(n: int) -> int:
+    """How many leading messages of an n-message recording calibrate its baselines."""
+    return min(n, max(2, int(n * CALIBRATION_FRACTION)))
 
 
 def _segment_mean(groups: np.ndarray, count: np.ndarray, *values: np.ndarray) -> list[np.ndarray]:
@@ -289,7 +307,8 @@ def build_window_graphs(m: Messages, window: int, stride: int, vocab: np.ndarray
     x[:, 15] = chg_mean
     x[:, 16] = dlc_mean / 8.0
     share = take(ctx.id_share)[perm[node_start]]
-    x[:, 17] = np.clip((np.log10(share) + 6.0) / 6.0, 0.0, 1.0)
+    with np.errstate(divide="ignore"):
+        x[:, 17] = np.clip((np.log10(share) + 6.0) / 6.0, 0.0, 1.0)
     node_id = vocab_index(vocab, node_can_id)
     x[:, 18] = node_id == OOV_INDEX
 

@@ -9,7 +9,7 @@ import pytest
 
 from kdgat_core.data.canonical import Messages
 from kdgat_core.data.windows import (
-    EDGE_FEATURES, NODE_FEATURES, OOV_INDEX, build_window_graphs, vocab_index, window_starts,
+    CALIBRATION_FRACTION, EDGE_FEATURES, NODE_FEATURES, OOV_INDEX, build_window_graphs, vocab_index, window_starts,
 )
 
 
@@ -54,13 +54,14 @@ def reference(m: Messages, W: int, S: int, vocab: list[int], lo: int = 0, hi: in
         gap_prev.append(ts[i] - ts[0] if j is None else ts[i] - ts[j])
         changed.append(0.0 if j is None else sum(a != b for a, b in zip(pay[i], pay[j])) / 8)
         last_seen[ids[i]] = i
+    calib = min(n, max(2, int(n * 0.15)))        # the leading messages that calibrate the baselines
     periods = {}
     for c in set(ids):
-        gaps = [gap_prev[i] for i in range(n) if ids[i] == c and not first[i]]
+        gaps = [gap_prev[i] for i in range(calib) if ids[i] == c and not first[i]]
         periods[c] = statistics.median(gaps) if gaps else None
     rel = [0.0 if first[i] or periods[ids[i]] is None else log_ratio(gap_prev[i], periods[ids[i]]) for i in range(n)]
     msg_gaps = [ts[i + 1] - ts[i] for i in range(n - 1)]
-    med = statistics.median(msg_gaps)
+    med = statistics.median(msg_gaps[:max(calib - 1, 1)])
     graphs = []
     s = lo
     while s + W <= hi:
@@ -71,7 +72,7 @@ def reference(m: Messages, W: int, S: int, vocab: list[int], lo: int = 0, hi: in
             occ = [i for i in win if ids[i] == c]
             gp = [gap_prev[i] for i in occ]
             rl = [rel[i] for i in occ]
-            share = ids.count(c) / n
+            share = ids[:calib].count(c) / calib
             feats.append([
                 len(occ) / W,
                 *[statistics.mean(pay[i][k] for i in occ) / 255 for k in range(8)],
@@ -80,7 +81,7 @@ def reference(m: Messages, W: int, S: int, vocab: list[int], lo: int = 0, hi: in
                 statistics.mean(rl) / 10, statistics.pstdev(rl) / 10,
                 statistics.mean(changed[i] for i in occ),
                 statistics.mean(int(m.dlc[i]) for i in occ) / 8,
-                min(1.0, max(0.0, (math.log10(share) + 6) / 6)),
+                min(1.0, max(0.0, (math.log10(share) + 6) / 6)) if share else 0.0,
                 0.0 if c in vocab else 1.0,
             ])
         pairs: dict[tuple[int, int], list[int]] = {}
@@ -111,6 +112,7 @@ def graph(out, k):
 @pytest.mark.parametrize("window,stride,seed", [(7, 7, 0), (7, 3, 1), (10, 10, 2), (5, 1, 3), (2, 2, 4)])
 def test_vectorised_graphs_equal_the_reference(window, stride, seed):
     m = random_messages(83, seed)
+    m.id[:6] = m.id[0]   # so some ids never appear in the calibration part (the first 12 messages)
     vocab = [0x0A1, 0x123, 0x316]
     out = build_window_graphs(m, window, stride, np.array(vocab, np.uint32))
     ref = reference(m, window, stride, vocab)
@@ -125,6 +127,10 @@ def test_vectorised_graphs_equal_the_reference(window, stride, seed):
         assert out.y[k] == r["y"] and out.attack_frac[k] == pytest.approx(r["frac"])
         assert out.start[k] == r["start"]
         assert [int(i) for i in node_id] == [vocab.index(c) + 1 if c in vocab else OOV_INDEX for c in r["nodes"]]
+
+
+def test_calibration_fraction_is_the_documented_one():
+    assert CALIBRATION_FRACTION == 0.15   # the reference above hard-codes it; docs/data.md quotes it
 
 
 def test_a_part_of_a_recording_keeps_recording_wide_context():
