@@ -25,6 +25,8 @@ ENV_CACHE_DIR = "KDGAT_CACHE_DIR"
 ARTIFACT_ROOT_DIR = "experimentruns"
 # `--teacher auto`: the job finds its teacher when it starts (newest complete teacher run of the same dataset and stage)
 TEACHER_AUTO = "auto"
+# The data-preparation job at the head of a submitted pipeline (builds the graph cache on a CPU partition)
+PREPROCESS_JOB = "preprocess"
 
 
 class KdgatError(Exception):
