@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import math
 import os
 import shutil
@@ -30,6 +31,8 @@ from kdgat_core.config import (
     bool_tag,
 )
 from kdgat_core.tracking.store import Store, get_store, with_retry
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 ENV_SLURM_JOB_ID = "SLURM_JOB_ID"
@@ -249,13 +252,17 @@ def open_run(cfg: PipelineConfig, tracking_uri: str | None = None,
             Tag.SEED: cfg.train.seed,
             Tag.ARTIFACT_DIR: str(artifact_dir),
         }
-        tags.update(dict(extra_tags or {}))
-        tracked.set_tags({str(k): v for k, v in tags.items()})
+        merged = {str(k): v for k, v in tags.items()}
+        merged.update({str(k): v for k, v in (extra_tags or {}).items()})
+        tracked.set_tags(merged)
         tracked.log_params(cfg.flatten())
         tracked.log_json(CONFIG_FILE, cfg.to_dict())
         yield tracked
     except BaseException as exc:
-        late_sigterm = _finish(tracked, exc)
+        try:
+            _finish(tracked, exc)
+        except Exception as finish_error:  # noqa: BLE001 - the run's own error is the one the user must see
+            log.error("could not record the end of run %s: %s", tracked.run_id, finish_error)
         raise
     else:
         late_sigterm = _finish(tracked, None)
