@@ -33,6 +33,9 @@ def main() -> int:
     ap.add_argument("--stride", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3, help="builds to time; the best is reported (shared machine)")
+    ap.add_argument("--probe", action="store_true",
+                    help="also fit a logistic regression on pooled graph features per feature set and print F1 per "
+                         "split: how much signal the features carry, before any GNN")
     args = ap.parse_args()
 
     t_import = time.perf_counter()
@@ -98,9 +101,41 @@ def main() -> int:
     print(f"machine load       {load} (1-minute load average; wall times on a shared machine vary with it)")
     print(f"peak RSS           {peak:,.0f} MB (of which {rss_after_import:,.0f} MB is Python + torch + pyg after import "
           f"in {import_s:.1f} s); target < {TARGET_PEAK_MB} MB; reference 550 MB")
+    if args.probe:
+        probe(g)
     ok = e2e_msgs_per_s >= TARGET_MSGS_PER_S and peak < TARGET_PEAK_MB
     print("targets            " + ("met" if ok else "NOT met"))
     return 0 if ok else 1
+
+
+def probe(g) -> None:
+    """Logistic regression on mean/max/min-pooled node features plus mean edge features of each window graph."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    from kdgat_core.data.windows import (
+        EDGE_FEATURES, NODE_FEATURES, VEHICLE_NORMALISED_EDGE_FEATURES, VEHICLE_NORMALISED_NODE_FEATURES,
+    )
+
+    def pooled(gs, node_cols, edge_cols):
+        ni = [NODE_FEATURES.index(c) for c in node_cols]
+        ei = [EDGE_FEATURES.index(c) for c in edge_cols]
+        x, ptr = gs.x.numpy()[:, ni], gs.node_ptr.numpy()
+        ea, eptr = gs.edge_attr.numpy()[:, ei], gs.edge_ptr.numpy()
+        return np.hstack([np.add.reduceat(x, ptr[:-1]) / np.diff(ptr)[:, None], np.maximum.reduceat(x, ptr[:-1]),
+                          np.minimum.reduceat(x, ptr[:-1]), np.add.reduceat(ea, eptr[:-1]) / np.diff(eptr)[:, None]])
+
+    no_share = tuple(c for c in VEHICLE_NORMALISED_NODE_FEATURES if c != "id_share")
+    sets = {"all features": (NODE_FEATURES, EDGE_FEATURES),
+            "vehicle-normalised": (VEHICLE_NORMALISED_NODE_FEATURES, VEHICLE_NORMALISED_EDGE_FEATURES),
+            "vehicle-normalised minus id_share": (no_share, VEHICLE_NORMALISED_EDGE_FEATURES)}
+    print("probe: logistic regression on pooled window features, F1 per split")
+    for name, (nc, ec) in sets.items():
+        clf = LogisticRegression(max_iter=3000).fit(pooled(g.train, nc, ec), g.train.y.numpy())
+        scores = [f"val {f1_score(g.val.y.numpy(), clf.predict(pooled(g.val, nc, ec))):.3f}"]
+        scores += [f"{k[:7]} {f1_score(v.y.numpy(), clf.predict(pooled(v, nc, ec))):.3f}" for k, v in g.test.items()]
+        print(f"  {name:<34} " + "  ".join(scores))
 
 
 if __name__ == "__main__":
