@@ -120,22 +120,23 @@ def get_store(tracking_uri: str | None = None, create: bool = True) -> Store | N
         if uri in _stores:
             return _stores[uri]
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # compute nodes have no network
-        if path is not None and not create and not path.is_file():
-            return None
-        if path is not None and create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            client = None
-            if not _experiment_ready(path):
+        client = None
+        if path is not None:
+            state = _db_state(path)
+            if state == FOREIGN:
+                raise KdgatError(f"{path} is a SQLite file but not an MLflow tracking database; "
+                                 "point --tracking-uri at an MLflow DB or at a new file.")
+            if not create and state in (MISSING, BLANK):
+                return None  # reading must not create (or migrate) anything
+            if create and state != READY:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - seconds of import, not under the lock
                 with _init_lock(path):
-                    # checked again under the lock: the processes that waited find it done and build their client in parallel
-                    if not _experiment_ready(path):
+                    # checked again under the lock: processes that waited find it done and go on in parallel
+                    if _db_state(path) != READY:
                         client = _new_client(uri)
                         experiment_id = _get_or_create_experiment(client, uri, create=True)
-            if client is None:
-                client = _new_client(uri)
-                experiment_id = _get_or_create_experiment(client, uri, create=True)
-        else:
+        if client is None:
             client = _new_client(uri)
             experiment_id = _get_or_create_experiment(client, uri, create=create)
         if experiment_id is None:
@@ -147,10 +148,15 @@ def get_store(tracking_uri: str | None = None, create: bool = True) -> Store | N
 
 def _new_client(uri: str) -> "MlflowClient":
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=uri)
     # Touching the store builds the engine and (on an empty file) runs MLflow's migrations: do it now, with retries.
-    with_retry(lambda: client._tracking_client.store, what="opening the tracking store")
+    try:
+        with_retry(lambda: client._tracking_client.store, what="opening the tracking store")
+    except MlflowException as exc:  # e.g. a DB written by an older MLflow: "run `mlflow db upgrade`"
+        first = (str(exc).strip().splitlines() or ["unknown error"])[0]
+        raise KdgatError(f"MLflow cannot open {uri}: {first}") from None
     return client
 
 
@@ -193,25 +199,37 @@ class _init_lock:
         self.fd = None
 
 
-def _experiment_ready(db_path: Path) -> bool:
-    """Schema migrated and our experiment present (it is created only after the migrations completed)."""
-    if not db_path.is_file() or db_path.stat().st_size == 0:
-        return False
+MISSING, BLANK, MLFLOW, READY, FOREIGN = "missing", "blank", "mlflow", "ready", "foreign"
 
-    def probe() -> bool:
+
+def _db_state(db_path: Path) -> str:
+    """What the file is, read-only: missing, blank (no tables), mlflow (schema, no experiment of ours), ready, foreign.
+
+    READY means migrated with our experiment present, which is created only after the migrations completed.
+    """
+    if not db_path.is_file():
+        return MISSING
+    if db_path.stat().st_size == 0:
+        return BLANK
+
+    def probe() -> str:
         con = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, timeout=20)
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables:
+                return BLANK
+            if not tables & {"alembic_version", "experiments"}:
+                return FOREIGN
             if not {"alembic_version", "experiments", "runs", "metrics", "latest_metrics"} <= tables:
-                return False
+                return MLFLOW
             if con.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 0:
-                return False
+                return MLFLOW
             row = con.execute("SELECT 1 FROM experiments WHERE name = ?", (EXPERIMENT_NAME,)).fetchone()
-            return row is not None
+            return READY if row is not None else MLFLOW
         finally:
             con.close()
 
     try:
         return with_retry(probe, what="checking the tracking database")
     except sqlite3.DatabaseError:
-        return False  # not a database yet (or not readable): take the lock and let MLflow say what is wrong
+        return FOREIGN  # "file is not a database"

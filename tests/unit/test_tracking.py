@@ -377,3 +377,23 @@ def test_log_figure_saves_a_matplotlib_figure(tmp_path, uri):
     assert dest == run.artifact_dir / "figures" / "roc.png"
     assert dest.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [a.path for a in _client(uri).list_artifacts(run.run_id, "figures")] == ["figures/roc.png"]
+
+
+def test_a_sqlite_file_that_is_not_mlflow_is_refused_and_left_unchanged(tmp_path):
+    other = tmp_path / "inventory.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE parts (name TEXT)")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    with pytest.raises(KdgatError, match="not an MLflow tracking database"):
+        with open_run(preset("gat,teacher"), tracking_uri=f"sqlite:///{other}"):
+            pass
+    with pytest.raises(KdgatError, match="not an MLflow tracking database"):
+        find_run("hcrl_sa", "curriculum", "teacher", tracking_uri=f"sqlite:///{other}")
+    assert other.read_bytes() == before
+
+    blank = tmp_path / "blank.db"
+    blank.touch()
+    assert find_run("hcrl_sa", "curriculum", "teacher", tracking_uri=f"sqlite:///{blank}") is None
+    assert blank.stat().st_size == 0  # a lookup never migrates a file
