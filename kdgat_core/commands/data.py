@@ -118,7 +118,7 @@ def graphs_command(
     """Build (or read from the cache) a dataset's window graphs and print counts per split and the time taken."""
     from kdgat_core.cli import OutputFormat, emit
     from kdgat_core.config import KdgatError, PipelineConfig
-    from kdgat_core.data.graph_cache import load_graphs
+    from kdgat_core.data.catalog import dataset_dir, validate_data_config
 
     try:
         out_fmt = OutputFormat(fmt)
@@ -129,6 +129,10 @@ def graphs_command(
     cfg.data.stride = stride if stride is not None else window
     cfg.data.max_messages = max_messages
     cfg.data.val_fraction = val_fraction
+    validate_data_config(cfg)
+    dataset_dir(dataset, data_root)   # both before load_graphs imports torch: a typo fails in a blink
+    from kdgat_core.data.graph_cache import load_graphs
+
     t0 = time.perf_counter()
     g = load_graphs(cfg, data_root=data_root, cache_dir=cache_dir, rebuild=rebuild,
                     progress=lambda msg: typer.echo(msg, err=True))

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kdgat_core.config import KdgatError, datasets, resolve_data_root
+from kdgat_core.config import KdgatError, PipelineConfig, dataset_spec, datasets, resolve_data_root
 from kdgat_core.data.canonical import list_recordings
 
 
@@ -67,3 +67,27 @@ def catalog(data_root: str | None = None, only: str | None = None) -> list[dict]
             raise KdgatError(f"Unknown dataset '{only}'; known datasets: {', '.join(sorted(specs))}.")
         specs = {only: specs[only]}
     return [dataset_summary(name, root / name, spec.splits) for name, spec in specs.items()]
+
+
+def dataset_dir(dataset: str, data_root: str | Path | None = None) -> Path:
+    """`<data root>/<dataset>`; a clear error when it is not there."""
+    dataset_spec(dataset)  # unknown names fail with the list of known ones
+    resolved = resolve_data_root(str(data_root) if data_root else None)
+    folder = Path(resolved.value) / dataset
+    if not folder.is_dir():
+        raise KdgatError(f"Dataset folder {folder} does not exist (data root from {resolved.source}); "
+                         f"ingest raw captures with `kdgat ingest {dataset} --raw DIR` or set --data-root.")
+    return folder
+
+
+def validate_data_config(cfg: "PipelineConfig") -> None:
+    """cfg.data's window settings make sense (checked before torch is imported, so mistakes fail fast)."""
+    d = cfg.data
+    if d.window < 2:
+        raise KdgatError(f"data.window must be at least 2 messages, got {d.window}.")
+    if d.stride < 1:
+        raise KdgatError(f"data.stride must be at least 1 message, got {d.stride}.")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise KdgatError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}.")
+    if d.max_messages < 0:
+        raise KdgatError(f"data.max_messages must be 0 (all) or positive, got {d.max_messages}.")

@@ -17,24 +17,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from kdgat_core.config import KdgatError, PipelineConfig, dataset_spec, resolve_cache_dir, resolve_data_root
+from kdgat_core.config import KdgatError, PipelineConfig, dataset_spec, resolve_cache_dir
+from kdgat_core.data.catalog import dataset_dir, validate_data_config
 from kdgat_core.data.canonical import Messages, Recording, list_recordings, read_messages
 from kdgat_core.data.graphset import DatasetGraphs, GraphSet
 from kdgat_core.data.windows import FEATURE_VERSION, WindowGraphs, build_window_graphs, empty_graphs, recording_context
 
 TRAIN_PART = "train"   # the cache file holding the train and val graph sets and the vocabulary
 Progress = Callable[[str], None]
-
-
-def dataset_dir(dataset: str, data_root: str | Path | None = None) -> Path:
-    """`<data root>/<dataset>`; a clear error when it is not there."""
-    dataset_spec(dataset)  # unknown names fail with the list of known ones
-    resolved = resolve_data_root(str(data_root) if data_root else None)
-    folder = Path(resolved.value) / dataset
-    if not folder.is_dir():
-        raise KdgatError(f"Dataset folder {folder} does not exist (data root from {resolved.source}); "
-                         f"ingest raw captures with `kdgat ingest {dataset} --raw DIR` or set --data-root.")
-    return folder
 
 
 def _fingerprint(recs: list[Recording]) -> list[list]:
@@ -80,22 +70,10 @@ def _load(path: Path) -> dict | None:
         return None
 
 
-def _validate(cfg: PipelineConfig) -> None:
-    d = cfg.data
-    if d.window < 2:
-        raise KdgatError(f"data.window must be at least 2 messages, got {d.window}.")
-    if d.stride < 1:
-        raise KdgatError(f"data.stride must be at least 1 message, got {d.stride}.")
-    if not 0.0 <= d.val_fraction < 1.0:
-        raise KdgatError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}.")
-    if d.max_messages < 0:
-        raise KdgatError(f"data.max_messages must be 0 (all) or positive, got {d.max_messages}.")
-
-
 def load_graphs(cfg: PipelineConfig, data_root: str | Path | None = None, cache_dir: str | Path | None = None,
                 rebuild: bool = False, progress: Progress | None = None) -> DatasetGraphs:
     """The train / val / test graph sets of cfg.dataset with cfg.data's window settings (see docs/INTERFACES.md)."""
-    _validate(cfg)
+    validate_data_config(cfg)
     say = progress or (lambda _msg: None)
     spec = dataset_spec(cfg.dataset)
     folder = dataset_dir(cfg.dataset, data_root)
