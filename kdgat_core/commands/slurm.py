@@ -63,6 +63,7 @@ def register(app: typer.Typer) -> None:
         array: Annotated[Optional[str], typer.Option("--array", help="Seeds as a SLURM array, e.g. 0-3 or 1,2,3: each task's seed is its index.")] = None,
         sizes: Annotated[str, typer.Option("--sizes", help="Pipeline: model sizes, e.g. teacher,student.")] = "teacher",
         stages: Annotated[Optional[str], typer.Option("--stages", help="Pipeline: only these stages, e.g. autoencoder,curriculum.")] = None,
+        preprocess: Annotated[bool, typer.Option("--preprocess/--no-preprocess", help="Pipeline: first build the graph cache in one CPU job ([cluster.resources.preprocess]).")] = True,
         dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the script(s) (and the DAG) without submitting.")] = False,
         override: OverrideOpt = [],
         resources: ResourcesOpt = [],
@@ -84,7 +85,7 @@ def register(app: typer.Typer) -> None:
                 raise KdgatError("For a pipeline --preset takes only a variant (e.g. tiny): each stage has its own architecture.")
             subs = submit_pipeline(dataset, sizes.split(","), kd=kd, variant=variant, overrides=override,
                                    dry_run=dry_run, resources=res, tracking_uri=tracking_uri, executor=executor,
-                                   after=after, stages=stages.split(",") if stages else None)
+                                   after=after, stages=stages.split(",") if stages else None, preprocess=preprocess)
             if dry_run:
                 for s in subs:
                     typer.echo(f"# ==== {s.run_name}  (after: {', '.join(s.after) or 'nothing'}) ====")

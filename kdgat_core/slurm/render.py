@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from kdgat_core.config import (
     ARTIFACT_ROOT_DIR,
+    PREPROCESS_JOB,
     KdgatError,
     PipelineConfig,
     Settings,
@@ -187,32 +188,50 @@ class RenderedJob:
     template: str
 
 
+def preprocess_command(cfg: PipelineConfig, executable: str) -> list[str]:
+    """`kdgat graphs <dataset> ...` with the data settings of `cfg`: builds the graph cache the stages will read."""
+    d = cfg.data
+    return [executable, "graphs", cfg.dataset, "--window", str(d.window), "--stride", str(d.stride),
+            "--max-messages", str(d.max_messages), "--val-fraction", str(d.val_fraction)]
+
+
 def prepare_job(cfg: PipelineConfig, resources: Mapping[str, Any] | Resources | None = None,
                 settings: Settings | None = None, *, array: str | None = None, tracking_uri: str | None = None,
-                workdir: str | None = None) -> RenderedJob:
-    """Validate everything that goes into the script, then render the stage's template."""
+                workdir: str | None = None, preprocess: bool = False) -> RenderedJob:
+    """Validate everything that goes into the script, then render the stage's template.
+
+    With preprocess=True the job is the pipeline's data preparation (`kdgat graphs`), not `cfg.stage`."""
     settings = settings or load_settings()
     cluster = ClusterSettings.from_settings(settings)
     stage = Stage.parse(cfg.stage, "stage")
     dataset_spec(cfg.dataset, settings)   # an unknown dataset fails here, not hours later in the queue
+    kind = PREPROCESS_JOB if preprocess else stage.value
     if isinstance(resources, Resources):
         res = resources.validated()
     else:
-        res = resolve_resources(stage, cfg.model_size, cluster.raw, resources)
+        res = resolve_resources(kind, cfg.model_size, cluster.raw, resources)
     if array is not None:
+        if preprocess:
+            raise KdgatError("A preprocessing job has no seeds to spread over an array.")
         array = check("array", array.strip(), "array")
-    name = check("job_name", cfg.run_name, "job name (the run name)")
-    folder = artifact_root(tracking_uri, settings) / cfg.run_name
+    run_name = f"{cfg.dataset}/{PREPROCESS_JOB}" if preprocess else cfg.run_name
+    name = check("job_name", run_name, "job name (the run name)")
+    folder = artifact_root(tracking_uri, settings) / run_name
     log_name = ARRAY_LOG_NAME if array else JOB_LOG_NAME
     output = check("path", f"{folder}/{log_name}.out", "log path")
     error = check("path", f"{folder}/{log_name}.err", "log path")
-    template = f"{stage.value}{TEMPLATE_SUFFIX}"
+    template = f"{kind}{TEMPLATE_SUFFIX}"
+    executable = cluster.kdgat or default_kdgat_executable()
+    if preprocess:
+        command = " ".join(shlex.quote(w) for w in preprocess_command(cfg, executable))
+    else:
+        command = run_command_line(cfg, executable, array)
     from kdgat_core import __version__
 
     variables = {
         "job": {
-            "name": name, "run_name": cfg.run_name, "output": output, "error": error, "array": array,
-            "dataset": cfg.dataset, "stage": stage.value, "model_size": cfg.model_size, "kd": cfg.kd.enabled,
+            "name": name, "run_name": run_name, "output": output, "error": error, "array": array,
+            "dataset": cfg.dataset, "stage": kind, "model_size": cfg.model_size, "kd": cfg.kd.enabled,
         },
         "resources": res.to_dict(),
         "env": {
@@ -221,12 +240,12 @@ def prepare_job(cfg: PipelineConfig, resources: Mapping[str, Any] | Resources | 
         },
         "tracking_uri": absolute_tracking_uri(tracking_uri, settings),
         "workdir": workdir or cluster.workdir or str(Path.cwd()),
-        "command": run_command_line(cfg, cluster.kdgat or default_kdgat_executable(), array),
+        "command": command,
         "kdgat_version": __version__,
         "template_name": template,
     }
     script = render_template(template, variables, cluster)
-    return RenderedJob(cfg=cfg, script=script, run_name=cfg.run_name, folder=folder, output=output, error=error,
+    return RenderedJob(cfg=cfg, script=script, run_name=run_name, folder=folder, output=output, error=error,
                        resources=res, array=array, template=template)
 
 

@@ -10,15 +10,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from kdgat_core.config import KdgatError, ModelSize, Stage
+from kdgat_core.config import PREPROCESS_JOB, KdgatError, ModelSize, Stage
 
-# Published pipeline: each training stage 6 h, 128 GB, 16 CPUs, 1 GPU; evaluation 2 h, 32 GB, 8 CPUs, 1 GPU.
+# Published pipeline: each training stage 6 h, 128 GB, 16 CPUs, 1 GPU; evaluation 2 h, 32 GB, 8 CPUs, 1 GPU;
+# preprocessing (window graphs into the cache) needs no GPU: give it a CPU partition in [cluster.resources.preprocess].
 _TRAINING = {"time": "06:00:00", "mem": "128G", "cpus": 16, "gpus": 1}
 _EVALUATION = {"time": "02:00:00", "mem": "32G", "cpus": 8, "gpus": 1}
-DEFAULT_RESOURCES: dict[tuple[Stage, ModelSize], dict[str, Any]] = {
-    **{(stage, size): dict(_TRAINING) for stage in (Stage.AUTOENCODER, Stage.CURRICULUM, Stage.FUSION) for size in ModelSize},
-    **{(Stage.EVALUATION, size): dict(_EVALUATION) for size in ModelSize},
+_PREPROCESS = {"time": "02:00:00", "mem": "64G", "cpus": 8, "gpus": 0}
+DEFAULT_RESOURCES: dict[tuple[str, str], dict[str, Any]] = {
+    **{(stage.value, size.value): dict(_TRAINING)
+       for stage in (Stage.AUTOENCODER, Stage.CURRICULUM, Stage.FUSION) for size in ModelSize},
+    **{(Stage.EVALUATION.value, size.value): dict(_EVALUATION) for size in ModelSize},
+    **{(PREPROCESS_JOB, size.value): dict(_PREPROCESS) for size in ModelSize},
 }
+JOB_KINDS = (*Stage.values(), PREPROCESS_JOB)   # the sub-tables [cluster.resources.<kind>] may name
 
 # One pattern per directive value; anything else is refused before it reaches a script.
 _NAME = r"[A-Za-z0-9_.+-]{1,64}"
@@ -145,20 +150,23 @@ def parse_pairs(pairs: Iterable[str]) -> dict[str, str]:
 
 def resolve_resources(stage: str | Stage, model_size: str | ModelSize, cluster: Mapping[str, Any] | None = None,
                       overrides: Mapping[str, Any] | None = None) -> Resources:
-    """Built-in default < [cluster.resources] < [cluster.resources.<stage>] < [...<stage>.<size>] < overrides."""
-    stage, size = Stage(str(stage)), ModelSize(str(model_size))
+    """Built-in default < [cluster.resources] < [cluster.resources.<stage>] < [...<stage>.<size>] < overrides.
+
+    `stage` is a Stage or PREPROCESS_JOB."""
+    stage = str(stage) if str(stage) == PREPROCESS_JOB else Stage.parse(str(stage), "stage").value
+    size = ModelSize.parse(str(model_size), "model size").value
     res = Resources()
     _apply(res, DEFAULT_RESOURCES[(stage, size)], "the built-in defaults")
     table = (cluster or {}).get("resources") or {}
     if not isinstance(table, dict):
         raise KdgatError("kdgat.toml: [cluster.resources] must be a table.")
     for key in table:
-        if isinstance(table[key], dict) and key not in Stage.values():
-            raise KdgatError(f"kdgat.toml: [cluster.resources.{key}] is not a stage; use one of: {', '.join(Stage.values())}.")
+        if isinstance(table[key], dict) and key not in JOB_KINDS:
+            raise KdgatError(f"kdgat.toml: [cluster.resources.{key}] is not a stage; use one of: {', '.join(JOB_KINDS)}.")
     _apply(res, table, "kdgat.toml [cluster.resources]")
-    per_stage = table.get(stage.value) or {}
+    per_stage = table.get(stage) or {}
     _apply(res, per_stage, f"kdgat.toml [cluster.resources.{stage}]")
-    per_size = per_stage.get(size.value) or {}
+    per_size = per_stage.get(size) or {}
     if isinstance(per_size, dict):
         _apply(res, per_size, f"kdgat.toml [cluster.resources.{stage}.{size}]")
     if overrides:

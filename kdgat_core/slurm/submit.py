@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from kdgat_core.config import (
     PIPELINE_ORDER,
+    PREPROCESS_JOB,
     STAGE_ARCH,
     TEACHER_AUTO,
     KdgatError,
@@ -82,12 +83,14 @@ def read_submissions(root: Path) -> dict[str, dict[str, Any]]:
 def submit(cfg: PipelineConfig, after: Sequence[str] | None = None, array: str | None = None, dry_run: bool = False,
            resources: Mapping[str, Any] | None = None, settings: Settings | None = None,
            tracking_uri: str | None = None, executor: str | None = None,
-           scheduler: Scheduler | None = None) -> Submission:
-    """Render the stage's script and hand it to the scheduler (sbatch --parsable, or the local executor)."""
+           scheduler: Scheduler | None = None, preprocess: bool = False) -> Submission:
+    """Render the stage's script and hand it to the scheduler (sbatch --parsable, or the local executor).
+
+    preprocess=True submits the data-preparation job (`kdgat graphs` with cfg.data) instead of cfg.stage."""
     settings = settings or load_settings()
     if cfg.kd.enabled and not cfg.kd.teacher_run_id:
         cfg.kd.teacher_run_id = TEACHER_AUTO
-    job = prepare_job(cfg, resources, settings, array=array, tracking_uri=tracking_uri)
+    job = prepare_job(cfg, resources, settings, array=array, tracking_uri=tracking_uri, preprocess=preprocess)
     after = [str(a) for a in (after or [])]
     if dry_run:
         return Submission(job=job, after=after)
@@ -107,7 +110,7 @@ def submit(cfg: PipelineConfig, after: Sequence[str] | None = None, array: str |
         script_path = draft             # the local runner reads the script when it starts
     record_submission(artifact_root(tracking_uri, settings), {
         "job_id": job_id, "executor": sched.kind, "run_name": job.run_name, "dataset": cfg.dataset,
-        "stage": cfg.stage, "model_size": cfg.model_size, "kd": cfg.kd.enabled, "array": job.array,
+        "stage": PREPROCESS_JOB if preprocess else cfg.stage, "model_size": cfg.model_size, "kd": cfg.kd.enabled, "array": job.array,
         "after": after, "script": str(script_path), "output": job.output, "error": job.error,
         "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
@@ -121,17 +124,19 @@ class PlannedJob:
 
     cfg: PipelineConfig
     after: list[str]
+    preprocess: bool = False     # the data-preparation head of the DAG rather than a stage
 
     @property
     def key(self) -> str:
-        return self.cfg.run_name
+        return f"{self.cfg.dataset}/{PREPROCESS_JOB}" if self.preprocess else self.cfg.run_name
 
 
 def plan_pipeline(dataset: str, sizes: Iterable[str] = (ModelSize.TEACHER.value,), kd: bool = False,
                   variant: str | None = None, overrides: Sequence[str] = (),
-                  stages: Sequence[str] | None = None) -> list[PlannedJob]:
-    """The DAG in submission order: per size autoencoder -> curriculum -> fusion -> evaluation; with kd, each
-    student stage also waits for the teacher's same stage (its teacher is found at run time: --teacher auto)."""
+                  stages: Sequence[str] | None = None, preprocess: bool = True) -> list[PlannedJob]:
+    """The DAG in submission order: [preprocess ->] per size autoencoder -> curriculum -> fusion -> evaluation; with
+    kd, each student stage also waits for the teacher's same stage (its teacher is found at run time: --teacher auto).
+    The preprocessing head builds the graph cache once; it is left out when the autoencoder is not submitted."""
     wanted_sizes = [ModelSize.parse(s.strip(), "model size") for s in sizes if s.strip()]
     if not wanted_sizes:
         raise KdgatError("Give at least one model size (--sizes teacher,student).")
@@ -141,10 +146,15 @@ def plan_pipeline(dataset: str, sizes: Iterable[str] = (ModelSize.TEACHER.value,
     wanted_sizes = sorted(dict.fromkeys(wanted_sizes), key=lambda s: 0 if s is ModelSize.TEACHER else 1)
     chosen = [Stage.parse(s, "stage") for s in stages] if stages else list(PIPELINE_ORDER)
     plan: list[PlannedJob] = []
+    head: PlannedJob | None = None
+    if preprocess and Stage.AUTOENCODER in chosen:
+        first = preset(f"{STAGE_ARCH[Stage.AUTOENCODER]},{wanted_sizes[0]}" + (f",{variant}" if variant else ""), dataset=dataset)
+        head = PlannedJob(cfg=first.override(overrides), after=[], preprocess=True)
+        plan.append(head)
     by_key: dict[tuple[ModelSize, Stage], PlannedJob] = {}
     for size in wanted_sizes:
         distilled = kd and size is ModelSize.STUDENT
-        previous: PlannedJob | None = None
+        previous: PlannedJob | None = head
         for stage in PIPELINE_ORDER:
             if stage not in chosen:
                 continue
@@ -169,13 +179,14 @@ def submit_pipeline(dataset: str, sizes: Iterable[str] = (ModelSize.TEACHER.valu
                     variant: str | None = None, overrides: Sequence[str] = (), dry_run: bool = False,
                     resources: Mapping[str, Any] | None = None, settings: Settings | None = None,
                     tracking_uri: str | None = None, executor: str | None = None,
-                    after: Sequence[str] = (), stages: Sequence[str] | None = None) -> list[Submission]:
+                    after: Sequence[str] = (), stages: Sequence[str] | None = None,
+                    preprocess: bool = True) -> list[Submission]:
     """Submit the DAG in order, each job with --dependency=afterok on its parents' job ids."""
     settings = settings or load_settings()
-    plan = plan_pipeline(dataset, sizes, kd, variant, overrides, stages)
+    plan = plan_pipeline(dataset, sizes, kd, variant, overrides, stages, preprocess)
     # render everything first: a bad value stops the whole pipeline before any job is queued
     for node in plan:
-        prepare_job(node.cfg, resources, settings, tracking_uri=tracking_uri)
+        prepare_job(node.cfg, resources, settings, tracking_uri=tracking_uri, preprocess=node.preprocess)
     sched = None if dry_run else scheduler_from_settings(settings, tracking_uri, executor)
     ids: dict[str, str] = {}
     out: list[Submission] = []
@@ -183,7 +194,7 @@ def submit_pipeline(dataset: str, sizes: Iterable[str] = (ModelSize.TEACHER.valu
         for node in plan:
             parents = [ids[k] for k in node.after if k in ids] + [str(a) for a in after]
             sub = submit(node.cfg, after=parents, dry_run=dry_run, resources=resources, settings=settings,
-                         tracking_uri=tracking_uri, scheduler=sched)
+                         tracking_uri=tracking_uri, scheduler=sched, preprocess=node.preprocess)
             sub.after = node.after if dry_run else parents
             if sub.job_id:
                 ids[node.key] = sub.job_id

@@ -60,10 +60,11 @@ def wait_for(job_ids: set[str], want_ended: bool = True, timeout: float = 30.0) 
 
 def test_chain_with_a_failing_parent_cancels_its_children(project: Path):
     subs = submit_pipeline("synthetic", ["teacher"], stages=["autoencoder", "curriculum", "fusion"])
-    ae, cur, fus = (s.job_id for s in subs)
-    assert [s.after for s in subs] == [[], [ae], [cur]]
-    rows = wait_for({ae, cur, fus})
-    assert rows[ae].state == "COMPLETED"
+    prep, ae, cur, fus = (s.job_id for s in subs)
+    assert [s.after for s in subs] == [[], [prep], [ae], [cur]]
+    rows = wait_for({prep, ae, cur, fus})
+    assert rows[prep].state == rows[ae].state == "COMPLETED"
+    assert "ran graphs synthetic --window 100" in job_logs(prep)[0].read_text()
     assert rows[cur].state == "FAILED" and rows[cur].exit_code == "3:0"
     assert rows[fus].state == "CANCELLED" and rows[fus].reason == "DependencyNeverSatisfied"
     out, err = job_logs(ae)

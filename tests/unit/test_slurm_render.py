@@ -172,6 +172,8 @@ def test_resource_defaults_per_stage_then_kdgat_toml_then_the_call():
     assert resolve_resources("fusion", "student", cluster).mem == "128G"
     called = resolve_resources("curriculum", "student", cluster, {"mem": "2G", "gpus": "0"})
     assert (called.mem, called.gres_request) == ("2G", None)
+    prep = resolve_resources("preprocess", "teacher", {"resources": {"partition": "gpu", "preprocess": {"partition": "cpu"}}})
+    assert (prep.gpus, prep.gres_request, prep.partition, prep.cpus) == (0, None, "cpu", 8)
     with pytest.raises(KdgatError, match="Unknown resource"):
         resolve_resources("curriculum", "student", None, {"memory": "2G"})
     with pytest.raises(KdgatError, match="not a stage"):
@@ -189,27 +191,32 @@ def test_pipeline_dag_order_and_edges():
     plan = plan_pipeline("synthetic", ["student", "teacher"], kd=True, variant="tiny")
     names = [p.key for p in plan]
     assert names == [
-        "synthetic/teacher_autoencoder", "synthetic/teacher_curriculum", "synthetic/teacher_fusion",
+        "synthetic/preprocess", "synthetic/teacher_autoencoder", "synthetic/teacher_curriculum", "synthetic/teacher_fusion",
         "synthetic/teacher_evaluation", "synthetic/student_autoencoder_kd", "synthetic/student_curriculum_kd",
         "synthetic/student_fusion_kd", "synthetic/student_evaluation_kd",
     ]
     after = {p.key: p.after for p in plan}
-    assert after["synthetic/teacher_autoencoder"] == []
+    assert after["synthetic/preprocess"] == [] and plan[0].preprocess
+    assert after["synthetic/teacher_autoencoder"] == ["synthetic/preprocess"]
     assert after["synthetic/teacher_fusion"] == ["synthetic/teacher_curriculum"]
     assert set(after["synthetic/student_curriculum_kd"]) == {"synthetic/student_autoencoder_kd", "synthetic/teacher_curriculum"}
     assert after["synthetic/student_evaluation_kd"] == ["synthetic/student_fusion_kd"]
     # every parent comes earlier in submission order
     for i, node in enumerate(plan):
         assert all(names.index(a) < i for a in node.after)
-    students = [p.cfg for p in plan if p.cfg.model_size == "student"]
+    students = [p.cfg for p in plan if p.cfg.model_size == "student" and not p.preprocess]
     assert all(c.kd.enabled and c.kd.teacher_run_id == "auto" for c in students)
     assert all(c.train.epochs == 2 for c in (p.cfg for p in plan))  # the tiny variant reached every job
 
 
 def test_pipeline_without_kd_keeps_sizes_independent_and_rejects_nonsense():
-    plan = plan_pipeline("synthetic", ["teacher", "student"], kd=False)
+    plan = plan_pipeline("synthetic", ["teacher", "student"], kd=False, preprocess=False)
     assert not any(p.cfg.kd.enabled for p in plan)
-    assert plan_pipeline("synthetic", ["student"], stages=["autoencoder", "curriculum"])[1].after == ["synthetic/student_autoencoder"]
+    assert [p.after for p in plan if p.cfg.stage == "autoencoder"] == [[], []]
+    assert plan_pipeline("synthetic", ["student"], stages=["autoencoder", "curriculum"])[2].after == ["synthetic/student_autoencoder"]
+    # without the autoencoder in it, a pipeline has no preprocessing head (the cache was built before)
+    assert [p.key for p in plan_pipeline("synthetic", ["teacher"], stages=["fusion", "evaluation"])] == [
+        "synthetic/teacher_fusion", "synthetic/teacher_evaluation"]
     with pytest.raises(KdgatError, match="student"):
         plan_pipeline("synthetic", ["teacher"], kd=True)
     with pytest.raises(KdgatError, match="model size"):
@@ -222,7 +229,8 @@ def test_dry_run_cli_prints_the_dag_and_every_script(project: Path):
                            "--sizes", "teacher,student", "--kd", "--dry-run"], cwd=project, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("#!/bin/bash") == 8
+    assert proc.stdout.count("#!/bin/bash") == 9
+    assert "record_argv graphs synthetic --window 100 --stride 100 --max-messages 0" in proc.stdout
     assert proc.stdout.count("--kd --teacher auto") == 4
     assert "synthetic/student_fusion_kd" in proc.stdout and "(dry run)" in proc.stdout
     assert not (project / "db" / "experimentruns").exists(), "a dry run wrote files"

@@ -27,7 +27,7 @@ def test_templates_ship_in_the_wheel_and_render_from_it(tmp_path: Path):
     wheel = next((tmp_path / "wheel").glob("kdgat-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     shipped = {Path(n).name for n in names if n.startswith("kdgat_core/slurm/templates/")}
-    assert {"base.sh.j2", "autoencoder.sh.j2", "curriculum.sh.j2", "fusion.sh.j2", "evaluation.sh.j2"} <= shipped
+    assert {"base.sh.j2", "autoencoder.sh.j2", "curriculum.sh.j2", "fusion.sh.j2", "evaluation.sh.j2", "preprocess.sh.j2"} <= shipped
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = ("import kdgat_core.slurm.render as r; from kdgat_core.config import preset; "
