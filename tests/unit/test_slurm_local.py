@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kdgat_core.config import KdgatError, load_settings, preset
+from kdgat_core.config import KdgatError, preset
 from kdgat_core.slurm import cancel, job_logs, job_table, submit, submit_pipeline
 from kdgat_core.slurm.local import expand_array
 from kdgat_core.slurm.scheduler import normalize_state, short_elapsed
@@ -118,9 +118,13 @@ def test_queue_marks_a_run_lost_when_its_job_ended_but_the_run_says_running(proj
 
 
 def test_cli_jobs_logs_cancel_on_the_local_executor(project: Path):
-    job = submit(preset("vgae,teacher", dataset="synthetic")).job_id
-    wait_for({job})
     env = {**os.environ, "KDGAT_QUEUE_CACHE_SECONDS": "0"}
+    sub = subprocess.run([KDGAT, "submit", "autoencoder", "--dataset", "synthetic", "--preset", "teacher"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert sub.returncode == 0, sub.stderr
+    assert sub.stdout.startswith("Submitted synthetic/teacher_autoencoder as job L")
+    job = sub.stdout.split(" as job ")[1].split()[0]
+    wait_for({job})
     jobs = subprocess.run([KDGAT, "jobs", "--format", "csv"], capture_output=True, text=True, timeout=60, env=env)
     assert jobs.returncode == 0, jobs.stderr
     assert f"{job},synthetic/teacher_autoencoder,COMPLETED" in jobs.stdout
