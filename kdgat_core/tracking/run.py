@@ -161,6 +161,7 @@ class TrackedRun:
             raise KdgatError(f"Cannot log artifact {src}: it does not exist.")
         dest = self.artifact_dir / (name or src.name)
         if src != dest.resolve():
+            dest.parent.mkdir(parents=True, exist_ok=True)
             if src.is_dir():
                 shutil.copytree(src, dest, dirs_exist_ok=True)
             else:
