@@ -25,7 +25,9 @@ import pyarrow as pa
 from kdgat_core.config import (
     STANDARD_METRICS, KdgatError, Metric, RunStatus, Tag, bool_tag, metric_direction,
 )
-from kdgat_core.query.connection import ALIAS, Reader, ResolvedDB, exact_real, resolve_db, sqlite_literal
+from kdgat_core.query.connection import (
+    ALIAS, Reader, ResolvedDB, exact_real, register_arrow, resolve_db, sqlite_in_list, sqlite_literal,
+)
 from kdgat_core.query.sql_guard import check_user_sql, one_line, table_names
 from kdgat_core.query.wide import (
     BASE_COLUMNS, BASE_SCHEMA, METRIC_COLUMNS, METRIC_PREFIX, PARAM_PREFIX, TAG_COLUMNS, RefreshStats, WideCache,
@@ -35,6 +37,7 @@ from kdgat_core.query.wide import (
 if TYPE_CHECKING:
     import pandas as pd
 
+_DUCK_TYPES = {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.timestamp("us"): "TIMESTAMP"}
 VIEWS = ("runs", "params", "tags", "metrics", "metric_history", "lineage", "runs_wide")
 # Views backed by the wide table: a query naming one of them brings the table up to date first.
 _WIDE_VIEWS = {"runs", "lineage", "runs_wide"}
@@ -124,7 +127,7 @@ class TrackingDB:
         try:
             con.execute("SET python_enable_replacements = false")
             for name, tbl in tables.items():
-                con.register(name, tbl)
+                register_arrow(con, name, tbl)
             return con.execute(sql).to_arrow_table()
         finally:
             con.close()
@@ -136,7 +139,9 @@ class TrackingDB:
 
     def _create_views(self) -> None:
         con = self.con
-        con.register("_kdgat_wide", BASE_SCHEMA.empty_table())
+        # a typed, empty stand-in until the wide table is read (SQL only: registering Arrow imports pandas)
+        empty = ", ".join(f"CAST(NULL AS {_DUCK_TYPES[f.type]}) AS {_quote(f.name)}" for f in BASE_SCHEMA)
+        con.execute(f"CREATE OR REPLACE VIEW _kdgat_wide AS SELECT {empty} WHERE false")
         self._create_wide_views()
         visible = (f"SELECT r.run_uuid FROM {ALIAS}.runs r LEFT JOIN {ALIAS}.experiments e "
                    f"ON e.experiment_id = r.experiment_id WHERE {self._visible_sql()}")
@@ -187,7 +192,7 @@ class TrackingDB:
                 t0 = time.perf_counter()
                 self._wide = build_uncached(self._reader)
                 self.last_refresh = RefreshStats("uncached", self._wide.num_rows, 0, time.perf_counter() - t0)
-            self.con.register("_kdgat_wide", self._wide)
+            register_arrow(self.con, "_kdgat_wide", self._wide)
             self._create_wide_views()
         table = self._wide
         show_deleted = self.include_deleted if include_deleted is None else include_deleted
@@ -318,11 +323,18 @@ class TrackingDB:
         flt = RunFilter(dataset, stage, model_size, kd, status)
         if by_config:
             return self._out(self._leaderboard_by_config(metric, top, flt), arrow)
-        fresh = self._cache.peek_fresh() if (self._cache is not None and self._wide is None) else self._wide
-        if fresh is not None:
-            table = self._leaderboard_from_wide(fresh, metric, top, flt)
+        # Three sources, one answer (tests check they agree): the wide table already in memory, the cache's
+        # leaderboard columns when the file has not changed (a parquet file DuckDB reads without touching the DB),
+        # else an indexed join inside SQLite. The last two never build Arrow from Python objects: that would import
+        # pandas (0.4 s), too slow for `kdgat leaderboard` as a process.
+        if self._wide is not None:
+            table = self._leaderboard_from(self._wide, None, metric, top, flt)
         else:
-            table = self._leaderboard_in_sqlite(metric, top, flt)
+            board = self._cache.fresh_board() if self._cache is not None else None
+            if board is not None:
+                table = self._leaderboard_from(None, board, metric, top, flt)
+            else:
+                table = self._leaderboard_in_sqlite(metric, top, flt)
         if table.num_rows == 0:
             self.check_metric(metric)
         return self._out(table, arrow)
@@ -331,17 +343,33 @@ class TrackingDB:
         col = metric if metric in METRIC_COLUMNS else METRIC_PREFIX + metric
         return col if col in set(names) else None
 
-    def _leaderboard_from_wide(self, wide: pa.Table, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
-        col = self._metric_column(metric, wide.column_names)
+    def _leaderboard_from(self, wide: pa.Table | None, board: tuple[Path, list[str]] | None, metric: str,
+                          top: int | None, flt: RunFilter) -> pa.Table:
+        """Over the wide table (in memory) or the cache's parquet copy of its leaderboard columns."""
+        names = wide.column_names if wide is not None else board[1]
+        col = self._metric_column(metric, names)
         if col is None:
-            return _empty_board(metric)
+            return self._empty_board(metric)
         direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
         limit = f"LIMIT {int(top)}" if top else ""
-        return self._calc(
-            f"SELECT row_number() OVER () AS rank, * FROM (SELECT run_id, run_name, dataset, stage, model_size, use_kd, "
-            f"status, {_quote(col)} AS {_quote(metric)}, start_time FROM w WHERE {flt.where(self.include_deleted)} "
-            f"AND {_quote(col)} IS NOT NULL ORDER BY isnan({_quote(col)}), {_quote(col)} {direction}, start_time DESC, "
-            f"run_id {limit})", w=wide)
+        source = "w" if wide is not None else f"read_parquet('{str(board[0]).replace(chr(39), chr(39) * 2)}')"
+        sql = (f"SELECT row_number() OVER () AS rank, * FROM (SELECT run_id, run_name, dataset, stage, model_size, "
+               f"use_kd, status, {_quote(col)} AS {_quote(metric)}, start_time FROM {source} "
+               f"WHERE {flt.where(self.include_deleted)} AND {_quote(col)} IS NOT NULL "
+               f"ORDER BY isnan({_quote(col)}), {_quote(col)} {direction}, start_time DESC, run_id {limit})")
+        if wide is not None:
+            return self._calc(sql, w=wide)
+        con = duckdb.connect()
+        try:
+            return con.execute(sql).to_arrow_table()
+        finally:
+            con.close()
+
+    def _empty_board(self, metric: str) -> pa.Table:
+        return self._reader.fetch(
+            f"SELECT 0::BIGINT AS rank, ''::VARCHAR AS run_id, ''::VARCHAR AS run_name, ''::VARCHAR AS dataset, "
+            f"''::VARCHAR AS stage, ''::VARCHAR AS model_size, ''::VARCHAR AS use_kd, ''::VARCHAR AS status, "
+            f"0::DOUBLE AS {_quote(metric)}, NULL::TIMESTAMP AS start_time WHERE false")
 
     def _leaderboard_in_sqlite(self, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
         """An indexed join inside SQLite: scan the most selective input once, look the rest up by primary key."""
@@ -349,10 +377,11 @@ class TrackingDB:
         direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
         visible = "" if self.include_deleted else (
             " AND r.lifecycle_stage <> 'deleted' AND coalesce(e.lifecycle_stage, 'active') <> 'deleted'")
+        pick = f"SELECT m.run_uuid AS run_id, {exact_real('m.value')} AS value, m.is_nan, r.name, r.start_time "
         if pairs:
             (k0, v0), rest = pairs[0], pairs[1:]
             # unary + keeps SQLite from using the (key, run_uuid) index here: one sequential scan beats 100k lookups
-            sql = f"SELECT m.run_uuid AS run_id, {exact_real('m.value')} AS value, m.is_nan, r.start_time FROM tags f0 "
+            sql = pick + "FROM tags f0 "
             for i, (k, v) in enumerate(rest, 1):
                 sql += (f"CROSS JOIN tags f{i} ON f{i}.key = {sqlite_literal(k)} AND f{i}.run_uuid = f0.run_uuid "
                         f"AND f{i}.value = {sqlite_literal(v)} ")
@@ -360,24 +389,34 @@ class TrackingDB:
                     "CROSS JOIN runs r ON r.run_uuid = f0.run_uuid LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
                     f"WHERE +f0.key = {sqlite_literal(k0)} AND f0.value = {sqlite_literal(v0)}{visible}")
         else:
-            sql = (f"SELECT m.run_uuid AS run_id, {exact_real('m.value')} AS value, m.is_nan, r.start_time FROM latest_metrics m "
-                   "CROSS JOIN runs r ON r.run_uuid = m.run_uuid LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
+            sql = (pick + "FROM latest_metrics m CROSS JOIN runs r ON r.run_uuid = m.run_uuid "
+                   "LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
                    f"WHERE +m.key = {sqlite_literal(metric)}{visible}")
         sql += f" ORDER BY m.is_nan, m.value {direction}, r.start_time DESC, m.run_uuid"
         if top:
             sql += f" LIMIT {int(top)}"
-        best = self._reader.fetch_sqlite(sql, {"value": pa.float64(), "is_nan": pa.int64()})
-        if best.num_rows == 0:
-            return _empty_board(metric)
-        ids = best["run_id"].to_pylist()
-        rows = self._runs_by_id(ids)
-        values = metric_values(best["value"], best["is_nan"])
-        return pa.table({
-            "rank": pa.array(range(1, len(ids) + 1), pa.int64()),
-            "run_id": rows["run_id"], "run_name": rows["run_name"], "dataset": rows["dataset"], "stage": rows["stage"],
-            "model_size": rows["model_size"], "use_kd": rows["use_kd"], "status": rows["status"],
-            metric: values, "start_time": rows["start_time"],
-        })
+        best = self._reader.fetch_sqlite(sql).to_pylist()
+        if not best:
+            return self._empty_board(metric)
+        rows = ", ".join(f"({i}, {_lit(b['run_id'])}, {_lit(b['value'])}, {_lit(b['is_nan'])}, {_lit(b['name'])}, "
+                         f"{_lit(b['start_time'])})" for i, b in enumerate(best, 1))
+        ids = sqlite_in_list([b["run_id"] for b in best])
+        keys = sqlite_in_list([Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value,
+                               Tag.STATUS.value])
+        tag = lambda k: f"max(t.value) FILTER (WHERE t.key = '{k}')"  # noqa: E731
+        value = ("CASE WHEN b.is_nan <> '0' THEN 'NaN'::DOUBLE WHEN CAST(b.v AS DOUBLE) >= 1.7976931348623157e308 "
+                 "THEN 'inf'::DOUBLE WHEN CAST(b.v AS DOUBLE) <= -1.7976931348623157e308 THEN '-inf'::DOUBLE "
+                 "ELSE CAST(b.v AS DOUBLE) END")
+        tags_sql = f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN {ids} AND key IN {keys}"
+        return self._reader.fetch(
+            f"""WITH b(rank, run_id, v, is_nan, run_name, start_ms) AS (VALUES {rows}),
+                     t AS (SELECT * FROM sqlite_query('{ALIAS}', {_lit(tags_sql)}))
+                SELECT CAST(b.rank AS BIGINT) AS rank, b.run_id, b.run_name, {tag(Tag.DATASET)} AS dataset,
+                       {tag(Tag.STAGE)} AS stage, {tag(Tag.MODEL_SIZE)} AS model_size, {tag(Tag.USE_KD)} AS use_kd,
+                       {tag(Tag.STATUS)} AS status, {value} AS {_quote(metric)},
+                       epoch_ms(CAST(b.start_ms AS BIGINT)) AS start_time
+                FROM b LEFT JOIN t ON t.run_uuid = b.run_id
+                GROUP BY b.rank, b.run_id, b.run_name, b.v, b.is_nan, b.start_ms ORDER BY b.rank""")
 
     def _leaderboard_by_config(self, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
         wide = self._wide_current()
@@ -644,14 +683,6 @@ class TrackingDB:
         journal = "wal" if Path(str(self.path) + "-wal").exists() else "rollback journal"
         return {"path": str(self.path), "exists": self.path.exists(), "size_bytes": self.path.stat().st_size,
                 "journal": journal, "cache_dir": str(self._cache.dir) if self._cache else None, **counts}
-
-
-def _empty_board(metric: str) -> pa.Table:
-    return pa.table({"rank": pa.array([], pa.int64()), "run_id": pa.array([], pa.string()),
-                     "run_name": pa.array([], pa.string()), "dataset": pa.array([], pa.string()),
-                     "stage": pa.array([], pa.string()), "model_size": pa.array([], pa.string()),
-                     "use_kd": pa.array([], pa.string()), "status": pa.array([], pa.string()),
-                     metric: pa.array([], pa.float64()), "start_time": pa.array([], pa.timestamp("us"))})
 
 
 def _unique_labels(labels: list[str]) -> list[str]:

@@ -28,9 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kdgat_core.config import CONVENTION_TAGS, STANDARD_METRICS, Tag, resolve_cache_dir
-from kdgat_core.query.connection import ALIAS, Reader, exact_real, sqlite_in_list
+from kdgat_core.query.connection import ALIAS, Reader, exact_real, register_arrow, sqlite_in_list
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 # Convention tags whose names clash with run fields; they stay available as `tags.<name>` columns.
 SHADOWED_TAGS = (Tag.RUN_ID.value, Tag.START_TIME.value, Tag.END_TIME.value)
 TAG_COLUMNS: tuple[str, ...] = tuple(t.value for t in CONVENTION_TAGS if t.value not in SHADOWED_TAGS)
@@ -204,7 +204,7 @@ def tag_signature(tags: pa.Table) -> pa.Table:
     """(tag_rowid, run_id, h): what an in-place tag update changes. Hashed by DuckDB, as the fresh side is."""
     con = duckdb.connect()
     try:
-        con.register("t", tags)
+        register_arrow(con, "t", tags)
         return con.execute("SELECT CAST(tag_rowid AS BIGINT) AS tag_rowid, CAST(run_id AS VARCHAR) AS run_id, "
                            "hash(CAST(value AS VARCHAR)) AS h FROM t").to_arrow_table()
     finally:
@@ -266,15 +266,42 @@ class WideCache:
         return wide, sig, wmeta
 
     def _save(self, wide: pa.Table, sig: pa.Table, meta: dict) -> None:
+        import pyarrow.parquet as pq
+
         meta = dict(meta, gen=uuid.uuid4().hex, format=CACHE_FORMAT, duckdb=duckdb.__version__,
                     db_path=str(self.reader.db.path), written_at=time.time())
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            # tag signature first: a reader that sees a new wide.arrow with an old tagsig gets a gen mismatch -> rebuild
+            # the leaderboard's columns as parquet, which DuckDB reads without any Arrow built in Python
+            board_cols = [c for c in wide.column_names if c in BASE_COLUMNS or c.startswith(METRIC_PREFIX)]
+            board = self.dir / f"board-{meta['gen']}.parquet"
+            tmp = board.with_name(f".{board.name}.{os.getpid()}")
+            pq.write_table(wide.select(board_cols), tmp, compression="none")
+            os.replace(tmp, board)
+            # tag signature before wide: a reader that sees a new wide.arrow with an old tagsig gets a gen mismatch
             _write_ipc(self.dir / "tagsig.arrow", sig, meta)
             _write_ipc(self.dir / "wide.arrow", wide, meta)
+            for old in self.dir.glob("board-*.parquet"):
+                if old != board:
+                    old.unlink(missing_ok=True)
         except OSError:
             pass  # a cache that cannot be written only costs time next run
+
+    def fresh_board(self) -> tuple[Path, list[str]] | None:
+        """(parquet file, its columns) of the leaderboard columns if the cache is current; reads no DB rows."""
+        try:
+            sig = file_signature(self.reader.db.path)
+            with pa.memory_map(str(self.dir / "wide.arrow"), "r") as src:
+                schema = pa.ipc.open_file(src).schema
+            meta = json.loads((schema.metadata or {}).get(b"kdgat", b"{}"))
+        except (OSError, pa.ArrowException, ValueError):
+            return None
+        if (meta.get("file_sig") != sig or meta.get("format") != CACHE_FORMAT or meta.get("duckdb") != duckdb.__version__
+                or meta.get("db_path") != str(self.reader.db.path)):
+            return None
+        board = self.dir / f"board-{meta.get('gen')}.parquet"
+        names = [n for n in schema.names if n in BASE_COLUMNS or n.startswith(METRIC_PREFIX)]
+        return (board, names) if board.is_file() else None
 
     # -- reading the tracking DB --------------------------------------------------------------------------------------
     def _watermarks(self) -> dict:
@@ -283,12 +310,6 @@ class WideCache:
             "(SELECT max(rowid) FROM latest_metrics) AS latest, (SELECT max(rowid) FROM tags) AS tags"
         ).to_pylist()[0]
         return {k: int(v or 0) for k, v in row.items()}
-
-    def peek_fresh(self) -> pa.Table | None:
-        """The cached table if the tracking file has not changed since it was written, else None (reads no DB rows)."""
-        sig = file_signature(self.reader.db.path)
-        cached = self._load()
-        return cached[0] if cached is not None and cached[2].get("file_sig") == sig else None
 
     def get(self) -> pa.Table:
         t0 = time.perf_counter()
@@ -325,7 +346,7 @@ class WideCache:
             calc.execute("SET python_enable_replacements = false")
             for name, tbl in (("fresh_runs", fresh_runs), ("fresh_sig", fresh_sig), ("old_sig", old_sig),
                               ("cached", wide.select(list(RUN_COLUMNS))), *[(f"since_{k}", v) for k, v in since.items()]):
-                calc.register(name, tbl)
+                register_arrow(calc, name, tbl)
             removed = [r[0] for r in calc.execute(
                 "SELECT run_id FROM cached WHERE run_id NOT IN (SELECT run_id FROM fresh_runs)").fetchall()]
             # rows of tags that were added, removed or updated in place since the cache was written
