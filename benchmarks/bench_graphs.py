@@ -57,7 +57,9 @@ def main() -> int:
     messages = sum(pq.read_metadata(r.path).num_rows for r in recs)
 
     builds = []
+    g = None
     for _ in range(max(1, args.repeat)):
+        del g   # hold one build at a time, as a training job does
         with tempfile.TemporaryDirectory(prefix="kdgat-bench-") as cache:
             t0, c0 = time.perf_counter(), time.process_time()
             g = load_graphs(cfg, data_root=args.data_root, cache_dir=cache)

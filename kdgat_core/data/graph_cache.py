@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,7 @@ from kdgat_core.data.canonical import Messages, Recording, list_recordings, read
 from kdgat_core.data.graphset import DatasetGraphs, GraphSet
 from kdgat_core.data.windows import FEATURE_VERSION, WindowGraphs, build_window_graphs, empty_graphs, recording_context
 
+BUILD_THREADS = 4
 TRAIN_PART = "train"   # the cache file holding the train and val graph sets and the vocabulary
 Progress = Callable[[str], None]
 
@@ -101,6 +103,9 @@ def load_graphs(cfg: PipelineConfig, data_root: str | Path | None = None, cache_
         _save_atomic(state, train_path)
     else:
         seconds[TRAIN_PART] = 0.0
+    if len(state["train"]["y"]) == 0:
+        raise KdgatError(f"No training recording of {cfg.dataset} has a whole window of {W} messages before its "
+                         f"validation tail; lower --window / data.window or raise data.max_messages.")
     vocab = state["vocab"].numpy()
     vocab_hash = hashlib.blake2b(vocab.tobytes(), digest_size=8).hexdigest()
 
@@ -128,12 +133,18 @@ def load_graphs(cfg: PipelineConfig, data_root: str | Path | None = None, cache_
     )
 
 
+def _pool() -> ThreadPoolExecutor:
+    # numpy and pyarrow release the GIL in their loops, so recordings build in parallel on threads
+    return ThreadPoolExecutor(max_workers=max(1, min(BUILD_THREADS, os.cpu_count() or 1)))
+
+
 def _read_unique(cfg: PipelineConfig, recs: list[Recording]) -> tuple[list[tuple[Recording, Messages]], list[str]]:
     """Read recordings, dropping any whose messages equal an earlier one's (hcrl_sa ships its normal drives twice)."""
+    with _pool() as pool:
+        messages = list(pool.map(lambda r: read_messages(r.path, cfg.data.max_messages), recs))
     kept: list[tuple[Recording, Messages]] = []
     dups: list[str] = []
-    for r in recs:
-        m = read_messages(r.path, cfg.data.max_messages)
+    for r, m in zip(recs, messages):
         twin = next((k for k, km in kept if km.same_messages(m)), None)
         if twin is not None:
             dups += [r.key, twin.key]
@@ -147,16 +158,20 @@ def _build_train(cfg: PipelineConfig, recs: list[Recording]) -> dict:
     kept, dups = _read_unique(cfg, recs)
     vocab = np.unique(np.concatenate([m.id for _, m in kept])) if kept else np.zeros(0, np.uint32)
     names = [r.key for r, _ in kept]
-    train_parts, val_parts = [], []
-    for i, (_, m) in enumerate(kept):
+
+    def one(i: int) -> tuple[WindowGraphs, WindowGraphs]:
+        m = kept[i][1]
         n = len(m)
         cut = n - int(round(n * cfg.data.val_fraction))   # the validation part is the recording's last messages
         ctx = recording_context(m)
-        train_parts.append(build_window_graphs(m, W, S, vocab, recording=i, lo=0, hi=cut, ctx=ctx))
-        val_parts.append(build_window_graphs(m, W, S, vocab, recording=i, lo=cut, hi=n, ctx=ctx))
+        return (build_window_graphs(m, W, S, vocab, recording=i, lo=0, hi=cut, ctx=ctx),
+                build_window_graphs(m, W, S, vocab, recording=i, lo=cut, hi=n, ctx=ctx))
+
+    with _pool() as pool:
+        parts = list(pool.map(one, range(len(kept))))
     return {
-        "train": GraphSet.from_windows(WindowGraphs.concat(train_parts), names).state(),
-        "val": GraphSet.from_windows(WindowGraphs.concat(val_parts), names).state(),
+        "train": GraphSet.from_windows(WindowGraphs.concat([p[0] for p in parts]), names).state(),
+        "val": GraphSet.from_windows(WindowGraphs.concat([p[1] for p in parts]), names).state(),
         "vocab": torch.from_numpy(vocab.astype(np.int64)),
         "duplicates": dups,
         "feature_version": FEATURE_VERSION,
@@ -166,7 +181,8 @@ def _build_train(cfg: PipelineConfig, recs: list[Recording]) -> dict:
 def _build_split(cfg: PipelineConfig, recs: list[Recording], vocab: np.ndarray) -> dict:
     W, S = cfg.data.window, cfg.data.stride
     kept, dups = _read_unique(cfg, recs)
-    parts = [build_window_graphs(m, W, S, vocab, recording=i) for i, (_, m) in enumerate(kept)]
+    with _pool() as pool:
+        parts = list(pool.map(lambda i: build_window_graphs(kept[i][1], W, S, vocab, recording=i), range(len(kept))))
     graphs = WindowGraphs.concat(parts) if parts else empty_graphs()
     return {"graphs": GraphSet.from_windows(graphs, [r.key for r, _ in kept]).state(), "duplicates": dups,
             "feature_version": FEATURE_VERSION}
