@@ -80,10 +80,11 @@ class TrackingDB:
     """A read-only view of one MLflow SQLite tracking store. Use `open_db()` to get one; close it when done.
 
     >>> db.runs(dataset="hcrl_sa", stage="evaluation", model_size="teacher")[["run_name", "status", "f1"]]
-                             run_name    status    f1
-    0  hcrl_sa/teacher_evaluation  complete  0.93
-    1  hcrl_sa/teacher_evaluation  complete  0.95
-    2  hcrl_sa/teacher_evaluation  complete  0.94
+                         run_name    status    f1
+    0  hcrl_sa/teacher_evaluation  complete  0.90
+    1  hcrl_sa/teacher_evaluation  complete  0.94
+    2  hcrl_sa/teacher_evaluation  complete  0.95
+    3  hcrl_sa/teacher_evaluation  complete  0.93
     """
 
     def __init__(self, resolved: ResolvedDB, *, include_deleted: bool = False, cache: bool = True,
@@ -313,10 +314,11 @@ class TrackingDB:
         1     2  hcrl_sa/teacher_evaluation  0.94
         2     3  hcrl_sa/teacher_evaluation  0.93
         >>> db.leaderboard("f1", dataset="hcrl_sa", stage="evaluation", by_config=True)[["run_name", "n", "f1_mean"]]
-                                 run_name  n  f1_mean
-        0      hcrl_sa/teacher_evaluation  3    0.940
+                                run_name  n  f1_mean
+        0     hcrl_sa/teacher_evaluation  3    0.940
         1  hcrl_sa/student_evaluation_kd  1    0.915
-        2     hcrl_sa/student_evaluation  1    0.880
+        2     hcrl_sa/teacher_evaluation  1    0.900
+        3     hcrl_sa/student_evaluation  1    0.880
         """
         if top is not None and top < 1:
             raise KdgatError("--top must be at least 1.")
@@ -457,10 +459,10 @@ class TrackingDB:
         """Final metrics of two runs side by side; ``delta`` is b - a, ``better`` names the better run per metric.
 
         >>> c = db.compare("hcrl_sa/teacher_curriculum", "hcrl_sa/student_curriculum_kd")
-        >>> c[c.metric.isin(["f1", "val_loss"])][["metric", "a", "b", "delta", "better"]]
-             metric     a     b  delta better
-        0  val_loss  0.20  0.25   0.05      a
-        2        f1  0.91  0.89  -0.02      a
+        >>> c[c.metric.isin(["f1", "mcc"])][["metric", "a", "b", "delta", "better"]]
+          metric     a     b  delta better
+        2     f1  0.91  0.89  -0.02      a
+        6    mcc  0.88  0.85  -0.03      a
         """
         ids = [self.resolve_run(run_a), self.resolve_run(run_b)]
         rows = self._runs_by_id(ids).to_pylist()
@@ -517,9 +519,9 @@ class TrackingDB:
         """Per value of a param: count, mean, std, min and max of a final metric. Dotted keys; a unique leaf works too.
 
         >>> db.sweep("lr", "f1", dataset="hcrl_sa", stage="evaluation", model_size="teacher")
-           train.lr  count  mean  std   min   max
-        0    0.0005      1  0.93  NaN  0.93  0.93
-        1     0.001      2  0.945  0.007071  0.94  0.95
+          train.lr  count  mean   std   min   max
+        0   0.0005      1  0.90   NaN  0.90  0.90
+        1    0.001      3  0.94  0.01  0.93  0.95
         """
         wide = self._wide_current()
         pcol = self.param_column(param, wide.column_names)
@@ -557,10 +559,10 @@ class TrackingDB:
         """Runs of one dataset by stage, model size and KD: counts per status and the best run of each group.
 
         >>> db.dataset_summary("hcrl_ch")[["stage", "model_size", "use_kd", "runs", "complete", "failed", "best_run"]]
-                 stage model_size use_kd  runs  complete  failed                  best_run
+                 stage model_size use_kd  runs  complete  failed                     best_run
         0  autoencoder    teacher  False     1         1       0  hcrl_ch/teacher_autoencoder
-        1   curriculum    student  False     1         0       1                      None
-        2   curriculum    teacher  False     1         1       0   hcrl_ch/teacher_curriculum
+        1   curriculum    teacher  False     1         1       0   hcrl_ch/teacher_curriculum
+        2   curriculum    student  False     1         0       1                          NaN
         """
         wide = self._wide_current()
         mcol = self._metric_column(metric, wide.column_names)
@@ -626,9 +628,9 @@ class TrackingDB:
 
         >>> db.history("hcrl_sa/teacher_curriculum", "val_loss")[["step", "value"]]
            step  value
-        0     0  0.60
-        1     1  0.40
-        2     2  0.20
+        0     1    0.6
+        1     2    0.4
+        2     3    0.2
         """
         rid = self.resolve_run(run)
         points = self._reader.fetch_sqlite(
