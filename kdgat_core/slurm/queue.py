@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from kdgat_core.config import (
     KdgatError,
+    Metric,
     MlflowStatus,
     RunStatus,
     Settings,
@@ -107,7 +108,8 @@ def _tracking_db(tracking_uri: str) -> Any:
 
 
 def runs_from_query(tracking_uri: str, job_ids: Sequence[str], db: Any = None) -> list[dict[str, Any]]:
-    """Runs tagged with one of these job ids: run_id, slurm_job_id, status, start_time and the newest final metric,
+    """Runs tagged with one of these job ids: run_id, slurm_job_id, status, start_time and the newest metric (f1 among
+    metrics logged together, as a finished run's final metrics are),
     read through kdgat_core.query (DuckDB, read-only) and its public views `tags` and `metrics`."""
     from kdgat_core.config import sqlite_path
 
@@ -129,7 +131,8 @@ def runs_from_query(tracking_uri: str, job_ids: Sequence[str], db: Any = None) -
                               max(CASE WHEN key = '{start_tag}' THEN value END) AS start_time
                        FROM tags WHERE run_id IN (SELECT run_id FROM j) GROUP BY run_id),
                  m AS (SELECT run_id, key, value, step,
-                              row_number() OVER (PARTITION BY run_id ORDER BY timestamp DESC, step DESC, key) AS rn
+                              row_number() OVER (PARTITION BY run_id ORDER BY timestamp DESC,
+                                  key = '{Metric.F1}' DESC, key = '{Metric.VAL_F1}' DESC, step DESC, key) AS rn
                        FROM metrics WHERE run_id IN (SELECT run_id FROM j))
             SELECT j.run_id, j.slurm_job_id, t.status, t.start_time,
                    m.key AS metric_key, m.value AS metric_value, m.step AS metric_step
