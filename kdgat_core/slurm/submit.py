@@ -166,7 +166,7 @@ def plan_pipeline(dataset: str, sizes: Iterable[str] = (ModelSize.TEACHER.value,
                 cfg.kd.teacher_run_id = TEACHER_AUTO
             after = [previous.key] if previous is not None else []
             teacher = by_key.get((ModelSize.TEACHER, stage))
-            if distilled and teacher is not None and stage is not Stage.EVALUATION:
+            if distilled and teacher is not None:   # its `--teacher auto` must find this pipeline's teacher run
                 after.append(teacher.key)
             node = PlannedJob(cfg=cfg, after=after)
             plan.append(node)

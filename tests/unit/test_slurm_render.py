@@ -199,7 +199,8 @@ def test_pipeline_dag_order_and_edges():
     assert after["synthetic/teacher_autoencoder"] == ["synthetic/preprocess"]
     assert after["synthetic/teacher_fusion"] == ["synthetic/teacher_curriculum"]
     assert set(after["synthetic/student_curriculum_kd"]) == {"synthetic/student_autoencoder_kd", "synthetic/teacher_curriculum"}
-    assert after["synthetic/student_evaluation_kd"] == ["synthetic/student_fusion_kd"]
+    # every distilled stage waits for the teacher's same stage: `--teacher auto` finds it when the job starts
+    assert after["synthetic/student_evaluation_kd"] == ["synthetic/student_fusion_kd", "synthetic/teacher_evaluation"]
     # every parent comes earlier in submission order
     for i, node in enumerate(plan):
         assert all(names.index(a) < i for a in node.after)
