@@ -61,9 +61,6 @@ class Messages:
     def __len__(self) -> int:
         return int(self.timestamp.shape[0])
 
-    def head(self, n: int) -> "Messages":
-        return Messages(self.timestamp[:n], self.id[:n], self.payload[:n], self.dlc[:n], self.label[:n])
-
     def same_messages(self, other: "Messages") -> bool:
         """True when both hold exactly the same messages (hcrl_sa ships its attack-free drives in two folders)."""
         if len(self) != len(other) or len(self) == 0:

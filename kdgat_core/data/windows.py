@@ -1,7 +1,8 @@
 """Window graphs from one recording, vectorised: whole-recording numpy sorts and segment reductions, no per-window loop.
 
-A window is W consecutive messages (by timestamp) starting every S messages; a trailing run of messages that cannot
-fill a whole window belongs to no window (the documented remainder, at most S - 1 + (W - S) messages at the end).
+A window is W consecutive messages (by timestamp) starting every S messages; the trailing messages that cannot fill
+a whole window belong to no window (the documented remainder: fewer than S messages, or a whole recording shorter
+than W).
 Nodes are the distinct CAN ids of a window; directed edges are the consecutive-message transitions id_t -> id_t+1,
 deduplicated with counts. Every feature below is documented in docs/data.md; change one and bump FEATURE_VERSION.
 No torch here: the graph cache converts the arrays to tensors.
