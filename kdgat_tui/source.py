@@ -15,6 +15,7 @@ import pyarrow as pa
 from kdgat_core.config import KdgatError, Tag, resolve_tracking_uri, sqlite_path
 
 _LOCK_WORDS = ("locked", "busy")
+LOCK_RETRY_S = 2.0
 
 
 class Source:
@@ -45,7 +46,8 @@ class Source:
         if self._db is None:
             from kdgat_core.query import open_db
 
-            self._db = open_db(self.uri)
+            # a short retry: a locked DB shows "stale since ..." and the next refresh tries again
+            self._db = open_db(self.uri, lock_retry_s=LOCK_RETRY_S)
         return self._db
 
     def describe_error(self, exc: BaseException) -> str:

@@ -62,7 +62,7 @@ class LineageScreen(Screen):
         tree.root.set_label(Text(f"{edges.num_rows} teacher → student links", style="bold"))
         rows = edges.to_pylist()
         alt_rows = {r["student_run_id"]: r for r in (alt.to_pylist() if alt is not None else [])}
-        first_student = None
+        first_student, any_student = None, None
         for dataset in sorted({r["dataset"] or "?" for r in rows}):
             dnode = tree.root.add(Text(dataset, style="bold"), expand=True)
             for stage in [s.value for s in PIPELINE_ORDER] + sorted({r["stage"] for r in rows} - {s.value for s in PIPELINE_ORDER}):
@@ -83,12 +83,14 @@ class LineageScreen(Screen):
                     leaf = teachers[tid].add_leaf(
                         _node(r["student_name"], r["student_run_id"], metric, row.get(f"student_{metric}"),
                               row.get(f"delta_{metric}")), data=r["student_run_id"])
-                    if first_student is None and (self.run_id is None or r["student_run_id"] == self.run_id
-                                                  or tid == self.run_id):
+                    any_student = any_student or leaf
+                    if first_student is None and self.run_id in (r["student_run_id"], tid):
                         first_student = leaf
         tree.root.expand()
-        if first_student is not None:
-            tree.move_cursor(first_student)
+        target = first_student or any_student
+        if target is not None:
+            # the cursor starts on the run the user came from, else on the first student
+            self.call_after_refresh(tree.move_cursor, target)
         elif not rows:
             tree.root.add_leaf(Text("no distilled students yet (runs with a teacher_run_id tag)", style="dim"))
 

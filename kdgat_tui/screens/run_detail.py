@@ -28,7 +28,7 @@ CURVE_PLOTS = (("loss", (Metric.TRAIN_LOSS.value, Metric.VAL_LOSS.value)), ("F1"
 
 class RunDetailScreen(Screen):
     BINDINGS = [
-        Binding("escape,q", "app.pop_screen", "Back"),
+        Binding("escape,q", "back", "Back"),
         Binding("1", "tab('overview')", "Overview", show=False),
         Binding("2", "tab('params')", "Params", show=False),
         Binding("3", "tab('scenarios')", "Scenarios", show=False),
@@ -133,6 +133,13 @@ class RunDetailScreen(Screen):
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "param-search" and self.row is not None:
             self._fill_params(event.value)
+
+    def action_back(self) -> None:
+        search = self.query_one("#param-search", Input)
+        if search.has_focus:
+            self.query_one("#param-table", ArrowTable).focus()  # esc leaves the search box first, then the screen
+        else:
+            self.app.pop_screen()
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab

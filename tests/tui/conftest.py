@@ -43,3 +43,9 @@ async def runs_ready(pilot):
                    and not getattr(app.screen, "cached", False), what="the runs table")
     await pilot.pause()
     return app.screen
+
+
+@pytest.fixture
+def anyio_backend():
+    """Async tests run on asyncio (anyio's pytest plugin; Textual needs asyncio)."""
+    return "asyncio"
