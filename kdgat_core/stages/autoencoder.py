@@ -86,7 +86,6 @@ def run_autoencoder(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.de
                                   "stopped_early": result.stopped_early, "history": result.history})
     title = f"{cfg.run_name}: validation reconstruction error"
     for name, fig in (("val_scores.png", plots.score_histogram_figure(val_y, s.score, cal.threshold, title)),
-                      ("history.png", plots.history_figure(result.history, cfg.run_name)),
                       ("val_confusion.png", plots.confusion_matrix_figure(val_y, pred, cfg.run_name))):
         run.log_figure(name, fig)
         plots.close(fig)

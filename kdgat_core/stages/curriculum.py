@@ -111,8 +111,7 @@ def run_curriculum(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.dev
                                   "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                                   "stopped_early": result.stopped_early, "history": result.history,
                                   prerequisite_tag(Stage.AUTOENCODER): vgae_run})
-    for name, fig in (("history.png", plots.history_figure(result.history, cfg.run_name)),
-                      ("val_confusion.png", plots.confusion_matrix_figure(val_y, pred, cfg.run_name))):
+    for name, fig in (("val_confusion.png", plots.confusion_matrix_figure(val_y, pred, cfg.run_name)),):
         run.log_figure(name, fig)
         plots.close(fig)
     return final

@@ -20,7 +20,7 @@ def run_stage(cfg: PipelineConfig, tracking_uri: str | None = None, data_root: s
     from kdgat_core.stages.evaluation import run_evaluation
     from kdgat_core.stages.fusion import run_fusion
     from kdgat_core.stages.prerequisites import resolve_teacher
-    from kdgat_core.stages.training_loop import resolve_device, set_threads
+    from kdgat_core.stages.training_loop import CHECKPOINT_FILE, resolve_device, set_threads
     from kdgat_core.tracking import open_run
 
     stage = Stage.parse(cfg.stage, "stage")
@@ -41,4 +41,7 @@ def run_stage(cfg: PipelineConfig, tracking_uri: str | None = None, data_root: s
             check_teacher(cfg, tracking_uri)
         graphs = load_graphs(cfg, data_root=data_root)
         metrics = body(cfg, run, graphs, device, tracking_uri)
+        best = run.artifact_dir / CHECKPOINT_FILE
+        if best.is_file():  # written in place during training; now also registered with MLflow
+            run.log_artifact(best)
         return StageResult(run.run_id, metrics)

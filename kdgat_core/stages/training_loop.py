@@ -110,6 +110,11 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, train: TrainCo
     for m, state in zip((model, *modules), best_states):
         m.load_state_dict(state)
     assert best_report is not None, "train.epochs must be at least 1"
+    from kdgat_core.stages import plots
+
+    fig = plots.history_figure(history, run.cfg.run_name if hasattr(run, "cfg") else "")
+    run.log_figure("history.png", fig)
+    plots.close(fig)
     return FitResult(best_epoch, epoch + 1, best_report, stopped_early, time.perf_counter() - started, history)
 
 
