@@ -93,6 +93,8 @@ def main() -> int:
     print(f"  messages/s       {msgs_per_s:,.0f}   ({msgs_per_s / REFERENCE_MSGS_PER_S:.1f}x the reference's "
           f"{REFERENCE_MSGS_PER_S:,}/s; target {TARGET_MSGS_PER_S:,}/s = 40x)")
     print(f"  graphs/s         {graphs / build_s:,.0f}")
+    print(f"  per CPU-second   {messages / build_cpu:,.0f} messages ({messages / build_cpu / REFERENCE_MSGS_PER_S:.1f}x): "
+          f"the wall-clock rate when the machine is not shared with other work")
     print(f"one shuffled training epoch of batches (batch {args.batch_size}): {epoch_s:.2f} s, "
           f"{len(g.train) / epoch_s:,.0f} graphs/s")
     print(f"end to end (build + one epoch of batches): {end_to_end_s:.2f} s = {e2e_msgs_per_s:,.0f} messages/s "
