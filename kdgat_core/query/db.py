@@ -93,13 +93,25 @@ class TrackingDB:
         self.uri = resolved.uri
         self.uri_source = resolved.source
         self.include_deleted = include_deleted
-        kwargs = {} if lock_retry_s is None else {"lock_retry_s": lock_retry_s}
-        self._reader = Reader(resolved, **kwargs)
-        self._cache = WideCache(self._reader, Path(cache_dir) if cache_dir is not None else None) if cache else None
+        self._resolved = resolved
+        self._reader_kwargs = {} if lock_retry_s is None else {"lock_retry_s": lock_retry_s}
+        self._reader_obj: Reader | None = None
+        self._cache = WideCache(lambda: self._reader, resolved.path,
+                                Path(cache_dir) if cache_dir is not None else None) if cache else None
         self._wide: pa.Table | None = None
+        self._views_current = False
         self.last_refresh = RefreshStats()
-        self._create_views()
-        self._reader.lock()
+        if self._cache is None or self._cache.fresh_board() is None:
+            self._reader  # noqa: B018 - validate the file (MLflow tables) now; a current cache proves it already
+
+    @property
+    def _reader(self) -> Reader:
+        """The DuckDB connection with the file attached, opened on first need (loading the scanner costs ~0.1 s)."""
+        if self._reader_obj is None:
+            self._reader_obj = Reader(self._resolved, **self._reader_kwargs)
+            self._create_views()
+            self._reader_obj.lock()
+        return self._reader_obj
 
     # -- plumbing -----------------------------------------------------------------------------------------------------
     @property
@@ -107,7 +119,9 @@ class TrackingDB:
         return self._reader.con
 
     def close(self) -> None:
-        self._reader.close()
+        if self._reader_obj is not None:
+            self._reader_obj.close()
+            self._reader_obj = None
 
     def __enter__(self) -> "TrackingDB":
         return self
@@ -193,8 +207,7 @@ class TrackingDB:
                 t0 = time.perf_counter()
                 self._wide = build_uncached(self._reader)
                 self.last_refresh = RefreshStats("uncached", self._wide.num_rows, 0, time.perf_counter() - t0)
-            register_arrow(self.con, "_kdgat_wide", self._wide)
-            self._create_wide_views()
+            self._views_current = False  # registered for SQL on first need (no DuckDB connection needed here)
         table = self._wide
         show_deleted = self.include_deleted if include_deleted is None else include_deleted
         if not show_deleted:
@@ -202,6 +215,13 @@ class TrackingDB:
 
             table = table.filter(pc.not_equal(table["lifecycle"], "deleted"))
         return self._out(table, arrow)
+
+    def _sync_views(self) -> None:
+        """Point the SQL views at the wide table read last."""
+        if self._wide is not None and not self._views_current:
+            register_arrow(self.con, "_kdgat_wide", self._wide)
+            self._create_wide_views()
+            self._views_current = True
 
     def _wide_current(self) -> pa.Table:
         if self._wide is None:
@@ -368,10 +388,10 @@ class TrackingDB:
             con.close()
 
     def _empty_board(self, metric: str) -> pa.Table:
-        return self._reader.fetch(
+        return self._calc(
             f"SELECT 0::BIGINT AS rank, ''::VARCHAR AS run_id, ''::VARCHAR AS run_name, ''::VARCHAR AS dataset, "
             f"''::VARCHAR AS stage, ''::VARCHAR AS model_size, ''::VARCHAR AS use_kd, ''::VARCHAR AS status, "
-            f"0::DOUBLE AS {_quote(metric)}, NULL::TIMESTAMP AS start_time WHERE false")
+            f"0::DOUBLE AS {_quote(metric)}, NULL::TIMESTAMP AS start_time WHERE false")  # no Arrow from Python
 
     def _leaderboard_in_sqlite(self, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
         """An indexed join inside SQLite: scan the most selective input once, look the rest up by primary key."""
@@ -663,6 +683,7 @@ class TrackingDB:
         statement = check_user_sql(query)
         if table_names(statement) & _WIDE_VIEWS:
             self.wide(arrow=True)
+            self._sync_views()
         try:
             table = self._reader.fetch(statement)
         except duckdb.Error as exc:

@@ -22,6 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 import pyarrow as pa
@@ -246,12 +247,17 @@ class RefreshStats:
 class WideCache:
     """The wide table, kept in `<cache dir>/query/<db name>-<hash of its absolute path>/` and refreshed exactly."""
 
-    def __init__(self, reader: Reader, cache_dir: Path | None = None):
-        self.reader = reader
+    def __init__(self, reader: Callable[[], Reader], db_path: Path, cache_dir: Path | None = None):
+        self._reader = reader  # called only when rows must be read: a current cache needs no SQLite connection
+        self.path = db_path
         base = Path(cache_dir) if cache_dir is not None else resolve_cache_dir()
-        key = hashlib.sha1(str(reader.db.path).encode()).hexdigest()[:16]
-        self.dir = base / "query" / f"{reader.db.path.stem}-{key}"
+        key = hashlib.sha1(str(db_path).encode()).hexdigest()[:16]
+        self.dir = base / "query" / f"{db_path.stem}-{key}"
         self.stats = RefreshStats()
+
+    @property
+    def reader(self) -> Reader:
+        return self._reader()
 
     # -- files --------------------------------------------------------------------------------------------------------
     def _load(self) -> tuple[pa.Table, pa.Table, dict] | None:
@@ -261,7 +267,7 @@ class WideCache:
         except (OSError, pa.ArrowException, ValueError, KeyError):
             return None
         if (wmeta.get("gen") != smeta.get("gen") or wmeta.get("format") != CACHE_FORMAT
-                or wmeta.get("duckdb") != duckdb.__version__ or wmeta.get("db_path") != str(self.reader.db.path)):
+                or wmeta.get("duckdb") != duckdb.__version__ or wmeta.get("db_path") != str(self.path)):
             return None
         return wide, sig, wmeta
 
@@ -269,7 +275,7 @@ class WideCache:
         import pyarrow.parquet as pq
 
         meta = dict(meta, gen=uuid.uuid4().hex, format=CACHE_FORMAT, duckdb=duckdb.__version__,
-                    db_path=str(self.reader.db.path), written_at=time.time())
+                    db_path=str(self.path), written_at=time.time())
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             # the leaderboard's columns as parquet, which DuckDB reads without any Arrow built in Python
@@ -290,14 +296,14 @@ class WideCache:
     def fresh_board(self) -> tuple[Path, list[str]] | None:
         """(parquet file, its columns) of the leaderboard columns if the cache is current; reads no DB rows."""
         try:
-            sig = file_signature(self.reader.db.path)
+            sig = file_signature(self.path)
             with pa.memory_map(str(self.dir / "wide.arrow"), "r") as src:
                 schema = pa.ipc.open_file(src).schema
             meta = json.loads((schema.metadata or {}).get(b"kdgat", b"{}"))
         except (OSError, pa.ArrowException, ValueError):
             return None
         if (meta.get("file_sig") != sig or meta.get("format") != CACHE_FORMAT or meta.get("duckdb") != duckdb.__version__
-                or meta.get("db_path") != str(self.reader.db.path)):
+                or meta.get("db_path") != str(self.path)):
             return None
         board = self.dir / f"board-{meta.get('gen')}.parquet"
         names = [n for n in schema.names if n in BASE_COLUMNS or n.startswith(METRIC_PREFIX)]
@@ -313,7 +319,7 @@ class WideCache:
 
     def get(self) -> pa.Table:
         t0 = time.perf_counter()
-        sig = file_signature(self.reader.db.path)  # before any read: a write during our reads shows up next time
+        sig = file_signature(self.path)  # before any read: a write during our reads shows up next time
         cached = self._load()
         if cached is not None and cached[2].get("file_sig") == sig:
             self.stats = RefreshStats("fresh", seconds=time.perf_counter() - t0)
