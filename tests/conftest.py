@@ -5,6 +5,9 @@ import os
 
 import pytest
 
+# the shared tiny pipeline DB fixture (`tiny_pipeline_db`), trained through `kdgat run`
+pytest_plugins = ["tests.pipeline_db"]
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
