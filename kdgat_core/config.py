@@ -294,7 +294,7 @@ class GATConfig:
     pooling: str = "mean_max"
     curriculum_start_ratio: float = 1.0   # normal:attack ratio in epoch 0; grows towards the natural ratio
     curriculum_ramp: float = 0.6          # fraction of the epochs after which every normal window is in (natural ratio)
-    id_mask: float = 0.0                  # chance a training window is seen with all CAN ids hidden (unknown vehicles)
+    id_mask: float = 0.5                  # chance a training window is seen with all CAN ids hidden (unknown vehicles)
 
 
 @dataclass

@@ -13,13 +13,24 @@ from torch_geometric.nn.models import GAT, MLP
 POOLINGS = ("mean", "max", "add", "mean_max")
 
 
+def mask_window_ids(batch, prob: float, training: bool) -> Tensor:
+    """Training-time augmentation: with probability `prob` a whole window's ids become the out-of-vocabulary index 0,
+    so the model also learns to judge a window from timing and payload alone (as it must for an unknown vehicle)."""
+    if not training or prob <= 0:
+        return batch.node_id
+    masked = torch.rand(batch.num_graphs, device=batch.node_id.device) < prob
+    return torch.where(masked[batch.batch], torch.zeros_like(batch.node_id), batch.node_id)
+
+
 class CANGraphGAT(nn.Module):
-    """GAT with jumping knowledge; `hidden` is the width per head, so a layer is hidden * heads wide."""
+    """GAT with jumping knowledge; `hidden` is the width per head, so a layer is hidden * heads wide.
+    `id_mask`: probability that a training window is seen with all its CAN ids hidden (see mask_window_ids)."""
 
     def __init__(self, num_ids: int, node_feature_dim: int, edge_feature_dim: int, hidden: int, layers: int,
                  heads: int, embedding_dim: int = 16, dropout: float = 0.0, jk: str = "cat",
-                 pooling: str = "mean_max", num_classes: int = 2):
+                 pooling: str = "mean_max", num_classes: int = 2, id_mask: float = 0.0):
         super().__init__()
+        self.id_mask = id_mask
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.embedding = nn.Embedding(num_ids, embedding_dim)
@@ -33,7 +44,7 @@ class CANGraphGAT(nn.Module):
 
     def graph_embedding(self, batch) -> Tensor:
         """Pooled window embeddings [G, pooled]."""
-        h = torch.cat([self.embedding(batch.node_id), batch.x], dim=-1)
+        h = torch.cat([self.embedding(mask_window_ids(batch, self.id_mask, self.training)), batch.x], dim=-1)
         ea = batch.edge_attr if self.uses_edge_attr else None
         h = self.gnn(h, batch.edge_index, edge_attr=ea)
         g = batch.num_graphs

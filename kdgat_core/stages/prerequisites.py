@@ -27,7 +27,7 @@ def gat_kwargs(cfg: PipelineConfig, graphs: Any) -> dict[str, Any]:
     g = cfg.gat
     return dict(num_ids=graphs.num_ids, node_feature_dim=graphs.node_feature_dim,
                 edge_feature_dim=graphs.edge_feature_dim, hidden=g.hidden, layers=g.layers, heads=g.heads,
-                embedding_dim=g.embedding_dim, dropout=g.dropout, jk=g.jk, pooling=g.pooling)
+                embedding_dim=g.embedding_dim, dropout=g.dropout, jk=g.jk, pooling=g.pooling, id_mask=g.id_mask)
 
 
 def checkpoint_payload(arch: str, kwargs: dict, model: torch.nn.Module, meta: dict | None = None) -> dict:
