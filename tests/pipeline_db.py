@@ -28,6 +28,7 @@ Use it from any test (registered in tests/conftest.py through ``pytest_plugins``
 
 Treat the DB as read-only: it is shared by the whole session. Write to a copy.
 
+Tests that use the fixture get a 30-minute pytest-timeout (whichever runs first pays for the build).
 Building takes a few minutes on 2 busy cores (the teacher and the student chains train in parallel; each distilled
 stage waits for its teacher). While developing, set ``KDGAT_TINY_PIPELINE_DIR=/tmp/somewhere`` to build it there
 once and reuse it in later sessions (it is rebuilt when the manifest is missing or from another layout version).
@@ -285,6 +286,16 @@ def load_tiny_pipeline(root: Path) -> TinyPipeline | None:
     return TinyPipeline(root=root, db_path=root / "mlflow.db", data_root=root / "data", cache_dir=root / "cache",
                         run_ids=runs, metrics=metrics, failed_run_id=manifest["failed_run_id"], failed_error=manifest["failed_error"],
                         seconds=manifest.get("seconds", {}))
+
+
+# the first test that asks for the fixture pays for the build: give those tests room under pytest-timeout
+BUILD_TIMEOUT_S = 1800
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if "tiny_pipeline_db" in getattr(item, "fixturenames", ()) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
