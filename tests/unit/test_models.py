@@ -144,3 +144,17 @@ def test_student_preset_has_at_least_5x_fewer_parameters(arch):
         v = cfg.vgae
         return CANGraphVGAE(40, 8, 2, v.hidden_dims, v.latent_dim, v.heads, v.embedding_dim)
     assert count_parameters(build("teacher")) >= 5 * count_parameters(build("student"))
+
+
+def test_id_mask_hides_whole_windows_only_in_training(batch):
+    from kdgat_core.models.gat import mask_window_ids
+
+    torch.manual_seed(0)
+    assert torch.equal(mask_window_ids(batch, 0.5, training=False), batch.node_id)
+    assert (mask_window_ids(batch, 1.0, training=True) == 0).all()
+    masked = mask_window_ids(batch, 0.5, training=True)
+    per_window = [masked[batch.batch == g] for g in range(batch.num_graphs)]
+    hidden = [bool((w == 0).all()) for w in per_window]
+    assert any(hidden) and not all(hidden)
+    for g, w in enumerate(per_window):   # a window is either fully hidden or untouched
+        assert hidden[g] or torch.equal(w, batch.node_id[batch.batch == g])

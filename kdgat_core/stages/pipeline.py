@@ -1,0 +1,96 @@
+"""The whole pipeline in one process: teacher, student and distilled student through all four stages, then the
+results table (stage x size x KD x scenario) in markdown.
+
+    python -m kdgat_core.stages.pipeline --dataset hcrl_sa --variant cpu --tracking-uri sqlite:///mlflow.db
+
+Each stage is one tracked run, exactly as `kdgat run` would make it. Wall and CPU seconds are printed per stage:
+on a machine whose cores are shared, CPU seconds (one torch thread) are what the same work takes on idle cores.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from typing import Any
+
+from kdgat_core.config import PIPELINE_ORDER, STAGE_ARCH, Metric, Stage, preset, scenario_metric
+
+ROLES: tuple[tuple[str, bool], ...] = (("teacher", False), ("student", False), ("student", True))
+TABLE_MODELS = ((Stage.AUTOENCODER, "vgae"), (Stage.CURRICULUM, "gat"), (Stage.FUSION, None))
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run_pipeline(dataset: str, variant: str = "", tracking_uri: str | None = None, data_root: str | None = None,
+                 overrides: list[str] | None = None, log=print) -> dict[str, Any]:
+    from kdgat_core.stages import run_stage
+
+    results: dict[tuple[str, bool, str], Any] = {}
+    timings = []
+    started, cpu0 = time.perf_counter(), cpu_seconds()
+    for size, kd in ROLES:
+        for stage in PIPELINE_ORDER:
+            name = f"{STAGE_ARCH[stage]},{size}" + (f",{variant}" if variant else "")
+            cfg = preset(name, dataset=dataset).override(overrides or [])
+            cfg.kd.enabled = kd
+            t0, c0 = time.perf_counter(), cpu_seconds()
+            res = run_stage(cfg, tracking_uri=tracking_uri, data_root=data_root)
+            wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+            results[(size, kd, stage.value)] = res
+            timings.append((cfg.run_name, res.run_id, wall, cpu))
+            log(f"{cfg.run_name:<40} {res.run_id}  wall {wall:7.1f} s  cpu {cpu:7.1f} s  f1 {res.metrics.get('f1', float('nan')):.4f}")
+    total_wall, total_cpu = time.perf_counter() - started, cpu_seconds() - cpu0
+    log(f"total: wall {total_wall:.0f} s, cpu {total_cpu:.0f} s")
+    return {"results": results, "timings": timings, "wall": total_wall, "cpu": total_cpu}
+
+
+def results_table(results: dict[tuple[str, bool, str], Any], scenarios: list[str]) -> str:
+    """Markdown: one row per (model, size, KD), F1 / accuracy per test scenario, from the evaluation runs."""
+    head = "| model | size | KD | params | " + " | ".join(f"{s[:7]} F1 / acc" for s in scenarios) + " |"
+    lines = [head, "|" + "---|" * (4 + len(scenarios))]
+    for size, kd in ROLES:
+        ev = results[(size, kd, Stage.EVALUATION.value)].metrics
+        for stage, prefix in TABLE_MODELS:
+            params = results[(size, kd, stage.value)].metrics.get(Metric.NUM_PARAMETERS.value)
+            cells = []
+            for s in scenarios:
+                f1 = ev[scenario_metric(s, f"{prefix}_f1" if prefix else "f1")]
+                acc = ev[scenario_metric(s, f"{prefix}_accuracy" if prefix else "accuracy")]
+                cells.append(f"{f1:.3f} / {acc:.3f}")
+            label = f"{stage} ({prefix or 'fusion'})"
+            lines.append(f"| {label} | {size} | {'yes' if kd else 'no'} | {int(params) if params else ''} | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="hcrl_sa")
+    ap.add_argument("--variant", default="cpu", help="preset variant: cpu, tiny, or '' for the published sizes")
+    ap.add_argument("--tracking-uri", default=None)
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("-O", "--override", action="append", default=[], help="key=value, applied to every stage")
+    args = ap.parse_args(argv)
+    import logging
+
+    from kdgat_core.config import KdgatError, resolve_data_root, resolve_tracking_uri
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        out = run_pipeline(args.dataset, args.variant, resolve_tracking_uri(args.tracking_uri).value,
+                           resolve_data_root(args.data_root).value, args.override)
+    except KdgatError as exc:
+        print(f"kdgat: {exc}", file=sys.stderr)
+        sys.exit(2)
+    ev = out["results"][("teacher", False, Stage.EVALUATION.value)].metrics
+    scenarios = sorted({k.split("/", 1)[0] for k in ev if "/" in k})
+    print()
+    print(results_table(out["results"], scenarios))
+
+
+if __name__ == "__main__":
+    main()
