@@ -63,6 +63,7 @@ LAYOUT_VERSION = 2
 CHAINS: tuple[tuple[str, bool], ...] = ((ModelSize.TEACHER.value, False), (ModelSize.STUDENT.value, False),
                                         (ModelSize.STUDENT.value, True))
 RUN_TIMEOUT_S = 900
+OUTER_JOB_VARS = ("SLURM_JOB_ID", "SLURM_JOBID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
 
 
 def kdgat_argv() -> list[str]:
@@ -124,7 +125,8 @@ class TinyPipeline:
 
 
 def pipeline_env(db_path: Path, data_root: Path, cache_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}  # no job id tags from an outer job
+    # no slurm_job_id tags from an outer job; SLURM_CONF (the test cluster) stays
+    env = {k: v for k, v in os.environ.items() if k not in OUTER_JOB_VARS}
     env.update({ENV_TRACKING_URI: f"sqlite:///{db_path}", ENV_DATA_ROOT: str(data_root),
                 ENV_CACHE_DIR: str(cache_dir), "PYTHONWARNINGS": "ignore"})
     return env
