@@ -653,22 +653,23 @@ class TrackingDB:
         2     3    0.2
         """
         rid = self.resolve_run(run)
-        points = self._reader.fetch_sqlite(
-            # +key: keep SQLite on the run_uuid index (the key index alone scans every run's points)
-            f"SELECT step, {exact_real('value')} AS value, is_nan, timestamp FROM metrics "
-            f"WHERE run_uuid = {sqlite_literal(rid)} AND +key = {sqlite_literal(metric)}",
-            {"step": pa.int64(), "value": pa.float64(), "is_nan": pa.int64(), "timestamp": pa.int64()})
-        if points.num_rows == 0:
+        # +key: keep SQLite on the run_uuid index (the key index alone scans every run's points)
+        inner = (f"SELECT step, {exact_real('value')} AS value, is_nan, timestamp FROM metrics "
+                 f"WHERE run_uuid = {sqlite_literal(rid)} AND +key = {sqlite_literal(metric)}")
+        value = ("CASE WHEN is_nan <> '0' THEN 'NaN'::DOUBLE WHEN CAST(value AS DOUBLE) >= 1.7976931348623157e308 "
+                 "THEN 'inf'::DOUBLE WHEN CAST(value AS DOUBLE) <= -1.7976931348623157e308 THEN '-inf'::DOUBLE "
+                 "ELSE CAST(value AS DOUBLE) END")
+        table = self._reader.fetch(
+            f"SELECT CAST(step AS BIGINT) AS step, max_by({value}, (CAST(timestamp AS BIGINT), CAST(value AS DOUBLE))) "
+            f"AS value, epoch_ms(max(CAST(timestamp AS BIGINT))) AS timestamp "
+            f"FROM sqlite_query('{ALIAS}', {_lit(inner)}) GROUP BY 1 ORDER BY 1")
+        if table.num_rows == 0:
             keys = [r["key"] for r in self._reader.fetch_sqlite(
                 f"SELECT key FROM latest_metrics WHERE run_uuid = {sqlite_literal(rid)} ORDER BY key").to_pylist()]
             close = difflib.get_close_matches(metric, keys, n=5, cutoff=0.5)
             hint = f" Did you mean: {', '.join(close)}?" if close else (
                 f" It has: {', '.join(keys[:15])}." if keys else " It has no metrics.")
             raise KdgatError(f"Run {rid[:12]} has no metric '{metric}'.{hint}")
-        points = points.set_column(1, "value", metric_values(points["value"], points["is_nan"]))
-        table = self._calc(
-            "SELECT step, max_by(value, (timestamp, value)) AS value, epoch_ms(max(timestamp)) AS timestamp "
-            "FROM p GROUP BY step ORDER BY step", p=points)
         return self._out(table, arrow)
 
     # -- SQL ----------------------------------------------------------------------------------------------------------
