@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from kdgat_core.config import Arch, Metric, PipelineConfig, Stage, prerequisite_tag
 from kdgat_core.models import CANGraphGAT, count_parameters
+from kdgat_core.models.gat import mask_window_ids
 from kdgat_core.stages import plots
 from kdgat_core.stages.distillation import freeze, gat_kd_loss
 from kdgat_core.stages.metrics import classification_metrics, headline
@@ -60,6 +61,8 @@ def run_curriculum(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.dev
         teacher, _ = load_run_model(cfg.kd.teacher_run_id, tracking_uri, Arch.GAT.value, graphs, device)
         freeze(teacher)
         final[Metric.TEACHER_NUM_PARAMETERS.value] = count_parameters(teacher)
+        # under KD the ids are hidden once per batch for teacher and student alike (below), not again in the student
+        model.id_mask = 0.0
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     val_y = graphs.val.y.numpy()
     schedule: list[dict[str, float]] = []
@@ -73,6 +76,8 @@ def run_curriculum(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.dev
         total, count = 0.0, 0
         for batch in graphs.train.batches(cfg.train.batch_size, shuffle=True, generator=gen, indices=indices):
             batch = batch.to(device)
+            if teacher is not None:
+                batch.node_id = mask_window_ids(batch, cfg.gat.id_mask, training=True)
             logits = model(batch)
             if teacher is not None:
                 with torch.no_grad():
