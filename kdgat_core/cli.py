@@ -50,9 +50,19 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     raise typer.Exit(code)
 
 
-def _cell(value: Any) -> str:
+# Terminal tables shorten these (csv/json/markdown/latex keep full values): an 8-character id is unique in practice
+# and `kdgat` accepts id prefixes; seconds and microseconds only make a table wrap.
+SHORT_ID_COLUMNS = frozenset({"run_id", "teacher_run_id", "student_run_id"})
+
+
+def _cell(value: Any, column: str = "", terminal: bool = False) -> str:
     if value is None:
         return ""
+    if terminal:
+        if column in SHORT_ID_COLUMNS and isinstance(value, str) and len(value) == 32:
+            return value[:8]
+        if hasattr(value, "strftime"):
+            return value.strftime("%Y-%m-%d %H:%M")
     if isinstance(value, float):
         if value != value:  # NaN
             return "nan"
@@ -124,7 +134,7 @@ def render(data: Any, fmt: OutputFormat, title: str | None = None) -> str:
     for c in cols:
         table.add_column(c, overflow="fold")
     for r in rows:
-        table.add_row(*(_cell(v) for v in r))
+        table.add_row(*(_cell(v, c, terminal=True) for c, v in zip(cols, r)))
     buf = io.StringIO()
     Console(file=buf, width=_terminal_width(), force_terminal=False, color_system=None).print(table)
     return buf.getvalue()
