@@ -242,34 +242,12 @@ def copy_db(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--db", type=Path, default=Path("/work/bench_data/big.db"))
-    ap.add_argument("--repeat", type=int, default=5, help="repetitions of each fast measurement (median printed)")
-    ap.add_argument("--skip-slow", action="store_true", help="skip MLflow's all-runs-into-pandas (209 s at 100k)")
-    ap.add_argument("--skip-analyze", action="store_true", help="skip MLflow after ANALYZE (needs a copy of the DB)")
-    ap.add_argument("--skip-cache", action="store_true", help="skip the warm-cache test (needs a copy of the DB)")
-    ap.add_argument("--json", type=Path, help="also write the figures here")
-    ap.add_argument("--mlflow-worker", help=argparse.SUPPRESS)
-    ap.add_argument("--run-id", help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    db = a.db.resolve()
-    if a.mlflow_worker:
-        print(json.dumps(mlflow_worker(a.mlflow_worker, db, a.repeat, a.run_id)))
-        return
-    if not db.is_file():
-        raise SystemExit(f"{db} does not exist; build it with benchmarks/make_big_db.py.")
-    n = a.repeat
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:  # closed before DuckDB opens the file
-        n_runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
-    print(f"DB {db}: {db.stat().st_size / 1e9:.2f} GB, {n_runs:,} runs; {n} repetitions; "
-          f"python {sys.version.split()[0]}, {os.cpu_count()} cores", flush=True)
-    tbl = Table()
-    checks: list[str] = []
-    t_all = time.time()
+MLFLOW_ROWS = ("import mlflow", "MLflow leaderboard (DB as MLflow leaves it)", "MLflow leaderboard after ANALYZE",
+               "MLflow all runs into pandas", "MLflow one run's metric history")
 
-    # --- MLflow baselines -------------------------------------------------------------------------------------
+
+def mlflow_side(a, db: Path, n: int, tbl: Table, checks: list[str]) -> dict:
+    """The MLflow baselines, each in a worker subprocess."""
     print("MLflow (worker subprocesses):", flush=True)
     tbl.add(Row("import mlflow", [run_worker("import", db)["times"][0] for _ in range(min(n, 3))]))
     lb = run_worker("leaderboard", db, n)
@@ -308,6 +286,52 @@ def main() -> None:
     tbl.add(Row("MLflow one run's metric history", hi["times"],
                 note=f"get_metric_history({top_run[:8]}, {HISTORY_METRIC}): {hi['points']} points"))
 
+    return {"lb": lb, "hi": hi, "all_rows": all_rows}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", type=Path, default=Path("/work/bench_data/big.db"))
+    ap.add_argument("--repeat", type=int, default=5, help="repetitions of each fast measurement (median printed)")
+    ap.add_argument("--skip-slow", action="store_true", help="skip MLflow's all-runs-into-pandas (209 s at 100k)")
+    ap.add_argument("--skip-analyze", action="store_true", help="skip MLflow after ANALYZE (needs a copy of the DB)")
+    ap.add_argument("--skip-cache", action="store_true", help="skip the warm-cache test (needs a copy of the DB)")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--mlflow-from", type=Path, help="reuse the MLflow figures of an earlier --json on this same DB "
+                    "(re-measure kdgat alone after a change)")
+    ap.add_argument("--mlflow-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--run-id", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    db = a.db.resolve()
+    if a.mlflow_worker:
+        print(json.dumps(mlflow_worker(a.mlflow_worker, db, a.repeat, a.run_id)))
+        return
+    if not db.is_file():
+        raise SystemExit(f"{db} does not exist; build it with benchmarks/make_big_db.py.")
+    n = a.repeat
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:  # closed before DuckDB opens the file
+        n_runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+    print(f"DB {db}: {db.stat().st_size / 1e9:.2f} GB, {n_runs:,} runs; {n} repetitions; "
+          f"python {sys.version.split()[0]}, {os.cpu_count()} cores", flush=True)
+    tbl = Table()
+    checks: list[str] = []
+    t_all = time.time()
+
+    # --- MLflow baselines -------------------------------------------------------------------------------------
+    if a.mlflow_from:
+        saved = json.loads(a.mlflow_from.read_text())
+        if saved.get("runs") != n_runs or saved.get("db_mtime") != db.stat().st_mtime:
+            raise SystemExit(f"{a.mlflow_from} was measured on another DB (or this one changed since).")
+        print(f"MLflow: figures from {a.mlflow_from} (measured earlier on this same DB)", flush=True)
+        for r in saved["rows"]:
+            if r["what"] in MLFLOW_ROWS:
+                tbl.add(Row(r["what"], r["times_s"], note=(r["note"] + "; " if r["note"] else "") + "from an earlier run"))
+        ml = saved["mlflow"]
+    else:
+        ml = mlflow_side(a, db, n, tbl, checks)
+    lb, hi, all_rows, top_run = ml["lb"], ml["hi"], ml["all_rows"], ml["lb"]["run_ids"][0]
+
     # --- kdgat ---------------------------------------------------------------------------------------------------
     print("kdgat (this process, DuckDB):", flush=True)
     open_db = kdgat_api()
@@ -328,7 +352,7 @@ def main() -> None:
     print(tbl.render())
     print("\nChecks:\n" + "\n".join(f"- {c}" for c in checks or ["(none ran)"]))
     if a.json:
-        a.json.write_text(json.dumps({"db": str(db), "runs": n_runs, "rows": [
+        a.json.write_text(json.dumps({"db": str(db), "runs": n_runs, "db_mtime": db.stat().st_mtime, "mlflow": ml, "rows": [
             {"what": r.what, "times_s": r.times, "median_s": r.median, "baseline": r.baseline,
              "target_ratio": r.target_ratio, "target_s": r.target_s, "note": r.note} for r in tbl.rows],
             "checks": checks}, indent=2))
