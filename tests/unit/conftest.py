@@ -191,3 +191,27 @@ def query_cache_dir(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "kdgat-cache"
     monkeypatch.setenv("KDGAT_CACHE_DIR", str(folder))
     return folder
+
+
+# The tracking writer's sample DB (kdgat_core.tracking.sample, written through open_run), small, plus MLflow's answers.
+WRITE_SAMPLE = r'''
+import sys, json
+from kdgat_core.tracking.sample import write_sample_runs
+runs = write_sample_runs("sqlite:///" + sys.argv[1], datasets=("hcrl_sa",), seeds=(0, 1), epochs=3)
+json.dump({"deleted": runs.deleted_run_ids, "failed": runs.failed_run_ids}, open(sys.argv[2], "w"))
+'''
+
+
+@pytest.fixture(scope="session")
+def sample_db(tmp_path_factory) -> tuple[Path, dict, dict]:
+    """(path, ids written, mlflow.search_runs answers) of a DB written by kdgat's own tracking writer."""
+    folder = tmp_path_factory.mktemp("query_sample")
+    db, ids, answers = folder / "mlflow.db", folder / "ids.json", folder / "search_runs.json"
+    try:
+        run_python(WRITE_SAMPLE, str(db), str(ids), timeout=300)
+    except RuntimeError as exc:
+        from tests.conftest import require
+
+        require(False, f"kdgat_core.tracking.sample could not write a DB: {str(exc)[-300:]}")
+    run_python(DUMP_SEARCH_RUNS, str(db), str(answers))
+    return db, json.loads(ids.read_text()), json.loads(answers.read_text())

@@ -239,3 +239,20 @@ def test_arrow_and_pandas_agree(db):
     arrow = db.runs(arrow=True)
     frame = db.runs()
     assert arrow.column_names == list(frame.columns) and arrow["run_id"].to_pylist() == frame.run_id.tolist()
+
+
+def test_a_db_written_by_kdgats_tracking_writer_reads_like_mlflow_says(sample_db):
+    """The sample DB of kdgat_core.tracking.sample (open_run, the real writer): views == mlflow.search_runs."""
+    path, ids, answers = sample_db
+    with open_db(path) as db:
+        runs = db.runs(arrow=True).to_pylist()
+        assert [r["run_id"] for r in runs] == [r["run_id"] for r in answers["all"]]
+        assert not set(ids["deleted"]) & {r["run_id"] for r in runs}
+        assert {r["run_id"] for r in runs if r["status"] == "failed"} == set(ids["failed"])
+        board = db.leaderboard("f1", top=10, dataset="hcrl_sa", stage="evaluation", arrow=True).to_pylist()
+        assert [r["run_id"] for r in board] == [r["run_id"] for r in answers["leaderboard"]
+                                                if r["metrics.f1"] != "NaN"][:10]
+        for r, t in zip(runs, answers["all"]):
+            assert all(_same(r[k], t[f"metrics.{k}"]) for k in METRIC_COLUMNS if f"metrics.{k}" in t)
+            assert all(_same(r[k], t[f"tags.{k}"]) for k in TAG_COLUMNS if f"tags.{k}" in t)
+        assert len(db.lineage(dataset="hcrl_sa")) > 0
