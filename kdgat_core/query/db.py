@@ -17,25 +17,20 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import duckdb
 import pyarrow as pa
 
-from kdgat_core.config import (
-    STANDARD_METRICS, KdgatError, Metric, RunStatus, Tag, bool_tag, metric_direction,
-)
+from kdgat_core.config import KdgatError, Metric, RunStatus, Tag, bool_tag, metric_direction
 from kdgat_core.query.connection import (
     ALIAS, Reader, ResolvedDB, exact_real, register_arrow, resolve_db, sqlite_in_list, sqlite_literal,
 )
 from kdgat_core.query.sql_guard import check_user_sql, one_line, table_names
 from kdgat_core.query.wide import (
-    BASE_COLUMNS, BASE_SCHEMA, METRIC_COLUMNS, METRIC_PREFIX, PARAM_PREFIX, TAG_COLUMNS, RefreshStats, WideCache,
-    build_uncached, metric_values, pivot, read_long_for,
+    BASE_COLUMNS, BASE_SCHEMA, METRIC_COLUMNS, METRIC_PREFIX, PARAM_PREFIX, RefreshStats, WideCache, build_uncached,
+    pivot, read_long_for,
 )
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 _DUCK_TYPES = {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.timestamp("us"): "TIMESTAMP"}
 VIEWS = ("runs", "params", "tags", "metrics", "metric_history", "lineage", "runs_wide")
