@@ -5,7 +5,6 @@ are on screen, so sort and filter answer in milliseconds over 100k runs without 
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -158,7 +157,7 @@ class RunsModel:
         names = ["config (differs only in seed)", "n"]
         for m in metrics:
             mean, std = grouped[f"{m}_mean"], pc.fill_null(grouped[f"{m}_stddev"], 0.0)
-            text = pc.binary_join_element_wise(_fmt4(mean), _fmt4(std), "±")
+            text = pc.binary_join_element_wise(fixed4(mean, pad=False), fixed4(std, pad=False), "±")
             arrays.append(pc.fill_null(text, ""))
             names.append(f"{HEADERS.get(m, m)} mean±std")
         table = pa.Table.from_arrays(arrays, names=names)
@@ -218,10 +217,6 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema([f for f in schema if f.name != HAYSTACK]))
 
 
-def _fmt4(arr) -> pa.ChunkedArray:
-    return pc.cast(pc.round(pc.cast(arr, pa.float64()), 4), pa.string())
-
-
 def _display(rows: pa.Table, column: str):
     col = rows[column]
     typ = col.type
@@ -234,7 +229,7 @@ def _display(rows: pa.Table, column: str):
     return col
 
 
-def fixed4(values) -> pa.ChunkedArray:
+def fixed4(values, pad: bool = True) -> pa.ChunkedArray:
     """Floats as right-aligned text with four decimals (`0.9520`), so a column of metrics lines up; NaN stays 'nan'."""
     x = pc.cast(values, pa.float64())
     finite = pc.and_(pc.is_finite(x), pc.less(pc.abs(x), 1e9))
@@ -244,6 +239,8 @@ def fixed4(values) -> pa.ChunkedArray:
     sign = pc.if_else(pc.less(x, 0), "-", "")
     text = pc.binary_join_element_wise(sign, whole, ".", frac, "")
     text = pc.if_else(finite, text, pc.cast(x, pa.string()))
+    if not pad:
+        return text
     width = pc.max(pc.utf8_length(text)).as_py() or 0
     return pc.utf8_lpad(text, width, " ")
 
@@ -267,23 +264,25 @@ def _fmt_duration(seconds) -> pa.ChunkedArray:
 
 
 def _group_names(grouped: pa.Table, keys: list[str], params: list[str]) -> pa.Array:
-    """A readable name per group: the run name's parts plus a short hash of the params that set it apart."""
-    parts = []
-    if Tag.DATASET.value in keys:
-        parts += [grouped[Tag.DATASET.value], pa.scalar("/")]
-    if Tag.MODEL_SIZE.value in keys:
-        parts += [grouped[Tag.MODEL_SIZE.value], pa.scalar("_")]
-    if Tag.STAGE.value in keys:
-        parts.append(grouped[Tag.STAGE.value])
-    if Tag.USE_KD.value in keys:
-        parts.append(pc.if_else(pc.equal(pc.utf8_lower(grouped[Tag.USE_KD.value]), "true"), "_kd", ""))
-    text = pc.binary_join_element_wise(*parts, "") if len(parts) > 1 else pa.array([""] * grouped.num_rows)
-    if params:
-        joined = pc.binary_join_element_wise(*[grouped[p] for p in params], "|")
-        # crc32, not hash(): the tag must read the same in every session (and in snapshots)
-        digests = [f" #{zlib.crc32(v.encode()) & 0xFFFF:04x}" for v in joined.to_pylist()]
-        text = pc.binary_join_element_wise(text, pa.array(digests), "")
-    return text
+    """A readable name per group: the run name's parts, plus the params that tell same-named groups apart."""
+    def col(name):
+        return grouped[name].to_pylist() if name in keys else [""] * grouped.num_rows
+
+    ds, stage, size, kd = (col(Tag.DATASET.value), col(Tag.STAGE.value), col(Tag.MODEL_SIZE.value),
+                           col(Tag.USE_KD.value))
+    names = [f"{d}/{z}_{s}{'_kd' if str(k).lower() == 'true' else ''}" for d, s, z, k in zip(ds, stage, size, kd)]
+    by_name: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        by_name.setdefault(name, []).append(i)
+    values = {p: grouped[p].to_pylist() for p in params}
+    out = list(names)
+    for name, rows in by_name.items():
+        if len(rows) < 2:
+            continue
+        differing = [p for p in params if len({values[p][i] for i in rows}) > 1]
+        for i in rows:
+            out[i] = name + " " + " ".join(f"{p.rsplit('.', 1)[-1]}={values[p][i] or '-'}" for p in differing[:3])
+    return pa.array(out, pa.string())
 
 
 def column_widths(table: pa.Table) -> list[int]:

@@ -45,11 +45,11 @@ class DiffScreen(Screen):
         source = self.app.source
         try:
             params = source.config_diff(self.run_ids, self.all_params)
-            rows = [source.run_row(r) for r in self.run_ids]
+            metrics = metrics_side_by_side([source.run_row(r) for r in self.run_ids])
         except Exception as exc:  # noqa: BLE001
             self.app.call_from_thread(self._failed, exc)
             return
-        self.app.call_from_thread(self._show, params, metrics_side_by_side(rows))
+        self.app.call_from_thread(self._show, params, metrics)
 
     def _failed(self, exc: Exception) -> None:
         self.query_one("#diff-title", Static).update(f"diff: {self.app.source.describe_error(exc)}")
@@ -76,10 +76,13 @@ def metrics_side_by_side(rows: list[dict]) -> pa.Table:
     """metric | run 1 | run 2 (Δ) | ...: standard metrics first, then the rest any of the runs logged."""
     keys = [m.value for m in STANDARD_METRICS if any(r.get(m.value) is not None for r in rows)]
     keys += sorted({k for r in rows for k, v in r.items() if k.startswith(METRIC) and v is not None})
-    labels = [f"{r.get('run_name') or '?'}@{r['run_id'][:6]}" for r in rows]
+    labels = []
+    for r in rows:
+        label = f"{r.get('run_name') or '?'}@{r['run_id'][:8]}"
+        labels.append(label if label not in labels else f"{label}#{len(labels) + 1}")
     out: dict[str, list] = {"metric": []}
     for label in labels:
-        out.setdefault(label, [])
+        out[label] = []
     for key in keys:
         name = key[len(METRIC):] if key.startswith(METRIC) else key
         arrow = "↓" if metric_direction(name) == "asc" else "↑"

@@ -29,6 +29,7 @@ def history_file() -> Path:
 
 
 class SqlConsole(Screen):
+    clock = staticmethod(__import__("time").perf_counter)  # seam for snapshot tests (query times vary)
     BINDINGS = [
         Binding("ctrl+r", "run", "Run", priority=True, tooltip="Run the query (read-only; the views are listed on top)"),
         Binding("ctrl+t", "history", "History", priority=True, tooltip="Pick an earlier query"),
@@ -67,15 +68,13 @@ class SqlConsole(Screen):
 
     @work(thread=True, exclusive=True, group="sql")
     def run_query(self, query: str) -> None:
-        import time
-
-        t0 = time.perf_counter()
+        t0 = self.clock()
         try:
             table = self.app.source.sql(query)
         except Exception as exc:  # noqa: BLE001 - every error is shown inline; the console stays usable
             self.app.call_from_thread(self._error, query, exc)
             return
-        self.app.call_from_thread(self._show, query, table, time.perf_counter() - t0)
+        self.app.call_from_thread(self._show, query, table, self.clock() - t0)
 
     def _error(self, query: str, exc: Exception) -> None:
         box = self.query_one("#sql-error", Static)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 SAMPLE_ARGS = ["--datasets", "hcrl_sa,set_01", "--seeds", "2", "--epochs", "12"]
 
-# Rewrites run ids to 000..001, 000..002 (in start order) everywhere they appear, and times to a fixed clock.
+# Rewrites run ids to md5("kdgat-run-<i>") (in start order) everywhere they appear, and times to a fixed clock.
 _NORMALISE = textwrap.dedent('''
-    import sqlite3, sys, datetime
+    import sqlite3, sys, datetime, hashlib
     con = sqlite3.connect(sys.argv[1])
     con.execute("PRAGMA foreign_keys = OFF")
     ids = [r[0] for r in con.execute("SELECT run_uuid FROM runs ORDER BY start_time, rowid")]
-    new = {old: f"{i + 1:032x}" for i, old in enumerate(ids)}
+    new = {old: hashlib.md5(f"kdgat-run-{i}".encode()).hexdigest() for i, old in enumerate(ids)}
     t0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
     for i, old in enumerate(ids):
         start, end = t0 + i * 600_000, t0 + i * 600_000 + 60_000 * (5 + i % 7)
@@ -30,8 +30,10 @@ _NORMALISE = textwrap.dedent('''
     for table in ("runs", "tags", "params", "metrics", "latest_metrics"):
         for old, nid in new.items():
             con.execute(f"UPDATE {table} SET run_uuid = ? WHERE run_uuid = ?", (nid, old))
+    folder = sys.argv[2]
+    con.execute("UPDATE tags SET value = replace(value, ?, '/scratch/kdgat') WHERE key = 'artifact_dir'", (folder,))
     for old, nid in new.items():
-        con.execute("UPDATE tags SET value = ? WHERE value = ?", (nid, old))
+        con.execute("UPDATE tags SET value = replace(value, ?, ?) WHERE value LIKE ?", (old, nid, f"%{old}%"))
         con.execute("UPDATE params SET value = ? WHERE value = ?", (nid, old))
         con.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, nid))
     con.execute("UPDATE tags SET value = 'abc1234' WHERE key = 'git_commit'")
@@ -51,8 +53,9 @@ def write_sample_db(folder: Path) -> Path:
 def normalised_copy(db: Path, folder: Path) -> Path:
     import shutil
 
+    db = Path(db)
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / "mlflow.db"
     shutil.copyfile(db, out)
-    subprocess.run([sys.executable, "-c", _NORMALISE, str(out)], check=True)
+    subprocess.run([sys.executable, "-c", _NORMALISE, str(out), str(db.parent)], check=True)
     return out
