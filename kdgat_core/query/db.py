@@ -1,7 +1,7 @@
 """`TrackingDB`: the read-only query API over an MLflow SQLite store (notebooks, the `kdgat` CLI and the TUI share it).
 
 Every method returns a pandas DataFrame, or a pyarrow Table with ``arrow=True``. The examples run as doctests
-against a fixture database (tests/unit/test_query_doctests.py) where ``db = open_db(<fixture>)``.
+against a fixture database (tests/unit/test_doctests.py) where ``db = open_db(<fixture>)``.
 
 Which path answers which question (see docs/query.md):
 
