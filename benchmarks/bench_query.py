@@ -435,7 +435,9 @@ def kdgat_side(tbl: Table, checks: list[str], open_db, db: Path, n: int, lb: dic
             t = time.perf_counter()
             wide, stats = wide_once(writer_db)
             times.append(time.perf_counter() - t)
-            modes.append(f"{stats.mode} ({stats.changed_runs} runs)")
+            steps = ", ".join(f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in (stats.details or {}).items())
+            modes.append(f"{stats.mode} ({stats.changed_runs} runs{'; ' + steps if steps else ''})")
             got = set(column(wide, "run_id"))
             if nrows(wide) != rows_before + WRITER_RUNS or not set(new_ids) <= got:
                 bad += 1
