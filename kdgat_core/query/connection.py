@@ -86,8 +86,10 @@ class Reader:
     def __init__(self, db: ResolvedDB, lock_retry_s: float = DEFAULT_LOCK_RETRY_S):
         self.db = db
         self.lock_retry_s = lock_retry_s
-        # in-memory default database: a user's CREATE (refused anyway) could never persist anywhere
-        con = duckdb.connect(":memory:")
+        # in-memory default database: a user's CREATE (refused anyway) could never persist anywhere.
+        # allow_unsigned_extensions: skips re-verifying the 35 MB scanner's signature on every open (0.2-0.5 s -> 1 ms);
+        # the file is the pinned wheel's, and once external access is off no other extension loads (test_query_safety).
+        con = duckdb.connect(":memory:", config={"allow_unsigned_extensions": "true"})
         con.execute(f"LOAD '{_sql_str(str(scanner_extension_path()))}'")
         con.execute(f"ATTACH '{_sql_str(str(db.path))}' AS {ALIAS} (TYPE sqlite, READ_ONLY, busy_timeout {BUSY_TIMEOUT_MS})")
         # one SQLite connection per query: with 1 + threads connections a waiting writer can deadlock with us

@@ -81,6 +81,42 @@ def test_lockdown_holds_even_without_the_parser_check(db_copy, tmp_path):
     assert not (tmp_path / "x.csv").exists() and not (tmp_path / "new.db").exists()
 
 
+def test_no_other_extension_loads_despite_unsigned_extensions(db_copy, tmp_path):
+    """The reader allows unsigned extensions (so the scanner's signature is not re-checked on every open); after the
+    lockdown no other extension file can be loaded or installed, through the SQL path or on the connection itself."""
+    import duckdb
+
+    from kdgat_core.query.connection import scanner_extension_path
+
+    path, _ = db_copy
+    renamed = tmp_path / "ext" / "other_scanner.duckdb_extension"  # a real, loadable extension file, not yet loaded
+    renamed.parent.mkdir()
+    renamed.write_bytes(scanner_extension_path().read_bytes())
+    unsigned = tmp_path / "ext" / "unsigned.duckdb_extension"  # no signature at all
+    unsigned.write_bytes(b"\0" * 4096)
+    # control: on an unlocked connection with unsigned extensions allowed, DuckDB does try to load such a file
+    probe = duckdb.connect(":memory:", config={"allow_unsigned_extensions": "true"})
+    with pytest.raises(duckdb.Error, match="not a DuckDB extension"):
+        probe.execute(f"LOAD '{unsigned}'")
+    probe.close()
+    before = _digest(path)
+    with open_db(path) as db:
+        attempts = [f"LOAD '{renamed}'", f"LOAD '{unsigned}'", "LOAD httpfs", "INSTALL httpfs",
+                    f"INSTALL '{renamed}'", f"FORCE INSTALL '{unsigned}'"]
+        for sql in attempts:
+            with pytest.raises(KdgatError, match="Refused"):
+                db.sql(sql)
+            with pytest.raises(duckdb.PermissionException):
+                db.con.execute(sql)  # the parser check aside, DuckDB itself refuses
+        for sql in ("SET allow_unsigned_extensions = false", "SET enable_external_access = true",
+                    "RESET enable_external_access"):
+            with pytest.raises(duckdb.Error, match="configuration has been locked"):
+                db.con.execute(sql)
+        assert db.sql("SELECT count(*) AS n FROM runs").n[0] == 18  # still usable
+    assert _digest(path) == before
+    assert sorted(p.name for p in renamed.parent.iterdir()) == ["other_scanner.duckdb_extension", "unsigned.duckdb_extension"]
+
+
 @pytest.mark.parametrize("sql", [
     "SELECT run_name, f1 FROM runs ORDER BY f1 DESC LIMIT 3",
     "WITH best AS (SELECT * FROM runs WHERE f1 > 0.9) SELECT count(*) FROM best",
