@@ -105,6 +105,30 @@ class KdgatApp(App):
         self.push_screen(SubmitScreen(run_id=run_id, dataset=dataset))
 
 
+def skip_pyarrow_pandas_probe() -> None:
+    """pyarrow imports pandas (about 0.5 s) the first time it converts a Python value, only to ask whether that value
+    is a pandas object; the TUI never passes one. Let that first probe find no pandas: `to_pandas()` and the like
+    still import it when something really asks for pandas (pyarrow retries the import then)."""
+    if "pandas" in sys.modules:
+        return
+    import importlib.abc
+
+    import pyarrow as pa
+
+    class NoPandas(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "pandas":
+                raise ImportError("pandas is not needed for this probe")
+            return None
+
+    finder = NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.scalar(0)
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="kdgat-tui", description="kdgat's experiment dashboard (keyboard only; ? lists keys).")
     p.add_argument("--tracking-uri", "-u", help="MLflow tracking URI or SQLite path (else MLFLOW_TRACKING_URI, kdgat.toml, sqlite:///mlflow.db).")
@@ -116,6 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    skip_pyarrow_pandas_probe()
     try:
         source = Source(args.tracking_uri)
         source.check()  # a missing DB is one sentence on stderr, before the screen switches to the app

@@ -16,6 +16,9 @@ from kdgat_core.config import KdgatError, Tag, resolve_tracking_uri, sqlite_path
 
 _LOCK_WORDS = ("locked", "busy")
 LOCK_RETRY_S = 2.0
+RUNNING_REFRESH_S = 30.0
+FULL_SCAN_S = 60.0          # every run's MLflow row, for deletions (the poll in between reads only what can change)
+MAX_WATCHED = 5000
 
 
 class Source:
@@ -23,8 +26,12 @@ class Source:
         self.uri = resolve_tracking_uri(tracking_uri).value
         self._db = None
         self._lock = threading.Lock()  # one DuckDB connection, used by one worker at a time
-        self._seen: dict[str, tuple] = {}  # run_id -> fingerprint of what was last read
+        self._seen: pa.Table | None = None  # MLflow's run rows (status, times) as last read
         self.stale_since: float | None = None
+        self._running_read = time.monotonic()
+        self._full_scan = 0.0
+        self._rowid = 0
+        self._recheck: set[str] = set()
 
     # ---- identity ----------------------------------------------------------------------------------------------
     @property
@@ -74,18 +81,22 @@ class Source:
         from kdgat_core.query.tui_support import cached_wide
 
         try:
-            return cached_wide(self.uri)
+            return cached_wide(self.uri, include_deleted=True)  # the model masks deleted runs (no copy)
         except Exception:  # noqa: BLE001 - an unreadable cache only means waiting for the real read
             return None
 
     def load_runs(self) -> pa.Table:
         """Every visible run, one row each (the query layer's wide table, served from its read cache)."""
-        def read():
-            states = self.db.run_states(arrow=True)
-            return self.db.wide(arrow=True), states
+        from kdgat_core.query.tui_support import runs_rowid_watermark
 
-        table, states = self._call(read)
-        self._seen = _fingerprints(states)
+        def read():
+            mark = runs_rowid_watermark(self.db)  # before the reads: a run inserted meanwhile is seen next poll
+            states = self.db.run_states(arrow=True)
+            return self.db.wide(arrow=True), states, mark
+
+        table, states, self._rowid = self._call(read)
+        self._seen = states
+        self._full_scan = time.monotonic()
         return table
 
     def poll(self) -> tuple[pa.Table, list[str]]:
@@ -94,16 +105,48 @@ class Source:
         A run counts as changed when its MLflow row changed (status, end time, lifecycle) or while it runs (its
         metrics move every epoch); new runs are those not seen before.
         """
-        states = self._call(lambda: self.db.run_states(arrow=True))
-        prints = _fingerprints(states)
-        changed = [r for r, p in prints.items() if self._seen.get(r) != p or p[0] == RUNNING]
-        removed = [r for r in self._seen if r not in prints]
+        import pyarrow.compute as pc
+
+        from kdgat_core.query.tui_support import run_states_after
+
+        now = time.monotonic()
+        # running runs log metrics every epoch: re-read them on a slower beat than new and finished runs
+        running_due = now - self._running_read >= RUNNING_REFRESH_S
+        if running_due:
+            self._running_read = now
+        if self._seen is None or now - self._full_scan >= FULL_SCAN_S:
+            # now and then every run's row: deletions and restores show up here
+            states = self._call(lambda: self.db.run_states(arrow=True))
+            changed, removed = state_changes(self._seen, states, include_running=running_due)
+            self._seen, self._full_scan = states, now
+        else:
+            open_ids = self._seen[RUN_ID].filter(pc.is_in(self._seen["mlflow_status"], value_set=OPEN_STATES))
+            watch = (open_ids.to_pylist() + sorted(self._recheck))[:MAX_WATCHED]
+            delta = self._call(lambda: run_states_after(self.db, self._rowid, watch))
+            self._recheck.clear()
+            if delta.num_rows:
+                self._rowid = max(self._rowid, pc.max(delta["rowid"]).as_py() or 0)
+            delta = delta.drop_columns(["rowid"])
+            known = self._seen.filter(pc.is_in(self._seen[RUN_ID], value_set=delta[RUN_ID]))
+            changed, _ = state_changes(known, delta, include_running=running_due)
+            removed = []
+            if changed:
+                keep = pc.invert(pc.is_in(self._seen[RUN_ID], value_set=delta[RUN_ID]))
+                self._seen = pa.concat_tables([self._seen.filter(keep), delta.cast(self._seen.schema)])
         if changed:
             table = self._call(lambda: self.db.runs_table(run_ids=changed, arrow=True))
         else:
             table = pa.table({RUN_ID: pa.array([], pa.string())})
-        self._seen = prints
         return table, removed
+
+    def forget(self, run_ids: list[str]) -> None:
+        """The next poll re-reads these runs as if they were new."""
+        if self._seen is not None and run_ids:
+            import pyarrow.compute as pc
+
+            keep = pc.invert(pc.is_in(self._seen[RUN_ID], value_set=pa.array(run_ids, pa.string())))
+            self._seen = self._seen.filter(keep)
+            self._recheck.update(run_ids)
 
     # ---- one run and its neighbours ------------------------------------------------------------------------------
     def run_row(self, run_id: str) -> dict:
@@ -134,9 +177,29 @@ class Source:
 
 RUN_ID = Tag.RUN_ID.value
 RUNNING = "RUNNING"
+OPEN_STATES = pa.array(["RUNNING", "SCHEDULED"], pa.string())  # MLflow states a run can still leave
 
 
-def _fingerprints(states: pa.Table) -> dict[str, tuple]:
-    """run_id -> (mlflow_status, lifecycle, start_ms, end_ms), from `TrackingDB.run_states`."""
-    cols = [states[c].to_pylist() for c in ("mlflow_status", "lifecycle", "start_ms", "end_ms")]
-    return {rid: tuple(c[i] for c in cols) for i, rid in enumerate(states[RUN_ID].to_pylist())}
+STATE_COLUMNS = ("mlflow_status", "lifecycle", "start_ms", "end_ms")
+
+
+def state_changes(before: pa.Table | None, now: pa.Table, include_running: bool) -> tuple[list[str], list[str]]:
+    """Run ids that are new or whose MLflow row changed (plus running ones if asked), and ids that disappeared.
+
+    Vectorised (one hash join of 100k rows): comparing Python tuples per run took 0.26 s."""
+    import pyarrow.compute as pc
+
+    if before is None or before.num_rows == 0:
+        return now[RUN_ID].to_pylist(), []
+    old = before.select([RUN_ID, *STATE_COLUMNS]).rename_columns([RUN_ID, *[f"old_{c}" for c in STATE_COLUMNS]])
+    joined = now.select([RUN_ID, *STATE_COLUMNS]).join(old, keys=RUN_ID, join_type="left outer")
+    differs = pc.is_null(joined[f"old_{STATE_COLUMNS[2]}"])
+    for c in STATE_COLUMNS:
+        a = pc.fill_null(pc.cast(joined[c], pa.string()), "\0")
+        b = pc.fill_null(pc.cast(joined[f"old_{c}"], pa.string()), "\0")
+        differs = pc.or_(differs, pc.not_equal(a, b))
+    if include_running:
+        differs = pc.or_(differs, pc.fill_null(pc.equal(joined["mlflow_status"], RUNNING), False))
+    changed = joined[RUN_ID].filter(differs).to_pylist()
+    gone = before[RUN_ID].filter(pc.invert(pc.is_in(before[RUN_ID], value_set=now[RUN_ID]))).to_pylist()
+    return changed, gone

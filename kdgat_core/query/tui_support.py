@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kdgat_core.query.connection import ResolvedDB, resolve_db
+from kdgat_core.query.connection import resolve_db
 from kdgat_core.query.wide import WideCache, file_signature
 
 
@@ -24,22 +24,44 @@ class CachedWide:
     fresh: bool            # True when the tracking file has not changed since
 
 
-class _PathOnly:
-    """WideCache reads nothing but the file's path until it must refresh; it never refreshes here."""
-
-    def __init__(self, db: ResolvedDB) -> None:
-        self.db = db
+def _no_reader():
+    raise RuntimeError("cached_wide never reads the tracking DB")
 
 
 def cached_wide(uri_or_path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                 include_deleted: bool = False) -> CachedWide | None:
     """The last wide table `TrackingDB.wide()` cached for this DB, or None when there is none; no DuckDB connection."""
-    cache = WideCache(_PathOnly(resolve_db(uri_or_path)), Path(cache_dir) if cache_dir is not None else None)
+    path = resolve_db(uri_or_path).path
+    cache = WideCache(_no_reader, path, Path(cache_dir) if cache_dir is not None else None)
     loaded = cache._load()
     if loaded is None:
         return None
     table, _sig, meta = loaded
     if not include_deleted and "lifecycle" in table.column_names:
         table = table.filter(pc.not_equal(table["lifecycle"], "deleted"))
-    fresh = meta.get("file_sig") == file_signature(cache.reader.db.path)
+    fresh = meta.get("file_sig") == file_signature(path)
     return CachedWide(table=table, written_at=float(meta.get("written_at") or 0.0), fresh=fresh)
+
+
+
+def run_states_after(db, after_rowid: int, watch: list[str]) -> pa.Table:
+    """`TrackingDB.run_states` columns (plus `rowid`) for runs inserted after `after_rowid` and for the `watch`ed
+    runs, read inside SQLite through the rowid and primary-key indexes: a refresh reads the few rows that can have
+    changed instead of converting all 100k. MLflow updates a run's row in place (status, end time), so rows past the
+    watermark are the new runs, and the watched ones are those last seen running. Deleted runs are left out."""
+    from kdgat_core.query.connection import sqlite_in_list
+
+    where = f"r.rowid > {int(after_rowid)}"
+    if watch:
+        where = f"({where} OR r.run_uuid IN {sqlite_in_list(watch)})"
+    return db._reader.fetch_sqlite(
+        "SELECT r.run_uuid AS run_id, r.status AS mlflow_status, r.lifecycle_stage AS lifecycle, "
+        "r.start_time AS start_ms, r.end_time AS end_ms, r.rowid AS rowid FROM runs r "
+        f"LEFT JOIN experiments e ON e.experiment_id = r.experiment_id WHERE {where} AND {db._visible_sql()}",
+        {"start_ms": pa.int64(), "end_ms": pa.int64(), "rowid": pa.int64()})
+
+
+def runs_rowid_watermark(db) -> int:
+    """The highest rowid of MLflow's `runs` table (new runs get higher ones)."""
+    row = db._reader.fetch_sqlite("SELECT max(rowid) AS m FROM runs").to_pylist()[0]
+    return int(row["m"] or 0)

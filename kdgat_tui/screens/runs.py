@@ -74,6 +74,7 @@ class RunsScreen(Screen):
         cached = self.app.source.cached_runs() if self.model is None else None
         if cached is not None:
             self.app.call_from_thread(self._loaded, cached.table, cached.written_at)
+            time.sleep(0.05)  # let the first frame reach the terminal before the heavy read competes for the GIL
         try:
             table = self.app.source.load_runs()
         except Exception as exc:  # noqa: BLE001 - a locked or broken DB is shown, never raised into the UI
@@ -140,12 +141,7 @@ class RunsScreen(Screen):
             self._filter_error(str(exc))
             return
         self._filter_error(None)
-        row = None
-        if keep_run is not None and self.view is not None:
-            try:
-                row = view.run_ids.index(keep_run)
-            except ValueError:
-                row = None
+        row = view.row_of(keep_run) if keep_run is not None and self.view is not None else None
         self.view = view
         self.query_one(ArrowTable).replace(view.table, view.widths, cursor_row=row)
         self._status()
@@ -154,7 +150,7 @@ class RunsScreen(Screen):
         m, v = self.model, self.view
         parts = ["kdgat"]
         if m is not None and v is not None:
-            shown = f"{len(v.run_ids):,} groups of " if v.grouped else f"{len(v.run_ids):,} of "
+            shown = f"{len(v.ids):,} groups of " if v.grouped else f"{len(v.ids):,} of "
             parts.append(f"{shown}{v.total:,} runs")
             if m.marks:
                 parts.append(f"{len(m.marks)} marked")
@@ -182,11 +178,11 @@ class RunsScreen(Screen):
 
     # ---- the cursor ----------------------------------------------------------------------------------------
     def current_run_id(self) -> str | None:
-        if self.view is None or not self.view.run_ids:
+        if self.view is None or not len(self.view.ids):
             return None
         row = self.query_one(ArrowTable).cursor_row
-        if 0 <= row < len(self.view.run_ids):
-            return self.view.run_ids[row]
+        if 0 <= row < len(self.view.ids):
+            return self.view.ids[row].as_py()
         return None
 
     def on_data_table_row_selected(self, event) -> None:
@@ -240,7 +236,7 @@ class RunsScreen(Screen):
 
     def action_open_run(self) -> None:
         if self.view is not None and self.view.grouped:
-            run_ids = self.view.groups[self.query_one(ArrowTable).cursor_row] if self.view.run_ids else []
+            run_ids = self.view.groups[self.query_one(ArrowTable).cursor_row] if len(self.view.ids) else []
             if len(run_ids) > 1:
                 self.app.open_diff(run_ids)
                 return
@@ -256,7 +252,7 @@ class RunsScreen(Screen):
         table = self.query_one(ArrowTable)
         row = table.cursor_row
         table.update_cell_value(row, 0, "✓" if run_id in self.model.marks else "")
-        if row + 1 < len(self.view.run_ids):
+        if row + 1 < len(self.view.ids):
             table.move_cursor(row=row + 1)
         self._status()
 
@@ -273,8 +269,8 @@ class RunsScreen(Screen):
             self.notify("Mark two or more runs with space, then press d.", severity="warning")
             return
         # the order on screen is the order of the diff's columns
-        order = {r: i for i, r in enumerate(self.view.run_ids)} if self.view else {}
-        self.app.open_diff(sorted(marks, key=lambda r: order.get(r, len(order))))
+        rows = {r: self.view.row_of(r) for r in marks} if self.view else {}
+        self.app.open_diff(sorted(marks, key=lambda r: rows.get(r) if rows.get(r) is not None else 1 << 60))
 
     def action_sort(self) -> None:
         if self.model is None:

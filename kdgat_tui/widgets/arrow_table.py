@@ -7,6 +7,9 @@ measuring 100k cells.
 from __future__ import annotations
 
 import pyarrow as pa
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
 from textual.coordinate import Coordinate
 from textual_fastdatatable import ArrowBackend, DataTable
 
@@ -59,3 +62,37 @@ class ArrowTable(DataTable):
         self.backend.update_cell(row, column, value)
         self._update_count += 1
         self.refresh_row(row)
+
+    def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int, cursor: bool = False,
+                     hover: bool = False, in_range: bool = False):
+        """A fast path for plain text cells (every cell kdgat shows): one padded segment, no Rich layout pass.
+
+        Rich's Padding/Styled pipeline costs about 0.3 ms a cell, so a sort repainted 160x48 in ~0.2 s; this is what
+        that pipeline produces for one line of unstyled text: ` text ` cut to the column with an ellipsis."""
+        if row_index < 0 or column_index < 0 or self.backend is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover, in_range)
+        key = (row_index, column_index, base_style, cursor, hover, in_range, self._show_hover_cursor,
+               self._update_count, self._pseudo_class_state)
+        cached = self._cell_render_cache.get(key)
+        if cached is not None:
+            return cached
+        value = self.backend.get_cell_at(row_index, column_index)
+        if value is not None and not isinstance(value, str):
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover, in_range)
+        text = "" if value is None else value.split("\n", 1)[0]
+        fixed = row_index < self.fixed_rows or column_index < self.fixed_columns
+        component_style, post_style = self._get_styles_to_render_cell(
+            False, False, fixed, hover, cursor, in_range, self.show_cursor, self._show_hover_cursor,
+            self.cursor_type == "range", self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css")
+        inner = max(width - 2, 0)
+        if cell_len(text) > inner:
+            text = set_cell_size(text, max(inner - 1, 0)) + "…" if inner else ""
+        else:
+            text = set_cell_size(text, inner)
+        style = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
+        if post_style is not None:
+            style = style + post_style
+        lines = [[Segment(f" {text} " if width >= 2 else text[:width], style)]]
+        self._cell_render_cache[key] = lines
+        return lines
