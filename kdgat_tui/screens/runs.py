@@ -201,7 +201,8 @@ class RunsScreen(Screen):
         box = self.query_one("#filter", Input)
         if self.model is not None:
             box.value = self.model.filter_text
-        box.focus()
+        # at once, not on the next idle (Widget.focus): keys typed right after `/` belong to the filter
+        self.set_focus(box)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "filter" and self.model is not None:
