@@ -51,8 +51,10 @@ def register(app: typer.Typer) -> None:
         Example: kdgat leaderboard --metric f1 --dataset hcrl_sa --stage evaluation --top 10
         """
         with _open(tracking_uri) as db:
-            table = db.leaderboard(metric=metric, top=top, dataset=dataset, kd=kd, by_config=by_config, arrow=True,
-                                   **_filters(stage, model_size, status))
+            kwargs = dict(metric=metric, top=top, dataset=dataset, kd=kd, by_config=by_config,
+                          **_filters(stage, model_size, status))
+            # plain rows: no pyarrow import (0.2 s); an empty board comes as Arrow so its header still prints
+            table = db.leaderboard(**kwargs, rows=True) or db.leaderboard(**kwargs, arrow=True)
         where = ", ".join(f"{k}={v}" for k, v in (("dataset", dataset), ("stage", stage), ("model_size", model_size),
                                                    ("kd", kd), ("status", status)) if v is not None)
         emit(table, fmt, output, title=f"Leaderboard by {metric}{' per config' if by_config else ''}"

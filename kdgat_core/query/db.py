@@ -20,19 +20,18 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import duckdb
-import pyarrow as pa
 
 from kdgat_core.config import KdgatError, Metric, RunStatus, Tag, bool_tag, metric_direction
 from kdgat_core.query.connection import (
-    ALIAS, Reader, ResolvedDB, exact_real, register_arrow, resolve_db, sqlite_in_list, sqlite_literal,
+    ALIAS, Reader, ResolvedDB, exact_real, pa, pc, register_arrow, resolve_db, result_rows, sqlite_in_list,
+    sqlite_literal,
 )
 from kdgat_core.query.sql_guard import check_user_sql, one_line, table_names
 from kdgat_core.query.wide import (
-    BASE_COLUMNS, BASE_SCHEMA, METRIC_COLUMNS, METRIC_PREFIX, PARAM_PREFIX, RefreshStats, WideCache, build_uncached,
+    BASE_COLUMNS, BASE_TYPES, METRIC_COLUMNS, METRIC_PREFIX, PARAM_PREFIX, RefreshStats, WideCache, build_uncached,
     pivot, read_long_for,
 )
 
-_DUCK_TYPES = {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.timestamp("us"): "TIMESTAMP"}
 VIEWS = ("runs", "params", "tags", "metrics", "metric_history", "lineage", "runs_wide")
 # Views backed by the wide table: a query naming one of them brings the table up to date first.
 _WIDE_VIEWS = {"runs", "lineage", "runs_wide"}
@@ -95,23 +94,30 @@ class TrackingDB:
                                 Path(cache_dir) if cache_dir is not None else None) if cache else None
         self._wide: pa.Table | None = None
         self._views_current = False
+        self._views_created = False
         self.last_refresh = RefreshStats()
         if self._cache is None or self._cache.fresh_board() is None:
             self._reader  # noqa: B018 - validate the file (MLflow tables) now; a current cache proves it already
 
     @property
     def _reader(self) -> Reader:
-        """The DuckDB connection with the file attached, opened on first need (loading the scanner costs ~0.1 s)."""
+        """The DuckDB connection with the file attached and the settings locked, opened on first need (~20 ms)."""
         if self._reader_obj is None:
-            self._reader_obj = Reader(self._resolved, **self._reader_kwargs)
-            self._create_views()
-            self._reader_obj.lock()
+            reader = Reader(self._resolved, **self._reader_kwargs)
+            reader.lock()  # views are created later, on first SQL use: CREATE VIEW needs no setting
+            self._reader_obj = reader
+            self._views_created = self._views_current = False
         return self._reader_obj
 
     # -- plumbing -----------------------------------------------------------------------------------------------------
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
-        return self._reader.con
+        """The locked DuckDB connection with kdgat's views (created here on first use: ~20 ms the leaderboard skips)."""
+        reader = self._reader
+        if not self._views_created:
+            reader.retry(self._create_views)  # binding a view reads SQLite's schema: a writer's lock can stall it
+            self._views_created = True
+        return reader.con
 
     def close(self) -> None:
         if self._reader_obj is not None:
@@ -148,9 +154,9 @@ class TrackingDB:
         return f"{alias}.lifecycle_stage <> 'deleted' AND coalesce({exp}.lifecycle_stage, 'active') <> 'deleted'"
 
     def _create_views(self) -> None:
-        con = self.con
+        con = self._reader.con
         # a typed, empty stand-in until the wide table is read (SQL only: registering Arrow imports pandas)
-        empty = ", ".join(f"CAST(NULL AS {_DUCK_TYPES[f.type]}) AS {_quote(f.name)}" for f in BASE_SCHEMA)
+        empty = ", ".join(f"CAST(NULL AS {t}) AS {_quote(c)}" for c, t in BASE_TYPES.items())
         con.execute(f"CREATE OR REPLACE VIEW _kdgat_wide AS SELECT {empty} WHERE false")
         self._create_wide_views()
         visible = (f"SELECT r.run_uuid FROM {ALIAS}.runs r LEFT JOIN {ALIAS}.experiments e "
@@ -174,9 +180,10 @@ class TrackingDB:
     def _create_wide_views(self) -> None:
         where = "" if self.include_deleted else " WHERE lifecycle <> 'deleted'"
         cols = ", ".join(_quote(c) for c in BASE_COLUMNS)
-        self.con.execute(f"CREATE OR REPLACE VIEW runs AS SELECT {cols} FROM _kdgat_wide{where}")
-        self.con.execute(f"CREATE OR REPLACE VIEW runs_wide AS SELECT * FROM _kdgat_wide{where}")
-        self.con.execute(
+        con = self._reader.con
+        con.execute(f"CREATE OR REPLACE VIEW runs AS SELECT {cols} FROM _kdgat_wide{where}")
+        con.execute(f"CREATE OR REPLACE VIEW runs_wide AS SELECT * FROM _kdgat_wide{where}")
+        con.execute(
             "CREATE OR REPLACE VIEW lineage AS SELECT s.run_id AS student_run_id, s.run_name AS student_name, "
             "s.dataset, s.stage AS student_stage, s.model_size AS student_size, s.use_kd, "
             "s.teacher_run_id, t.run_name AS teacher_name, t.stage AS teacher_stage, t.model_size AS teacher_size "
@@ -206,8 +213,6 @@ class TrackingDB:
         table = self._wide
         show_deleted = self.include_deleted if include_deleted is None else include_deleted
         if not show_deleted:
-            import pyarrow.compute as pc
-
             table = table.filter(pc.not_equal(table["lifecycle"], "deleted"))
         return self._out(table, arrow)
 
@@ -248,8 +253,6 @@ class TrackingDB:
         table = self._runs_by_id(list(run_ids)) if run_ids else self.wide(arrow=True).slice(0, 0)
         show_deleted = self.include_deleted if include_deleted is None else include_deleted
         if not show_deleted:
-            import pyarrow.compute as pc
-
             table = table.filter(pc.not_equal(table["lifecycle"], "deleted"))
         return self._out(table, arrow)
 
@@ -318,10 +321,11 @@ class TrackingDB:
     # -- leaderboard --------------------------------------------------------------------------------------------------
     def leaderboard(self, metric: str = Metric.F1.value, top: int = 10, dataset: str | None = None,
                     stage: str | None = None, model_size: str | None = None, kd: bool | None = None,
-                    status: str | None = None, by_config: bool = False, arrow: bool = False):
+                    status: str | None = None, by_config: bool = False, arrow: bool = False, rows: bool = False):
         """The best runs by a final metric (lower-is-better metrics such as val_loss sort ascending).
 
         With ``by_config=True`` runs that differ only in their seed form one row: mean, std and n.
+        ``rows=True`` returns a list of dicts and imports neither pandas nor pyarrow (what `kdgat leaderboard` prints).
 
         >>> db.leaderboard("f1", top=3, dataset="hcrl_sa", stage="evaluation")[["rank", "run_name", "f1"]]
            rank                    run_name    f1
@@ -339,34 +343,35 @@ class TrackingDB:
             raise KdgatError("--top must be at least 1.")
         flt = RunFilter(dataset, stage, model_size, kd, status)
         if by_config:
-            return self._out(self._leaderboard_by_config(metric, top, flt), arrow)
+            table = self._leaderboard_by_config(metric, top, flt)
+            return table.to_pylist() if rows else self._out(table, arrow)
         # Three sources, one answer (tests check they agree): the wide table already in memory, the cache's
         # leaderboard columns when the file has not changed (a parquet file DuckDB reads without touching the DB),
         # else an indexed join inside SQLite. The last two never build Arrow from Python objects: that would import
         # pandas (0.4 s), too slow for `kdgat leaderboard` as a process.
         if self._wide is not None:
-            table = self._leaderboard_from(self._wide, None, metric, top, flt)
+            table = self._leaderboard_from(self._wide, None, metric, top, flt, rows)
         else:
             board = self._cache.fresh_board() if self._cache is not None else None
             if board is not None:
-                table = self._leaderboard_from(None, board, metric, top, flt)
+                table = self._leaderboard_from(None, board, metric, top, flt, rows)
             else:
-                table = self._leaderboard_in_sqlite(metric, top, flt)
-        if table.num_rows == 0:
+                table = self._leaderboard_in_sqlite(metric, top, flt, rows)
+        if (len(table) if rows else table.num_rows) == 0:
             self.check_metric(metric)
-        return self._out(table, arrow)
+        return table if rows else self._out(table, arrow)
 
     def _metric_column(self, metric: str, names: Iterable[str]) -> str | None:
         col = metric if metric in METRIC_COLUMNS else METRIC_PREFIX + metric
         return col if col in set(names) else None
 
     def _leaderboard_from(self, wide: pa.Table | None, board: tuple[Path, list[str]] | None, metric: str,
-                          top: int | None, flt: RunFilter) -> pa.Table:
+                          top: int | None, flt: RunFilter, rows: bool = False) -> pa.Table | list[dict]:
         """Over the wide table (in memory) or the cache's parquet copy of its leaderboard columns."""
         names = wide.column_names if wide is not None else board[1]
         col = self._metric_column(metric, names)
         if col is None:
-            return self._empty_board(metric)
+            return [] if rows else self._empty_board(metric)
         direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
         limit = f"LIMIT {int(top)}" if top else ""
         source = "w" if wide is not None else f"read_parquet('{str(board[0]).replace(chr(39), chr(39) * 2)}')"
@@ -375,10 +380,12 @@ class TrackingDB:
                f"WHERE {flt.where(self.include_deleted)} AND {_quote(col)} IS NOT NULL "
                f"ORDER BY isnan({_quote(col)}), {_quote(col)} {direction}, start_time DESC, run_id {limit})")
         if wide is not None:
-            return self._calc(sql, w=wide)
+            table = self._calc(sql, w=wide)
+            return table.to_pylist() if rows else table
         con = duckdb.connect()
         try:
-            return con.execute(sql).to_arrow_table()
+            result = con.execute(sql)
+            return result_rows(result) if rows else result.to_arrow_table()
         finally:
             con.close()
 
@@ -388,7 +395,8 @@ class TrackingDB:
             f"''::VARCHAR AS stage, ''::VARCHAR AS model_size, ''::VARCHAR AS use_kd, ''::VARCHAR AS status, "
             f"0::DOUBLE AS {_quote(metric)}, NULL::TIMESTAMP AS start_time WHERE false")  # no Arrow from Python
 
-    def _leaderboard_in_sqlite(self, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
+    def _leaderboard_in_sqlite(self, metric: str, top: int | None, flt: RunFilter,
+                               rows: bool = False) -> pa.Table | list[dict]:
         """An indexed join inside SQLite: scan the most selective input once, look the rest up by primary key."""
         pairs = flt.tag_pairs()
         direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
@@ -412,10 +420,10 @@ class TrackingDB:
         sql += f" ORDER BY m.is_nan, m.value {direction}, r.start_time DESC, m.run_uuid"
         if top:
             sql += f" LIMIT {int(top)}"
-        best = self._reader.fetch_sqlite(sql).to_pylist()
+        best = self._reader.fetch_sqlite_rows(sql)
         if not best:
-            return self._empty_board(metric)
-        rows = ", ".join(f"({i}, {_lit(b['run_id'])}, {_lit(b['value'])}, {_lit(b['is_nan'])}, {_lit(b['name'])}, "
+            return [] if rows else self._empty_board(metric)
+        values = ", ".join(f"({i}, {_lit(b['run_id'])}, {_lit(b['value'])}, {_lit(b['is_nan'])}, {_lit(b['name'])}, "
                          f"{_lit(b['start_time'])})" for i, b in enumerate(best, 1))
         ids = sqlite_in_list([b["run_id"] for b in best])
         keys = sqlite_in_list([Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value,
@@ -425,8 +433,9 @@ class TrackingDB:
                  "THEN 'inf'::DOUBLE WHEN CAST(b.v AS DOUBLE) <= -1.7976931348623157e308 THEN '-inf'::DOUBLE "
                  "ELSE CAST(b.v AS DOUBLE) END")
         tags_sql = f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN {ids} AND key IN {keys}"
-        return self._reader.fetch(
-            f"""WITH b(rank, run_id, v, is_nan, run_name, start_ms) AS (VALUES {rows}),
+        fetch = self._reader.fetch_rows if rows else self._reader.fetch
+        return fetch(
+            f"""WITH b(rank, run_id, v, is_nan, run_name, start_ms) AS (VALUES {values}),
                      t AS (SELECT * FROM sqlite_query('{ALIAS}', {_lit(tags_sql)}))
                 SELECT CAST(b.rank AS BIGINT) AS rank, b.run_id, b.run_name, {tag(Tag.DATASET)} AS dataset,
                        {tag(Tag.STAGE)} AS stage, {tag(Tag.MODEL_SIZE)} AS model_size, {tag(Tag.USE_KD)} AS use_kd,
@@ -460,10 +469,9 @@ class TrackingDB:
 
     def check_metric(self, metric: str) -> None:
         """Raise a clear error naming close matches if no run has logged `metric`."""
-        hit = self._reader.fetch_sqlite(f"SELECT 1 AS x FROM latest_metrics WHERE key = {sqlite_literal(metric)} LIMIT 1")
-        if hit.num_rows:
+        if self._reader.fetch_sqlite_rows(f"SELECT 1 AS x FROM latest_metrics WHERE key = {sqlite_literal(metric)} LIMIT 1"):
             return
-        keys = [r["key"] for r in self._reader.fetch_sqlite("SELECT DISTINCT key FROM latest_metrics").to_pylist()]
+        keys = [r["key"] for r in self._reader.fetch_sqlite_rows("SELECT DISTINCT key FROM latest_metrics")]
         close = difflib.get_close_matches(metric, keys, n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else (
             f" Logged metrics include: {', '.join(sorted(keys)[:12])}." if keys else " No run has logged any metric yet.")
@@ -677,6 +685,7 @@ class TrackingDB:
         1   curriculum  2
         """
         statement = check_user_sql(query)
+        self.con  # noqa: B018 - the views exist from here on
         if table_names(statement) & _WIDE_VIEWS:
             self.wide(arrow=True)
             self._sync_views()

@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import Callable
 
 import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from kdgat_core.config import CONVENTION_TAGS, STANDARD_METRICS, Tag, resolve_cache_dir
-from kdgat_core.query.connection import ALIAS, Reader, exact_real, register_arrow, sqlite_in_list
+from kdgat_core.query.connection import ALIAS, Reader, exact_real, pa, pc, register_arrow, sqlite_in_list
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 # Convention tags whose names clash with run fields; they stay available as `tags.<name>` columns.
 SHADOWED_TAGS = (Tag.RUN_ID.value, Tag.START_TIME.value, Tag.END_TIME.value)
 TAG_COLUMNS: tuple[str, ...] = tuple(t.value for t in CONVENTION_TAGS if t.value not in SHADOWED_TAGS)
@@ -46,12 +44,22 @@ PARAM_PREFIX, METRIC_PREFIX, TAG_PREFIX = "params.", "metrics.", "tags."
 FULL_REBUILD_SHARE = 0.2
 ID_CHUNK = 2000
 
-BASE_SCHEMA = pa.schema(
-    [("run_id", pa.string()), ("run_name", pa.string()), ("experiment_id", pa.string()), ("experiment", pa.string()),
-     ("mlflow_status", pa.string()), ("lifecycle", pa.string()), ("start_time", pa.timestamp("us")),
-     ("end_time", pa.timestamp("us")), ("duration_s", pa.float64())]
-    + [(t, pa.string()) for t in TAG_COLUMNS] + [(m, pa.float64()) for m in METRIC_COLUMNS]
-)
+# Column -> DuckDB type of the `runs` view (BASE_SCHEMA is the same as Arrow, built on first use: pyarrow is lazy)
+BASE_TYPES: dict[str, str] = {
+    **{c: "VARCHAR" for c in RUN_COLUMNS}, "start_time": "TIMESTAMP", "end_time": "TIMESTAMP", "duration_s": "DOUBLE",
+    **{t: "VARCHAR" for t in TAG_COLUMNS}, **{m: "DOUBLE" for m in METRIC_COLUMNS},
+}
+
+
+def base_schema() -> pa.Schema:
+    arrow = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "TIMESTAMP": pa.timestamp("us")}
+    return pa.schema([(c, arrow[t]) for c, t in BASE_TYPES.items()])
+
+
+def __getattr__(name: str):
+    if name == "BASE_SCHEMA":  # kept importable by name
+        return base_schema()
+    raise AttributeError(name)
 
 # SQL run both by DuckDB over the scanner (full reads) and inside SQLite (reads of a few runs by id).
 _RUNS_SELECT = (
@@ -188,7 +196,7 @@ def finish(table: pa.Table) -> pa.Table:
              + sorted(c for c in dynamic if c.startswith(PARAM_PREFIX))
              + sorted(c for c in dynamic if c.startswith(TAG_PREFIX)))
     arrays, fields = [], []
-    for f in BASE_SCHEMA:
+    for f in base_schema():
         arrays.append(pc.cast(table[f.name], f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type))
         fields.append(f)
     for c in order:
@@ -287,6 +295,8 @@ class WideCache:
             # tag signature before wide: a reader that sees a new wide.arrow with an old tagsig gets a gen mismatch
             _write_ipc(self.dir / "tagsig.arrow", sig, meta)
             _write_ipc(self.dir / "wide.arrow", wide, meta)
+            # what fresh_board checks, as JSON: the leaderboard path then never imports pyarrow
+            _write_json(self.dir / "board.json", dict(meta, board=board.name, columns=board_cols))
             for old in self.dir.glob("board-*.parquet"):
                 if old != board:
                     old.unlink(missing_ok=True)
@@ -297,17 +307,14 @@ class WideCache:
         """(parquet file, its columns) of the leaderboard columns if the cache is current; reads no DB rows."""
         try:
             sig = file_signature(self.path)
-            with pa.memory_map(str(self.dir / "wide.arrow"), "r") as src:
-                schema = pa.ipc.open_file(src).schema
-            meta = json.loads((schema.metadata or {}).get(b"kdgat", b"{}"))
-        except (OSError, pa.ArrowException, ValueError):
+            meta = json.loads((self.dir / "board.json").read_text())
+        except (OSError, ValueError):
             return None
-        if (meta.get("file_sig") != sig or meta.get("format") != CACHE_FORMAT or meta.get("duckdb") != duckdb.__version__
-                or meta.get("db_path") != str(self.path)):
+        if (not isinstance(meta, dict) or meta.get("file_sig") != sig or meta.get("format") != CACHE_FORMAT
+                or meta.get("duckdb") != duckdb.__version__ or meta.get("db_path") != str(self.path)):
             return None
-        board = self.dir / f"board-{meta.get('gen')}.parquet"
-        names = [n for n in schema.names if n in BASE_COLUMNS or n.startswith(METRIC_PREFIX)]
-        return (board, names) if board.is_file() else None
+        board = self.dir / str(meta.get("board"))
+        return (board, list(meta.get("columns") or [])) if board.is_file() else None
 
     # -- reading the tracking DB --------------------------------------------------------------------------------------
     def _watermarks(self) -> dict:
@@ -493,6 +500,12 @@ def _read_ipc(path: Path) -> tuple[pa.Table, dict]:
         table = reader.read_all()
     meta = json.loads((table.schema.metadata or {}).get(b"kdgat", b"{}"))
     return table.replace_schema_metadata(None), meta
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
 
 
 def _write_ipc(path: Path, table: pa.Table, meta: dict) -> None:

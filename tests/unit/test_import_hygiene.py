@@ -28,7 +28,7 @@ if argv:
 else:
     import kdgat_core.cli, kdgat_core.query
     code = 0
-loaded = sorted(m for m in ("torch", "torch_geometric", "mlflow", "pandas") if m in sys.modules)
+loaded = sorted(m for m in ("torch", "torch_geometric", "mlflow", "pandas", "pyarrow", "numpy") if m in sys.modules)
 sys.stderr.write("\nLOADED " + json.dumps({"code": code, "loaded": loaded}) + "\n")
 """
 
@@ -56,5 +56,15 @@ def test_reader_commands_load_no_heavy_module(fixture_db, tmp_path, argv):
     assert out["code"] in (0, None), out
     assert not set(out["loaded"]) & set(HEAVY), out
     if argv[0] == "leaderboard":
-        # pandas costs ~0.4 s of a 0.8 s budget: the leaderboard path stays on Arrow
-        assert "pandas" not in out["loaded"], out
+        # pandas (~0.4 s), pyarrow and numpy (~0.3 s) would use most of a 0.8 s budget: plain rows from DuckDB
+        assert not {"pandas", "pyarrow", "numpy"} & set(out["loaded"]), out
+
+
+def test_leaderboard_from_a_current_cache_loads_no_arrow(fixture_db, tmp_path):
+    """Second call: served from the read cache's parquet copy, still without pyarrow or numpy in the process."""
+    argv = ["leaderboard", "-u", f"sqlite:///{fixture_db[0]}", "--metric", "f1", "-f", "csv"]
+    _probe(["runs", "-u", f"sqlite:///{fixture_db[0]}", "-f", "csv"], tmp_path)  # builds the cache
+    assert list(tmp_path.glob("query/*/board.json")), "the runs command should have written the read cache"
+    out = _probe(argv, tmp_path)
+    assert out["code"] in (0, None), out
+    assert not {"pandas", "pyarrow", "numpy"} & set(out["loaded"]), out
