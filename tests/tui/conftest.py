@@ -49,3 +49,7 @@ async def runs_ready(pilot):
 def anyio_backend():
     """Async tests run on asyncio (anyio's pytest plugin; Textual needs asyncio)."""
     return "asyncio"
+
+
+# the real single-node SLURM cluster of the integration tests (started by them or by .ci/run)
+from tests.integration.conftest import slurm_cluster  # noqa: E402,F401
