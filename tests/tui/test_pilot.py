@@ -385,3 +385,24 @@ async def test_live_refresh_brings_new_runs_and_keeps_cursor_marks_and_filter(sa
         assert screen.model.filter_text == "status!=failed"
         assert screen.current_run_id() == cursor_run
         assert any(n.startswith("hcrl_ch/") for n in screen.model.base["run_name"].to_pylist())
+
+
+async def test_second_launch_paints_from_the_cached_copy_then_brings_it_up_to_date(sample_db):
+    from kdgat_core.query.tui_support import cached_wide
+
+    assert cached_wide(sample_db) is None  # this test's own, empty cache directory
+    first = KdgatApp(tracking_uri=sample_db, refresh_s=0)
+    async with first.run_test(size=SIZE) as pilot:
+        screen = await runs_ready(pilot)
+        expected = set(screen.view.run_ids)
+    cached = cached_wide(sample_db)
+    assert cached is not None and cached.fresh
+    painted_from_cache = []
+    second = KdgatApp(tracking_uri=sample_db, refresh_s=0)
+    async with second.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: getattr(second.screen, "view", None) is not None, what="first paint")
+        painted_from_cache.append(second.screen.cached)
+        screen = await runs_ready(pilot)
+        assert set(screen.view.run_ids) == expected  # deleted runs masked in the cached copy too
+        assert "cached copy" not in screen_text(second)
+    assert painted_from_cache == [True]
