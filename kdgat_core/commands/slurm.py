@@ -177,16 +177,18 @@ def register(app: typer.Typer) -> None:
     def reconcile_cmd(
         dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only list the lost runs.")] = False,
         tracking_uri: TrackingUriOpt = None,
+        fmt: FormatOpt = OutputFormat.table,
+        output: OutputOpt = None,
     ) -> None:
         """Mark lost runs (tagged running, but their job has ended) as failed, through MLflow's client."""
         from kdgat_core.slurm import reconcile
 
         lost = reconcile(tracking_uri, dry_run=dry_run)
-        if not lost:
+        if not lost and fmt is OutputFormat.table:
             typer.echo("No lost runs.")
             return
         emit([{"run_id": r.run_id, "run": r.run_name, "job": r.job_id, "job_state": r.job_state} for r in lost],
-             OutputFormat.table, title="lost runs" + ("" if dry_run else ", now marked failed"))
+             fmt, output, title="lost runs" + ("" if dry_run else ", now marked failed"))
 
 
 def _follow(job: str, files: list[Path], tracking_uri: str | None) -> None:

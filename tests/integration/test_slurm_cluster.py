@@ -208,8 +208,8 @@ def test_kill_9_of_the_training_process_leaves_a_lost_run_that_reconcile_marks_f
     row = next(r for r in jobs if r["job"] == job)
     assert (row["run"], row["run_id"]) == (RunStatus.LOST.value, run_id)
 
-    out = cli("reconcile", cwd=campaign.root).stdout
-    assert run_id in out
+    marked = json.loads(cli("reconcile", "--format", "json", cwd=campaign.root).stdout)
+    assert (run_id, job) in [(r["run_id"], r["job"]) for r in marked]
     run = read_runs(campaign.db)[run_id]
     assert run["status"] == MlflowStatus.FAILED.value
     assert run["tags"][Tag.STATUS.value] == RunStatus.FAILED.value
