@@ -8,7 +8,7 @@ brought up to date incrementally:
 * otherwise re-read only the runs that changed. MLflow rows carry no updated_at, so a run counts as changed when its
   `runs` row differs (status, end time, lifecycle, name, experiment), when params/metrics rows with a rowid above the
   watermark belong to it (params are immutable, every metric write appends to `metrics`), or when one of its tag
-  rows differs: MLflow updates tag values in place (same rowid), so every tag's (rowid, hash(value)) is compared
+  rows differs: MLflow updates tag values in place (same rowid), so every tag's (rowid, hash(key, value)) is compared
   with the cached ones. Tags are the only in-place-updated table, and this keeps the cache exact.
 
 The cache never writes the tracking DB; it lives in Arrow IPC files next to nothing but itself.
@@ -29,7 +29,7 @@ import duckdb
 from kdgat_core.config import CONVENTION_TAGS, STANDARD_METRICS, Tag, resolve_cache_dir
 from kdgat_core.query.connection import ALIAS, Reader, exact_real, pa, pc, register_arrow, sqlite_in_list
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 # Convention tags whose names clash with run fields; they stay available as `tags.<name>` columns.
 SHADOWED_TAGS = (Tag.RUN_ID.value, Tag.START_TIME.value, Tag.END_TIME.value)
 TAG_COLUMNS: tuple[str, ...] = tuple(t.value for t in CONVENTION_TAGS if t.value not in SHADOWED_TAGS)
@@ -210,12 +210,14 @@ def finish(table: pa.Table) -> pa.Table:
 
 
 def tag_signature(tags: pa.Table) -> pa.Table:
-    """(tag_rowid, run_id, h): what an in-place tag update changes. Hashed by DuckDB, as the fresh side is."""
+    """(tag_rowid, run_id, h): what an in-place tag update changes. Hashed by DuckDB, as the fresh side is.
+
+    h covers the key too: a deleted newest tag row's rowid is reused by the next insert, possibly with another key."""
     con = duckdb.connect()
     try:
         register_arrow(con, "t", tags)
         return con.execute("SELECT CAST(tag_rowid AS BIGINT) AS tag_rowid, CAST(run_id AS VARCHAR) AS run_id, "
-                           "hash(CAST(value AS VARCHAR)) AS h FROM t").to_arrow_table()
+                           "hash(CAST(key AS VARCHAR), CAST(value AS VARCHAR)) AS h FROM t").to_arrow_table()
     finally:
         con.close()
 
@@ -354,7 +356,7 @@ class WideCache:
         fresh_runs = self.reader.fetch(_RUNS_SELECT.format(p=f"{ALIAS}."))
         clock.lap("read runs")
         # the one full scan of an incremental refresh: tag values are updated in place, so every row is compared
-        fresh_sig = self.reader.fetch(f"SELECT rowid AS tag_rowid, hash(value) AS h FROM {ALIAS}.tags")
+        fresh_sig = self.reader.fetch(f"SELECT rowid AS tag_rowid, hash(key, value) AS h FROM {ALIAS}.tags")
         clock.lap("read tag signature")
         since: list[pa.Table] = []
         for table, key in (("params", "params"), ("metrics", "metrics"), ("latest_metrics", "latest")):

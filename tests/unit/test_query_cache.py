@@ -90,3 +90,43 @@ def test_cache_files_are_per_database_and_a_corrupt_cache_is_rebuilt(db_copy, fi
     with open_db(path) as db:
         table = db.wide(arrow=True)
         assert db.last_refresh.mode == "full" and table.num_rows == 18
+
+
+RENAME_NEWEST_TAG = r"""
+import sys, sqlite3
+import mlflow
+from mlflow import MlflowClient
+path, run, step = sys.argv[1], sys.argv[2], sys.argv[3]
+c = MlflowClient(f"sqlite:///{path}")
+if step == "add":
+    c.set_tag(run, "probe_a", "same")
+else:  # the newest tag row goes; the next insert reuses its rowid, with another key and the same value
+    c.delete_tag(run, "probe_a")
+    c.set_tag(run, "probe_b", "same")
+"""
+
+
+def _tag_rowids(path, key):
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)  # in this process only between DuckDB opens: no overlap
+    try:
+        return [r[0] for r in con.execute("SELECT rowid FROM tags WHERE key = ?", (key,))]
+    finally:
+        con.close()
+
+
+def test_cache_sees_a_reused_tag_rowid_with_another_key(db_copy, query_cache_dir):
+    """SQLite reuses the rowid of a deleted newest row: same rowid, same value, different key must still count."""
+    path, ids = db_copy
+    run = ids["hcrl_sa/teacher_curriculum"]
+    run_python(RENAME_NEWEST_TAG, str(path), run, "add")
+    before, _ = _cached_and_uncached(path)
+    assert before.to_pylist()[[r["run_id"] for r in before.to_pylist()].index(run)]["tags.probe_a"] == "same"
+    old_rowid = _tag_rowids(path, "probe_a")
+    run_python(RENAME_NEWEST_TAG, str(path), run, "rename")
+    assert _tag_rowids(path, "probe_b") == old_rowid  # the situation under test really happened
+    after, stats = _cached_and_uncached(path)
+    assert stats.mode == "incremental", stats
+    assert "tags.probe_a" not in after.column_names
+    assert after.to_pylist()[[r["run_id"] for r in after.to_pylist()].index(run)]["tags.probe_b"] == "same"
