@@ -95,7 +95,7 @@ SelectTypeParameters=CR_Core_Memory
 SchedulerParameters=batch_sched_delay=0
 SlurmdParameters=config_overrides
 GresTypes=gpu
-KillWait=10
+KillWait=30   # SLURM's default: a run closing after SIGTERM retries its last write for up to 20 s
 MinJobAge=300
 DefMemPerCPU=256
 MailProg=/bin/true
