@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kdgat_core.config import STANDARD_METRICS, Metric, Tag, metric_direction
+from kdgat_core.config import STANDARD_METRICS, Metric, RunStatus, Tag, metric_direction
 from kdgat_tui import run_filter
 from kdgat_tui.run_filter import HAYSTACK
 
@@ -58,6 +58,9 @@ class View:
 
 # Rows whose run is deleted stay in the held table (no copy of 100k rows) and are masked out of every view.
 LIFECYCLE, DELETED = "lifecycle", "deleted"
+# A run still tagged running whose SLURM job has ended is shown (and filtered) as `lost`, like `kdgat jobs`.
+STATUS, JOB_ID = Tag.STATUS.value, Tag.SLURM_JOB_ID.value
+RUNNING_STATUS, LOST_STATUS = RunStatus.RUNNING.value, RunStatus.LOST.value
 # Fold the held table's chunks together after this many refreshes (each refresh appends one chunk).
 MAX_CHUNKS = 32
 
@@ -71,6 +74,7 @@ class RunsModel:
         self.grouped = False
         self.marks: set[str] = set()
         self.metrics = list(metrics or DEFAULT_METRICS)
+        self.lost: set[str] = set()     # run ids the scheduler says have ended while tagged running
         self.replace_all(base)
 
     def replace_all(self, table: pa.Table) -> None:
@@ -82,6 +86,7 @@ class RunsModel:
         self._live: pa.ChunkedArray | None = None
         if self.marks:
             self.marks &= set(self.base[RUN_ID].to_pylist())
+        self._show_lost()
 
     # ---- data ----------------------------------------------------------------------------------------------------
     def upsert(self, changed: pa.Table) -> int:
@@ -114,7 +119,54 @@ class RunsModel:
             self.base = self.base.combine_chunks()
             self._shown = {c: arr.combine_chunks() for c, arr in self._shown.items()}
         self._live = None
+        self._show_lost()
         return changed.num_rows - replaced
+
+    def running_jobs(self) -> dict[str, str]:
+        """run id -> SLURM job id of the runs tagged running (or shown lost): the ones the scheduler is asked about."""
+        cols = self.base.column_names
+        if STATUS not in cols or JOB_ID not in cols:
+            return {}
+        status = pc.cast(self.base[STATUS], pa.string())
+        open_ = pc.is_in(status, value_set=pa.array([RUNNING_STATUS, LOST_STATUS]))
+        keep = pc.and_(pc.fill_null(open_, False), pc.is_valid(self.base[JOB_ID]))
+        if LIFECYCLE in cols:
+            keep = pc.and_(keep, pc.fill_null(pc.not_equal(self.base[LIFECYCLE], DELETED), True))
+        if not pc.any(keep).as_py():
+            return {}
+        ids = self.base[RUN_ID].filter(keep).to_pylist()
+        jobs = pc.cast(self.base[JOB_ID].filter(keep), pa.string()).to_pylist()
+        return {r: j for r, j in zip(ids, jobs) if j}
+
+    def set_lost(self, run_ids: set[str]) -> bool:
+        """Show these runs as `lost` (the others back as running); True when a row changed."""
+        if run_ids == self.lost:
+            return False
+        self.lost = set(run_ids)
+        return self._show_lost()
+
+    def _show_lost(self) -> bool:
+        """Rewrite the held status column: running -> lost for lost runs, lost -> running for the rest.
+
+        A run's status tag is never `lost` itself, so the rewrite can always be undone from the column alone."""
+        if STATUS not in self.base.column_names:
+            return False
+        column = self.base[STATUS]
+        status = pc.cast(column, pa.string())
+        shown_lost = pc.fill_null(pc.equal(status, LOST_STATUS), False)
+        if not self.lost and not pc.any(shown_lost).as_py():
+            return False
+        is_lost = pc.is_in(self.base[RUN_ID], value_set=pa.array(sorted(self.lost), pa.string()))
+        open_ = pc.fill_null(pc.or_(pc.equal(status, RUNNING_STATUS), shown_lost), False)
+        new = pc.if_else(pc.and_(is_lost, open_), LOST_STATUS, pc.if_else(shown_lost, RUNNING_STATUS, status))
+        if pc.all(pc.fill_null(pc.equal(new, status), True)).as_py():
+            return False
+        i = self.base.column_names.index(STATUS)
+        self.base = self.base.set_column(i, STATUS, pc.cast(new, column.type))
+        if HAYSTACK in self.base.column_names:
+            self.base = self.base.drop_columns([HAYSTACK])   # rebuilt on the next free-text filter
+        self._shown.pop(STATUS, None)
+        return True
 
     def remove(self, run_ids: list[str]) -> None:
         if run_ids:

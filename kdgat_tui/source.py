@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from kdgat_core.config import KdgatError, Tag, resolve_tracking_uri, sqlite_path
+from kdgat_core.config import KdgatError, RunStatus, Tag, resolve_tracking_uri, sqlite_path
 
 _LOCK_WORDS = ("locked", "busy")
 LOCK_RETRY_S = 2.0
@@ -148,6 +148,24 @@ class Source:
             self._seen = self._seen.filter(keep)
             self._recheck.update(run_ids)
 
+    def lost_runs(self, running_jobs: dict[str, str]) -> set[str] | None:
+        """Which of these runs (run id -> SLURM job id, all tagged running) are lost: their job has ended.
+
+        Asks kdgat_core.slurm the way `kdgat jobs` does (one squeue + sacct call, cached a few seconds); None when
+        the scheduler cannot be asked (no SLURM here, squeue failing), so nothing is marked lost on a guess."""
+        if not running_jobs:
+            return set()
+        try:
+            from kdgat_core.slurm.queue import is_lost, scheduler_jobs
+
+            jobs = {}
+            for job in scheduler_jobs(tracking_uri=self.uri):
+                jobs[job.raw_id] = job
+                jobs.setdefault(job.job_id, job)
+        except Exception:  # noqa: BLE001 - no scheduler to ask is not an error on the Runs screen
+            return None
+        return {run for run, job in running_jobs.items() if is_lost(RUNNING_STATUS, jobs.get(job))}
+
     # ---- one run and its neighbours ------------------------------------------------------------------------------
     def run_row(self, run_id: str) -> dict:
         rows = self._call(lambda: self.db.runs_table(run_ids=[run_id], arrow=True)).to_pylist()
@@ -176,6 +194,7 @@ class Source:
 
 
 RUN_ID = Tag.RUN_ID.value
+RUNNING_STATUS = RunStatus.RUNNING.value
 RUNNING = "RUNNING"
 OPEN_STATES = pa.array(["RUNNING", "SCHEDULED"], pa.string())  # MLflow states a run can still leave
 

@@ -11,6 +11,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 
+from kdgat_core.config import RunStatus, Tag
 from kdgat_tui.run_filter import FilterError
 from kdgat_tui.runs_model import QUICK_COLUMNS, RunsModel, View, column_of_header
 from kdgat_tui.widgets.arrow_table import ArrowTable
@@ -59,7 +60,7 @@ class RunsScreen(Screen):
             yield Label("/", id="filter-prompt")
             yield Input(placeholder="free text or dataset=hcrl_sa f1>0.9 status!=failed", id="filter")
         yield Static("", id="filter-error", classes="hidden", markup=False)
-        yield ArrowTable(id="runs")
+        yield ArrowTable(id="runs", styled_values={Tag.STATUS.value: {RunStatus.LOST.value: "arrow-table--lost"}})
         yield Footer()
 
     def on_mount(self) -> None:
@@ -93,6 +94,8 @@ class RunsScreen(Screen):
         self.last_ok = cached_at if cached_at is not None else self.clock()
         self.cached = cached_at is not None
         self.render_view(keep_run=keep)
+        if not self.cached:
+            self.check_lost()
 
     def action_refresh(self) -> None:
         if self.model is None:
@@ -118,6 +121,7 @@ class RunsScreen(Screen):
         if self.model is None:
             return
         changed, removed = changes
+        self.check_lost()
         if not changed.num_rows and not removed:
             self._status()
             return
@@ -126,6 +130,20 @@ class RunsScreen(Screen):
         self.render_view(keep_run=self.current_run_id())
         if new:
             self.notify(f"{new} new run{'s' if new != 1 else ''}", timeout=2)
+
+    @work(thread=True, exclusive=True, group="runs-lost")
+    def check_lost(self) -> None:
+        """Ask the scheduler which runs tagged running have a job that ended (only when there are such runs)."""
+        if self.model is None:
+            return
+        running = self.model.running_jobs()
+        lost = self.app.source.lost_runs(running)
+        if lost is not None:
+            self.app.call_from_thread(self._lost, lost & set(running))
+
+    def _lost(self, lost: set[str]) -> None:
+        if self.model is not None and self.model.set_lost(lost):
+            self.render_view(keep_run=self.current_run_id())
 
     def _show_stale(self, exc: Exception) -> None:
         self._status(error=exc)
@@ -154,6 +172,8 @@ class RunsScreen(Screen):
             parts.append(f"{shown}{v.total:,} runs")
             if m.marks:
                 parts.append(f"{len(m.marks)} marked")
+            if m.lost:
+                parts.append(f"{len(m.lost)} lost")
             if m.sort_key:
                 parts.append(f"sort {m.sort_key} {'↓' if m.sort_desc else '↑'}")
             for col, value in m.quick.items():

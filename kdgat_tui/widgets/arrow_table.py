@@ -18,13 +18,30 @@ MAX_COLUMN_WIDTH = 40
 
 
 class ArrowTable(DataTable):
-    def __init__(self, table: pa.Table | None = None, widths: list[int] | None = None, **kwargs) -> None:
+    # cell values shown in their own style, per column header (`lost` in the status column)
+    COMPONENT_CLASSES = DataTable.COMPONENT_CLASSES | {"arrow-table--lost"}
+    DEFAULT_CSS = """
+    ArrowTable > .arrow-table--lost {
+        color: $error;
+        text-style: bold;
+    }
+    """
+
+    def __init__(self, table: pa.Table | None = None, widths: list[int] | None = None,
+                 styled_values: dict[str, dict[str, str]] | None = None, **kwargs) -> None:
+        self.styled_values = styled_values or {}     # header -> {cell value: component class}
+        self._styled_columns: dict[int, dict[str, str]] = {}
         kwargs.setdefault("cursor_type", "row")
         kwargs.setdefault("max_column_content_width", MAX_COLUMN_WIDTH)
         kwargs.setdefault("zebra_stripes", False)
         kwargs["render_markup"] = False  # run names and params are data, never markup
         table = table if table is not None else pa.table({"": pa.array([], pa.string())})
         super().__init__(backend=self._backend(table, widths), **kwargs)
+        self._find_styled_columns(table)
+
+    def _find_styled_columns(self, table: pa.Table) -> None:
+        self._styled_columns = {i: self.styled_values[name] for i, name in enumerate(table.column_names)
+                                if name in self.styled_values}
 
     @staticmethod
     def _backend(table: pa.Table, widths: list[int] | None) -> ArrowBackend:
@@ -41,6 +58,7 @@ class ArrowTable(DataTable):
         column = self.cursor_column
         same_columns = self.backend is not None and list(self.backend.columns) == table.column_names
         self.backend = self._backend(table, widths)
+        self._find_styled_columns(table)
         if not same_columns:
             self._column_labels = None
         self._ordered_columns = None
@@ -91,6 +109,9 @@ class ArrowTable(DataTable):
         else:
             text = set_cell_size(text, inner)
         style = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
+        styled = self._styled_columns.get(column_index)
+        if styled and value in styled:
+            style = style + self.get_component_rich_style(styled[value], partial=True)
         if post_style is not None:
             style = style + post_style
         lines = [[Segment(f" {text} " if width >= 2 else text[:width], style)]]

@@ -406,3 +406,81 @@ async def test_second_launch_paints_from_the_cached_copy_then_brings_it_up_to_da
         assert set(screen.view.run_ids) == expected  # deleted runs masked in the cached copy too
         assert "cached copy" not in screen_text(second)
     assert painted_from_cache == [True]
+
+
+_RUNNING_RUNS = """
+import sys
+from kdgat_core.tracking import get_store
+store = get_store(sys.argv[1], create=False)
+for name, job in zip(("lost_one", "still_running", "no_job"), (sys.argv[2], sys.argv[3], "")):
+    tags = {"status": "running", "dataset": "synthetic", "stage": "autoencoder", "model_size": "teacher"}
+    if job:
+        tags["slurm_job_id"] = job
+    store.client.create_run(store.experiment_id, run_name=name, tags=tags)
+"""
+
+
+@pytest.mark.slow
+async def test_a_running_run_whose_job_ended_is_shown_lost(sample_db, tmp_path):
+    """The local executor's real jobs: one ended, one still running; only the ended one's run is `lost`."""
+    import shutil
+    import textwrap
+    import time
+
+    from kdgat_core.config import preset
+    from kdgat_core.slurm import cancel, job_table, submit
+
+    shutil.copyfile(sample_db[len("sqlite:///"):], tmp_path / "mlflow.db")
+    fake = tmp_path / "fake_kdgat"
+    fake.write_text('#!/bin/bash\ncase "$2" in curriculum) sleep 120 ;; esac\n')
+    fake.chmod(0o755)
+    (tmp_path / "kdgat.toml").write_text(textwrap.dedent(f"""\
+        [tracking]
+        uri = "mlflow.db"
+        [cluster]
+        executor = "local"
+        kdgat = "{fake}"
+    """))
+    ended = submit(preset("vgae,teacher", dataset="synthetic")).job_id
+    running = submit(preset("gat,teacher", dataset="synthetic")).job_id
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            states = {r.job: r.state for r in job_table(runs=lambda uri, ids: [], refresh=True)}
+            if states.get(ended) == "COMPLETED" and states.get(running) == "RUNNING":
+                break
+            assert time.monotonic() < deadline, f"local jobs did not settle: {states}"
+            time.sleep(0.1)
+        db = tmp_path / "mlflow.db"
+        subprocess.run([sys.executable, "-c", _RUNNING_RUNS, f"sqlite:///{db}", ended, running], check=True,
+                       capture_output=True)
+        app = KdgatApp(tracking_uri=str(db), refresh_s=0)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await runs_ready(pilot)
+            await wait_for(pilot, lambda: screen.model.lost, what="the lost run")
+
+            def status_of(name: str) -> str:
+                i = screen.model.base["run_name"].to_pylist().index(name)
+                return screen.model.base["status"][i].as_py()
+
+            assert [status_of(n) for n in ("lost_one", "still_running", "no_job")] == ["lost", "running", "running"]
+            assert "1 lost" in screen_text(app)
+            await pilot.press("slash")
+            await type_text(pilot, "status=lost")
+            await pilot.press("enter")
+            await pilot.pause()
+            assert screen.view.run_ids == [screen.model.base["run_id"][
+                screen.model.base["run_name"].to_pylist().index("lost_one")].as_py()]
+            table = screen.query_one(ArrowTable)
+            status_col = screen.view.headers.index("status")
+            cell = table._render_cell(0, status_col, table.rich_style, 10)[0][0]
+            assert cell.text.strip() == "lost" and cell.style.bold  # drawn apart from running runs
+            await pilot.press("0")  # clear, then the status quick filter reaches `lost`
+            for _ in range(len(screen.model.quick_values("status"))):
+                await pilot.press("4")
+                await pilot.pause()
+                if screen.model.quick.get("status") == "lost":
+                    break
+            assert screen.model.quick.get("status") == "lost" and len(screen.view.run_ids) == 1
+    finally:
+        cancel([running])
