@@ -15,6 +15,9 @@ from textual_fastdatatable import ArrowBackend, DataTable
 
 # Long values (a run name, an error) are cut rather than widening a column past the screen.
 MAX_COLUMN_WIDTH = 40
+# combined cell styles by (styles, row, column): bounded, a screenful needs a few thousand
+_STYLES: dict[tuple, Style] = {}
+MAX_STYLES = 50_000
 
 
 class ArrowTable(DataTable):
@@ -108,12 +111,21 @@ class ArrowTable(DataTable):
             text = set_cell_size(text, max(inner - 1, 0)) + "…" if inner else ""
         else:
             text = set_cell_size(text, inner)
-        style = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
         styled = self._styled_columns.get(column_index)
-        if styled and value in styled:
-            style = style + self.get_component_rich_style(styled[value], partial=True)
-        if post_style is not None:
-            style = style + post_style
+        extra = styled.get(value) if styled else None
+        # a screenful repeats the same (styles, row, column) on every filter and sort: combine them once
+        style_key = (base_style, component_style, post_style, extra, row_index, column_index)
+        style = _STYLES.get(style_key)
+        if style is None:
+            style = base_style + component_style
+            if extra is not None:
+                style = style + self.get_component_rich_style(extra, partial=True)
+            if post_style is not None:
+                style = style + post_style
+            style = style + Style.from_meta({"row": row_index, "column": column_index})  # meta: mouse clicks
+            if len(_STYLES) > MAX_STYLES:
+                _STYLES.clear()
+            _STYLES[style_key] = style
         lines = [[Segment(f" {text} " if width >= 2 else text[:width], style)]]
         self._cell_render_cache[key] = lines
         return lines
