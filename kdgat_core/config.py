@@ -475,14 +475,16 @@ PRESET_SIZES: dict[tuple[Arch, ModelSize], dict[str, Any]] = {
     (Arch.EVAL, ModelSize.STUDENT): {},
 }
 # Whole-config variants selectable with `--preset <arch>,<size>,<variant>`: per-size values applied over the preset.
-_TINY_COMMON = {"data.max_messages": 20_000, "train.epochs": 2, "train.patience": 2, "dqn.episodes": 3}
+# Synthetic data gives ~400 windows: small batches and a higher lr give the models enough optimizer steps to learn.
+_TINY_COMMON = {"data.max_messages": 20_000, "train.epochs": 20, "train.patience": 10, "train.batch_size": 16,
+                "train.lr": 0.005, "dqn.episodes": 3}
 PRESET_VARIANTS: dict[str, dict[ModelSize, dict[str, Any]]] = {
     "tiny": {
         ModelSize.TEACHER: {**_TINY_COMMON, "vgae.hidden_dims": [32, 16], "vgae.latent_dim": 16, "vgae.heads": 2,
                             "vgae.embedding_dim": 8, "gat.hidden": 16, "gat.layers": 2, "gat.heads": 2,
                             "gat.embedding_dim": 8, "dqn.hidden": 64, "dqn.layers": 2},
         ModelSize.STUDENT: {**_TINY_COMMON, "vgae.hidden_dims": [8, 4], "vgae.latent_dim": 4, "vgae.heads": 1,
-                            "vgae.embedding_dim": 4, "gat.hidden": 4, "gat.layers": 2, "gat.heads": 1,
+                            "vgae.embedding_dim": 4, "gat.hidden": 8, "gat.layers": 2, "gat.heads": 2,
                             "gat.embedding_dim": 4, "dqn.hidden": 16, "dqn.layers": 2},
     },
 }
