@@ -14,7 +14,6 @@ import resource
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 REFERENCE_MSGS_PER_S = 24_000
 TARGET_MSGS_PER_S = 1_000_000

@@ -148,7 +148,11 @@ def _terminal_width() -> int:
 
 def emit(data: Any, fmt: OutputFormat = OutputFormat.table, output: Path | None = None, title: str | None = None) -> None:
     """Print (or write to --output) tabular data in the requested format."""
-    text = render(data, fmt, title)
+    write_output(render(data, fmt, title), output)
+
+
+def write_output(text: str, output: Path | None = None) -> None:
+    """Print rendered text, or write it to --output (an unwritable path is one sentence, not a traceback)."""
     if output is not None:
         try:
             output.write_text(text)

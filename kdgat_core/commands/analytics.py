@@ -10,7 +10,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from kdgat_core.cli import FormatOpt, OutputFormat, OutputOpt, TrackingUriOpt, emit
+from kdgat_core.cli import FormatOpt, OutputFormat, OutputOpt, TrackingUriOpt, emit, write_output
 from kdgat_core.config import KdgatError, ModelSize, RunStatus, Stage
 
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only runs of this dataset (tag dataset).")]
@@ -122,15 +122,7 @@ def register(app: typer.Typer) -> None:
         if fmt is not OutputFormat.table:
             emit(table, fmt, output, title=f"Lineage ({metric})")
             return
-        text = render_lineage_tree(table, metric)
-        if output is not None:
-            try:
-                output.write_text(text)
-            except OSError as exc:
-                raise KdgatError(f"Cannot write {output}: {exc.strerror or exc}.") from None
-            typer.echo(f"wrote {output}", err=True)
-        else:
-            typer.echo(text, nl=False)
+        write_output(render_lineage_tree(table, metric), output)
 
     @app.command("runs")
     def runs(

@@ -1,7 +1,6 @@
 """Knowledge-distillation losses: GAT logits (Hinton) and VGAE latents (projection) + reconstructions."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

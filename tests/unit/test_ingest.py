@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from kdgat_core.config import KdgatError
-from kdgat_core.data import canonical, ingest as ingest_mod
+from kdgat_core.data import canonical
 from kdgat_core.data.canonical import CANONICAL_SCHEMA
 from kdgat_core.data.ingest import ingest
 from kdgat_core.data.synthetic import RAW_EXTENSIONS, RAW_FORMATS, dataset_tables, write_raw_dataset

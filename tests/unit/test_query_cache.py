@@ -5,7 +5,6 @@ import hashlib
 import json
 import math
 
-import pytest
 
 from kdgat_core.query import open_db
 from tests.unit.conftest import MUTATE_FIXTURE, run_python
