@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+from kdgat_core.config import PIPELINE_ORDER, STAGE_ARCH, TEACHER_AUTO
+from kdgat_core.stages.pipeline import ROLES  # teacher, student, distilled student: the same roles as the pipeline runner
+
 HERE = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -56,13 +59,12 @@ def main() -> None:
     kdgat("synth", str(out / "data"), "--name", "synthetic", "--seed", "0", env=env)
     kdgat("datasets", env=env)
 
-    stages = (("autoencoder", "vgae"), ("curriculum", "gat"), ("fusion", "dqn"), ("evaluation", "eval"))
-    for size, kd in (("teacher", False), ("student", False), ("student", True)):
-        for stage, arch in stages:
-            extra = ["--kd", "--teacher", "auto"] if kd else []
-            kdgat("run", stage, "--preset", f"{arch},{size},tiny", "--dataset", "synthetic", *extra, "--quiet",
-                  "--format", "markdown", env=env)
-    print(f"\ndemo: trained 12 runs in {time.perf_counter() - t0:.0f} s")
+    for size, kd in ROLES:
+        for stage in PIPELINE_ORDER:
+            extra = ["--kd", "--teacher", TEACHER_AUTO] if kd else []
+            kdgat("run", stage.value, "--preset", f"{STAGE_ARCH[stage]},{size},tiny", "--dataset", "synthetic", *extra,
+                  "--quiet", "--format", "markdown", env=env)
+    print(f"\ndemo: trained {len(ROLES) * len(PIPELINE_ORDER)} runs in {time.perf_counter() - t0:.0f} s")
 
     kdgat("leaderboard", "--dataset", "synthetic", "--stage", "evaluation", "--metric", "f1", "--top", "10", env=env)
     kdgat("lineage", "--dataset", "synthetic", env=env)
