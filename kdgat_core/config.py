@@ -160,6 +160,8 @@ class Metric(StrEnum):
 
 # Set on a fusion run: did the fused decision beat the best single model on held-out validation windows?
 FUSION_BEATS_BEST_TAG = "fusion_beats_best_single"
+# Set on a fusion run: what it deploys, "bandit" (the DQN's per-window alpha) or "fixed_alpha=<a>" (it did better)
+FUSION_POLICY_TAG = "fusion_policy"
 
 
 # The final metrics that become columns of the `runs` view and of leaderboards, in display order.
@@ -281,6 +283,9 @@ class VGAEConfig:
     feature_weight: float = 1.0
     id_weight: float = 1.0
     edge_weight: float = 1.0
+    # "recording": each error term as a robust z-score against its recording's attack-free calibration part (an
+    # unknown vehicle's windows all reconstruct worse); "none": the raw weighted reconstruction error
+    score_norm: str = "recording"
 
 
 @dataclass

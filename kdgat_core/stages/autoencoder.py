@@ -15,7 +15,7 @@ from kdgat_core.stages import plots
 from kdgat_core.stages.distillation import LatentProjection, freeze, vgae_kd_loss
 from kdgat_core.stages.metrics import classification_metrics, headline
 from kdgat_core.stages.prerequisites import checkpoint_payload, load_run_model, vgae_kwargs
-from kdgat_core.stages.scoring import VGAECalibration, vgae_scores
+from kdgat_core.stages.scoring import VGAECalibration, anomaly_scores, check_score_norm, vgae_scores
 from kdgat_core.stages.training_loop import CHECKPOINT_FILE, EpochReport, fit, save_checkpoint, seed_everything
 
 GRAD_CLIP = 5.0
@@ -23,6 +23,7 @@ GRAD_CLIP = 5.0
 
 def run_autoencoder(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device,
                     tracking_uri: str | None) -> dict[str, float]:
+    check_score_norm(cfg.vgae.score_norm)
     gen = seed_everything(cfg.train.seed)
     kwargs = vgae_kwargs(cfg, graphs)
     model = CANGraphVGAE(**kwargs).to(device)
@@ -60,19 +61,26 @@ def run_autoencoder(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.de
             count += batch.num_graphs
         return total / max(count, 1)
 
+    norm = cfg.vgae.score_norm
+
+    def val_scores():
+        return anomaly_scores(model, graphs.val, device, norm, cfg.data.window, related=(graphs.train,))
+
     def validate() -> EpochReport:
-        s = vgae_scores(model, graphs.val, device)
-        normal = s.score[val_y == 0]
-        val_loss = float(normal.mean()) if len(normal) else float(s.score.mean())
-        cal = VGAECalibration.fit(val_y, s.score)
-        m = classification_metrics(val_y, s.score >= cal.threshold, s.score)
+        # the checkpoint monitor: the raw reconstruction error of normal windows (the training objective's own scale)
+        raw = vgae_scores(model, graphs.val, device).score
+        normal = raw[val_y == 0]
+        val_loss = float(normal.mean()) if len(normal) else float(raw.mean())
+        score = val_scores().score if norm != "none" else raw
+        cal = VGAECalibration.fit(val_y, score, norm)
+        m = classification_metrics(val_y, score >= cal.threshold, score)
         return EpochReport(val_loss, val_loss, m[Metric.F1.value], {Metric.VAL_AUC.value: m[Metric.AUC.value]})
 
     result = fit(model, optimizer, cfg.train, run_epoch, validate, run, monitor=Metric.VAL_LOSS.value,
                  checkpoint=lambda: checkpoint_payload(Arch.VGAE.value, kwargs, model), modules=extra_modules)
 
-    s = vgae_scores(model, graphs.val, device)
-    cal = VGAECalibration.fit(val_y, s.score)
+    s = val_scores()
+    cal = VGAECalibration.fit(val_y, s.score, norm)
     pred = s.score >= cal.threshold
     m = classification_metrics(val_y, pred, s.score)
     save_checkpoint(run.artifact_dir / CHECKPOINT_FILE,

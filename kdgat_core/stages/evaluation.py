@@ -40,7 +40,7 @@ def run_evaluation(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.dev
     report: dict[str, Any] = {}
     pooled_y, pooled_score = [], []
     for scenario, gs in graphs.test.items():
-        inp = model_outputs(vgae, gat, cal, gs, device)
+        inp = model_outputs(vgae, gat, cal, gs, device, cfg.data.window)
         fused, alpha = policy.fuse(inp)
         pred = fused >= DECISION
         m = classification_metrics(inp.y, pred, fused)

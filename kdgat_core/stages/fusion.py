@@ -4,7 +4,9 @@ Each window is one decision, so this is a contextual bandit: the Q-network regre
 (no bootstrapping from a made-up next state). Experience goes through a replay buffer; actions are chosen
 epsilon-greedily by a target network that is synced every `dqn.target_update` steps (a stable behaviour policy);
 epsilon decays per step. The DQN learns on one half of the validation windows (the models never trained on them)
-and is judged on the other half against the best single model; the verdict is logged as a tag.
+and is judged on the other half against one alpha for every window (the best on the first half; alpha 0 and 1 are
+the single models): the better of the two is deployed (tag `fusion_policy`), and whether it beat the best single
+model on that half is the tag `fusion_beats_best_single`.
 """
 from __future__ import annotations
 
@@ -17,17 +19,18 @@ import torch
 import torch.nn.functional as F
 
 from kdgat_core.config import (
-    FUSION_BEATS_BEST_TAG, Arch, KdgatError, Metric, PipelineConfig, Stage, bool_tag, prerequisite_tag,
+    FUSION_BEATS_BEST_TAG, FUSION_POLICY_TAG, Arch, KdgatError, Metric, PipelineConfig, Stage, bool_tag, prerequisite_tag,
 )
 from kdgat_core.models import QNetwork, count_parameters
 from kdgat_core.stages import plots
 from kdgat_core.stages.metrics import classification_metrics, headline
 from kdgat_core.stages.prerequisites import checkpoint_payload, load_run_model, resolve_prerequisite
-from kdgat_core.stages.scoring import VGAECalibration, VGAEScores, attack_probability, gat_logits, vgae_scores
-from kdgat_core.stages.training_loop import EpochReport, fit, seed_everything
+from kdgat_core.stages.scoring import VGAECalibration, VGAEScores, anomaly_scores, attack_probability, gat_logits
+from kdgat_core.stages.training_loop import CHECKPOINT_FILE, EpochReport, fit, save_checkpoint, seed_everything
 
-STATE_FEATURES = ("p_gat", "gat_confidence", "gat_entropy", "s_vgae", "log_feature_error", "log_id_error",
-                  "log_edge_error", "latent_mu", "latent_logstd", "agreement")
+# the VGAE terms are log errors and raw latent statistics, or their z-scores under vgae.score_norm = "recording"
+STATE_FEATURES = ("p_gat", "gat_confidence", "gat_entropy", "s_vgae", "feature_error", "id_error",
+                  "edge_error", "latent_mu", "latent_logstd", "agreement")
 DECISION = 0.5
 
 
@@ -36,8 +39,8 @@ def fusion_state(p_gat: np.ndarray, vgae: VGAEScores, cal: VGAECalibration) -> n
     p = np.clip(p_gat, 1e-6, 1 - 1e-6)
     s = cal.probability(vgae.score)
     entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
-    cols = [p, np.abs(2 * p - 1), entropy, s, *np.log(np.maximum(vgae.errors, 1e-12)).T, *vgae.latent.T,
-            1 - np.abs(p - s)]
+    errors = vgae.errors if vgae.normalised else np.log(np.maximum(vgae.errors, 1e-12))
+    cols = [p, np.abs(2 * p - 1), entropy, s, *errors.T, *vgae.latent.T, 1 - np.abs(p - s)]
     return np.stack(cols, axis=1).astype(np.float32)
 
 
@@ -59,17 +62,21 @@ class FusionInputs:
     y: np.ndarray
 
 
-def model_outputs(vgae, gat, cal: VGAECalibration, graphset: Any, device: torch.device) -> FusionInputs:
-    v = vgae_scores(vgae, graphset, device)
+def model_outputs(vgae, gat, cal: VGAECalibration, graphset: Any, device: torch.device, window: int,
+                  related: tuple[Any, ...] = ()) -> FusionInputs:
+    """Both models on `graphset`; the VGAE scored as its calibration says (`related`: see scoring.anomaly_scores)."""
+    v = anomaly_scores(vgae, graphset, device, cal.score_norm, window, related)
     p = attack_probability(gat_logits(gat, graphset, device))
     return FusionInputs(fusion_state(p, v, cal), p, cal.probability(v.score), graphset.y.numpy())
 
 
 class FusionPolicy:
-    """A trained Q-network plus what it needs to act: the alpha grid and the state normalisation."""
+    """A trained Q-network plus what it needs to act: the alpha grid and the state normalisation.
+    `fixed_alpha`: set when one alpha for every window did better on held-out validation than the Q-network."""
 
-    def __init__(self, q: QNetwork, alphas: np.ndarray, mean: np.ndarray, std: np.ndarray):
-        self.q, self.alphas, self.mean, self.std = q, alphas, mean, std
+    def __init__(self, q: QNetwork, alphas: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                 fixed_alpha: float | None = None):
+        self.q, self.alphas, self.mean, self.std, self.fixed_alpha = q, alphas, mean, std, fixed_alpha
 
     @torch.no_grad()
     def choose(self, state: np.ndarray) -> np.ndarray:
@@ -80,14 +87,18 @@ class FusionPolicy:
 
     def fuse(self, inp: FusionInputs) -> tuple[np.ndarray, np.ndarray]:
         """Fused attack score and chosen alpha per window."""
-        alpha = self.alphas[self.choose(inp.state)]
+        if self.fixed_alpha is not None:
+            alpha = np.full(len(inp.p_gat), self.fixed_alpha, dtype=np.float32)
+        else:
+            alpha = self.alphas[self.choose(inp.state)]
         return fused_score(alpha, inp.p_gat, inp.s_vgae), alpha
 
 
 def load_fusion(run_id: str, tracking_uri: str | None, device="cpu") -> tuple[FusionPolicy, dict]:
     q, meta = load_run_model(run_id, tracking_uri, Arch.DQN.value, device=device)
     policy = FusionPolicy(q.cpu(), np.asarray(meta["alphas"], dtype=np.float32),
-                          np.asarray(meta["state_mean"], dtype=np.float32), np.asarray(meta["state_std"], dtype=np.float32))
+                          np.asarray(meta["state_mean"], dtype=np.float32), np.asarray(meta["state_std"], dtype=np.float32),
+                          None if meta.get("fixed_alpha") is None else float(meta["fixed_alpha"]))
     return policy, meta
 
 
@@ -153,6 +164,29 @@ class BanditTrainer:
         return loss, fused.numpy(), self.alphas[action].numpy()
 
 
+def best_fixed_alpha(alphas: np.ndarray, p_gat: np.ndarray, s_vgae: np.ndarray, y: np.ndarray) -> float:
+    """The alpha with the best F1 when used for every window; ties go to the alpha nearest 0.5 (the most even
+    blend: when validation cannot tell the models apart, neither is trusted alone on data unlike it)."""
+    from sklearn.metrics import f1_score
+
+    f1 = np.array([f1_score(y, fused_score(a, p_gat, s_vgae) >= DECISION, zero_division=0) for a in alphas])
+    tied = np.nonzero(f1 >= np.nanmax(f1) - 1e-12)[0]
+    return float(alphas[tied[np.argmin(np.abs(alphas[tied] - 0.5))]])
+
+
+def choose_deployment(alphas: np.ndarray, val: FusionInputs, fit_idx: np.ndarray, check_idx: np.ndarray,
+                      bandit_fused: np.ndarray) -> tuple[float, bool]:
+    """(best fixed alpha on the fit half, whether to deploy it): the Q-network is deployed only if its fused F1 on
+    the check half beats that fixed alpha's (ties go to the simpler fixed alpha)."""
+    from sklearn.metrics import f1_score
+
+    fixed = best_fixed_alpha(alphas, val.p_gat[fit_idx], val.s_vgae[fit_idx], val.y[fit_idx])
+    yc = val.y[check_idx]
+    fixed_f1 = f1_score(yc, fused_score(fixed, val.p_gat[check_idx], val.s_vgae[check_idx]) >= DECISION,
+                        zero_division=0)
+    return fixed, bool(fixed_f1 >= f1_score(yc, bandit_fused >= DECISION, zero_division=0))
+
+
 def split_halves(n: int, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified random halves of the validation windows: the DQN fits on the first, is judged on the second."""
     rng = np.random.default_rng(seed)
@@ -180,7 +214,7 @@ def run_fusion(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device,
     vgae, vmeta = load_run_model(vgae_run, tracking_uri, Arch.VGAE.value, graphs, device)
     gat, _ = load_run_model(gat_run, tracking_uri, Arch.GAT.value, graphs, device)
     cal = VGAECalibration.from_dict(vmeta["calibration"])
-    val = model_outputs(vgae, gat, cal, graphs.val, device)
+    val = model_outputs(vgae, gat, cal, graphs.val, device, cfg.data.window, related=(graphs.train,))
     fit_idx, check_idx = split_halves(len(val.y), val.y, cfg.train.seed)
     if len(fit_idx) == 0 or len(check_idx) == 0:
         raise KdgatError("The validation split is too small to fit and judge the fusion policy; use more data.")
@@ -212,20 +246,30 @@ def run_fusion(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device,
     report, fused, chosen = check_report()
     yc = val.y[check_idx]
     fused_m = classification_metrics(yc, fused >= DECISION, fused)
+    bandit_m = fused_m
+    fixed, use_fixed = choose_deployment(alphas.numpy(), val, fit_idx, check_idx, fused)
+    fixed_fused = fused_score(fixed, val.p_gat[check_idx], val.s_vgae[check_idx])
+    fixed_m = classification_metrics(yc, fixed_fused >= DECISION, fixed_fused)
+    if use_fixed:
+        fused, chosen, fused_m = fixed_fused, np.full(len(yc), fixed, dtype=np.float32), fixed_m
+    policy_name = f"fixed_alpha={fixed:.2f}" if use_fixed else "bandit"
+    deployed = {**meta(), "fixed_alpha": fixed if use_fixed else None}
+    save_checkpoint(run.artifact_dir / CHECKPOINT_FILE, checkpoint_payload(Arch.DQN.value, kwargs, q, deployed))
     gat_m = classification_metrics(yc, val.p_gat[check_idx] >= DECISION, val.p_gat[check_idx])
     vgae_m = classification_metrics(yc, val.s_vgae[check_idx] >= DECISION, val.s_vgae[check_idx])
     best_single = max(gat_m[Metric.F1.value], vgae_m[Metric.F1.value])
     beats = fused_m[Metric.F1.value] >= best_single
-    run.set_tags({FUSION_BEATS_BEST_TAG: bool_tag(beats)})
+    run.set_tags({FUSION_BEATS_BEST_TAG: bool_tag(beats), FUSION_POLICY_TAG: policy_name})
     final = {**headline(fused_m), Metric.VAL_LOSS.value: report.val_loss,
              Metric.NUM_PARAMETERS.value: count_parameters(q), Metric.TRAIN_SECONDS.value: result.seconds,
              f"{Arch.GAT}_{Metric.F1}": gat_m[Metric.F1.value], f"{Arch.VGAE}_{Metric.F1}": vgae_m[Metric.F1.value]}
     run.log_final(final)
     usage = {f"{a:.2f}": int((np.isclose(chosen, a)).sum()) for a in alphas.tolist()}
     run.log_json("metrics.json", {
-        "final": final, "validation_check_half": {"fusion": fused_m, "gat": gat_m, "vgae": vgae_m},
-        FUSION_BEATS_BEST_TAG: beats, "alpha_usage": usage, "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run, "history": result.history,
+        "final": final, "validation_check_half": {"fusion": fused_m, "bandit": bandit_m, "fixed_alpha": fixed_m,
+                                                  "gat": gat_m, "vgae": vgae_m},
+        FUSION_BEATS_BEST_TAG: beats, FUSION_POLICY_TAG: policy_name, "best_fixed_alpha": fixed,
+        "alpha_usage": usage, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
         prerequisite_tag(Stage.AUTOENCODER): vgae_run, prerequisite_tag(Stage.CURRICULUM): gat_run})
     fig = plots.roc_figure(yc, {"fusion": fused, "gat": val.p_gat[check_idx], "vgae": val.s_vgae[check_idx]},
                            f"{cfg.run_name}: validation (held-out half)")
