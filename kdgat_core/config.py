@@ -156,6 +156,8 @@ class Metric(StrEnum):
     TRAIN_SECONDS = "train_seconds"
     CURRICULUM_RATIO = "curriculum_ratio"     # normal:attack ratio of the windows an epoch trained on
     CURRICULUM_WINDOWS = "curriculum_windows"
+    VAL_F1_HIDDEN_IDS = "val_f1_hidden_ids"   # curriculum: validation F1 with every CAN id hidden (unknown-vehicle proxy)
+    VAL_F1_WITH_IDS = "val_f1_with_ids"       # curriculum: validation F1 with the ids shown (when inference hides them)
 
 
 # Set on a fusion run: did the fused decision beat the best single model on held-out validation windows?
@@ -300,6 +302,7 @@ class GATConfig:
     curriculum_start_ratio: float = 1.0   # normal:attack ratio in epoch 0; grows towards the natural ratio
     curriculum_ramp: float = 0.6          # fraction of the epochs after which every normal window is in (natural ratio)
     id_mask: float = 0.5                  # chance a training window is seen with all CAN ids hidden (unknown vehicles)
+    inference_ids: str = "hide"           # "hide": judge every window without its ids (needs id_mask > 0); "keep"
 
 
 @dataclass

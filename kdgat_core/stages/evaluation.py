@@ -16,7 +16,7 @@ from kdgat_core.stages import plots
 from kdgat_core.stages.fusion import DECISION, load_fusion, model_outputs
 from kdgat_core.stages.metrics import classification_metrics, headline
 from kdgat_core.stages.prerequisites import load_run_model, resolve_prerequisite
-from kdgat_core.stages.scoring import VGAECalibration
+from kdgat_core.stages.scoring import VGAECalibration, gat_hides_ids
 
 SINGLE_MODEL_METRICS = (Metric.F1, Metric.ACCURACY, Metric.AUC)
 
@@ -31,7 +31,7 @@ def run_evaluation(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.dev
     run.set_tags({prerequisite_tag(Stage.AUTOENCODER): vgae_run, prerequisite_tag(Stage.CURRICULUM): gat_run,
                   prerequisite_tag(Stage.FUSION): fusion_run})
     vgae, vmeta = load_run_model(vgae_run, tracking_uri, Arch.VGAE.value, graphs, device)
-    gat, _ = load_run_model(gat_run, tracking_uri, Arch.GAT.value, graphs, device)
+    gat, gmeta = load_run_model(gat_run, tracking_uri, Arch.GAT.value, graphs, device)
     cal = VGAECalibration.from_dict(vmeta["calibration"])
     if not graphs.test:
         raise KdgatError(f"Dataset {cfg.dataset} has no test scenarios to evaluate.")
@@ -40,7 +40,7 @@ def run_evaluation(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.dev
     report: dict[str, Any] = {}
     pooled_y, pooled_score = [], []
     for scenario, gs in graphs.test.items():
-        inp = model_outputs(vgae, gat, cal, gs, device, cfg.data.window)
+        inp = model_outputs(vgae, gat, cal, gs, device, cfg.data.window, hide_ids=gat_hides_ids(gmeta))
         fused, alpha = policy.fuse(inp)
         pred = fused >= DECISION
         m = classification_metrics(inp.y, pred, fused)

@@ -25,7 +25,9 @@ from kdgat_core.models import QNetwork, count_parameters
 from kdgat_core.stages import plots
 from kdgat_core.stages.metrics import classification_metrics, headline
 from kdgat_core.stages.prerequisites import checkpoint_payload, load_run_model, resolve_prerequisite
-from kdgat_core.stages.scoring import VGAECalibration, VGAEScores, anomaly_scores, attack_probability, gat_logits
+from kdgat_core.stages.scoring import (
+    VGAECalibration, VGAEScores, anomaly_scores, attack_probability, gat_hides_ids, gat_logits,
+)
 from kdgat_core.stages.training_loop import CHECKPOINT_FILE, EpochReport, fit, save_checkpoint, seed_everything
 
 # the VGAE terms are log errors and raw latent statistics, or their z-scores under vgae.score_norm = "recording"
@@ -63,10 +65,11 @@ class FusionInputs:
 
 
 def model_outputs(vgae, gat, cal: VGAECalibration, graphset: Any, device: torch.device, window: int,
-                  related: tuple[Any, ...] = ()) -> FusionInputs:
-    """Both models on `graphset`; the VGAE scored as its calibration says (`related`: see scoring.anomaly_scores)."""
+                  related: tuple[Any, ...] = (), hide_ids: bool = False) -> FusionInputs:
+    """Both models on `graphset`: the VGAE scored as its calibration says (`related`: see scoring.anomaly_scores),
+    the GAT with or without the windows' ids as its run says (scoring.gat_hides_ids)."""
     v = anomaly_scores(vgae, graphset, device, cal.score_norm, window, related)
-    p = attack_probability(gat_logits(gat, graphset, device))
+    p = attack_probability(gat_logits(gat, graphset, device, hide_ids=hide_ids))
     return FusionInputs(fusion_state(p, v, cal), p, cal.probability(v.score), graphset.y.numpy())
 
 
@@ -212,9 +215,10 @@ def run_fusion(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device,
     gat_run = resolve_prerequisite(cfg, Stage.CURRICULUM, tracking_uri)
     run.set_tags({prerequisite_tag(Stage.AUTOENCODER): vgae_run, prerequisite_tag(Stage.CURRICULUM): gat_run})
     vgae, vmeta = load_run_model(vgae_run, tracking_uri, Arch.VGAE.value, graphs, device)
-    gat, _ = load_run_model(gat_run, tracking_uri, Arch.GAT.value, graphs, device)
+    gat, gmeta = load_run_model(gat_run, tracking_uri, Arch.GAT.value, graphs, device)
     cal = VGAECalibration.from_dict(vmeta["calibration"])
-    val = model_outputs(vgae, gat, cal, graphs.val, device, cfg.data.window, related=(graphs.train,))
+    val = model_outputs(vgae, gat, cal, graphs.val, device, cfg.data.window, related=(graphs.train,),
+                        hide_ids=gat_hides_ids(gmeta))
     fit_idx, check_idx = split_halves(len(val.y), val.y, cfg.train.seed)
     if len(fit_idx) == 0 or len(check_idx) == 0:
         raise KdgatError("The validation split is too small to fit and judge the fusion policy; use more data.")

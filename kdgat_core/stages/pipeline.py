@@ -61,7 +61,7 @@ def results_table(results: dict[tuple[str, bool, str], Any], scenarios: list[str
                 f1 = ev[scenario_metric(s, f"{prefix}_f1" if prefix else "f1")]
                 acc = ev[scenario_metric(s, f"{prefix}_accuracy" if prefix else "accuracy")]
                 cells.append(f"{f1:.3f} / {acc:.3f}")
-            label = f"{stage} ({prefix or 'fusion'})"
+            label = f"{stage} ({STAGE_ARCH[stage]})"
             lines.append(f"| {label} | {size} | {'yes' if kd else 'no'} | {int(params) if params else ''} | "
                          + " | ".join(cells) + " |")
     return "\n".join(lines)

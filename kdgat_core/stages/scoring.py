@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from kdgat_core.config import KdgatError
-from kdgat_core.data.windows import CALIBRATION_FRACTION
+from kdgat_core.data.windows import CALIBRATION_FRACTION, OOV_INDEX
 from kdgat_core.stages.metrics import youden_threshold
 
 EVAL_BATCH = 256
 SCORE_NORMS = ("none", "recording")
+INFERENCE_IDS = ("keep", "hide")
 MAD_TO_STD = 1.4826         # the MAD of a normal distribution times this is its standard deviation
 MIN_SPREAD = 1e-3           # floor for a robust spread, so a constant error term cannot divide by zero
 
@@ -50,9 +51,16 @@ def vgae_scores(model, graphset: Any, device: torch.device, indices=None, batch_
 
 
 @torch.no_grad()
-def gat_logits(model, graphset: Any, device: torch.device, indices=None, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+def gat_logits(model, graphset: Any, device: torch.device, indices=None, batch_size: int = EVAL_BATCH,
+               hide_ids: bool = False) -> torch.Tensor:
+    """Window logits [G, 2]; `hide_ids`: every CAN id replaced by the out-of-vocabulary index, as id masking does."""
     model.eval()
-    out = [model(b.to(device)).cpu() for b in graphset.batches(batch_size=batch_size, shuffle=False, indices=indices)]
+    out = []
+    for b in graphset.batches(batch_size=batch_size, shuffle=False, indices=indices):
+        b = b.to(device)
+        if hide_ids:
+            b.node_id = torch.full_like(b.node_id, OOV_INDEX)
+        out.append(model(b).cpu())
     return torch.cat(out) if out else torch.zeros(0, 2)
 
 
@@ -98,6 +106,19 @@ def normalise_by_recording(target: VGAEScores, target_recording: np.ndarray,
         z[m] = (terms[m] - med) / spread
     score = np.sqrt((z[:, :3] ** 2).mean(axis=1)) if len(z) else np.zeros(0)
     return VGAEScores(score, z[:, :3], z[:, 3:], normalised=True)
+
+
+def check_inference_ids(inference_ids: str, id_mask: float) -> None:
+    if inference_ids not in INFERENCE_IDS:
+        raise KdgatError(f"gat.inference_ids must be one of {', '.join(INFERENCE_IDS)}, got '{inference_ids}'.")
+    if inference_ids == "hide" and id_mask <= 0:
+        raise KdgatError("gat.inference_ids=hide needs gat.id_mask > 0 (the GAT must learn to judge windows without "
+                         "their ids); set gat.inference_ids=keep or a positive gat.id_mask.")
+
+
+def gat_hides_ids(meta: dict) -> bool:
+    """Whether a GAT run's checkpoint (its meta) judges windows with their ids hidden (older runs: no)."""
+    return meta.get("inference_ids", "keep") == "hide"
 
 
 def check_score_norm(score_norm: str) -> None:

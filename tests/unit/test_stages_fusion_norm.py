@@ -140,3 +140,16 @@ def test_a_fixed_alpha_policy_ignores_the_q_network():
     fused, alpha = policy.fuse(val)
     assert (alpha == 0.5).all()
     np.testing.assert_allclose(fused, 0.5 * val.p_gat + 0.5 * val.s_vgae)
+
+
+# --- GAT inference without ids -----------------------------------------------------------------------------------------
+def test_inference_ids_setting_is_checked_and_old_runs_keep_their_ids():
+    from kdgat_core.stages.scoring import check_inference_ids, gat_hides_ids
+
+    check_inference_ids("hide", 0.5)
+    check_inference_ids("keep", 0.0)
+    with pytest.raises(KdgatError, match="gat.inference_ids=hide needs gat.id_mask > 0"):
+        check_inference_ids("hide", 0.0)
+    with pytest.raises(KdgatError, match="gat.inference_ids must be one of keep, hide"):
+        check_inference_ids("drop", 0.5)
+    assert gat_hides_ids({"inference_ids": "hide"}) and not gat_hides_ids({})   # runs from before the setting
