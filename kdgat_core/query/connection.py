@@ -137,6 +137,24 @@ class Reader:
         """Run one DuckDB query and return Arrow, retrying with backoff while a writer holds the SQLite lock."""
         return self.retry(lambda: self.con.execute(sql, params or []).to_arrow_table())
 
+    def fetch_many(self, queries: list[str], rows: bool = False) -> list:
+        """Independent queries at once, one DuckDB cursor (own SQLite connection) and thread each: each is a whole
+        query of its own, so none waits on another's lock while holding its own (no reader-writer deadlock).
+        Arrow tables, or lists of dicts with `rows=True` (no pyarrow import)."""
+        if len(queries) < 2:
+            return [self.fetch_rows(q) if rows else self.fetch(q) for q in queries]
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(sql: str):
+            cur = self.con.cursor()
+            try:
+                return self.retry(lambda: result_rows(cur.execute(sql)) if rows else cur.execute(sql).to_arrow_table())
+            finally:
+                cur.close()
+
+        with ThreadPoolExecutor(max_workers=min(len(queries), os.cpu_count() or 2)) as pool:
+            return list(pool.map(one, queries))
+
     def fetch_rows(self, sql: str, params: list | None = None) -> list[dict]:
         """Like `fetch`, as a list of dicts (no pyarrow import)."""
         return self.retry(lambda: result_rows(self.con.execute(sql, params or [])))

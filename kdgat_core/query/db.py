@@ -403,6 +403,7 @@ class TrackingDB:
         visible = "" if self.include_deleted else (
             " AND r.lifecycle_stage <> 'deleted' AND coalesce(e.lifecycle_stage, 'active') <> 'deleted'")
         pick = f"SELECT m.run_uuid AS run_id, {exact_real('m.value')} AS value, m.is_nan, r.name, r.start_time "
+        driver = "f0" if pairs else "m"  # the table SQLite scans; split by rowid into two halves run on two cores
         if pairs:
             (k0, v0), rest = pairs[0], pairs[1:]
             # unary + keeps SQLite from using the (key, run_uuid) index here: one sequential scan beats 100k lookups
@@ -417,10 +418,18 @@ class TrackingDB:
             sql = (pick + "FROM latest_metrics m CROSS JOIN runs r ON r.run_uuid = m.run_uuid "
                    "LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
                    f"WHERE +m.key = {sqlite_literal(metric)}{visible}")
-        sql += f" ORDER BY m.is_nan, m.value {direction}, r.start_time DESC, m.run_uuid"
+        order = f" ORDER BY m.is_nan, m.value {direction}, r.start_time DESC, m.run_uuid" + (f" LIMIT {int(top)}" if top else "")
+        top_rowid = int(self._reader.fetch_sqlite_rows(
+            f"SELECT max(rowid) AS m FROM {'tags' if pairs else 'latest_metrics'}")[0]["m"] or 0)
+        halves = [f" AND {driver}.rowid <= {top_rowid // 2}", f" AND {driver}.rowid > {top_rowid // 2}"]
+        found = self._reader.fetch_many(
+            [f"SELECT * FROM sqlite_query('{ALIAS}', {_lit(sql + half + order)})" for half in halves], rows=True)
+        # the best of each half, merged in the same order (top k of a union = top k of the halves' top k)
+        sign = 1.0 if direction == "ASC" else -1.0
+        best = sorted((b for part in found for b in part),
+                      key=lambda b: (int(b["is_nan"]), sign * float(b["value"]), -int(b["start_time"] or 0), b["run_id"]))
         if top:
-            sql += f" LIMIT {int(top)}"
-        best = self._reader.fetch_sqlite_rows(sql)
+            best = best[:int(top)]
         if not best:
             return [] if rows else self._empty_board(metric)
         values = ", ".join(f"({i}, {_lit(b['run_id'])}, {_lit(b['value'])}, {_lit(b['is_nan'])}, {_lit(b['name'])}, "

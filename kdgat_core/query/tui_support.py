@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kdgat_core.query.connection import resolve_db
-from kdgat_core.query.wide import WideCache, file_signature
+from kdgat_core.query.wide import WideCache
 
 
 @dataclass
@@ -24,23 +24,18 @@ class CachedWide:
     fresh: bool            # True when the tracking file has not changed since
 
 
-def _no_reader():
-    raise RuntimeError("cached_wide never reads the tracking DB")
-
-
 def cached_wide(uri_or_path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                 include_deleted: bool = False) -> CachedWide | None:
     """The last wide table `TrackingDB.wide()` cached for this DB, or None when there is none; no DuckDB connection."""
     path = resolve_db(uri_or_path).path
-    cache = WideCache(_no_reader, path, Path(cache_dir) if cache_dir is not None else None)
-    loaded = cache._load()
+    cache = WideCache(None, path, Path(cache_dir) if cache_dir is not None else None)
+    loaded = cache.load()
     if loaded is None:
         return None
-    table, _sig, meta = loaded
+    table = loaded.table
     if not include_deleted and "lifecycle" in table.column_names:
         table = table.filter(pc.not_equal(table["lifecycle"], "deleted"))
-    fresh = meta.get("file_sig") == file_signature(path)
-    return CachedWide(table=table, written_at=float(meta.get("written_at") or 0.0), fresh=fresh)
+    return CachedWide(table=table, written_at=loaded.written_at, fresh=cache.is_current(loaded))
 
 
 

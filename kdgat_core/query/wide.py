@@ -5,11 +5,8 @@ param, tag and latest metric (seconds at 100k runs), so a copy is kept under the
 brought up to date incrementally:
 
 * nothing changed (same file size/mtime/inode/SQLite change counter, same -wal) -> the cached table as is;
-* otherwise re-read only the runs that changed. MLflow rows carry no updated_at, so a run counts as changed when its
-  `runs` row differs (status, end time, lifecycle, name, experiment), when params/metrics rows with a rowid above the
-  watermark belong to it (params are immutable, every metric write appends to `metrics`), or when one of its tag
-  rows differs: MLflow updates tag values in place (same rowid), so every tag's (rowid, hash(key, value)) is compared
-  with the cached ones. Tags are the only in-place-updated table, and this keeps the cache exact.
+* otherwise re-read only the runs that changed (`kdgat_core.query.changes` finds them exactly, although MLflow
+  updates runs, experiments and tags in place) and merge them into the cached table.
 
 The cache never writes the tracking DB; it lives in Arrow IPC files next to nothing but itself.
 """
@@ -18,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,9 +25,11 @@ from typing import Callable
 import duckdb
 
 from kdgat_core.config import CONVENTION_TAGS, STANDARD_METRICS, Tag, resolve_cache_dir
-from kdgat_core.query.connection import ALIAS, Reader, exact_real, pa, pc, register_arrow, sqlite_in_list
+from kdgat_core.query import arrays
+from kdgat_core.query.changes import TAG_ROW_HASH, DBState, block_owners_from_tags, diff, read_state
+from kdgat_core.query.connection import ALIAS, Reader, exact_real, pa, pc, sqlite_in_list
 
-CACHE_FORMAT = 4
+CACHE_FORMAT = 5
 # Convention tags whose names clash with run fields; they stay available as `tags.<name>` columns.
 SHADOWED_TAGS = (Tag.RUN_ID.value, Tag.START_TIME.value, Tag.END_TIME.value)
 TAG_COLUMNS: tuple[str, ...] = tuple(t.value for t in CONVENTION_TAGS if t.value not in SHADOWED_TAGS)
@@ -87,7 +87,8 @@ def read_long_all(reader: Reader) -> LongRows:
     return LongRows(
         runs=reader.fetch(_RUNS_SELECT.format(p=p)),
         params=reader.fetch(f"SELECT run_uuid AS run_id, key, value FROM {p}params"),
-        tags=reader.fetch(f"SELECT rowid AS tag_rowid, run_uuid AS run_id, key, value FROM {p}tags"),
+        tags=reader.fetch(f"SELECT tag_rowid, run_id, key, value, {TAG_ROW_HASH} AS h FROM "
+                          f"(SELECT rowid AS tag_rowid, run_uuid AS run_id, key, value FROM {p}tags)"),
         latest=reader.fetch(f"SELECT run_uuid AS run_id, key, value, is_nan FROM {p}latest_metrics"),
     )
 
@@ -111,11 +112,17 @@ def read_long_for(reader: Reader, run_ids: list[str]) -> LongRows:
 
 def metric_values(value, is_nan) -> pa.ChunkedArray:
     """MLflow stores NaN as 0 with is_nan=1 and +-inf as +-1.797e308: decode both."""
-    value = pc.cast(value, pa.float64())
+    import numpy as np
+
+    value = pc.cast(value, pa.float64()).combine_chunks()
+    is_nan = pc.cast(is_nan, pa.int64()).combine_chunks()
+    v = arrays.values(value).copy()
     big = 1.7976931348623157e308
-    value = pc.if_else(pc.greater_equal(value, big), float("inf"), value)
-    value = pc.if_else(pc.less_equal(value, -big), float("-inf"), value)
-    return pc.if_else(pc.not_equal(pc.cast(is_nan, pa.int64()), 0), float("nan"), value)
+    v[v >= big] = np.inf
+    v[v <= -big] = -np.inf
+    nan = arrays.valid(is_nan) & (arrays.values(is_nan) != 0)
+    v[nan] = np.nan
+    return pa.chunked_array([arrays.array(v, mask_valid=arrays.valid(value) | nan)])
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -145,7 +152,8 @@ def pivot(long: LongRows) -> pa.Table:
         "lifecycle": _strings(runs["lifecycle"]),
         "start_time": pc.cast(pc.cast(start_ms, pa.timestamp("ms")), pa.timestamp("us")),
         "end_time": pc.cast(pc.cast(end_ms, pa.timestamp("ms")), pa.timestamp("us")),
-        "duration_s": pc.divide(pc.cast(pc.subtract(end_ms, start_ms), pa.float64()), 1000.0),
+        "duration_s": arrays.array((arrays.values(end_ms).astype(np.float64) - arrays.values(start_ms)) / 1000.0,
+                                   mask_valid=arrays.valid(end_ms) & arrays.valid(start_ms)),
     }
 
     def spread(table: pa.Table, value_type: pa.DataType) -> dict[str, pa.Array]:
@@ -153,9 +161,10 @@ def pivot(long: LongRows) -> pa.Table:
         if table.num_rows == 0:
             return {}
         # position of each long row's run in the output; -1 for rows of runs missing from `runs` (orphans)
-        pos = pc.fill_null(pc.index_in(_strings(table["run_id"]), value_set=run_ids), -1).to_numpy(zero_copy_only=False)
+        found = pc.index_in(_strings(table["run_id"]), value_set=run_ids).combine_chunks()
+        pos = np.where(arrays.valid(found), arrays.values(found).astype(np.int64), -1)
         keys = pc.dictionary_encode(_strings(table["key"]).combine_chunks())
-        key_idx = keys.indices.to_numpy(zero_copy_only=False)
+        key_idx = arrays.values(keys.indices)
         names = keys.dictionary.to_pylist()
         if value_type == pa.float64():
             values = metric_values(table["value"], table["is_nan"]).combine_chunks()
@@ -169,7 +178,7 @@ def pivot(long: LongRows) -> pa.Table:
             rows = rows[pos[rows] >= 0]
             take = np.full(n, -1, dtype=np.int64)
             take[pos[rows]] = rows
-            out[name] = values.take(pa.array(take, mask=take < 0))
+            out[name] = values.take(arrays.array(np.maximum(take, 0), mask_valid=take >= 0))
         return out
 
     tags = spread(long.tags, pa.string())
@@ -209,22 +218,41 @@ def finish(table: pa.Table) -> pa.Table:
     return out.combine_chunks()
 
 
-def tag_signature(tags: pa.Table) -> pa.Table:
-    """(tag_rowid, run_id, h): what an in-place tag update changes. Hashed by DuckDB, as the fresh side is.
-
-    h covers the key too: a deleted newest tag row's rowid is reused by the next insert, possibly with another key."""
-    con = duckdb.connect()
-    try:
-        register_arrow(con, "t", tags)
-        return con.execute("SELECT CAST(tag_rowid AS BIGINT) AS tag_rowid, CAST(run_id AS VARCHAR) AS run_id, "
-                           "hash(CAST(key AS VARCHAR), CAST(value AS VARCHAR)) AS h FROM t").to_arrow_table()
-    finally:
-        con.close()
-
-
 def build_uncached(reader: Reader) -> pa.Table:
     """The wide table straight from the tracking DB (what the cache must always equal)."""
     return pivot(read_long_all(reader))
+
+
+def merge(wide: pa.Table, delta: pa.Table, drop: set[str]) -> pa.Table:
+    """`wide` without the runs in `drop`, plus `delta` (re-read runs), equal to what `finish` would make of the union;
+    without re-sorting or re-casting 100k rows when the re-read runs are the newest (the usual case: new runs)."""
+    import numpy as np
+
+    keep = wide
+    if drop:
+        gone = pc.is_in(wide["run_id"], value_set=arrays.strings(sorted(drop)))
+        if pc.any(gone).as_py():  # new runs are not in the table yet: no copy of 100k rows for them
+            keep = wide.filter(pc.invert(gone))
+    if delta.num_rows:
+        names = list(dict.fromkeys(delta.column_names + keep.column_names))
+        parts = []
+        for t in (delta, keep):
+            cols = [t[c] if c in t.column_names else pa.nulls(t.num_rows, (delta if c in delta.column_names else keep).schema.field(c).type)
+                    for c in names]
+            parts.append(pa.table(cols, names=names))
+        both = pa.concat_tables(parts)
+        order = pc.sort_indices(both.select(["start_time", "run_id"]),
+                                sort_keys=[("start_time", "descending"), ("run_id", "ascending")])
+        order = arrays.values(order)
+        if not np.array_equal(order, np.arange(len(order))):
+            both = both.take(arrays.array(order.astype(np.int64)))
+        keep = both
+    # the canonical column order; dynamic columns nobody has any more go, as in `finish`
+    dynamic = [c for c in keep.column_names if c not in BASE_COLUMNS and keep[c].null_count < keep.num_rows]
+    columns = (list(BASE_COLUMNS) + sorted(c for c in dynamic if c.startswith(METRIC_PREFIX))
+               + sorted(c for c in dynamic if c.startswith(PARAM_PREFIX))
+               + sorted(c for c in dynamic if c.startswith(TAG_PREFIX)))
+    return keep.select(columns).combine_chunks()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -254,10 +282,37 @@ class RefreshStats:
     details: dict = field(default_factory=dict)
 
 
+@dataclass
+class CachedTable:
+    """The cached wide table and what was known when it was written."""
+
+    table: pa.Table
+    state: DBState
+    meta: dict
+
+    @property
+    def written_at(self) -> float:
+        return float(self.meta.get("written_at") or 0.0)
+
+
+_STATE_FILES = ("runs_state.arrow", "block_runs.arrow")
+# Cache writes in flight, per cache directory: the caller has its table while the files are written (0.2 s at 100k
+# runs). Anything in this process that reads the files first waits; the interpreter waits for them at exit.
+_WRITES: dict[Path, threading.Thread] = {}
+_WRITES_LOCK = threading.Lock()
+
+
+def _wait_for_write(directory: Path) -> None:
+    with _WRITES_LOCK:
+        pending = _WRITES.get(directory)
+    if pending is not None:
+        pending.join()
+
+
 class WideCache:
     """The wide table, kept in `<cache dir>/query/<db name>-<hash of its absolute path>/` and refreshed exactly."""
 
-    def __init__(self, reader: Callable[[], Reader], db_path: Path, cache_dir: Path | None = None):
+    def __init__(self, reader: Callable[[], Reader] | None, db_path: Path, cache_dir: Path | None = None):
         self._reader = reader  # called only when rows must be read: a current cache needs no SQLite connection
         self.path = db_path
         base = Path(cache_dir) if cache_dir is not None else resolve_cache_dir()
@@ -267,46 +322,71 @@ class WideCache:
 
     @property
     def reader(self) -> Reader:
+        if self._reader is None:
+            raise RuntimeError("this WideCache only reads its files")
         return self._reader()
 
     # -- files --------------------------------------------------------------------------------------------------------
-    def _load(self) -> tuple[pa.Table, pa.Table, dict] | None:
+    def load(self) -> CachedTable | None:
+        """The cached table as last written (current or not), or None when there is no usable cache."""
+        _wait_for_write(self.dir)
         try:
-            wide, wmeta = _read_ipc(self.dir / "wide.arrow")
-            sig, smeta = _read_ipc(self.dir / "tagsig.arrow")
-        except (OSError, pa.ArrowException, ValueError, KeyError):
+            wide, meta = _read_ipc(self.dir / "wide.arrow")
+            runs, rmeta = _read_ipc(self.dir / _STATE_FILES[0])
+            owners, ometa = _read_ipc(self.dir / _STATE_FILES[1])
+            if not (meta.get("gen") == rmeta.get("gen") == ometa.get("gen")):
+                return None
+            if (meta.get("format") != CACHE_FORMAT or meta.get("duckdb") != duckdb.__version__
+                    or meta.get("db_path") != str(self.path)):
+                return None
+            state = DBState.from_parts(runs, owners, meta["state"])
+        except (OSError, pa.ArrowException, ValueError, KeyError, TypeError):
             return None
-        if (wmeta.get("gen") != smeta.get("gen") or wmeta.get("format") != CACHE_FORMAT
-                or wmeta.get("duckdb") != duckdb.__version__ or wmeta.get("db_path") != str(self.path)):
-            return None
-        return wide, sig, wmeta
+        return CachedTable(wide, state, meta)
 
-    def _save(self, wide: pa.Table, sig: pa.Table, meta: dict) -> None:
+    def is_current(self, cached: CachedTable) -> bool:
+        """True when the tracking file has not been written since `cached` was."""
+        return cached.meta.get("file_sig") == file_signature(self.path)
+
+    def _save_in_background(self, wide: pa.Table, state: DBState, file_sig: list) -> None:
+        _wait_for_write(self.dir)  # one writer per directory at a time
+        thread = threading.Thread(target=self._save, args=(wide, state, file_sig), name="kdgat-cache-write")
+        with _WRITES_LOCK:
+            _WRITES[self.dir] = thread
+        thread.start()
+
+    def _save(self, wide: pa.Table, state: DBState, file_sig: list) -> None:
         import pyarrow.parquet as pq
 
-        meta = dict(meta, gen=uuid.uuid4().hex, format=CACHE_FORMAT, duckdb=duckdb.__version__,
-                    db_path=str(self.path), written_at=time.time())
+        meta = {"gen": uuid.uuid4().hex, "format": CACHE_FORMAT, "duckdb": duckdb.__version__,
+                "db_path": str(self.path), "written_at": time.time(), "file_sig": file_sig}
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             # the leaderboard's columns as parquet, which DuckDB reads without any Arrow built in Python
             board_cols = [c for c in wide.column_names if c in BASE_COLUMNS or c.startswith(METRIC_PREFIX)]
             board = self.dir / f"board-{meta['gen']}.parquet"
             tmp = board.with_name(f".{board.name}.{os.getpid()}")
-            pq.write_table(wide.select(board_cols), tmp, compression="none")
+            # plain encoding, no statistics: a third of the write time, and the leaderboard reads it as fast
+            pq.write_table(wide.select(board_cols), tmp, compression="none", use_dictionary=False,
+                           write_statistics=False)
             os.replace(tmp, board)
-            # tag signature before wide: a reader that sees a new wide.arrow with an old tagsig gets a gen mismatch
-            _write_ipc(self.dir / "tagsig.arrow", sig, meta)
-            _write_ipc(self.dir / "wide.arrow", wide, meta)
+            # state files before wide: a reader that sees a new wide.arrow with old state files gets a gen mismatch
+            _write_ipc(self.dir / _STATE_FILES[0], state.runs, meta)
+            _write_ipc(self.dir / _STATE_FILES[1], state.block_runs, meta)
+            _write_ipc(self.dir / "wide.arrow", wide, dict(meta, state=state.meta()))
             # what fresh_board checks, as JSON: the leaderboard path then never imports pyarrow
             _write_json(self.dir / "board.json", dict(meta, board=board.name, columns=board_cols))
             for old in self.dir.glob("board-*.parquet"):
                 if old != board:
                     old.unlink(missing_ok=True)
+            for old in ("tagsig.arrow",):  # format 4's file
+                (self.dir / old).unlink(missing_ok=True)
         except OSError:
             pass  # a cache that cannot be written only costs time next run
 
     def fresh_board(self) -> tuple[Path, list[str]] | None:
         """(parquet file, its columns) of the leaderboard columns if the cache is current; reads no DB rows."""
+        _wait_for_write(self.dir)
         try:
             sig = file_signature(self.path)
             meta = json.loads((self.dir / "board.json").read_text())
@@ -319,124 +399,42 @@ class WideCache:
         return (board, list(meta.get("columns") or [])) if board.is_file() else None
 
     # -- reading the tracking DB --------------------------------------------------------------------------------------
-    def _watermarks(self) -> dict:
-        row = self.reader.fetch_sqlite(
-            "SELECT (SELECT max(rowid) FROM params) AS params, (SELECT max(rowid) FROM metrics) AS metrics, "
-            "(SELECT max(rowid) FROM latest_metrics) AS latest, (SELECT max(rowid) FROM tags) AS tags"
-        ).to_pylist()[0]
-        return {k: int(v or 0) for k, v in row.items()}
-
     def get(self) -> pa.Table:
         t0 = time.perf_counter()
         sig = file_signature(self.path)  # before any read: a write during our reads shows up next time
-        cached = self._load()
-        if cached is not None and cached[2].get("file_sig") == sig:
+        cached = self.load()
+        if cached is not None and cached.meta.get("file_sig") == sig:
             self.stats = RefreshStats("fresh", seconds=time.perf_counter() - t0)
-            return cached[0]
-        wm = self._watermarks()
-        if cached is None:
-            wide, tsig = self._full()
-            mode, changed, removed, details = "full", wide.num_rows, 0, {}
+            return cached.table
+        clock = _Clock()
+        changes = diff(self.reader, cached.state) if cached is not None else None
+        clock.lap("find changes")
+        details: dict = dict(changes.details) if changes else {}
+        if changes is None or changes.rebuild or (
+                len(changes.changed) > FULL_REBUILD_SHARE * max(changes.state.runs.num_rows, 1)):
+            if changes is not None:
+                details["rebuild"] = changes.rebuild or f"{len(changes.changed)} runs changed"
+            wide, state = self._full()
+            clock.lap("full read")
+            mode, changed, removed = "full", wide.num_rows, 0
         else:
-            wide, tsig, changed, removed, details = self._incremental(*cached, wm)
-            mode = details.pop("mode")
-        self._save(wide, tsig, {"file_sig": sig, "watermarks": wm})
+            wide, state = cached.table, changes.state
+            if changes.changed or changes.removed:
+                delta = pivot(read_long_for(self.reader, sorted(changes.changed)))
+                clock.lap("read changed runs")
+                wide = merge(wide, delta, changes.changed | changes.removed)
+                clock.lap("merge")
+            mode, changed, removed = "incremental", len(changes.changed), len(changes.removed)
+        self._save_in_background(wide, state, sig)
+        details["timings"] = clock.laps
         self.stats = RefreshStats(mode, changed, removed, time.perf_counter() - t0, details)
         return wide
 
-    def _full(self) -> tuple[pa.Table, pa.Table]:
+    def _full(self) -> tuple[pa.Table, DBState]:
+        state, _ = read_state(self.reader)  # first: a write racing the long reads is then seen next time
         long = read_long_all(self.reader)
-        return pivot(long), _sorted_sig(_plain_sig(tag_signature(long.tags)))
-
-    def _incremental(self, wide: pa.Table, old_sig: pa.Table, meta: dict, wm: dict):
-        import numpy as np
-
-        clock = _Clock()
-        old_wm = meta.get("watermarks") or {}
-        fresh_runs = self.reader.fetch(_RUNS_SELECT.format(p=f"{ALIAS}."))
-        clock.lap("read runs")
-        # the one full scan of an incremental refresh: tag values are updated in place, so every row is compared
-        fresh_sig = self.reader.fetch(f"SELECT rowid AS tag_rowid, hash(key, value) AS h FROM {ALIAS}.tags")
-        clock.lap("read tag signature")
-        since: list[pa.Table] = []
-        for table, key in (("params", "params"), ("metrics", "metrics"), ("latest_metrics", "latest")):
-            since.append(self.reader.fetch_sqlite(_rows_above(table, int(old_wm.get(key, 0)), "run_id")))
-        clock.lap("read rows above watermarks")
-
-        # tag rows added, removed or updated in place (sorted rowids: numpy instead of a 1.4M-row join)
-        fr, fh = fresh_sig["tag_rowid"].to_numpy(), fresh_sig["h"].to_numpy()
-        if len(fr) > 1 and not bool(np.all(fr[1:] > fr[:-1])):  # the scan is in rowid order; be sure
-            order = np.argsort(fr, kind="stable")
-            fr, fh = fr[order], fh[order]
-        orow, oh = old_sig["tag_rowid"].to_numpy(), old_sig["h"].to_numpy()
-        changed: set[str] = set()
-        old_runs = old_sig["run_id"]
-        if len(orow) and len(fr) >= len(orow) and np.array_equal(fr[:len(orow)], orow):
-            # the common case (tags only appended or updated): compare position by position
-            old_idx = np.nonzero(oh != fh[:len(orow)])[0]
-            if len(old_idx):
-                changed.update(old_runs.take(pa.array(old_idx)).to_pylist())
-            new_rowids = np.concatenate([fr[old_idx], fr[len(orow):]])
-        elif len(orow):
-            pos = np.minimum(np.searchsorted(orow, fr), len(orow) - 1)
-            same_row = orow[pos] == fr
-            differs = ~same_row | (oh[pos] != fh)
-            back = np.minimum(np.searchsorted(fr, orow), max(len(fr) - 1, 0))
-            gone = ~(fr[back] == orow) if len(fr) else np.ones(len(orow), bool)
-            old_idx = np.concatenate([pos[differs & same_row], np.nonzero(gone)[0]])
-            if len(old_idx):
-                changed.update(old_runs.take(pa.array(old_idx)).to_pylist())  # previous owners
-            new_rowids = fr[differs]
-        else:
-            new_rowids = fr
-        old_max = int(orow.max()) if len(orow) else 0
-        inside = [int(x) for x in new_rowids if x <= old_max]
-        if len(new_rowids) > len(inside):  # appended rows: one range read
-            changed.update(self.reader.fetch_sqlite(_rows_above("tags", old_max, "run_uuid"))["run_uuid"].to_pylist())
-        for i in range(0, len(inside), ID_CHUNK):  # rows changed in place: their current owners
-            chunk = ",".join(str(x) for x in inside[i:i + ID_CHUNK])
-            changed.update(self.reader.fetch_sqlite(
-                f"SELECT DISTINCT run_uuid FROM tags WHERE rowid IN ({chunk})")["run_uuid"].to_pylist())
-        clock.lap("compare tag signature")
-
-        calc = duckdb.connect()
-        try:
-            calc.execute("SET python_enable_replacements = false")
-            for name, tbl in (("fresh_runs", fresh_runs), ("cached", wide.select(list(RUN_COLUMNS))),
-                              ("since", pa.concat_tables(since))):
-                register_arrow(calc, name, tbl)
-            removed = [r[0] for r in calc.execute(
-                "SELECT run_id FROM cached WHERE run_id NOT IN (SELECT run_id FROM fresh_runs)").fetchall()]
-            changed.update(r[0] for r in calc.execute(
-                """SELECT f.run_id FROM fresh_runs f LEFT JOIN cached c ON c.run_id = f.run_id
-                   WHERE c.run_id IS NULL OR f.run_name IS DISTINCT FROM c.run_name
-                      OR f.experiment_id IS DISTINCT FROM c.experiment_id OR f.experiment IS DISTINCT FROM c.experiment
-                      OR f.mlflow_status IS DISTINCT FROM c.mlflow_status OR f.lifecycle IS DISTINCT FROM c.lifecycle
-                      OR epoch_ms(CAST(f.start_ms AS BIGINT)) IS DISTINCT FROM c.start_time
-                      OR epoch_ms(CAST(f.end_ms AS BIGINT)) IS DISTINCT FROM c.end_time
-                   UNION SELECT run_id FROM since""").fetchall())
-            if changed:
-                register_arrow(calc, "changed", pa.table({"run_id": pa.array(sorted(changed), pa.string())}))
-                changed = {r[0] for r in calc.execute(
-                    "SELECT run_id FROM changed WHERE run_id IN (SELECT run_id FROM fresh_runs)").fetchall()}
-        finally:
-            calc.close()
-        clock.lap("compare runs")
-        details = {"tag_rows_changed": int(len(new_rowids)), "timings": clock.laps}
-        if not changed and not removed:
-            return wide, old_sig, 0, 0, dict(details, mode="incremental")
-        if len(changed) > FULL_REBUILD_SHARE * max(fresh_runs.num_rows, 1):
-            new_wide, new_sig = self._full()
-            return new_wide, new_sig, len(changed), len(removed), dict(details, mode="full")
-        long = read_long_for(self.reader, sorted(changed))
-        clock.lap("read changed runs")
-        delta = pivot(long)
-        drop = pa.array(sorted(changed | set(removed)), pa.string())
-        keep = wide.filter(pc.invert(pc.is_in(wide["run_id"], value_set=drop)))
-        merged = finish(pa.concat_tables([keep, delta], promote_options="default"))
-        new_sig = _merge_sig(old_sig, drop, tag_signature(long.tags))
-        clock.lap("merge")
-        return merged, new_sig, len(changed), len(removed), dict(details, mode="incremental")
+        state.block_runs = block_owners_from_tags(long.tags)
+        return pivot(long), state
 
 
 class _Clock:
@@ -450,50 +448,6 @@ class _Clock:
         now = time.perf_counter()
         self.laps[name] = round(now - self.t, 4)
         self.t = now
-
-
-def _rows_above(table: str, rowid: int, alias: str) -> str:
-    """Distinct run ids of rows appended after `rowid`. The subquery keeps SQLite on the rowid range: a bare
-    DISTINCT makes it scan the whole run_uuid index instead (0.65 s vs 1 ms on 2M metric rows)."""
-    return (f"SELECT DISTINCT run_uuid AS {alias} FROM (SELECT run_uuid FROM {table} "
-            f"WHERE rowid > {int(rowid)} LIMIT -1)")
-
-
-def _merge_sig(old_sig: pa.Table, drop: pa.Array, new_rows: pa.Table) -> pa.Table:
-    """The old signature minus the re-read runs, plus their rows as just read; without decoding 1.4M run ids."""
-    import numpy as np
-
-    runs = old_sig["run_id"].combine_chunks()
-    if pa.types.is_dictionary(runs.type):
-        dropped = pc.is_in(runs.dictionary, value_set=drop).to_numpy(zero_copy_only=False)
-        mask = ~dropped[runs.indices.to_numpy(zero_copy_only=False)]
-        keep = old_sig.filter(pa.array(mask))
-    else:
-        keep = old_sig.filter(pc.invert(pc.is_in(runs, value_set=drop)))
-    added = _sorted_sig(_plain_sig(new_rows)) if new_rows.num_rows else None
-    if added is None:
-        return keep.combine_chunks()
-    merged = pa.concat_tables([keep, added.cast(keep.schema) if not pa.types.is_dictionary(keep.schema.field("run_id").type)
-                               else added]).unify_dictionaries().combine_chunks()
-    rowids = merged["tag_rowid"].to_numpy()
-    if len(rowids) > 1 and not bool(np.all(rowids[1:] > rowids[:-1])):
-        merged = merged.take(pa.array(np.argsort(rowids, kind="stable")))
-    return merged
-
-
-def _plain(col) -> pa.ChunkedArray:
-    return pc.cast(col, pa.string()) if pa.types.is_dictionary(col.type) else col
-
-
-def _plain_sig(sig: pa.Table) -> pa.Table:
-    return pa.table({"tag_rowid": pc.cast(sig["tag_rowid"], pa.int64()), "run_id": _plain(sig["run_id"]),
-                     "h": pc.cast(sig["h"], pa.uint64())})
-
-
-def _sorted_sig(sig: pa.Table) -> pa.Table:
-    """Sorted by rowid, run ids dictionary-encoded (1.4M rows of 32-char ids would be most of the file)."""
-    sig = sig.sort_by("tag_rowid").combine_chunks()
-    return sig.set_column(1, "run_id", pc.dictionary_encode(sig["run_id"]).combine_chunks())
 
 
 def _read_ipc(path: Path) -> tuple[pa.Table, dict]:

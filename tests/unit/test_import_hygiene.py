@@ -68,3 +68,38 @@ def test_leaderboard_from_a_current_cache_loads_no_arrow(fixture_db, tmp_path):
     out = _probe(argv, tmp_path)
     assert out["code"] in (0, None), out
     assert not {"pandas", "pyarrow", "numpy"} & set(out["loaded"]), out
+
+
+REFRESH_PROBE = r"""
+import json, sys
+from kdgat_core.query import open_db
+with open_db(sys.argv[1]) as db:
+    table = db.wide(arrow=True, include_deleted=True)
+    mode = db.last_refresh.mode
+sys.stderr.write("\nLOADED " + json.dumps({"mode": mode, "rows": table.num_rows, "pandas": "pandas" in sys.modules}) + "\n")
+"""
+
+
+def test_refreshing_the_read_cache_never_imports_pandas(db_copy, tmp_path):
+    """A refresh after new runs (the TUI's worker, `kdgat runs`) stays off pandas: importing it costs 0.35 s here,
+    more than half of the 1 s a refresh may take at 100k runs."""
+    from tests.unit.conftest import MUTATE_FIXTURE, run_python
+
+    path, ids = db_copy
+    env = dict(os.environ, KDGAT_CACHE_DIR=str(tmp_path / "cache"))
+
+    def refresh() -> dict:
+        res = subprocess.run([sys.executable, "-c", REFRESH_PROBE, str(path)], capture_output=True, text=True,
+                             env=env, cwd=str(REPO), timeout=120)
+        line = [ln for ln in res.stderr.splitlines() if ln.startswith("LOADED ")]
+        assert line, res.stderr[-2000:]
+        return json.loads(line[-1][len("LOADED "):])
+
+    first = refresh()
+    assert first["mode"] == "full"
+    ids_file = tmp_path / "ids.json"
+    ids_file.write_text(json.dumps(ids))
+    run_python(MUTATE_FIXTURE, str(path), str(ids_file), "1")  # new run, finished run, tags edited in place
+    second = refresh()
+    assert second["mode"] == "incremental" and second["rows"] == first["rows"] + 1, second
+    assert second["pandas"] is False, second

@@ -129,3 +129,34 @@ def test_cache_sees_a_reused_tag_rowid_with_another_key(db_copy, query_cache_dir
     assert stats.mode == "incremental", stats
     assert "tags.probe_a" not in after.column_names
     assert after.to_pylist()[[r["run_id"] for r in after.to_pylist()].index(run)]["tags.probe_b"] == "same"
+
+
+MOVE_NEWEST_TAG = r"""
+import sys
+from mlflow import MlflowClient
+path, run_a, run_b, step = sys.argv[1:5]
+c = MlflowClient(f"sqlite:///{path}")
+if step == "add":
+    c.set_tag(run_a, "probe", "same")
+else:  # run A's newest tag row goes; the same key and value on run B reuses its rowid
+    c.delete_tag(run_a, "probe")
+    c.set_tag(run_b, "probe", "same")
+"""
+
+
+def test_cache_sees_a_reused_tag_rowid_move_to_another_run(db_copy, query_cache_dir):
+    """Same rowid, same key, same value, another run: the tag left run A and arrived on run B (the gap the per-row
+    (key, value) signature of cache format 4 had)."""
+    path, ids = db_copy
+    run_a, run_b = ids["hcrl_sa/teacher_curriculum"], ids["hcrl_ch/teacher_curriculum"]
+    run_python(MOVE_NEWEST_TAG, str(path), run_a, run_b, "add")
+    before, _ = _cached_and_uncached(path)
+    rows = {r["run_id"]: r for r in before.to_pylist()}
+    assert rows[run_a]["tags.probe"] == "same" and rows[run_b]["tags.probe"] is None
+    old_rowid = _tag_rowids(path, "probe")
+    run_python(MOVE_NEWEST_TAG, str(path), run_a, run_b, "move")
+    assert _tag_rowids(path, "probe") == old_rowid  # the rowid really was reused
+    after, stats = _cached_and_uncached(path)
+    assert stats.mode == "incremental", stats
+    rows = {r["run_id"]: r for r in after.to_pylist()}
+    assert rows[run_a]["tags.probe"] is None and rows[run_b]["tags.probe"] == "same"
