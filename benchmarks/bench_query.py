@@ -368,9 +368,13 @@ def kdgat_side(tbl: Table, checks: list[str], open_db, db: Path, n: int, lb: dic
             return tdb.leaderboard(**board_kw)
 
     def wide_once(path: Path):
+        """(table, refresh stats, seconds until the caller has the table, seconds until the cache is on disk too)."""
+        t = time.perf_counter()
         with open_db(path) as tdb:
             table = tdb.wide(arrow=True)
-            return table, tdb.last_refresh
+            ready = time.perf_counter() - t
+            stats = tdb.last_refresh
+        return table, stats, ready, time.perf_counter() - t  # close() waits for the background cache write
 
     def check_board(top, label: str) -> None:
         ids = column(top, "run_id")
@@ -387,17 +391,17 @@ def kdgat_side(tbl: Table, checks: list[str], open_db, db: Path, n: int, lb: dic
     kdgat_process(tbl, checks, db, n, lb, env, "no read cache")
 
     # 2. the wide table (all runs x params, tags, final metrics), the very first time, then unchanged
-    t = time.perf_counter()
-    wide, stats = wide_once(db)
-    cold = time.perf_counter() - t
+    wide, stats, cold, cold_total = wide_once(db)
     tbl.add(Row("kdgat wide table, first time (cold cache)", [cold], baseline="MLflow all runs into pandas",
-                target_s=10.0, note=f"open_db + wide(arrow=True): {nrows(wide):,} rows x {ncols(wide)} columns; "
-                                    f"cache refresh '{stats.mode}'"))
+                target_s=10.0, note=f"open_db + wide(arrow=True) until the table is returned: {nrows(wide):,} rows x "
+                                    f"{ncols(wide)} columns; cache refresh '{stats.mode}'; the cache files were on "
+                                    f"disk {cold_total - cold:.2f} s later (written in the background)"))
     if all_rows is not None:
         checks.append(f"{'ok' if nrows(wide) == all_rows else 'MISMATCH'}: wide table rows {nrows(wide):,}, "
                       f"MLflow search_runs rows {all_rows:,}")
-    times, (wide, stats) = timed(lambda: wide_once(db), n)
-    tbl.add(Row("kdgat wide table, DB unchanged (warm cache)", times, baseline="MLflow all runs into pandas",
+    runs_ = [wide_once(db) for _ in range(n)]
+    wide, stats = runs_[-1][0], runs_[-1][1]
+    tbl.add(Row("kdgat wide table, DB unchanged (warm cache)", [r[2] for r in runs_], baseline="MLflow all runs into pandas",
                 target_s=1.0, note=f"cache refresh '{stats.mode}'"))
 
     # 3. the leaderboard again, now that a fresh read cache exists (served from it without reading the DB)
@@ -432,12 +436,12 @@ def kdgat_side(tbl: Table, checks: list[str], open_db, db: Path, n: int, lb: dic
         times, modes, bad = [], [], 0
         for _ in range(min(n, 3)):
             new_ids = run_worker("write", writer_db, WRITER_RUNS)["run_ids"]
-            t = time.perf_counter()
-            wide, stats = wide_once(writer_db)
-            times.append(time.perf_counter() - t)
+            wide, stats, ready, total = wide_once(writer_db)
+            times.append(ready)
             steps = ", ".join(f"{k} {v:.2f}s" if isinstance(v, float) else f"{k} {v}"
                               for k, v in (stats.details or {}).items())
-            modes.append(f"{stats.mode} ({stats.changed_runs} runs{'; ' + steps if steps else ''})")
+            modes.append(f"{stats.mode} ({stats.changed_runs} runs{'; ' + steps if steps else ''}; "
+                         f"cache on disk {total - ready:.2f} s after the table, written in the background)")
             got = set(column(wide, "run_id"))
             if nrows(wide) != rows_before + WRITER_RUNS or not set(new_ids) <= got:
                 bad += 1

@@ -86,10 +86,9 @@ class Source:
 
     def load_runs(self) -> pa.Table:
         """Every visible run, one row each (the query layer's wide table, served from its read cache)."""
-        from kdgat_core.query.tui_support import runs_rowid_watermark
 
         def read():
-            mark = runs_rowid_watermark(self.db)  # before the reads: a run inserted meanwhile is seen next poll
+            mark = self.db.runs_watermark()  # before the reads: a run inserted meanwhile is seen next poll
             states = self.db.run_states(arrow=True)
             return self.db.wide(arrow=True), states, mark
 
@@ -106,8 +105,6 @@ class Source:
         """
         import pyarrow.compute as pc
 
-        from kdgat_core.query.tui_support import run_states_after
-
         now = time.monotonic()
         # running runs log metrics every epoch: re-read them on a slower beat than new and finished runs
         running_due = now - self._running_read >= RUNNING_REFRESH_S
@@ -121,7 +118,7 @@ class Source:
         else:
             open_ids = self._seen[RUN_ID].filter(pc.is_in(self._seen["mlflow_status"], value_set=OPEN_STATES))
             watch = (open_ids.to_pylist() + sorted(self._recheck))[:MAX_WATCHED]
-            delta = self._call(lambda: run_states_after(self.db, self._rowid, watch))
+            delta = self._call(lambda: self.db.run_states_since(self._rowid, watch))
             self._recheck.clear()
             if delta.num_rows:
                 self._rowid = max(self._rowid, pc.max(delta["rowid"]).as_py() or 0)

@@ -4,7 +4,7 @@ MLflow rows carry no updated_at, and three of its tables are updated in place. T
 
 * runs (updated in place: status, end time, name, lifecycle): per row (rowid, run id, experiment id, hash of every run
   field the wide table shows). 100k rows, one scan through DuckDB's scanner.
-* experiments (renamed, deleted): a hash per experiment; a change marks all of its runs.
+* experiments (renamed, deleted): name and lifecycle per experiment; a change marks all of its runs.
 * tags (values updated in place; 1.4M rows at 100k runs, too many to bring through the scanner at every refresh):
   inside SQLite, one string per block of 2^TAG_BLOCK_BITS rowids holding every row of the block (values, their
   lengths, keys, run ids), hashed by DuckDB. Only changed, new or emptied blocks are read row by row, and their runs'
@@ -25,8 +25,9 @@ from kdgat_core.query import arrays
 from kdgat_core.query.connection import ALIAS, Reader, _sql_str, pa, pc
 
 TAG_BLOCK_BITS = 10          # 1024 tag rows (about 90 runs) per hashed block
-OWNER_QUERY_BLOCKS = 400     # changed blocks per row query
+OWNER_QUERY_BLOCKS = 200     # rowid ranges per query for the rows of changed blocks
 REBUILD_BLOCK_SHARE = 0.2    # above this share of changed tag blocks a full read is cheaper
+TAG_PIECES = 6               # queries the tag blocks are split into (run by two threads)
 
 # Identity of a row: what a reused rowid would not repeat. latest_metrics rows change in place, so only their key.
 _ROW_IDENTITY = {
@@ -34,10 +35,9 @@ _ROW_IDENTITY = {
     "metrics": "run_uuid||x'1f'||key||x'1f'||step||x'1f'||timestamp||x'1f'||printf('%!.20e', value)||x'1f'||is_nan",
     "latest_metrics": "run_uuid||x'1f'||key",
 }
-# One aggregate per column (SQLite appends each value as it comes; a per-row concatenation costs twice as much). The
-# lengths make the values' split exact (a value may hold any byte); keys and run ids cannot hold x'1e'.
-_TAG_BLOCK = ("coalesce(group_concat(value, x'1e'), '') || x'1d' || group_concat(coalesce(length(value), -1), ',') || x'1d' || "
-              "group_concat(key, x'1e') || x'1d' || group_concat(run_uuid, '')")
+# Each row as length:value x1f key x1f run id (the length makes the split exact: a value may hold any byte; keys and
+# run ids cannot hold x1e or x1f). Measured cheaper than one group_concat per column (0.44 s vs 0.6 s at 1.4M rows).
+_TAG_BLOCK = "group_concat(coalesce(length(value) || ':' || value, '-') || x'1f' || key || x'1f' || run_uuid, x'1e')"
 _RUN_FIELDS = "run_uuid, name, status, start_time, end_time, lifecycle_stage, experiment_id"
 
 
@@ -48,7 +48,7 @@ class DBState:
     runs: pa.Table                      # rid int64, run_id string, experiment_id int64, h uint64; sorted by rid
     block_runs: pa.Table                # block int64, run_id string, h uint64: each run's rows in each tag block
     tag_blocks: dict[int, int]          # block -> hash of its rows
-    experiments: dict[str, int]         # experiment id -> hash of name and lifecycle
+    experiments: dict[str, str]         # experiment id -> name and lifecycle
     watermarks: dict[str, dict]         # table -> {"rowid": max rowid, "row": identity of that row}
 
     def meta(self) -> dict:
@@ -59,7 +59,7 @@ class DBState:
     @classmethod
     def from_parts(cls, runs: pa.Table, block_runs: pa.Table, meta: dict) -> "DBState":
         return cls(runs, block_runs, {int(b): int(h) for b, h in meta["tag_blocks"]},
-                   {str(k): int(v) for k, v in meta["experiments"].items()}, dict(meta["watermarks"]))
+                   {str(k): str(v) for k, v in meta["experiments"].items()}, dict(meta["watermarks"]))
 
 
 @dataclass
@@ -82,6 +82,8 @@ def _watermark_sql(old: dict[str, dict] | None) -> str:
         was = int(((old or {}).get(table) or {}).get("rowid") or 0)
         parts.append(f"(SELECT {ident} FROM {table} WHERE rowid = {was}) AS {table}_was")
     parts.append("(SELECT max(rowid) FROM tags) AS tags_rowid")
+    parts.append("(SELECT group_concat(experiment_id || x'1f' || coalesce(name, '') || x'1f' || "
+                 "coalesce(lifecycle_stage, ''), x'1e') FROM experiments) AS experiments")
     return "SELECT " + ", ".join(parts)
 
 
@@ -102,22 +104,23 @@ def read_state(reader: Reader, old: DBState | None = None) -> tuple[DBState, dic
     marks = reader.fetch_rows(f"SELECT * FROM sqlite_query('{ALIAS}', '{_sql_str(_watermark_sql(old.watermarks if old else None))}')")[0]
     watermarks = {t: {"rowid": int(marks[f"{t}_rowid"] or 0), "row": marks[f"{t}_row"]} for t in _ROW_IDENTITY}
     was = {t: marks[f"{t}_was"] for t in _ROW_IDENTITY}
+    experiments = {}
+    for row in (marks["experiments"] or "").split("\x1e"):
+        if row:
+            exp_id, rest = row.split("\x1f", 1)
+            experiments[exp_id] = rest
     last_block = int(marks["tags_rowid"] or 0) >> TAG_BLOCK_BITS
-    mid = last_block // 2
-    queries = [
-        f"SELECT rowid AS rid, run_uuid AS run_id, CAST(experiment_id AS BIGINT) AS experiment_id, "
-        f"hash({_RUN_FIELDS}) AS h FROM {ALIAS}.runs",
-        f"SELECT CAST(experiment_id AS VARCHAR) AS experiment_id, hash(name, lifecycle_stage) AS h FROM {ALIAS}.experiments",
-        _tag_blocks_sql(0, mid),  # two halves: the tag scan is most of a refresh, and the halves run on two cores
-        _tag_blocks_sql(mid + 1, last_block) if last_block > mid else _tag_blocks_sql(1, 0),
-    ]
-    runs, exps, blocks_a, blocks_b = reader.fetch_many(queries)
+    # the tag blocks in pieces next to the runs scan: two threads pick them up as they finish (two cores, uneven rows)
+    cuts = sorted({0, *((last_block + 1) * i // TAG_PIECES for i in range(1, TAG_PIECES)), last_block + 1})
+    queries = [f"SELECT rowid AS rid, run_uuid AS run_id, CAST(experiment_id AS BIGINT) AS experiment_id, "
+               f"hash({_RUN_FIELDS}) AS h FROM {ALIAS}.runs"]
+    queries += [_tag_blocks_sql(lo, hi - 1) for lo, hi in zip(cuts, cuts[1:])]
+    runs, *block_parts = reader.fetch_many(queries)
     runs = _sorted_by(runs.cast(pa.schema([("rid", pa.int64()), ("run_id", pa.string()),
                                            ("experiment_id", pa.int64()), ("h", pa.uint64())])), "rid")
     tag_blocks: dict[int, int] = {}
-    for part in (blocks_a, blocks_b):
+    for part in block_parts:
         tag_blocks.update(zip(part["block"].to_pylist(), part["h"].to_pylist()))
-    experiments = dict(zip(exps["experiment_id"].to_pylist(), exps["h"].to_pylist()))
     return DBState(runs, _empty_owners(), tag_blocks, experiments, watermarks), was
 
 
@@ -166,12 +169,13 @@ def diff(reader: Reader, old: DBState) -> Changes:
         now = {(b, r): h for b, r, h in zip(*(owners_now[c].to_pylist() for c in ("block", "run_id", "h")))}
         changed.update(r for (b, r) in set(before) | set(now) if before.get((b, r)) != now.get((b, r)))
     new.block_runs = pa.concat_tables([kept_owners, owners_now]).combine_chunks()
+    details["tag blocks s"] = round(time.perf_counter() - t0 - details["read state s"], 4)
 
-    # params, metrics, latest_metrics: rows appended above the old watermarks
-    for table, mark in old.watermarks.items():
-        if int(mark.get("rowid") or 0) < new.watermarks[table]["rowid"]:
-            rows = reader.fetch_sqlite(_rows_above(table, int(mark.get("rowid") or 0)))
-            changed.update(rows["run_id"].to_pylist())
+    # params, metrics, latest_metrics: rows appended above the old watermarks (one query)
+    above = [_rows_above(table, int(mark.get("rowid") or 0)) for table, mark in old.watermarks.items()
+             if int(mark.get("rowid") or 0) < new.watermarks[table]["rowid"]]
+    if above:
+        changed.update(r["run_id"] for r in reader.fetch_sqlite_rows(" UNION ".join(above)))
 
     fresh_ids = new.runs["run_id"]
     removed = set(pc.filter(old.runs["run_id"], pc.invert(pc.is_in(old.runs["run_id"], value_set=fresh_ids))).to_pylist())
@@ -189,9 +193,17 @@ def _block_owners(reader: Reader, blocks: list[int]) -> pa.Table:
     """(block, run_id, h) now for these blocks: their rows read by rowid range inside SQLite, hashed per run."""
     b = TAG_BLOCK_BITS
     parts = [_empty_owners()]
-    for i in range(0, len(blocks), OWNER_QUERY_BLOCKS):
-        ranges = " OR ".join(f"(rowid >= {n << b} AND rowid < {(n + 1) << b})" for n in blocks[i:i + OWNER_QUERY_BLOCKS])
-        rows = f"SELECT rowid AS tag_rowid, run_uuid AS run_id, key, value FROM tags WHERE {ranges}"
+    spans: list[list[int]] = []  # runs of consecutive blocks, one rowid range each
+    for n in blocks:
+        if spans and spans[-1][1] == n:
+            spans[-1][1] = n + 1
+        else:
+            spans.append([n, n + 1])
+    for i in range(0, len(spans), OWNER_QUERY_BLOCKS):
+        # UNION ALL of ranges: SQLite seeks each rowid range; an OR of ranges makes it scan the whole table
+        rows = " UNION ALL ".join(
+            f"SELECT rowid AS tag_rowid, run_uuid AS run_id, key, value FROM tags "
+            f"WHERE rowid >= {lo << b} AND rowid < {hi << b}" for lo, hi in spans[i:i + OWNER_QUERY_BLOCKS])
         parts.append(reader.fetch(
             f"SELECT CAST(tag_rowid AS BIGINT) >> {b} AS block, CAST(run_id AS VARCHAR) AS run_id, "
             f"bit_xor({TAG_ROW_HASH}) AS h FROM sqlite_query('{ALIAS}', '{_sql_str(rows)}') GROUP BY ALL"

@@ -29,7 +29,7 @@ from kdgat_core.query.connection import (
 from kdgat_core.query.sql_guard import check_user_sql, one_line, table_names
 from kdgat_core.query.wide import (
     BASE_COLUMNS, BASE_TYPES, METRIC_COLUMNS, METRIC_PREFIX, PARAM_PREFIX, RefreshStats, WideCache, build_uncached,
-    pivot, read_long_for,
+    pivot, read_long_for, visible_rows,
 )
 
 VIEWS = ("runs", "params", "tags", "metrics", "metric_history", "lineage", "runs_wide")
@@ -120,6 +120,9 @@ class TrackingDB:
         return reader.con
 
     def close(self) -> None:
+        """Close the DuckDB connection; wait for a read-cache write still in flight (the table was returned first)."""
+        if self._cache is not None:
+            self._cache.flush()
         if self._reader_obj is not None:
             self._reader_obj.close()
             self._reader_obj = None
@@ -213,7 +216,7 @@ class TrackingDB:
         table = self._wide
         show_deleted = self.include_deleted if include_deleted is None else include_deleted
         if not show_deleted:
-            table = table.filter(pc.not_equal(table["lifecycle"], "deleted"))
+            table = visible_rows(table)
         return self._out(table, arrow)
 
     def _sync_views(self) -> None:
@@ -266,6 +269,25 @@ class TrackingDB:
             f"r.start_time AS start_ms, r.end_time AS end_ms FROM {ALIAS}.runs r LEFT JOIN {ALIAS}.experiments e "
             f"ON e.experiment_id = r.experiment_id WHERE {self._visible_sql()}")
         return self._out(table, arrow)
+
+    def runs_watermark(self) -> int:
+        """The highest rowid of MLflow's `runs` table (new runs get higher ones); one primary-key lookup."""
+        row = self._reader.fetch_sqlite_rows("SELECT max(rowid) AS m FROM runs")[0]
+        return int(row["m"] or 0)
+
+    def run_states_since(self, after_rowid: int, watch: Sequence[str] = ()) -> pa.Table:
+        """`run_states` columns (plus `rowid`) for runs inserted after `after_rowid` and for the `watch`ed runs, read
+        inside SQLite through the rowid and primary-key indexes: a poll reads the few rows that can have changed
+        instead of converting all 100k. MLflow updates a run's row in place (status, end time), so rows past the
+        watermark are the new runs, and the watched ones are those last seen running. Deleted runs are left out."""
+        where = f"r.rowid > {int(after_rowid)}"
+        if watch:
+            where = f"({where} OR r.run_uuid IN {sqlite_in_list(list(watch))})"
+        return self._reader.fetch_sqlite(
+            "SELECT r.run_uuid AS run_id, r.status AS mlflow_status, r.lifecycle_stage AS lifecycle, "
+            "r.start_time AS start_ms, r.end_time AS end_ms, r.rowid AS rowid FROM runs r "
+            f"LEFT JOIN experiments e ON e.experiment_id = r.experiment_id WHERE {where} AND {self._visible_sql()}",
+            {"start_ms": pa.int64(), "end_ms": pa.int64(), "rowid": pa.int64()})
 
     # -- resolving a run ----------------------------------------------------------------------------------------------
     def resolve_run(self, ref: str) -> str:

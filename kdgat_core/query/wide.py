@@ -29,7 +29,7 @@ from kdgat_core.query import arrays
 from kdgat_core.query.changes import TAG_ROW_HASH, DBState, block_owners_from_tags, diff, read_state
 from kdgat_core.query.connection import ALIAS, Reader, exact_real, pa, pc, sqlite_in_list
 
-CACHE_FORMAT = 5
+CACHE_FORMAT = 6
 # Convention tags whose names clash with run fields; they stay available as `tags.<name>` columns.
 SHADOWED_TAGS = (Tag.RUN_ID.value, Tag.START_TIME.value, Tag.END_TIME.value)
 TAG_COLUMNS: tuple[str, ...] = tuple(t.value for t in CONVENTION_TAGS if t.value not in SHADOWED_TAGS)
@@ -199,7 +199,8 @@ def pivot(long: LongRows) -> pa.Table:
 
 
 def finish(table: pa.Table) -> pa.Table:
-    """Canonical column order and types, no all-null dynamic columns, rows newest first (MLflow's default order)."""
+    """Canonical column order and types, no all-null dynamic columns, rows newest first (MLflow's default order),
+    deleted runs after the others (hiding them is then a slice, not a copy of 100k rows)."""
     dynamic = [c for c in table.column_names if c not in BASE_COLUMNS and table[c].null_count < table.num_rows]
     order = (sorted(c for c in dynamic if c.startswith(METRIC_PREFIX))
              + sorted(c for c in dynamic if c.startswith(PARAM_PREFIX))
@@ -214,8 +215,27 @@ def finish(table: pa.Table) -> pa.Table:
         fields.append(pa.field(c, typ))
     out = pa.table(arrays, schema=pa.schema(fields))
     if out.num_rows:
-        out = out.sort_by([("start_time", "descending"), ("run_id", "ascending")])
+        out = out.take(pc.sort_indices(_order_keys(out), sort_keys=ROW_ORDER))
     return out.combine_chunks()
+
+
+ROW_ORDER = [("deleted", "ascending"), ("start_time", "descending"), ("run_id", "ascending")]
+
+
+def deleted_mask(table: pa.Table) -> pa.ChunkedArray:
+    """True for deleted runs (no Python scalar: pyarrow would import pandas for one)."""
+    return pc.is_in(table["lifecycle"], value_set=arrays.strings(["deleted"]))
+
+
+def visible_rows(table: pa.Table) -> pa.Table:
+    """The runs that are not deleted: a zero-copy slice, since `finish` and `merge` put deleted runs last."""
+    if table.num_rows == 0:
+        return table
+    return table.slice(0, table.num_rows - (pc.sum(deleted_mask(table)).as_py() or 0))
+
+
+def _order_keys(table: pa.Table) -> pa.Table:
+    return pa.table({"deleted": deleted_mask(table), "start_time": table["start_time"], "run_id": table["run_id"]})
 
 
 def build_uncached(reader: Reader) -> pa.Table:
@@ -241,8 +261,7 @@ def merge(wide: pa.Table, delta: pa.Table, drop: set[str]) -> pa.Table:
                     for c in names]
             parts.append(pa.table(cols, names=names))
         both = pa.concat_tables(parts)
-        order = pc.sort_indices(both.select(["start_time", "run_id"]),
-                                sort_keys=[("start_time", "descending"), ("run_id", "ascending")])
+        order = pc.sort_indices(_order_keys(both), sort_keys=ROW_ORDER)
         order = arrays.values(order)
         if not np.array_equal(order, np.arange(len(order))):
             both = both.take(arrays.array(order.astype(np.int64)))
@@ -343,6 +362,10 @@ class WideCache:
         except (OSError, pa.ArrowException, ValueError, KeyError, TypeError):
             return None
         return CachedTable(wide, state, meta)
+
+    def flush(self) -> None:
+        """Wait until a cache write started by `get` is on disk."""
+        _wait_for_write(self.dir)
 
     def is_current(self, cached: CachedTable) -> bool:
         """True when the tracking file has not been written since `cached` was."""
