@@ -143,8 +143,10 @@ def diff(reader: Reader, old: DBState) -> Changes:
     o_rid, o_h = arrays.values(old.runs["rid"]), arrays.values(old.runs["h"])
     n_rid, n_h = arrays.values(new.runs["rid"]), arrays.values(new.runs["h"])
     new_idx, old_idx = _diff_sorted(o_rid, o_h, n_rid, n_h)
-    changed.update(_take(new.runs["run_id"], new_idx))
-    changed.update(_take(old.runs["run_id"], old_idx))
+    now_ids, then_ids = set(_take(new.runs["run_id"], new_idx)), set(_take(old.runs["run_id"], old_idx))
+    changed.update(now_ids, then_ids)
+    # a run leaves the table only with its row (mlflow gc); a run id in both lists was re-inserted, not removed
+    removed = then_ids - now_ids
     details["runs rows changed"] = int(len(new_idx) + len(old_idx))
 
     # experiments renamed or deleted: every run in them
@@ -177,12 +179,8 @@ def diff(reader: Reader, old: DBState) -> Changes:
     if above:
         changed.update(r["run_id"] for r in reader.fetch_sqlite_rows(" UNION ".join(above)))
 
-    fresh_ids = new.runs["run_id"]
-    removed = set(pc.filter(old.runs["run_id"], pc.invert(pc.is_in(old.runs["run_id"], value_set=fresh_ids))).to_pylist())
-    if changed:
-        candidates = arrays.strings(sorted(changed))
-        changed = set(candidates.filter(pc.is_in(candidates, value_set=fresh_ids)).to_pylist())
-    return Changes(changed, removed, "", new, details)
+    # runs gone since are dropped, not re-read (a changed tag block may name them as its former owners)
+    return Changes(changed - removed, removed, "", new, details)
 
 
 # The per-row tag hash, the same expression for rows from the scanner (full read) and from sqlite_query (refresh)

@@ -160,3 +160,22 @@ def test_cache_sees_a_reused_tag_rowid_move_to_another_run(db_copy, query_cache_
     assert stats.mode == "incremental", stats
     rows = {r["run_id"]: r for r in after.to_pylist()}
     assert rows[run_a]["tags.probe"] is None and rows[run_b]["tags.probe"] == "same"
+
+
+HARD_DELETE = r"""
+import sys
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+path, run = sys.argv[1], sys.argv[2]
+store = SqlAlchemyStore(f"sqlite:///{path}", "/tmp")
+store.delete_run(run)
+store._hard_delete_run(run)  # what `mlflow gc` does: the run's rows leave every table
+"""
+
+
+def test_cache_drops_a_run_removed_by_mlflow_gc(db_copy, query_cache_dir):
+    path, ids = db_copy
+    before, _ = _cached_and_uncached(path)
+    gone = ids["hcrl_ch/teacher_curriculum"]
+    run_python(HARD_DELETE, str(path), gone)
+    after, _ = _cached_and_uncached(path)
+    assert after.num_rows == before.num_rows - 1 and gone not in after["run_id"].to_pylist()
