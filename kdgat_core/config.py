@@ -338,6 +338,14 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    # "fixed": fused score >= 0.5 (the VGAE alone at its Youden threshold); "fpr_budget": each detector's threshold
+    # is the (1 - fpr_budget) quantile of its score on validation normal windows (no attack labels needed)
+    threshold: str = "fixed"
+    fpr_budget: float = 0.01
+
+
+@dataclass
 class KDConfig:
     enabled: bool = False
     teacher_run_id: str = ""
@@ -358,6 +366,7 @@ class PipelineConfig:
     dqn: DQNConfig = field(default_factory=DQNConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     kd: KDConfig = field(default_factory=KDConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     # --- naming ---------------------------------------------------------------------------------------------------
     @property

@@ -27,6 +27,18 @@ def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
     return float((thr[i] + lower.max()) / 2) if len(lower) else float(thr[i])
 
 
+def fpr_budget_threshold(normal_score: np.ndarray, budget: float) -> float:
+    """The threshold that flags at most `budget` of the given normal windows (attack when score >= threshold):
+    just above their (1 - budget) quantile. Only normal windows' scores go in, so no attack label is used."""
+    normal_score = np.asarray(normal_score, dtype=float)
+    if len(normal_score) == 0:
+        raise ValueError("an FPR-budget threshold needs at least one normal window")
+    q = float(np.quantile(normal_score, 1.0 - budget, method="higher"))
+    above = normal_score[normal_score > q]
+    # midway to the next higher normal score, so float32 scores compared with it do not round onto q
+    return float((q + above.min()) / 2) if len(above) else float(np.nextafter(q, np.inf))
+
+
 def detection_rate_at_fpr(y: np.ndarray, score: np.ndarray, max_fpr: float) -> float:
     """Highest true-positive rate reachable with a false-positive rate <= max_fpr."""
     if len(np.unique(y)) < 2:
