@@ -178,7 +178,9 @@ LOWER_IS_BETTER: frozenset[str] = frozenset({
 def metric_direction(metric: str) -> str:
     """'asc' for metrics where lower is better, else 'desc'. Per-scenario names (`test_02/fpr`) follow their leaf."""
     leaf = metric.rsplit("/", 1)[-1]
-    return "asc" if leaf in LOWER_IS_BETTER or leaf.endswith("loss") else "desc"
+    # prefixed variants (`val_fpr`, `gat_val_fnr`, `kd_loss`) sort like the metric they end with
+    lower = leaf in LOWER_IS_BETTER or leaf.endswith("loss") or any(leaf.endswith("_" + m) for m in LOWER_IS_BETTER)
+    return "asc" if lower else "desc"
 
 
 def scenario_metric(scenario: str, metric: str | Metric) -> str:

@@ -256,3 +256,13 @@ def test_a_db_written_by_kdgats_tracking_writer_reads_like_mlflow_says(sample_db
             assert all(_same(r[k], t[f"metrics.{k}"]) for k in METRIC_COLUMNS if f"metrics.{k}" in t)
             assert all(_same(r[k], t[f"tags.{k}"]) for k in TAG_COLUMNS if f"tags.{k}" in t)
         assert len(db.lineage(dataset="hcrl_sa")) > 0
+
+
+def test_prefixed_error_rates_and_losses_sort_ascending():
+    """`kdgat leaderboard --metric val_fpr` must put the fewest false alarms first, like `fpr` itself."""
+    from kdgat_core.config import metric_direction
+
+    for name in ("fpr", "val_fpr", "gat_val_fpr", "test_02_unknown_vehicle_known_attack/fnr", "kd_loss", "val_loss"):
+        assert metric_direction(name) == "asc", name
+    for name in ("f1", "val_f1", "gat_val_f1", "detection_rate_at_fpr_1e-3", "auc"):
+        assert metric_direction(name) == "desc", name
