@@ -46,7 +46,7 @@ class DBState:
     """The DB's change-relevant state at one moment (see the module docstring)."""
 
     runs: pa.Table                      # rid int64, run_id string, experiment_id int64, h uint64; sorted by rid
-    block_runs: pa.Table                # block int64, run_id string, h uint64: each run's rows in each tag block
+    block_runs: pa.Table                # block int64, run_id string, h uint64 per run in each tag block; by block
     tag_blocks: dict[int, int]          # block -> hash of its rows
     experiments: dict[str, str]         # experiment id -> name and lifecycle
     watermarks: dict[str, dict]         # table -> {"rowid": max rowid, "row": identity of that row}
@@ -162,15 +162,12 @@ def diff(reader: Reader, old: DBState) -> Changes:
     details["tag blocks changed"] = len(blocks)
     if len(blocks) > max(8, REBUILD_BLOCK_SHARE * len(new.tag_blocks)):
         return Changes(rebuild=f"{len(blocks)} of {len(new.tag_blocks)} tag blocks changed", state=new, details=details)
-    kept_owners = old.block_runs
     owners_now = _block_owners(reader, blocks)
+    owners_then, new.block_runs = _splice_owners(old.block_runs, blocks, owners_now)
     if blocks:
-        in_blocks = pc.is_in(old.block_runs["block"], value_set=arrays.array(np.array(blocks, dtype=np.int64)))
-        kept_owners = old.block_runs.filter(pc.invert(in_blocks))
-        before = {(b, r): h for b, r, h in zip(*(old.block_runs.filter(in_blocks)[c].to_pylist() for c in ("block", "run_id", "h")))}
+        before = {(b, r): h for b, r, h in zip(*(owners_then[c].to_pylist() for c in ("block", "run_id", "h")))}
         now = {(b, r): h for b, r, h in zip(*(owners_now[c].to_pylist() for c in ("block", "run_id", "h")))}
         changed.update(r for (b, r) in set(before) | set(now) if before.get((b, r)) != now.get((b, r)))
-    new.block_runs = pa.concat_tables([kept_owners, owners_now]).combine_chunks()
     details["tag blocks s"] = round(time.perf_counter() - t0 - details["read state s"], 4)
 
     # params, metrics, latest_metrics: rows appended above the old watermarks (one query)
@@ -204,9 +201,32 @@ def _block_owners(reader: Reader, blocks: list[int]) -> pa.Table:
             f"WHERE rowid >= {lo << b} AND rowid < {hi << b}" for lo, hi in spans[i:i + OWNER_QUERY_BLOCKS])
         parts.append(reader.fetch(
             f"SELECT CAST(tag_rowid AS BIGINT) >> {b} AS block, CAST(run_id AS VARCHAR) AS run_id, "
-            f"bit_xor({TAG_ROW_HASH}) AS h FROM sqlite_query('{ALIAS}', '{_sql_str(rows)}') GROUP BY ALL"
+            f"bit_xor({TAG_ROW_HASH}) AS h FROM sqlite_query('{ALIAS}', '{_sql_str(rows)}') GROUP BY ALL ORDER BY block, run_id"
         ).cast(parts[0].schema))
     return pa.concat_tables(parts).combine_chunks()
+
+
+def _splice_owners(old: pa.Table, blocks: list[int], now: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(the old rows of `blocks`, the old table with those blocks' rows replaced by `now`'s), by slicing: both tables
+    are sorted by block, so 1.4M owner rows (a block can hold a thousand runs' rows) are never copied."""
+    import numpy as np
+
+    if not blocks:
+        return old.slice(0, 0), old
+    keys, new_keys = arrays.values(old["block"]), arrays.values(now["block"])
+    wanted = np.asarray(blocks, dtype=np.int64)
+    starts, ends = np.searchsorted(keys, wanted, "left"), np.searchsorted(keys, wanted, "right")
+    new_starts, new_ends = np.searchsorted(new_keys, wanted, "left"), np.searchsorted(new_keys, wanted, "right")
+    pieces, then, prev = [], [], 0
+    for s, e, ns, ne in zip(starts, ends, new_starts, new_ends):
+        pieces += [old.slice(prev, int(s) - prev), now.slice(int(ns), int(ne - ns))]
+        then.append(old.slice(int(s), int(e - s)))
+        prev = int(e)
+    pieces.append(old.slice(prev))
+    spliced = pa.concat_tables(pieces)
+    if spliced["block"].num_chunks > 64:  # many refreshes later: one contiguous copy again
+        spliced = spliced.combine_chunks()
+    return pa.concat_tables(then), spliced
 
 
 def block_owners_from_tags(tags: pa.Table) -> pa.Table:
