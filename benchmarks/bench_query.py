@@ -65,9 +65,12 @@ def mlflow_worker(task: str, db: Path, n: int, run_id: str | None) -> dict:
     exp = client.get_experiment_by_name(EXPERIMENT_NAME)  # engine and schema check done before timing
     if task == "import":
         return {"times": [import_s]}
-    if task == "leaderboard":
-        times, df = repeat(lambda: mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=LEADERBOARD_FILTER,
-                                                      order_by=[f"metrics.{METRIC} DESC"], max_results=TOP), n)
+    if task in ("leaderboard", "leaderboard_warm"):
+        board = lambda: mlflow.search_runs(experiment_ids=[exp.experiment_id], filter_string=LEADERBOARD_FILTER,  # noqa: E731
+                                           order_by=[f"metrics.{METRIC} DESC"], max_results=TOP)
+        if task == "leaderboard_warm":
+            board()  # untimed: the copy's pages come into the OS cache first (a cold first call measured 3.7 s, warm 1 s)
+        times, df = repeat(board, n)
         return {"times": times, "run_ids": list(df["run_id"]), "values": [float(v) for v in df[f"metrics.{METRIC}"]]}
     if task == "all_runs":
         times, df = repeat(lambda: mlflow.search_runs(search_all_experiments=True), 1)
@@ -269,7 +272,7 @@ def mlflow_side(a, db: Path, n: int, tbl: Table, checks: list[str]) -> dict:
                     c.execute("ANALYZE")
                 print(f"  (copied and ANALYZEd {analyzed.name} in {time.time() - t:.0f} s)", flush=True)
         if analyzed is not None:
-            lba = run_worker("leaderboard", analyzed, n)
+            lba = run_worker("leaderboard_warm", analyzed, n)
             tbl.add(Row("MLflow leaderboard after ANALYZE", lba["times"], note=f"on the copy {analyzed.name}"))
             if lba["run_ids"] != lb["run_ids"]:
                 checks.append("MISMATCH: MLflow's leaderboard differs after ANALYZE")
