@@ -41,7 +41,16 @@ def register(app: typer.Typer) -> None:
         uri = resolve_tracking_uri(tracking_uri).value
         result = run_stage(cfg, tracking_uri=uri, data_root=resolve_data_root(data_root).value)
         rows = [{"metric": "run_id", "value": result.run_id}, {"metric": "run_name", "value": cfg.run_name}]
-        rows += [{"metric": k, "value": v} for k, v in result.metrics.items()]
+        metrics = list(result.metrics.items())
+        if fmt is OutputFormat.table:
+            # a terminal gets the headline metrics and each scenario's F1; every metric: --format json, `kdgat compare`
+            shown = [(k, v) for k, v in metrics if "/" not in k or k.endswith("/f1")]
+            rows += [{"metric": k, "value": v} for k, v in shown]
+            if len(shown) < len(metrics):
+                rows.append({"metric": f"(+{len(metrics) - len(shown)} more: --format json, or kdgat compare)",
+                             "value": ""})
+        else:
+            rows += [{"metric": k, "value": v} for k, v in metrics]
         emit(rows, fmt, title=f"{cfg.run_name} ({result.run_id})" if fmt is OutputFormat.table else None)
 
     @app.command("config-keys")
