@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         fmt: FormatOpt = OutputFormat.table,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress on stderr.")] = False,
     ) -> None:
-        from kdgat_core.config import resolve_data_root, resolve_tracking_uri
+        from kdgat_core.config import resolve_tracking_uri
 
         cfg = build_run_config(stage, preset_name, dataset, kd, teacher, override or [], device)
         if not quiet:
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         from kdgat_core.stages import run_stage
 
         uri = resolve_tracking_uri(tracking_uri).value
-        result = run_stage(cfg, tracking_uri=uri, data_root=resolve_data_root(data_root).value)
+        result = run_stage(cfg, tracking_uri=uri, data_root=data_root)  # resolved below: errors name its source
         rows = [{"metric": "run_id", "value": result.run_id}, {"metric": "run_name", "value": cfg.run_name}]
         metrics = list(result.metrics.items())
         if fmt is OutputFormat.table:

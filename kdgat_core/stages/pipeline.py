@@ -77,12 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     import logging
 
-    from kdgat_core.config import KdgatError, resolve_data_root, resolve_tracking_uri
+    from kdgat_core.config import KdgatError, resolve_tracking_uri
 
     logging.basicConfig(level=logging.WARNING)
     try:
         out = run_pipeline(args.dataset, args.variant, resolve_tracking_uri(args.tracking_uri).value,
-                           resolve_data_root(args.data_root).value, args.override)
+                           args.data_root, args.override)
     except KdgatError as exc:
         print(f"kdgat: {exc}", file=sys.stderr)
         sys.exit(2)

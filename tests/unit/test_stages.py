@@ -151,3 +151,18 @@ def test_config_keys_lists_overridable_keys():
     assert "gat.hidden,int,24" in out.stdout
 
 
+
+
+def test_missing_dataset_folder_names_where_the_data_root_came_from(tmp_path):
+    """`KDGAT_DATA_ROOT=/empty kdgat run ...` must blame the environment variable, not a --data-root flag never given."""
+    import os
+
+    db = tmp_path / "mlflow.db"
+    env = dict(os.environ, KDGAT_DATA_ROOT=str(tmp_path / "empty"))
+    proc = subprocess.run([sys.executable, "-m", "kdgat_core.cli", "run", "autoencoder", "--preset", "vgae,teacher,tiny",
+                           "--dataset", "synthetic", "--quiet", "--tracking-uri", f"sqlite:///{db}"],
+                          capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "does not exist" in last and "KDGAT_DATA_ROOT environment variable" in last, last
+    assert "Traceback" not in proc.stderr
