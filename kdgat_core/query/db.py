@@ -29,7 +29,7 @@ from kdgat_core.query.connection import (
 from kdgat_core.query.sql_guard import check_user_sql, one_line, table_names
 from kdgat_core.query.wide import (
     BASE_COLUMNS, BASE_TYPES, METRIC_COLUMNS, METRIC_PREFIX, PARAM_PREFIX, RefreshStats, WideCache, build_uncached,
-    pivot, read_long_for, visible_rows,
+    deleted_mask, pivot, read_long_for, visible_rows,
 )
 
 VIEWS = ("runs", "params", "tags", "metrics", "metric_history", "lineage", "runs_wide")
@@ -38,6 +38,11 @@ _WIDE_VIEWS = {"runs", "lineage", "runs_wide"}
 _HEX_ID = re.compile(r"^[0-9a-f]{1,32}$")
 # Params that tell runs of one configuration apart without changing it: the seed, and the teacher a student used.
 _NOT_CONFIG_PARAM_LEAVES = {Tag.SEED.value, Tag.TEACHER_RUN_ID.value}
+
+
+# What run_states and run_states_since read per run (both through the alias r of MLflow's runs table)
+_RUN_STATE_COLUMNS = ("r.run_uuid AS run_id, r.status AS mlflow_status, r.lifecycle_stage AS lifecycle, "
+                      "r.start_time AS start_ms, r.end_time AS end_ms")
 
 
 def _quote(name: str) -> str:
@@ -256,7 +261,7 @@ class TrackingDB:
         table = self._runs_by_id(list(run_ids)) if run_ids else self.wide(arrow=True).slice(0, 0)
         show_deleted = self.include_deleted if include_deleted is None else include_deleted
         if not show_deleted:
-            table = table.filter(pc.not_equal(table["lifecycle"], "deleted"))
+            table = table.filter(pc.invert(deleted_mask(table)))  # rows in the caller's order: no slice here
         return self._out(table, arrow)
 
     def run_states(self, arrow: bool = False):
@@ -265,8 +270,7 @@ class TrackingDB:
         It does not see tag or metric changes; `wide()` does (exactly, and incrementally).
         """
         table = self._reader.fetch(
-            f"SELECT r.run_uuid AS run_id, r.status AS mlflow_status, r.lifecycle_stage AS lifecycle, "
-            f"r.start_time AS start_ms, r.end_time AS end_ms FROM {ALIAS}.runs r LEFT JOIN {ALIAS}.experiments e "
+            f"SELECT {_RUN_STATE_COLUMNS} FROM {ALIAS}.runs r LEFT JOIN {ALIAS}.experiments e "
             f"ON e.experiment_id = r.experiment_id WHERE {self._visible_sql()}")
         return self._out(table, arrow)
 
@@ -284,8 +288,7 @@ class TrackingDB:
         if watch:
             where = f"({where} OR r.run_uuid IN {sqlite_in_list(list(watch))})"
         return self._reader.fetch_sqlite(
-            "SELECT r.run_uuid AS run_id, r.status AS mlflow_status, r.lifecycle_stage AS lifecycle, "
-            "r.start_time AS start_ms, r.end_time AS end_ms, r.rowid AS rowid FROM runs r "
+            f"SELECT {_RUN_STATE_COLUMNS}, r.rowid AS rowid FROM runs r "
             f"LEFT JOIN experiments e ON e.experiment_id = r.experiment_id WHERE {where} AND {self._visible_sql()}",
             {"start_ms": pa.int64(), "end_ms": pa.int64(), "rowid": pa.int64()})
 

@@ -201,25 +201,29 @@ def pivot(long: LongRows) -> pa.Table:
 def finish(table: pa.Table) -> pa.Table:
     """Canonical column order and types, no all-null dynamic columns, rows newest first (MLflow's default order),
     deleted runs after the others (hiding them is then a slice, not a copy of 100k rows)."""
-    dynamic = [c for c in table.column_names if c not in BASE_COLUMNS and table[c].null_count < table.num_rows]
-    order = (sorted(c for c in dynamic if c.startswith(METRIC_PREFIX))
-             + sorted(c for c in dynamic if c.startswith(PARAM_PREFIX))
-             + sorted(c for c in dynamic if c.startswith(TAG_PREFIX)))
-    arrays, fields = [], []
+    columns, fields = [], []
     for f in base_schema():
-        arrays.append(pc.cast(table[f.name], f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type))
+        columns.append(pc.cast(table[f.name], f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type))
         fields.append(f)
-    for c in order:
+    for c in dynamic_columns(table):
         typ = pa.float64() if c.startswith(METRIC_PREFIX) else pa.string()
-        arrays.append(pc.cast(table[c], typ))
+        columns.append(pc.cast(table[c], typ))
         fields.append(pa.field(c, typ))
-    out = pa.table(arrays, schema=pa.schema(fields))
+    out = pa.table(columns, schema=pa.schema(fields))
     if out.num_rows:
         out = out.take(pc.sort_indices(_order_keys(out), sort_keys=ROW_ORDER))
     return out.combine_chunks()
 
 
 ROW_ORDER = [("deleted", "ascending"), ("start_time", "descending"), ("run_id", "ascending")]
+
+
+def dynamic_columns(table: pa.Table) -> list[str]:
+    """The non-base columns some run has a value in, in canonical order: metrics, params, tags, each sorted."""
+    dynamic = [c for c in table.column_names if c not in BASE_COLUMNS and table[c].null_count < table.num_rows]
+    return (sorted(c for c in dynamic if c.startswith(METRIC_PREFIX))
+            + sorted(c for c in dynamic if c.startswith(PARAM_PREFIX))
+            + sorted(c for c in dynamic if c.startswith(TAG_PREFIX)))
 
 
 def deleted_mask(table: pa.Table) -> pa.ChunkedArray:
@@ -254,24 +258,14 @@ def merge(wide: pa.Table, delta: pa.Table, drop: set[str]) -> pa.Table:
         if pc.any(gone).as_py():  # new runs are not in the table yet: no copy of 100k rows for them
             keep = wide.filter(pc.invert(gone))
     if delta.num_rows:
-        names = list(dict.fromkeys(delta.column_names + keep.column_names))
-        parts = []
-        for t in (delta, keep):
-            cols = [t[c] if c in t.column_names else pa.nulls(t.num_rows, (delta if c in delta.column_names else keep).schema.field(c).type)
-                    for c in names]
-            parts.append(pa.table(cols, names=names))
-        both = pa.concat_tables(parts)
+        both = pa.concat_tables([delta, keep], promote_options="default")  # a column one side lacks: nulls there
         order = pc.sort_indices(_order_keys(both), sort_keys=ROW_ORDER)
         order = arrays.values(order)
         if not np.array_equal(order, np.arange(len(order))):
             both = both.take(arrays.array(order.astype(np.int64)))
         keep = both
     # the canonical column order; dynamic columns nobody has any more go, as in `finish`
-    dynamic = [c for c in keep.column_names if c not in BASE_COLUMNS and keep[c].null_count < keep.num_rows]
-    columns = (list(BASE_COLUMNS) + sorted(c for c in dynamic if c.startswith(METRIC_PREFIX))
-               + sorted(c for c in dynamic if c.startswith(PARAM_PREFIX))
-               + sorted(c for c in dynamic if c.startswith(TAG_PREFIX)))
-    return keep.select(columns).combine_chunks()
+    return keep.select(list(BASE_COLUMNS) + dynamic_columns(keep)).combine_chunks()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
