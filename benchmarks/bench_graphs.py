@@ -7,6 +7,7 @@ prints messages/s, graphs/s, peak RSS and the ratio to the public reference impl
 Python loop per window), measured on this 2-core machine at about 24,000 messages/s and 550 MB peak.
 Targets: at least 1,000,000 messages/s (40x) end to end, peak memory under 1 GB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ TARGET_PEAK_MB = 1024
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux reports KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def main() -> int:
@@ -32,19 +33,23 @@ def main() -> int:
     ap.add_argument("--stride", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3, help="builds to time; the best is reported (shared machine)")
-    ap.add_argument("--probe", action="store_true",
-                    help="also fit a logistic regression on pooled graph features per feature set and print F1 per "
-                         "split: how much signal the features carry, before any GNN")
+    ap.add_argument(
+        "--probe",
+        action="store_true",
+        help="also fit a logistic regression on pooled graph features per feature set and print F1 per "
+        "split: how much signal the features carry, before any GNN",
+    )
     args = ap.parse_args()
 
     t_import = time.perf_counter()
     import pyarrow.parquet as pq
     import torch
+    import torch_geometric.data  # noqa: F401  (imported by the first batch; kept out of the timed part)
 
     from kdgat_core.config import PipelineConfig
     from kdgat_core.data.canonical import list_recordings
     from kdgat_core.data.graph_cache import dataset_dir, load_graphs
-    import torch_geometric.data  # noqa: F401  (imported by the first batch; kept out of the timed part)
+
     import_s = time.perf_counter() - t_import
     rss_after_import = peak_rss_mb()
 
@@ -58,7 +63,7 @@ def main() -> int:
     builds = []
     g = None
     for _ in range(max(1, args.repeat)):
-        del g   # hold one build at a time, as a training job does
+        del g  # hold one build at a time, as a training job does
         with tempfile.TemporaryDirectory(prefix="kdgat-bench-") as cache:
             t0, c0 = time.perf_counter(), time.process_time()
             g = load_graphs(cfg, data_root=args.data_root, cache_dir=cache)
@@ -85,25 +90,40 @@ def main() -> int:
     peak = peak_rss_mb()
     print(f"dataset            {args.dataset} ({folder}), {len(recs)} recordings, {messages:,} messages")
     print(f"window / stride    {cfg.data.window} / {cfg.data.stride}; torch threads {torch.get_num_threads()}")
-    print(f"graphs             {graphs:,} (train {len(g.train):,}, val {len(g.val):,}, "
-          + ", ".join(f"{k.split('_')[0]}_{k.split('_')[1]} {len(v):,}" for k, v in g.test.items()) + ")")
-    print(f"build (parquet -> cached graph tensors, all splits), best of {len(builds)}: {build_s:.2f} s"
-          f"  [{', '.join(f'{b[0]:.2f}' for b in builds)}]; CPU time {build_cpu:.2f} s")
-    print(f"  messages/s       {msgs_per_s:,.0f}   ({msgs_per_s / REFERENCE_MSGS_PER_S:.1f}x the reference's "
-          f"{REFERENCE_MSGS_PER_S:,}/s; target {TARGET_MSGS_PER_S:,}/s = 40x)")
+    print(
+        f"graphs             {graphs:,} (train {len(g.train):,}, val {len(g.val):,}, "
+        + ", ".join(f"{k.split('_')[0]}_{k.split('_')[1]} {len(v):,}" for k, v in g.test.items())
+        + ")"
+    )
+    print(
+        f"build (parquet -> cached graph tensors, all splits), best of {len(builds)}: {build_s:.2f} s"
+        f"  [{', '.join(f'{b[0]:.2f}' for b in builds)}]; CPU time {build_cpu:.2f} s"
+    )
+    print(
+        f"  messages/s       {msgs_per_s:,.0f}   ({msgs_per_s / REFERENCE_MSGS_PER_S:.1f}x the reference's "
+        f"{REFERENCE_MSGS_PER_S:,}/s; target {TARGET_MSGS_PER_S:,}/s = 40x)"
+    )
     print(f"  graphs/s         {graphs / build_s:,.0f}")
-    print(f"  per CPU-second   {messages / build_cpu:,.0f} messages ({messages / build_cpu / REFERENCE_MSGS_PER_S:.1f}x): "
-          f"the wall-clock rate when the machine is not shared with other work")
-    print(f"one shuffled training epoch of batches (batch {args.batch_size}): {epoch_s:.2f} s, "
-          f"{len(g.train) / epoch_s:,.0f} graphs/s")
-    print(f"end to end (build + one epoch of batches): {end_to_end_s:.2f} s = {e2e_msgs_per_s:,.0f} messages/s "
-          f"({e2e_msgs_per_s / REFERENCE_MSGS_PER_S:.1f}x the reference)")
+    print(
+        f"  per CPU-second   {messages / build_cpu:,.0f} messages ({messages / build_cpu / REFERENCE_MSGS_PER_S:.1f}x): "
+        f"the wall-clock rate when the machine is not shared with other work"
+    )
+    print(
+        f"one shuffled training epoch of batches (batch {args.batch_size}): {epoch_s:.2f} s, "
+        f"{len(g.train) / epoch_s:,.0f} graphs/s"
+    )
+    print(
+        f"end to end (build + one epoch of batches): {end_to_end_s:.2f} s = {e2e_msgs_per_s:,.0f} messages/s "
+        f"({e2e_msgs_per_s / REFERENCE_MSGS_PER_S:.1f}x the reference)"
+    )
     print(f"reading the graph cache instead: {cached_s:.2f} s ({messages / cached_s:,.0f} messages/s)")
     with open("/proc/loadavg") as fh:
         load = fh.read().split()[0]
     print(f"machine load       {load} (1-minute load average; wall times on a shared machine vary with it)")
-    print(f"peak RSS           {peak:,.0f} MB (of which {rss_after_import:,.0f} MB is Python + torch + pyg after import "
-          f"in {import_s:.1f} s); target < {TARGET_PEAK_MB} MB; reference 550 MB")
+    print(
+        f"peak RSS           {peak:,.0f} MB (of which {rss_after_import:,.0f} MB is Python + torch + pyg after import "
+        f"in {import_s:.1f} s); target < {TARGET_PEAK_MB} MB; reference 550 MB"
+    )
     if args.probe:
         probe(g)
     ok = e2e_msgs_per_s >= TARGET_MSGS_PER_S and peak < TARGET_PEAK_MB
@@ -118,7 +138,10 @@ def probe(g) -> None:
     from sklearn.metrics import f1_score
 
     from kdgat_core.data.windows import (
-        EDGE_FEATURES, NODE_FEATURES, VEHICLE_NORMALISED_EDGE_FEATURES, VEHICLE_NORMALISED_NODE_FEATURES,
+        EDGE_FEATURES,
+        NODE_FEATURES,
+        VEHICLE_NORMALISED_EDGE_FEATURES,
+        VEHICLE_NORMALISED_NODE_FEATURES,
     )
 
     def pooled(gs, node_cols, edge_cols):
@@ -126,13 +149,21 @@ def probe(g) -> None:
         ei = [EDGE_FEATURES.index(c) for c in edge_cols]
         x, ptr = gs.x.numpy()[:, ni], gs.node_ptr.numpy()
         ea, eptr = gs.edge_attr.numpy()[:, ei], gs.edge_ptr.numpy()
-        return np.hstack([np.add.reduceat(x, ptr[:-1]) / np.diff(ptr)[:, None], np.maximum.reduceat(x, ptr[:-1]),
-                          np.minimum.reduceat(x, ptr[:-1]), np.add.reduceat(ea, eptr[:-1]) / np.diff(eptr)[:, None]])
+        return np.hstack(
+            [
+                np.add.reduceat(x, ptr[:-1]) / np.diff(ptr)[:, None],
+                np.maximum.reduceat(x, ptr[:-1]),
+                np.minimum.reduceat(x, ptr[:-1]),
+                np.add.reduceat(ea, eptr[:-1]) / np.diff(eptr)[:, None],
+            ]
+        )
 
     no_share = tuple(c for c in VEHICLE_NORMALISED_NODE_FEATURES if c != "id_share")
-    sets = {"all features": (NODE_FEATURES, EDGE_FEATURES),
-            "vehicle-normalised": (VEHICLE_NORMALISED_NODE_FEATURES, VEHICLE_NORMALISED_EDGE_FEATURES),
-            "vehicle-normalised minus id_share": (no_share, VEHICLE_NORMALISED_EDGE_FEATURES)}
+    sets = {
+        "all features": (NODE_FEATURES, EDGE_FEATURES),
+        "vehicle-normalised": (VEHICLE_NORMALISED_NODE_FEATURES, VEHICLE_NORMALISED_EDGE_FEATURES),
+        "vehicle-normalised minus id_share": (no_share, VEHICLE_NORMALISED_EDGE_FEATURES),
+    }
     print("probe: logistic regression on pooled window features, F1 per split")
     for name, (nc, ec) in sets.items():
         clf = LogisticRegression(max_iter=3000).fit(pooled(g.train, nc, ec), g.train.y.numpy())

@@ -5,6 +5,7 @@
 
 The benchmark DBs come from benchmarks/make_big_db.py, whose runs carry slurm_job_id tags 40000000 + i.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from kdgat_core.slurm.queue import runs_from_query  # noqa: E402
-from kdgat_core.slurm.scheduler import SlurmScheduler  # noqa: E402
+from kdgat_core.slurm.queue import runs_from_query
+from kdgat_core.slurm.scheduler import SlurmScheduler
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:
@@ -39,8 +40,10 @@ def main() -> None:
         ids = [str(40_000_000 + i * 97) for i in range(args.jobs)]
         first, rows = timed(lambda: runs_from_query(uri, ids), 1)
         again, _ = timed(lambda: runs_from_query(uri, ids), args.repeat)
-        print(f"join {args.jobs} job ids with runs in {args.db}: first {first * 1000:.0f} ms (opens the DB), "
-              f"then {again * 1000:.0f} ms median per refresh; {len(rows)} runs matched")
+        print(
+            f"join {args.jobs} job ids with runs in {args.db}: first {first * 1000:.0f} ms (opens the DB), "
+            f"then {again * 1000:.0f} ms median per refresh; {len(rows)} runs matched"
+        )
     if os.environ.get("SLURM_CONF") and SlurmScheduler.available():
         sched = SlurmScheduler(cache_seconds=3600)
         secs, jobs = timed(lambda: sched.jobs(refresh=True), args.repeat)

@@ -9,6 +9,7 @@ batch), inference graphs/s, and the seconds one epoch over the training split wo
 teacher/student speed ratio per architecture. Set --threads to compare torch CPU thread counts (oversubscribed shared
 cores make 2 threads slower than 1; see docs/training.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,9 +56,11 @@ def main() -> None:
     graphs = load_graphs(preset(f"gat,teacher{suffix}", dataset=dataset), data_root=data_root)
     n_train = len(graphs.train)
     pin = device.type == "cuda"
-    print(f"dataset {dataset}: {n_train} training windows, {graphs.train.num_nodes / n_train:.1f} nodes and "
-          f"{graphs.train.num_edges / n_train:.1f} edges per window; device {device}, threads {args.threads}, "
-          f"batch {args.batch_size}{', AMP' if args.amp else ''}")
+    print(
+        f"dataset {dataset}: {n_train} training windows, {graphs.train.num_nodes / n_train:.1f} nodes and "
+        f"{graphs.train.num_edges / n_train:.1f} edges per window; device {device}, threads {args.threads}, "
+        f"batch {args.batch_size}{', AMP' if args.amp else ''}"
+    )
     print(f"{'model':<14}{'params':>10}{'train g/s':>12}{'infer g/s':>12}{'epoch s':>10}")
 
     def batches(k: int):
@@ -101,8 +104,10 @@ def main() -> None:
             if arch == "dqn":  # the bandit's input is a state vector per window, not a graph
                 from types import SimpleNamespace
 
-                items = [SimpleNamespace(x=torch.randn(cfg.dqn.batch_size, 10), num_graphs=cfg.dqn.batch_size)
-                         for _ in range(args.batches + 1)]
+                items = [
+                    SimpleNamespace(x=torch.randn(cfg.dqn.batch_size, 10), num_graphs=cfg.dqn.batch_size)
+                    for _ in range(args.batches + 1)
+                ]
 
             def step(b):
                 b = b.to(device, non_blocking=True) if hasattr(b, "to") else b
@@ -126,9 +131,13 @@ def main() -> None:
             infer_gps = graphs_timed / timed(predict, items[1:])
             speeds[(arch, size)] = train_gps
             epoch = n_train / train_gps if arch != "dqn" else float("nan")
-            print(f"{arch + ',' + size:<14}{count_parameters(model):>10,}{train_gps:>12.0f}{infer_gps:>12.0f}{epoch:>10.1f}")
+            print(
+                f"{arch + ',' + size:<14}{count_parameters(model):>10,}{train_gps:>12.0f}{infer_gps:>12.0f}{epoch:>10.1f}"
+            )
     for arch in ("vgae", "gat", "dqn"):
-        print(f"{arch}: student trains {speeds[(arch, 'student')] / speeds[(arch, 'teacher')]:.1f}x faster than teacher")
+        print(
+            f"{arch}: student trains {speeds[(arch, 'student')] / speeds[(arch, 'teacher')]:.1f}x faster than teacher"
+        )
 
 
 if __name__ == "__main__":

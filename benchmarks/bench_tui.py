@@ -14,6 +14,7 @@ Prints, with the target and PASS/MISS:
   * peak memory (RSS) of the app process.
 The DB is only read.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,16 +73,21 @@ def launch_probe(db: str) -> None:
             screen = await _painted(pilot)
             while "t" not in first:
                 await pilot.pause(0.005)
-            print(json.dumps({"launch_s": first["t"] - t_start, "runs": screen.view.total,
-                              "cached_paint": first["cached"]}), flush=True)
+            print(
+                json.dumps(
+                    {"launch_s": first["t"] - t_start, "runs": screen.view.total, "cached_paint": first["cached"]}
+                ),
+                flush=True,
+            )
 
     asyncio.run(run())
 
 
 def measure_launch(db: str) -> dict:
     env = dict(os.environ, KDGAT_BENCH_T0=repr(time.time()))
-    proc = subprocess.run([sys.executable, __file__, "--launch-probe", "--db", db], env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--launch-probe", "--db", db], env=env, capture_output=True, text=True, timeout=600
+    )
     if proc.returncode != 0:
         raise SystemExit(f"launch probe failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -179,15 +185,23 @@ def main() -> int:
     prime_cache(args.db)
     launches = [measure_launch(args.db) for _ in range(max(1, min(args.repeat, 3)))]
     figures = {"launch_s": statistics.median(l["launch_s"] for l in launches)}
-    print(f"launch probes: {[round(l['launch_s'], 2) for l in launches]} s, painted from the cached copy: "
-          f"{all(l['cached_paint'] for l in launches)}, runs shown: {launches[0]['runs']:,}")
+    print(
+        f"launch probes: {[round(l['launch_s'], 2) for l in launches]} s, painted from the cached copy: "
+        f"{all(l['cached_paint'] for l in launches)}, runs shown: {launches[0]['runs']:,}"
+    )
     figures.update(asyncio.run(measure_in_app(args.db, args.repeat)))
-    print(f"in-process (app built -> runs painted, cache current): {figures['in_process_paint_s']:.2f} s; "
-          f"filter '{FILTER}' keeps {figures['shown_after_filter']:,} of {figures['runs']:,} runs")
+    print(
+        f"in-process (app built -> runs painted, cache current): {figures['in_process_paint_s']:.2f} s; "
+        f"filter '{FILTER}' keeps {figures['shown_after_filter']:,} of {figures['runs']:,} runs"
+    )
     print(f"{'figure':<40}{'measured':>12}{'target':>10}{'ratio':>8}  ")
-    rows = [("launch -> Runs painted with data (s)", "launch_s"), ("sort (ms, median)", "sort_ms"),
-            ("filter (ms, median)", "filter_ms"), (f"refresh bringing {NEW_RUNS} new runs (ms)", "refresh_100_ms"),
-            ("peak memory RSS (GB)", "peak_rss_gb")]
+    rows = [
+        ("launch -> Runs painted with data (s)", "launch_s"),
+        ("sort (ms, median)", "sort_ms"),
+        ("filter (ms, median)", "filter_ms"),
+        (f"refresh bringing {NEW_RUNS} new runs (ms)", "refresh_100_ms"),
+        ("peak memory RSS (GB)", "peak_rss_gb"),
+    ]
     ok = True
     for label, key in rows:
         value, target = figures[key], TARGETS[key]

@@ -4,6 +4,7 @@ Command groups live in `kdgat_core/commands/<area>.py`, each with a `register(ap
 the shared options, output formatting and the one place where a KdgatError becomes a sentence on stderr.
 Heavy modules (torch, torch_geometric, mlflow) are imported inside the commands that need them, never here.
 """
+
 from __future__ import annotations
 
 import io
@@ -38,13 +39,24 @@ class OutputFormat(str, Enum):
 # Shared options: every command that reads or writes runs takes the same spelling.
 TrackingUriOpt = Annotated[
     Optional[str],
-    typer.Option("--tracking-uri", "-u", help="MLflow tracking URI or SQLite path (else MLFLOW_TRACKING_URI, kdgat.toml, sqlite:///mlflow.db)."),
+    typer.Option(
+        "--tracking-uri",
+        "-u",
+        help="MLflow tracking URI or SQLite path (else MLFLOW_TRACKING_URI, kdgat.toml, sqlite:///mlflow.db).",
+    ),
 ]
-FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format: table on a terminal, or csv|json|markdown|latex for pipes and papers.")]
-OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the output to this file instead of stdout.")]
+FormatOpt = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format", "-f", help="Output format: table on a terminal, or csv|json|markdown|latex for pipes and papers."
+    ),
+]
+OutputOpt = Annotated[
+    Optional[Path], typer.Option("--output", "-o", help="Write the output to this file instead of stdout.")
+]
 
 
-def fail(message: str, code: int = 2) -> "typer.Exit":
+def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one sentence on stderr and exit non-zero."""
     typer.echo(f"kdgat: {message}", err=True)
     raise typer.Exit(code)
@@ -115,15 +127,32 @@ def render(data: Any, fmt: OutputFormat, title: str | None = None) -> str:
         lines += ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in r) + " |" for r in rows]
         return ("" if not title else f"**{title}**\n\n") + "\n".join(lines) + "\n"
     if fmt is OutputFormat.latex:
+
         def esc(s: str) -> str:
-            for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                         ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
+            for a, b in (
+                ("\\", r"\textbackslash{}"),
+                ("&", r"\&"),
+                ("%", r"\%"),
+                ("$", r"\$"),
+                ("#", r"\#"),
+                ("_", r"\_"),
+                ("{", r"\{"),
+                ("}", r"\}"),
+                ("~", r"\textasciitilde{}"),
+                ("^", r"\^{}"),
+            ):
                 s = s.replace(a, b)
             return s
+
         out = ["\\begin{table}[t]", "\\centering"]
         if title:
             out.append(f"\\caption{{{esc(title)}}}")
-        out += [f"\\begin{{tabular}}{{{'l' * len(cols)}}}", "\\toprule", " & ".join(esc(c) for c in cols) + " \\\\", "\\midrule"]
+        out += [
+            f"\\begin{{tabular}}{{{'l' * len(cols)}}}",
+            "\\toprule",
+            " & ".join(esc(c) for c in cols) + " \\\\",
+            "\\midrule",
+        ]
         out += [" & ".join(esc(_cell(v)) for v in r) + " \\\\" for r in rows]
         out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
         return "\n".join(out) + "\n"
@@ -146,7 +175,9 @@ def _terminal_width() -> int:
     return max(80, shutil.get_terminal_size((160, 40)).columns)
 
 
-def emit(data: Any, fmt: OutputFormat = OutputFormat.table, output: Path | None = None, title: str | None = None) -> None:
+def emit(
+    data: Any, fmt: OutputFormat = OutputFormat.table, output: Path | None = None, title: str | None = None
+) -> None:
     """Print (or write to --output) tabular data in the requested format."""
     write_output(render(data, fmt, title), output)
 

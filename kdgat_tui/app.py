@@ -3,6 +3,7 @@
 The app composes screens; every number comes from `kdgat_core.query` (through `kdgat_tui.source`) and every action
 goes through `kdgat_core.slurm`. It never writes the tracking DB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,14 @@ class KdgatApp(App):
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
 
-    def __init__(self, tracking_uri: str | None = None, readonly: bool = False, refresh_s: float = DEFAULT_REFRESH_S,
-                 source: Source | None = None, slurm=None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        readonly: bool = False,
+        refresh_s: float = DEFAULT_REFRESH_S,
+        source: Source | None = None,
+        slurm=None,
+    ) -> None:
         super().__init__()
         self.readonly = readonly
         self.refresh_s = refresh_s
@@ -130,11 +137,22 @@ def skip_pyarrow_pandas_probe() -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="kdgat-tui", description="kdgat's experiment dashboard (keyboard only; ? lists keys).")
-    p.add_argument("--tracking-uri", "-u", help="MLflow tracking URI or SQLite path (else MLFLOW_TRACKING_URI, kdgat.toml, sqlite:///mlflow.db).")
+    p = argparse.ArgumentParser(
+        prog="kdgat-tui", description="kdgat's experiment dashboard (keyboard only; ? lists keys)."
+    )
+    p.add_argument(
+        "--tracking-uri",
+        "-u",
+        help="MLflow tracking URI or SQLite path (else MLFLOW_TRACKING_URI, kdgat.toml, sqlite:///mlflow.db).",
+    )
     p.add_argument("--readonly", action="store_true", help="Hide and refuse every key that submits or cancels jobs.")
-    p.add_argument("--refresh", type=float, default=DEFAULT_REFRESH_S, metavar="SECONDS",
-                   help=f"Auto-refresh interval in seconds (default {DEFAULT_REFRESH_S:g}; 0 turns it off).")
+    p.add_argument(
+        "--refresh",
+        type=float,
+        default=DEFAULT_REFRESH_S,
+        metavar="SECONDS",
+        help=f"Auto-refresh interval in seconds (default {DEFAULT_REFRESH_S:g}; 0 turns it off).",
+    )
     return p.parse_args(argv)
 
 

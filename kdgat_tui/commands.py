@@ -2,6 +2,7 @@
 
 A binding hidden by `check_action` (e.g. Submit under --readonly) is not offered here either.
 """
+
 from __future__ import annotations
 
 from functools import partial

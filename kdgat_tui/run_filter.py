@@ -4,6 +4,7 @@
 matches names and tags (case-insensitive); `!word` inverts it (k9s habit); `key~regex` matches a pattern;
 `dataset=hcrl_sa,hcrl_ch` means either. Terms are ANDed. Nothing here touches the database.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,7 +39,7 @@ class FilterError(ValueError):
 
 @dataclass(frozen=True)
 class Term:
-    key: str | None      # None: free text
+    key: str | None  # None: free text
     op: str
     value: str
     negate: bool = False
@@ -154,8 +155,14 @@ def _parse_bool(raw: str, key: str) -> bool:
 
 
 def _compare(col, op: str, value, key: str, ordered: bool = True):
-    fn = {"=": pc.equal, "!=": pc.not_equal, ">": pc.greater, ">=": pc.greater_equal,
-          "<": pc.less, "<=": pc.less_equal}[op]
+    fn = {
+        "=": pc.equal,
+        "!=": pc.not_equal,
+        ">": pc.greater,
+        ">=": pc.greater_equal,
+        "<": pc.less,
+        "<=": pc.less_equal,
+    }[op]
     if not ordered and op not in ("=", "!="):
         raise FilterError(f"{key} can only be compared with = or !=")
     m = fn(col, value)

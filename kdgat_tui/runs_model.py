@@ -3,6 +3,7 @@
 The numbers come from `kdgat_core.query` (see `kdgat_tui.source`); this module only decides which rows and columns
 are on screen, so sort and filter answer in milliseconds over 100k runs without touching the database.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,9 +19,24 @@ RUN_ID = Tag.RUN_ID.value
 MARK = "✓"
 # The identity columns, in display order; metrics go between status and start.
 LEAD_COLUMNS = ("run_name", Tag.STATUS.value)
-TRAIL_COLUMNS = ("start_time", "duration_s", Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value, RUN_ID)
-HEADERS = {"run_name": "run", Tag.MODEL_SIZE.value: "size", Tag.USE_KD.value: "kd", "start_time": "start",
-           "duration_s": "took", RUN_ID: "run id", Metric.PRECISION.value: "precision"}
+TRAIL_COLUMNS = (
+    "start_time",
+    "duration_s",
+    Tag.DATASET.value,
+    Tag.STAGE.value,
+    Tag.MODEL_SIZE.value,
+    Tag.USE_KD.value,
+    RUN_ID,
+)
+HEADERS = {
+    "run_name": "run",
+    Tag.MODEL_SIZE.value: "size",
+    Tag.USE_KD.value: "kd",
+    "start_time": "start",
+    "duration_s": "took",
+    RUN_ID: "run id",
+    Metric.PRECISION.value: "precision",
+}
 STANDARD = {m.value for m in STANDARD_METRICS}
 DEFAULT_METRICS = (Metric.F1.value, Metric.ACCURACY.value, Metric.AUC.value, Metric.VAL_LOSS.value)
 # Columns a run's seed lives in: runs equal in everything else form one group in the "by config" view.
@@ -37,12 +53,12 @@ class View:
     """One screenful's worth of state: the formatted table and the run id of each row."""
 
     table: pa.Table
-    ids: pa.Array                    # run id of each row (Arrow: 100k ids stay out of Python until asked for)
+    ids: pa.Array  # run id of each row (Arrow: 100k ids stay out of Python until asked for)
     headers: list[str]
     widths: list[int]
-    total: int                       # runs before filtering
+    total: int  # runs before filtering
     grouped: bool = False
-    groups: list[list[str]] = field(default_factory=list)   # run ids behind each row in the grouped view
+    groups: list[list[str]] = field(default_factory=list)  # run ids behind each row in the grouped view
     _ids: list[str] | None = None
 
     @property
@@ -74,14 +90,14 @@ class RunsModel:
         self.grouped = False
         self.marks: set[str] = set()
         self.metrics = list(metrics or DEFAULT_METRICS)
-        self.lost: set[str] = set()     # run ids the scheduler says have ended while tagged running
+        self.lost: set[str] = set()  # run ids the scheduler says have ended while tagged running
         self.replace_all(base)
 
     def replace_all(self, table: pa.Table) -> None:
         self.base = table.drop_columns([HAYSTACK]) if HAYSTACK in table.column_names else table
         self.available_metrics = [c for c in table.column_names if _is_metric(table, c)]
         self.metrics = [m for m in self.metrics if m in self.available_metrics]
-        self._shown: dict[str, pa.ChunkedArray] = {}   # formatted display column, aligned with base rows
+        self._shown: dict[str, pa.ChunkedArray] = {}  # formatted display column, aligned with base rows
         self._width: dict[str, int] = {}
         self._live: pa.ChunkedArray | None = None
         if self.marks:
@@ -164,7 +180,7 @@ class RunsModel:
         i = self.base.column_names.index(STATUS)
         self.base = self.base.set_column(i, STATUS, pc.cast(new, column.type))
         if HAYSTACK in self.base.column_names:
-            self.base = self.base.drop_columns([HAYSTACK])   # rebuilt on the next free-text filter
+            self.base = self.base.drop_columns([HAYSTACK])  # rebuilt on the next free-text filter
         self._shown.pop(STATUS, None)
         return True
 
@@ -261,13 +277,13 @@ class RunsModel:
             widths.append(max(self._width[c], len(HEADERS.get(c, c))))
         names = [" "] + [HEADERS.get(c, c) for c in cols]
         table = pa.Table.from_arrays(arrays, names=names)
-        return View(table, ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids, names, widths,
-                    self.total)
+        return View(table, ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids, names, widths, self.total)
 
     def _grouped_view(self, rows: pa.Table) -> View:
         keys = [c for c in GROUP_BY if c in rows.column_names]
-        params = [c for c in rows.column_names
-                  if c.startswith(PARAM_PREFIX) and c.rsplit(".", 1)[-1] not in NOT_CONFIG_LEAVES]
+        params = [
+            c for c in rows.column_names if c.startswith(PARAM_PREFIX) and c.rsplit(".", 1)[-1] not in NOT_CONFIG_LEAVES
+        ]
         keys_all = keys + params
         if rows.num_rows == 0:
             empty = pa.table({"config": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
@@ -298,8 +314,15 @@ class RunsModel:
             names.append(f"{HEADERS.get(m, m)} mean±std")
         table = pa.Table.from_arrays(arrays, names=names)
         groups = grouped[f"{RUN_ID}_list"].to_pylist()
-        return View(table, pa.array([g[0] for g in groups], pa.string()), names, column_widths(table), self.total,
-                    grouped=True, groups=groups)
+        return View(
+            table,
+            pa.array([g[0] for g in groups], pa.string()),
+            names,
+            column_widths(table),
+            self.total,
+            grouped=True,
+            groups=groups,
+        )
 
     # ---- state changes ---------------------------------------------------------------------------------------------
     def sort_by(self, column: str) -> None:
@@ -308,8 +331,9 @@ class RunsModel:
             self.sort_desc = not self.sort_desc
         else:
             self.sort_key = column
-            self.sort_desc = (metric_direction(column) == "desc" if column in self.available_metrics
-                              else column == "start_time")
+            self.sort_desc = (
+                metric_direction(column) == "desc" if column in self.available_metrics else column == "start_time"
+            )
 
     def toggle_mark(self, run_id: str) -> None:
         self.marks.symmetric_difference_update({run_id})
@@ -331,9 +355,19 @@ def _is_metric(table: pa.Table, column: str) -> bool:
 def _with_haystack(table: pa.Table) -> pa.Table:
     if HAYSTACK in table.column_names:
         table = table.drop_columns([HAYSTACK])
-    parts = [pc.fill_null(pc.cast(table[c], pa.string()), "")
-             for c in ("run_name", RUN_ID, *GROUP_BY, Tag.STATUS.value, Tag.TEACHER_RUN_ID.value,
-                       Tag.SLURM_JOB_ID.value, Tag.MODEL_ARCH.value) if c in table.column_names]
+    parts = [
+        pc.fill_null(pc.cast(table[c], pa.string()), "")
+        for c in (
+            "run_name",
+            RUN_ID,
+            *GROUP_BY,
+            Tag.STATUS.value,
+            Tag.TEACHER_RUN_ID.value,
+            Tag.SLURM_JOB_ID.value,
+            Tag.MODEL_ARCH.value,
+        )
+        if c in table.column_names
+    ]
     if not parts:
         return table.append_column(HAYSTACK, pa.array([""] * table.num_rows))
     hay = pc.utf8_lower(pc.binary_join_element_wise(*parts, " ")) if len(parts) > 1 else pc.utf8_lower(parts[0])
@@ -375,8 +409,9 @@ def fixed4(values, pad: bool = True) -> pa.ChunkedArray:
     finite = pc.and_(pc.is_finite(x), pc.less(pc.abs(x), 1e9))
     scaled = pc.cast(pc.round(pc.multiply(pc.abs(pc.if_else(finite, x, 0.0)), 10_000)), pa.int64())
     digits = pc.utf8_lpad(pc.cast(scaled, pa.string()), 5, "0")
-    text = pc.binary_join_element_wise(pc.utf8_slice_codeunits(digits, 0, -4),
-                                       pc.utf8_slice_codeunits(digits, -4, 1 << 30), ".")
+    text = pc.binary_join_element_wise(
+        pc.utf8_slice_codeunits(digits, 0, -4), pc.utf8_slice_codeunits(digits, -4, 1 << 30), "."
+    )
     text = pc.if_else(pc.less(x, 0), pc.binary_join_element_wise("-", text, ""), text)
     text = pc.if_else(finite, text, pc.cast(x, pa.string()))
     if not pad:
@@ -407,11 +442,16 @@ def _fmt_duration(seconds, pad: bool = True) -> pa.ChunkedArray:
 
 def _group_names(grouped: pa.Table, keys: list[str], params: list[str]) -> pa.Array:
     """A readable name per group: the run name's parts, plus the params that tell same-named groups apart."""
+
     def col(name):
         return grouped[name].to_pylist() if name in keys else [""] * grouped.num_rows
 
-    ds, stage, size, kd = (col(Tag.DATASET.value), col(Tag.STAGE.value), col(Tag.MODEL_SIZE.value),
-                           col(Tag.USE_KD.value))
+    ds, stage, size, kd = (
+        col(Tag.DATASET.value),
+        col(Tag.STAGE.value),
+        col(Tag.MODEL_SIZE.value),
+        col(Tag.USE_KD.value),
+    )
     names = [f"{d}/{z}_{s}{'_kd' if str(k).lower() == 'true' else ''}" for d, s, z, k in zip(ds, stage, size, kd)]
     by_name: dict[str, list[int]] = {}
     for i, name in enumerate(names):

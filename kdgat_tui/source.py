@@ -4,6 +4,7 @@ It reshapes what the query layer returns into the columns the screens show, reme
 refresh only re-reads new and changed runs, and turns a locked DB into "stale since ..." instead of an error.
 No SQL here: every query is a `TrackingDB` method.
 """
+
 from __future__ import annotations
 
 import threading
@@ -16,7 +17,7 @@ from kdgat_core.config import KdgatError, RunStatus, Tag, resolve_tracking_uri, 
 _LOCK_WORDS = ("locked", "busy")
 LOCK_RETRY_S = 2.0
 RUNNING_REFRESH_S = 30.0
-FULL_SCAN_S = 60.0          # every run's MLflow row, for deletions (the poll in between reads only what can change)
+FULL_SCAN_S = 60.0  # every run's MLflow row, for deletions (the poll in between reads only what can change)
 MAX_WATCHED = 5000
 
 
@@ -81,7 +82,7 @@ class Source:
 
         try:
             return cached_wide(self.uri, include_deleted=True)  # the model masks deleted runs (no copy)
-        except Exception:  # noqa: BLE001 - an unreadable cache only means waiting for the real read
+        except Exception:
             return None
 
     def load_runs(self) -> pa.Table:
@@ -158,7 +159,7 @@ class Source:
             for job in scheduler_jobs(tracking_uri=self.uri):
                 jobs[job.raw_id] = job
                 jobs.setdefault(job.job_id, job)
-        except Exception:  # noqa: BLE001 - no scheduler to ask is not an error on the Runs screen
+        except Exception:
             return None
         return {run for run, job in running_jobs.items() if is_lost(RUNNING_STATUS, jobs.get(job))}
 

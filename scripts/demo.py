@@ -8,6 +8,7 @@
 
 Every step is a real `kdgat` command; the commands are echoed so a newcomer can re-run any of them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,9 @@ import time
 from pathlib import Path
 
 from kdgat_core.config import PIPELINE_ORDER, STAGE_ARCH, TEACHER_AUTO
-from kdgat_core.stages.pipeline import ROLES  # teacher, student, distilled student: the same roles as the pipeline runner
+from kdgat_core.stages.pipeline import (
+    ROLES,  # teacher, student, distilled student: the same roles as the pipeline runner
+)
 
 HERE = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -47,12 +50,14 @@ def main() -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.update({
-        "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
-        "KDGAT_DATA_ROOT": str(out / "data"),
-        "KDGAT_CACHE_DIR": str(out / "cache"),
-        "PYTHONWARNINGS": "ignore",
-    })
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
+            "KDGAT_DATA_ROOT": str(out / "data"),
+            "KDGAT_CACHE_DIR": str(out / "cache"),
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
     print(f"demo: everything goes to {out} (MLFLOW_TRACKING_URI=sqlite:///{db})")
     t0 = time.perf_counter()
 
@@ -62,8 +67,19 @@ def main() -> None:
     for size, kd in ROLES:
         for stage in PIPELINE_ORDER:
             extra = ["--kd", "--teacher", TEACHER_AUTO] if kd else []
-            kdgat("run", stage.value, "--preset", f"{STAGE_ARCH[stage]},{size},tiny", "--dataset", "synthetic", *extra,
-                  "--quiet", "--format", "markdown", env=env)
+            kdgat(
+                "run",
+                stage.value,
+                "--preset",
+                f"{STAGE_ARCH[stage]},{size},tiny",
+                "--dataset",
+                "synthetic",
+                *extra,
+                "--quiet",
+                "--format",
+                "markdown",
+                env=env,
+            )
     print(f"\ndemo: trained {len(ROLES) * len(PIPELINE_ORDER)} runs in {time.perf_counter() - t0:.0f} s")
 
     kdgat("leaderboard", "--dataset", "synthetic", "--stage", "evaluation", "--metric", "f1", "--top", "10", env=env)

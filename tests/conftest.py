@@ -1,4 +1,5 @@
 """Shared test helpers. A test that needs a missing component skips locally, but fails under CI=true."""
+
 from __future__ import annotations
 
 import os

@@ -33,6 +33,7 @@ Building takes a few minutes on 2 busy cores (the teacher and the student chains
 stage waits for its teacher). While developing, set ``KDGAT_TINY_PIPELINE_DIR=/tmp/somewhere`` to build it there
 once and reuse it in later sessions (it is rebuilt when the manifest is missing or from another layout version).
 """
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,14 @@ from pathlib import Path
 import pytest
 
 from kdgat_core.config import (
-    ENV_CACHE_DIR, ENV_DATA_ROOT, ENV_TRACKING_URI, PIPELINE_ORDER, STAGE_ARCH, TEACHER_AUTO, ModelSize, Stage,
+    ENV_CACHE_DIR,
+    ENV_DATA_ROOT,
+    ENV_TRACKING_URI,
+    PIPELINE_ORDER,
+    STAGE_ARCH,
+    TEACHER_AUTO,
+    ModelSize,
+    Stage,
     prerequisite_tag,
 )
 
@@ -60,8 +68,11 @@ MANIFEST = "manifest.json"
 # bump when what the fixture writes changes, so a reused KDGAT_TINY_PIPELINE_DIR is rebuilt
 LAYOUT_VERSION = 2
 # (size, kd) of the three chains, in the order the demo trains them
-CHAINS: tuple[tuple[str, bool], ...] = ((ModelSize.TEACHER.value, False), (ModelSize.STUDENT.value, False),
-                                        (ModelSize.STUDENT.value, True))
+CHAINS: tuple[tuple[str, bool], ...] = (
+    (ModelSize.TEACHER.value, False),
+    (ModelSize.STUDENT.value, False),
+    (ModelSize.STUDENT.value, True),
+)
 RUN_TIMEOUT_S = 900
 OUTER_JOB_VARS = ("SLURM_JOB_ID", "SLURM_JOBID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")
 
@@ -80,11 +91,11 @@ class TinyPipeline:
     db_path: Path
     data_root: Path
     cache_dir: Path
-    run_ids: dict[tuple[str, str, bool], str]   # (model_size, stage, use_kd) -> run id
-    metrics: dict[tuple[str, str, bool], dict[str, float]]   # the final metrics `kdgat run` printed, same keys
+    run_ids: dict[tuple[str, str, bool], str]  # (model_size, stage, use_kd) -> run id
+    metrics: dict[tuple[str, str, bool], dict[str, float]]  # the final metrics `kdgat run` printed, same keys
     failed_run_id: str
-    failed_error: str                           # the sentence `kdgat run` printed on stderr for the failed run
-    seconds: dict[str, float] = field(default_factory=dict)   # per command, and "total" (build time)
+    failed_error: str  # the sentence `kdgat run` printed on stderr for the failed run
+    seconds: dict[str, float] = field(default_factory=dict)  # per command, and "total" (build time)
 
     @property
     def uri(self) -> str:
@@ -107,11 +118,19 @@ class TinyPipeline:
     def complete_run_ids(self) -> set[str]:
         return set(self.run_ids.values())
 
-    def kdgat(self, *args: str, check: bool = False, timeout: float = 300,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def kdgat(
+        self, *args: str, check: bool = False, timeout: float = 300, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run `kdgat ARGS` against this DB (text output captured); check=True fails the test on a non-zero exit."""
-        proc = subprocess.run([*kdgat_argv(), *args], env=env or self.env, cwd=self.root, capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [*kdgat_argv(), *args],
+            env=env or self.env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         if check and proc.returncode != 0:
             pytest.fail(f"`kdgat {' '.join(args)}` exited {proc.returncode}:\n{proc.stderr[-3000:]}")
         return proc
@@ -127,8 +146,14 @@ class TinyPipeline:
 def pipeline_env(db_path: Path, data_root: Path, cache_dir: Path) -> dict[str, str]:
     # no slurm_job_id tags from an outer job; SLURM_CONF (the test cluster) stays
     env = {k: v for k, v in os.environ.items() if k not in OUTER_JOB_VARS}
-    env.update({ENV_TRACKING_URI: f"sqlite:///{db_path}", ENV_DATA_ROOT: str(data_root),
-                ENV_CACHE_DIR: str(cache_dir), "PYTHONWARNINGS": "ignore"})
+    env.update(
+        {
+            ENV_TRACKING_URI: f"sqlite:///{db_path}",
+            ENV_DATA_ROOT: str(data_root),
+            ENV_CACHE_DIR: str(cache_dir),
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
     return env
 
 
@@ -138,8 +163,9 @@ class BuildError(RuntimeError):
 
 def _run_json(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[list[dict], float]:
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL
+    )
     took = time.perf_counter() - t0
     if proc.returncode != 0:
         raise BuildError(f"`{' '.join(argv[1:])}` exited {proc.returncode} after {took:.0f} s:\n{proc.stderr[-3000:]}")
@@ -171,8 +197,15 @@ def build_tiny_pipeline(root: Path) -> TinyPipeline:
     t_start = time.perf_counter()
 
     t0 = time.perf_counter()
-    proc = subprocess.run([*kdgat_argv(), "synth", str(data), "--name", DATASET, "--seed", "0"], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [*kdgat_argv(), "synth", str(data), "--name", DATASET, "--seed", "0"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
     if proc.returncode != 0:
         raise BuildError(f"`kdgat synth` exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     seconds["synth"] = time.perf_counter() - t0
@@ -190,8 +223,11 @@ def build_tiny_pipeline(root: Path) -> TinyPipeline:
             raise BuildError(f"`kdgat run {stage}` printed no run_id: {rows[:3]}")
         with lock:
             run_ids[(size, stage, kd)] = run_id
-            metrics[(size, stage, kd)] = {str(r["metric"]): float(r["value"]) for r in rows
-                                          if isinstance(r.get("value"), (int, float)) and not isinstance(r["value"], bool)}
+            metrics[(size, stage, kd)] = {
+                str(r["metric"]): float(r["value"])
+                for r in rows
+                if isinstance(r.get("value"), (int, float)) and not isinstance(r["value"], bool)
+            }
             seconds[f"{size}{'_kd' if kd else ''}/{stage}"] = took
 
     def chain(size: str, kd: bool, stages: tuple[Stage, ...]) -> None:
@@ -206,7 +242,7 @@ def build_tiny_pipeline(root: Path) -> TinyPipeline:
                 train(size, stage.value, kd)
                 if size == ModelSize.TEACHER.value:
                     teacher_done[stage.value].set()
-        except Exception as exc:  # noqa: BLE001 - reported below with the command's stderr
+        except Exception as exc:
             with lock:
                 failures.append(str(exc))
 
@@ -223,11 +259,17 @@ def build_tiny_pipeline(root: Path) -> TinyPipeline:
 
     # a real kdgat-written failed run: the curriculum stage told to build on a curriculum run, not an autoencoder run
     wrong = run_ids[(ModelSize.TEACHER.value, Stage.CURRICULUM.value, False)]
-    argv = stage_argv(Stage.CURRICULUM.value, ModelSize.STUDENT.value, False,
-                      "-O", f"train.{prerequisite_tag(Stage.AUTOENCODER)}={wrong}")
+    argv = stage_argv(
+        Stage.CURRICULUM.value,
+        ModelSize.STUDENT.value,
+        False,
+        "-O",
+        f"train.{prerequisite_tag(Stage.AUTOENCODER)}={wrong}",
+    )
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        argv, env=env, cwd=root, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL
+    )
     seconds["failing_run"] = time.perf_counter() - t0
     if proc.returncode == 0:
         raise BuildError(f"`{' '.join(argv[1:])}` was meant to fail but succeeded:\n{proc.stdout[-2000:]}")
@@ -235,8 +277,17 @@ def build_tiny_pipeline(root: Path) -> TinyPipeline:
     failed_run_id = _find_new_run(db, set(run_ids.values()), env, root)
     seconds["total"] = time.perf_counter() - t_start
 
-    pipeline = TinyPipeline(root=root, db_path=db, data_root=data, cache_dir=cache, run_ids=run_ids, metrics=metrics,
-                            failed_run_id=failed_run_id, failed_error=failed_error, seconds=seconds)
+    pipeline = TinyPipeline(
+        root=root,
+        db_path=db,
+        data_root=data,
+        cache_dir=cache,
+        run_ids=run_ids,
+        metrics=metrics,
+        failed_run_id=failed_run_id,
+        failed_error=failed_error,
+        seconds=seconds,
+    )
     _write_manifest(pipeline)
     return pipeline
 
@@ -252,8 +303,14 @@ print(json.dumps([r.info.run_id for r in client.search_runs(exps, max_results=10
 
 
 def _find_new_run(db: Path, known: set[str], env: dict[str, str], root: Path) -> str:
-    proc = subprocess.run([sys.executable, "-c", _LIST_RUN_IDS, f"sqlite:///{db}"], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _LIST_RUN_IDS, f"sqlite:///{db}"],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode != 0:
         raise BuildError(f"listing the runs with MLflow's client failed:\n{proc.stderr[-2000:]}")
     new = sorted(set(json.loads(proc.stdout)) - known)
@@ -265,9 +322,13 @@ def _find_new_run(db: Path, known: set[str], env: dict[str, str], root: Path) ->
 def _write_manifest(p: TinyPipeline) -> None:
     manifest = {
         "layout_version": LAYOUT_VERSION,
-        "runs": [{"model_size": s, "stage": st, "use_kd": kd, "run_id": rid, "metrics": p.metrics[(s, st, kd)]}
-                 for (s, st, kd), rid in p.run_ids.items()],
-        "failed_run_id": p.failed_run_id, "failed_error": p.failed_error, "seconds": p.seconds,
+        "runs": [
+            {"model_size": s, "stage": st, "use_kd": kd, "run_id": rid, "metrics": p.metrics[(s, st, kd)]}
+            for (s, st, kd), rid in p.run_ids.items()
+        ],
+        "failed_run_id": p.failed_run_id,
+        "failed_error": p.failed_error,
+        "seconds": p.seconds,
     }
     (p.root / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
@@ -285,9 +346,17 @@ def load_tiny_pipeline(root: Path) -> TinyPipeline | None:
     metrics = {(r["model_size"], r["stage"], r["use_kd"]): r["metrics"] for r in manifest["runs"]}
     if len(runs) != len(CHAINS) * len(PIPELINE_ORDER):
         return None
-    return TinyPipeline(root=root, db_path=root / "mlflow.db", data_root=root / "data", cache_dir=root / "cache",
-                        run_ids=runs, metrics=metrics, failed_run_id=manifest["failed_run_id"], failed_error=manifest["failed_error"],
-                        seconds=manifest.get("seconds", {}))
+    return TinyPipeline(
+        root=root,
+        db_path=root / "mlflow.db",
+        data_root=root / "data",
+        cache_dir=root / "cache",
+        run_ids=runs,
+        metrics=metrics,
+        failed_run_id=manifest["failed_run_id"],
+        failed_error=manifest["failed_error"],
+        seconds=manifest.get("seconds", {}),
+    )
 
 
 # the first test that asks for the fixture pays for the build: give those tests room under pytest-timeout
@@ -319,4 +388,6 @@ if __name__ == "__main__":
     # `python -m tests.pipeline_db DIR`: build it by hand (and time it), e.g. to point the notebook at it
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/kdgat-tiny-pipeline")
     built = build_tiny_pipeline(target)
-    print(json.dumps({"db": str(built.db_path), "seconds": {k: round(v, 1) for k, v in built.seconds.items()}}, indent=2))
+    print(
+        json.dumps({"db": str(built.db_path), "seconds": {k: round(v, 1) for k, v in built.seconds.items()}}, indent=2)
+    )

@@ -3,10 +3,11 @@
 Thin: parse arguments, call `kdgat_core.query` (the same functions notebooks and the TUI use), print with `emit`.
 Results stay Arrow tables on this path: importing pandas would cost ~0.4 s of every `kdgat leaderboard`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -14,11 +15,20 @@ from kdgat_core.cli import FormatOpt, OutputFormat, OutputOpt, TrackingUriOpt, e
 from kdgat_core.config import KdgatError, ModelSize, RunStatus, Stage
 
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only runs of this dataset (tag dataset).")]
-StageOpt = Annotated[Optional[str], typer.Option("--stage", "-s", help="Only this stage: autoencoder|curriculum|fusion|evaluation.")]
+StageOpt = Annotated[
+    Optional[str], typer.Option("--stage", "-s", help="Only this stage: autoencoder|curriculum|fusion|evaluation.")
+]
 SizeOpt = Annotated[Optional[str], typer.Option("--model-size", help="Only teacher or student runs.")]
-KdOpt = Annotated[Optional[bool], typer.Option("--kd/--no-kd", help="Only runs with (or without) knowledge distillation.")]
-StatusOpt = Annotated[Optional[str], typer.Option("--status", help="Only runs with this status tag: running|complete|failed.")]
-MetricOpt = Annotated[str, typer.Option("--metric", "-m", help="Final metric, e.g. f1, val_loss, test_02_unknown_vehicle_known_attack/f1.")]
+KdOpt = Annotated[
+    Optional[bool], typer.Option("--kd/--no-kd", help="Only runs with (or without) knowledge distillation.")
+]
+StatusOpt = Annotated[
+    Optional[str], typer.Option("--status", help="Only runs with this status tag: running|complete|failed.")
+]
+MetricOpt = Annotated[
+    str,
+    typer.Option("--metric", "-m", help="Final metric, e.g. f1, val_loss, test_02_unknown_vehicle_known_attack/f1."),
+]
 
 
 def _open(tracking_uri: str | None):
@@ -41,30 +51,58 @@ def register(app: typer.Typer) -> None:
     def leaderboard(
         metric: MetricOpt = "f1",
         top: Annotated[int, typer.Option("--top", "-n", help="How many rows.")] = 10,
-        dataset: DatasetOpt = None, stage: StageOpt = None, model_size: SizeOpt = None, kd: KdOpt = None,
+        dataset: DatasetOpt = None,
+        stage: StageOpt = None,
+        model_size: SizeOpt = None,
+        kd: KdOpt = None,
         status: StatusOpt = None,
-        by_config: Annotated[bool, typer.Option("--by-config", help="Group runs that differ only in seed: mean, std, n.")] = False,
-        tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None,
+        by_config: Annotated[
+            bool, typer.Option("--by-config", help="Group runs that differ only in seed: mean, std, n.")
+        ] = False,
+        tracking_uri: TrackingUriOpt = None,
+        fmt: FormatOpt = OutputFormat.table,
+        output: OutputOpt = None,
     ) -> None:
         """The best runs by a final metric (val_loss, fpr, fnr and other losses sort ascending).
 
         Example: kdgat leaderboard --metric f1 --dataset hcrl_sa --stage evaluation --top 10
         """
         with _open(tracking_uri) as db:
-            kwargs = dict(metric=metric, top=top, dataset=dataset, kd=kd, by_config=by_config,
-                          **_filters(stage, model_size, status))
+            kwargs = dict(
+                metric=metric,
+                top=top,
+                dataset=dataset,
+                kd=kd,
+                by_config=by_config,
+                **_filters(stage, model_size, status),
+            )
             # plain rows: no pyarrow import (0.2 s); an empty board comes as Arrow so its header still prints
             table = db.leaderboard(**kwargs, rows=True) or db.leaderboard(**kwargs, arrow=True)
-        where = ", ".join(f"{k}={v}" for k, v in (("dataset", dataset), ("stage", stage), ("model_size", model_size),
-                                                   ("kd", kd), ("status", status)) if v is not None)
-        emit(table, fmt, output, title=f"Leaderboard by {metric}{' per config' if by_config else ''}"
-                                       f"{' (' + where + ')' if where else ''}")
+        where = ", ".join(
+            f"{k}={v}"
+            for k, v in (
+                ("dataset", dataset),
+                ("stage", stage),
+                ("model_size", model_size),
+                ("kd", kd),
+                ("status", status),
+            )
+            if v is not None
+        )
+        emit(
+            table,
+            fmt,
+            output,
+            title=f"Leaderboard by {metric}{' per config' if by_config else ''}{' (' + where + ')' if where else ''}",
+        )
 
     @app.command("compare")
     def compare(
         run_a: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name (newest).")],
         run_b: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name (newest).")],
-        tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None,
+        tracking_uri: TrackingUriOpt = None,
+        fmt: FormatOpt = OutputFormat.table,
+        output: OutputOpt = None,
     ) -> None:
         """Two runs' final metrics side by side, with b - a and which run is better per metric."""
         with _open(tracking_uri) as db:
@@ -75,9 +113,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("diff")
     def diff(
-        runs: Annotated[List[str], typer.Argument(help="Two or more runs (id, prefix or name).")],
-        all_params: Annotated[bool, typer.Option("--all", help="Show every param, not only those that differ.")] = False,
-        tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None,
+        runs: Annotated[list[str], typer.Argument(help="Two or more runs (id, prefix or name).")],
+        all_params: Annotated[
+            bool, typer.Option("--all", help="Show every param, not only those that differ.")
+        ] = False,
+        tracking_uri: TrackingUriOpt = None,
+        fmt: FormatOpt = OutputFormat.table,
+        output: OutputOpt = None,
     ) -> None:
         """The config params that differ between runs (one column per run)."""
         with _open(tracking_uri) as db:
@@ -88,11 +130,18 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sweep")
     def sweep(
-        param: Annotated[str, typer.Option("--param", "-p", help="Param key (dotted, e.g. train.lr; a unique leaf like lr works).")],
+        param: Annotated[
+            str, typer.Option("--param", "-p", help="Param key (dotted, e.g. train.lr; a unique leaf like lr works).")
+        ],
         metric: MetricOpt = "f1",
-        dataset: DatasetOpt = None, stage: StageOpt = None, model_size: SizeOpt = None, kd: KdOpt = None,
+        dataset: DatasetOpt = None,
+        stage: StageOpt = None,
+        model_size: SizeOpt = None,
+        kd: KdOpt = None,
         status: StatusOpt = None,
-        tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None,
+        tracking_uri: TrackingUriOpt = None,
+        fmt: FormatOpt = OutputFormat.table,
+        output: OutputOpt = None,
     ) -> None:
         """Per value of a param: count, mean, std, min and max of a final metric."""
         with _open(tracking_uri) as db:
@@ -103,7 +152,9 @@ def register(app: typer.Typer) -> None:
     def dataset(
         name: Annotated[str, typer.Argument(help="Dataset name, e.g. hcrl_sa.")],
         metric: MetricOpt = "f1",
-        tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None,
+        tracking_uri: TrackingUriOpt = None,
+        fmt: FormatOpt = OutputFormat.table,
+        output: OutputOpt = None,
     ) -> None:
         """A dataset's runs by stage, model size and KD: counts per status and the best run of each group."""
         with _open(tracking_uri) as db:
@@ -112,9 +163,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("lineage")
     def lineage(
-        run: Annotated[Optional[str], typer.Argument(help="Only the tree around this run (id, prefix or name).")] = None,
-        dataset: DatasetOpt = None, metric: MetricOpt = "f1",
-        tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None,
+        run: Annotated[
+            Optional[str], typer.Argument(help="Only the tree around this run (id, prefix or name).")
+        ] = None,
+        dataset: DatasetOpt = None,
+        metric: MetricOpt = "f1",
+        tracking_uri: TrackingUriOpt = None,
+        fmt: FormatOpt = OutputFormat.table,
+        output: OutputOpt = None,
     ) -> None:
         """Teacher -> student trees (from teacher_run_id tags) with each student's delta to its teacher."""
         with _open(tracking_uri) as db:
@@ -126,20 +182,40 @@ def register(app: typer.Typer) -> None:
 
     @app.command("runs")
     def runs(
-        dataset: DatasetOpt = None, stage: StageOpt = None, model_size: SizeOpt = None, kd: KdOpt = None,
+        dataset: DatasetOpt = None,
+        stage: StageOpt = None,
+        model_size: SizeOpt = None,
+        kd: KdOpt = None,
         status: StatusOpt = None,
         include_deleted: Annotated[bool, typer.Option("--include-deleted", help="Also list deleted runs.")] = False,
         limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows (newest first).")] = None,
-        tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None,
+        tracking_uri: TrackingUriOpt = None,
+        fmt: FormatOpt = OutputFormat.table,
+        output: OutputOpt = None,
     ) -> None:
         """List runs (newest first), e.g. kdgat runs --status failed."""
         with _open(tracking_uri) as db:
-            table = db.runs(dataset=dataset, kd=kd, include_deleted=include_deleted, arrow=True,
-                            **_filters(stage, model_size, status))
+            table = db.runs(
+                dataset=dataset,
+                kd=kd,
+                include_deleted=include_deleted,
+                arrow=True,
+                **_filters(stage, model_size, status),
+            )
         if limit is not None:
             table = table.slice(0, max(limit, 0))
         if fmt is OutputFormat.table:
-            keep = ["run_id", "run_name", "status", "mlflow_status", "start_time", "duration_s", "f1", "val_loss", "error_msg"]
+            keep = [
+                "run_id",
+                "run_name",
+                "status",
+                "mlflow_status",
+                "start_time",
+                "duration_s",
+                "f1",
+                "val_loss",
+                "error_msg",
+            ]
             if include_deleted:
                 keep.insert(4, "lifecycle")
             table = table.select([c for c in keep if c in table.column_names])
@@ -147,8 +223,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command("query")
     def query(
-        sql: Annotated[str, typer.Argument(help="One read-only SELECT over the views runs, params, tags, metrics, metric_history, lineage, runs_wide.")],
-        tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None,
+        sql: Annotated[
+            str,
+            typer.Argument(
+                help="One read-only SELECT over the views runs, params, tags, metrics, metric_history, lineage, runs_wide."
+            ),
+        ],
+        tracking_uri: TrackingUriOpt = None,
+        fmt: FormatOpt = OutputFormat.table,
+        output: OutputOpt = None,
     ) -> None:
         """Run SQL against the read-only views, e.g. kdgat query "SELECT * FROM runs WHERE dataset = 'hcrl_sa'"."""
         with _open(tracking_uri) as db:
@@ -165,11 +248,15 @@ def register(app: typer.Typer) -> None:
         from kdgat_core.query.backup import backup_db
 
         report = backup_db(tracking_uri, dest, force=force)
-        typer.echo(f"backed up {report['source']} -> {report['dest']} ({report['pages']} pages, "
-                   f"{report['bytes'] / 1e6:.1f} MB, {report['seconds']:.1f} s); integrity_check: ok")
+        typer.echo(
+            f"backed up {report['source']} -> {report['dest']} ({report['pages']} pages, "
+            f"{report['bytes'] / 1e6:.1f} MB, {report['seconds']:.1f} s); integrity_check: ok"
+        )
 
     @app.command("doctor")
-    def doctor(tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None) -> None:
+    def doctor(
+        tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None
+    ) -> None:
         """Which tracking DB is in force and why, whether it exists, its MLflow schema version and row counts."""
         from kdgat_core.config import resolve_tracking_uri, sqlite_path
 
@@ -186,11 +273,20 @@ def register(app: typer.Typer) -> None:
                 try:
                     with _open(tracking_uri) as db:
                         info = db.info()
-                    labels = [("schema_version", "MLflow schema version (alembic)"), ("journal", "journal"),
-                              ("size_bytes", "size (bytes)"), ("experiments", "experiments"),
-                              ("deleted_experiments", "  deleted"), ("runs", "runs"), ("deleted_runs", "  deleted"),
-                              ("final_metrics", "final metric values"), ("metric_points", "metric points"),
-                              ("params", "params"), ("tags", "tags"), ("cache_dir", "read cache")]
+                    labels = [
+                        ("schema_version", "MLflow schema version (alembic)"),
+                        ("journal", "journal"),
+                        ("size_bytes", "size (bytes)"),
+                        ("experiments", "experiments"),
+                        ("deleted_experiments", "  deleted"),
+                        ("runs", "runs"),
+                        ("deleted_runs", "  deleted"),
+                        ("final_metrics", "final metric values"),
+                        ("metric_points", "metric points"),
+                        ("params", "params"),
+                        ("tags", "tags"),
+                        ("cache_dir", "read cache"),
+                    ]
                     rows += [{"check": label, "value": str(info.get(key))} for key, label in labels]
                 except KdgatError as exc:
                     problem = str(exc)
@@ -224,8 +320,10 @@ def render_lineage_tree(table, metric: str) -> str:
             teachers[tid] = root.add(f"[bold]{name}[/] {tid[:8]}  {metric}={fmt(row[f'teacher_{metric}'])}")
         delta = row[f"delta_{metric}"]
         sign = "" if delta is None or delta != delta else ("+" if delta >= 0 else "")
-        teachers[tid].add(f"{row['student_name']} {row['student_run_id'][:8]}  {metric}={fmt(row[f'student_{metric}'])}"
-                          f"  delta={sign}{fmt(delta)}")
+        teachers[tid].add(
+            f"{row['student_name']} {row['student_run_id'][:8]}  {metric}={fmt(row[f'student_{metric}'])}"
+            f"  delta={sign}{fmt(delta)}"
+        )
     buf = io.StringIO()
     Console(file=buf, width=160, force_terminal=False, color_system=None).print(root)
     return buf.getvalue()

@@ -2,6 +2,7 @@
 
 Thin: parses arguments and prints what kdgat_core.slurm returns. mlflow is imported only by `reconcile`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,9 +24,23 @@ from kdgat_core.config import (
 
 PIPELINE = "pipeline"
 
-OverrideOpt = Annotated[list[str], typer.Option("--override", "-O", help="Config override key=value (repeatable), as for `kdgat run`.")]
-ResourcesOpt = Annotated[list[str], typer.Option("--resources", "-R", help="Scheduler request key=value[,key=value]: time, mem, cpus, gpus, gres, partition, account, qos, constraint.")]
-ExecutorOpt = Annotated[Optional[str], typer.Option("--executor", help="slurm or local (default: [cluster] executor in kdgat.toml, else sbatch where it exists).")]
+OverrideOpt = Annotated[
+    list[str], typer.Option("--override", "-O", help="Config override key=value (repeatable), as for `kdgat run`.")
+]
+ResourcesOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--resources",
+        "-R",
+        help="Scheduler request key=value[,key=value]: time, mem, cpus, gpus, gres, partition, account, qos, constraint.",
+    ),
+]
+ExecutorOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--executor", help="slurm or local (default: [cluster] executor in kdgat.toml, else sbatch where it exists)."
+    ),
+]
 
 
 def _stage_config(stage: Stage, preset_name: str | None, dataset: str):
@@ -35,8 +50,10 @@ def _stage_config(stage: Stage, preset_name: str | None, dataset: str):
         parts.insert(0, STAGE_ARCH[stage].value)
     cfg = preset(",".join(parts), dataset=dataset)
     if cfg.stage != stage.value:
-        raise KdgatError(f"Preset '{preset_name}' is for the {cfg.stage} stage, not {stage}; "
-                         f"use --preset {STAGE_ARCH[stage]},<size> (or just the size).")
+        raise KdgatError(
+            f"Preset '{preset_name}' is for the {cfg.stage} stage, not {stage}; "
+            f"use --preset {STAGE_ARCH[stage]},<size> (or just the size)."
+        )
     return cfg
 
 
@@ -45,26 +62,68 @@ def _dag_rows(subs) -> list[dict]:
     rows = []
     for i, s in enumerate(subs, 1):
         after = ", ".join(f"{a} ({names[a]})" if names.get(a) else a for a in s.after) if s.after else ""
-        rows.append({"#": i, "job": s.job_id or "(dry run)", "run": s.run_name, "after": after,
-                     "time": s.job.resources.time, "mem": s.job.resources.mem, "cpus": s.job.resources.cpus,
-                     "gres": s.job.resources.gres_request or "", "partition": s.job.resources.partition or ""})
+        rows.append(
+            {
+                "#": i,
+                "job": s.job_id or "(dry run)",
+                "run": s.run_name,
+                "after": after,
+                "time": s.job.resources.time,
+                "mem": s.job.resources.mem,
+                "cpus": s.job.resources.cpus,
+                "gres": s.job.resources.gres_request or "",
+                "partition": s.job.resources.partition or "",
+            }
+        )
     return rows
 
 
 def register(app: typer.Typer) -> None:
     @app.command("submit")
     def submit_cmd(
-        target: Annotated[str, typer.Argument(help=f"A stage ({', '.join(Stage.values())}) or `pipeline` for the whole DAG.")],
+        target: Annotated[
+            str, typer.Argument(help=f"A stage ({', '.join(Stage.values())}) or `pipeline` for the whole DAG.")
+        ],
         dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see `kdgat datasets`).")],
-        preset_name: Annotated[Optional[str], typer.Option("--preset", "-p", help="<arch>,<size>[,variant] e.g. gat,student or gat,student,tiny (a stage); for a pipeline only the variant, e.g. tiny.")] = None,
-        kd: Annotated[bool, typer.Option("--kd", help="Knowledge distillation: a student learns from a teacher run.")] = False,
-        teacher: Annotated[Optional[str], typer.Option("--teacher", help=f"The teacher's run id; `{TEACHER_AUTO}` (default) finds the newest complete teacher run when the job starts.")] = None,
-        after: Annotated[list[str], typer.Option("--after", help="Start after this job id completed successfully (repeatable).")] = [],
-        array: Annotated[Optional[str], typer.Option("--array", help="Seeds as a SLURM array, e.g. 0-3 or 1,2,3: each task's seed is its index.")] = None,
+        preset_name: Annotated[
+            Optional[str],
+            typer.Option(
+                "--preset",
+                "-p",
+                help="<arch>,<size>[,variant] e.g. gat,student or gat,student,tiny (a stage); for a pipeline only the variant, e.g. tiny.",
+            ),
+        ] = None,
+        kd: Annotated[
+            bool, typer.Option("--kd", help="Knowledge distillation: a student learns from a teacher run.")
+        ] = False,
+        teacher: Annotated[
+            Optional[str],
+            typer.Option(
+                "--teacher",
+                help=f"The teacher's run id; `{TEACHER_AUTO}` (default) finds the newest complete teacher run when the job starts.",
+            ),
+        ] = None,
+        after: Annotated[
+            list[str], typer.Option("--after", help="Start after this job id completed successfully (repeatable).")
+        ] = [],
+        array: Annotated[
+            Optional[str],
+            typer.Option("--array", help="Seeds as a SLURM array, e.g. 0-3 or 1,2,3: each task's seed is its index."),
+        ] = None,
         sizes: Annotated[str, typer.Option("--sizes", help="Pipeline: model sizes, e.g. teacher,student.")] = "teacher",
-        stages: Annotated[Optional[str], typer.Option("--stages", help="Pipeline: only these stages, e.g. autoencoder,curriculum.")] = None,
-        preprocess: Annotated[bool, typer.Option("--preprocess/--no-preprocess", help="Pipeline: first build the graph cache in one CPU job ([cluster.resources.preprocess]).")] = True,
-        dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Print the script(s) (and the DAG) without submitting.")] = False,
+        stages: Annotated[
+            Optional[str], typer.Option("--stages", help="Pipeline: only these stages, e.g. autoencoder,curriculum.")
+        ] = None,
+        preprocess: Annotated[
+            bool,
+            typer.Option(
+                "--preprocess/--no-preprocess",
+                help="Pipeline: first build the graph cache in one CPU job ([cluster.resources.preprocess]).",
+            ),
+        ] = True,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", "-n", help="Print the script(s) (and the DAG) without submitting.")
+        ] = False,
         override: OverrideOpt = [],
         resources: ResourcesOpt = [],
         executor: ExecutorOpt = None,
@@ -77,15 +136,32 @@ def register(app: typer.Typer) -> None:
         res = parse_pairs(resources)
         if target == PIPELINE:
             if teacher not in (None, TEACHER_AUTO):
-                raise KdgatError("A pipeline's students find their teacher when they start; --teacher applies to one stage.")
+                raise KdgatError(
+                    "A pipeline's students find their teacher when they start; --teacher applies to one stage."
+                )
             if array:
-                raise KdgatError("--array applies to one stage; submit seeds of a stage with `kdgat submit <stage> --array`.")
+                raise KdgatError(
+                    "--array applies to one stage; submit seeds of a stage with `kdgat submit <stage> --array`."
+                )
             variant = preset_name
             if variant and "," in variant:
-                raise KdgatError("For a pipeline --preset takes only a variant (e.g. tiny): each stage has its own architecture.")
-            subs = submit_pipeline(dataset, sizes.split(","), kd=kd, variant=variant, overrides=override,
-                                   dry_run=dry_run, resources=res, tracking_uri=tracking_uri, executor=executor,
-                                   after=after, stages=stages.split(",") if stages else None, preprocess=preprocess)
+                raise KdgatError(
+                    "For a pipeline --preset takes only a variant (e.g. tiny): each stage has its own architecture."
+                )
+            subs = submit_pipeline(
+                dataset,
+                sizes.split(","),
+                kd=kd,
+                variant=variant,
+                overrides=override,
+                dry_run=dry_run,
+                resources=res,
+                tracking_uri=tracking_uri,
+                executor=executor,
+                after=after,
+                stages=stages.split(",") if stages else None,
+                preprocess=preprocess,
+            )
             if dry_run:
                 for s in subs:
                     typer.echo(f"# ==== {s.run_name}  (after: {', '.join(s.after) or 'nothing'}) ====")
@@ -100,19 +176,25 @@ def register(app: typer.Typer) -> None:
                 raise KdgatError("--kd trains a student from a teacher: use a student preset (e.g. --preset student).")
             cfg.kd.enabled = True
             cfg.kd.teacher_run_id = teacher or TEACHER_AUTO
-        sub = submit(cfg, after=after, array=array, dry_run=dry_run, resources=res, tracking_uri=tracking_uri,
-                     executor=executor)
+        sub = submit(
+            cfg, after=after, array=array, dry_run=dry_run, resources=res, tracking_uri=tracking_uri, executor=executor
+        )
         if dry_run:
             sys.stdout.write(sub.job.script)
             return
-        typer.echo(f"Submitted {sub.run_name} as job {sub.job_id}" + (f" after {', '.join(sub.after)}" if sub.after else "")
-                   + f" ({sub.executor}); script {sub.script_path}")
+        typer.echo(
+            f"Submitted {sub.run_name} as job {sub.job_id}"
+            + (f" after {', '.join(sub.after)}" if sub.after else "")
+            + f" ({sub.executor}); script {sub.script_path}"
+        )
 
     @app.command("jobs")
     def jobs_cmd(
         active: Annotated[bool, typer.Option("--active", "-a", help="Only pending and running jobs.")] = False,
         limit: Annotated[int, typer.Option("--limit", help="At most this many jobs, newest first (0 = all).")] = 50,
-        watch: Annotated[float, typer.Option("--watch", "-w", help="Refresh every N seconds until Ctrl-C (0 = once).")] = 0.0,
+        watch: Annotated[
+            float, typer.Option("--watch", "-w", help="Refresh every N seconds until Ctrl-C (0 = once).")
+        ] = 0.0,
         fmt: FormatOpt = OutputFormat.table,
         output: OutputOpt = None,
         tracking_uri: TrackingUriOpt = None,
@@ -137,7 +219,9 @@ def register(app: typer.Typer) -> None:
     @app.command("logs")
     def logs_cmd(
         job: Annotated[str, typer.Argument(help="Job id (an array task as 123_4).")],
-        follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends.")] = False,
+        follow: Annotated[
+            bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends.")
+        ] = False,
         stderr_only: Annotated[bool, typer.Option("--err", help="Only the job's stderr.")] = False,
         tracking_uri: TrackingUriOpt = None,
     ) -> None:
@@ -166,10 +250,13 @@ def register(app: typer.Typer) -> None:
         """Cancel jobs (scancel); a running job's run ends KILLED. Asks first on a terminal."""
         from kdgat_core.slurm import cancel
 
-        if not yes and sys.stdin.isatty():
-            if not typer.confirm(f"Cancel job{'s' if len(jobs) > 1 else ''} {', '.join(jobs)}?", default=False):
-                typer.echo("Nothing cancelled.")
-                raise typer.Exit(1)
+        if (
+            not yes
+            and sys.stdin.isatty()
+            and not typer.confirm(f"Cancel job{'s' if len(jobs) > 1 else ''} {', '.join(jobs)}?", default=False)
+        ):
+            typer.echo("Nothing cancelled.")
+            raise typer.Exit(1)
         cancel(jobs, tracking_uri)
         typer.echo(f"Cancelled {', '.join(jobs)}.")
 
@@ -187,8 +274,12 @@ def register(app: typer.Typer) -> None:
         if not lost and fmt is OutputFormat.table:
             typer.echo("No lost runs.")
             return
-        emit([{"run_id": r.run_id, "run": r.run_name, "job": r.job_id, "job_state": r.job_state} for r in lost],
-             fmt, output, title="lost runs" + ("" if dry_run else ", now marked failed"))
+        emit(
+            [{"run_id": r.run_id, "run": r.run_name, "job": r.job_id, "job_state": r.job_state} for r in lost],
+            fmt,
+            output,
+            title="lost runs" + ("" if dry_run else ", now marked failed"),
+        )
 
 
 def _follow(job: str, files: list[Path], tracking_uri: str | None) -> None:
@@ -214,7 +305,7 @@ def _follow(job: str, files: list[Path], tracking_uri: str | None) -> None:
             return
         if ended_at is None:
             state = next((j.state for j in sched.jobs() if job in (j.job_id, j.raw_id)), None)
-            if state is None or state in _ended():   # unknown: already forgotten by the scheduler
+            if state is None or state in _ended():  # unknown: already forgotten by the scheduler
                 ended_at = time.monotonic()
         time.sleep(0.5)
 

@@ -19,15 +19,34 @@ def register(app: typer.Typer) -> None:
 
     @app.command("run", help=RUN_HELP)
     def run(
-        stage: Annotated[str, typer.Argument(help="autoencoder | curriculum | fusion | evaluation", show_default=False)],
-        preset_name: Annotated[str, typer.Option("--preset", "-p", help="<arch>,<size>[,variant], e.g. vgae,teacher or gat,student,cpu.")],
+        stage: Annotated[
+            str, typer.Argument(help="autoencoder | curriculum | fusion | evaluation", show_default=False)
+        ],
+        preset_name: Annotated[
+            str, typer.Option("--preset", "-p", help="<arch>,<size>[,variant], e.g. vgae,teacher or gat,student,cpu.")
+        ],
         dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see `kdgat datasets`).")],
         kd: Annotated[bool, typer.Option("--kd", help="Distil a student from a teacher run.")] = False,
-        teacher: Annotated[Optional[str], typer.Option("--teacher", help="Teacher run id for --kd ('auto' or omitted: the newest complete teacher run).")] = None,
-        override: Annotated[Optional[list[str]], typer.Option("--override", "-O", help="key=value config override (repeatable); see `kdgat config-keys`.")] = None,
-        device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: the config's train.device).")] = None,
+        teacher: Annotated[
+            Optional[str],
+            typer.Option(
+                "--teacher", help="Teacher run id for --kd ('auto' or omitted: the newest complete teacher run)."
+            ),
+        ] = None,
+        override: Annotated[
+            Optional[list[str]],
+            typer.Option("--override", "-O", help="key=value config override (repeatable); see `kdgat config-keys`."),
+        ] = None,
+        device: Annotated[
+            Optional[str], typer.Option("--device", help="cpu or cuda (default: the config's train.device).")
+        ] = None,
         tracking_uri: TrackingUriOpt = None,
-        data_root: Annotated[Optional[str], typer.Option("--data-root", help="Folder holding <dataset>/ (else KDGAT_DATA_ROOT, kdgat.toml, ../shared/data).")] = None,
+        data_root: Annotated[
+            Optional[str],
+            typer.Option(
+                "--data-root", help="Folder holding <dataset>/ (else KDGAT_DATA_ROOT, kdgat.toml, ../shared/data)."
+            ),
+        ] = None,
         fmt: FormatOpt = OutputFormat.table,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress on stderr.")] = False,
     ) -> None:
@@ -47,15 +66,19 @@ def register(app: typer.Typer) -> None:
             shown = [(k, v) for k, v in metrics if "/" not in k or k.endswith("/f1")]
             rows += [{"metric": k, "value": v} for k, v in shown]
             if len(shown) < len(metrics):
-                rows.append({"metric": f"(+{len(metrics) - len(shown)} more: --format json, or kdgat compare)",
-                             "value": ""})
+                rows.append(
+                    {"metric": f"(+{len(metrics) - len(shown)} more: --format json, or kdgat compare)", "value": ""}
+                )
         else:
             rows += [{"metric": k, "value": v} for k, v in metrics]
         emit(rows, fmt, title=f"{cfg.run_name} ({result.run_id})" if fmt is OutputFormat.table else None)
 
     @app.command("config-keys")
     def config_keys(
-        preset_name: Annotated[Optional[str], typer.Option("--preset", "-p", help="Show this preset's values (default: the built-in defaults).")] = None,
+        preset_name: Annotated[
+            Optional[str],
+            typer.Option("--preset", "-p", help="Show this preset's values (default: the built-in defaults)."),
+        ] = None,
         dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset the preset is for.")] = "hcrl_sa",
         fmt: FormatOpt = OutputFormat.table,
     ) -> None:
@@ -63,13 +86,17 @@ def register(app: typer.Typer) -> None:
         from kdgat_core.config import PipelineConfig, preset
 
         cfg = preset(preset_name, dataset=dataset) if preset_name else PipelineConfig(dataset=dataset)
-        rows = [{"key": k, "type": type(v).__name__, "value": ",".join(map(str, v)) if isinstance(v, list) else v}
-                for k, v in cfg.flatten().items() if k not in ("dataset", "stage", "model_size")]
+        rows = [
+            {"key": k, "type": type(v).__name__, "value": ",".join(map(str, v)) if isinstance(v, list) else v}
+            for k, v in cfg.flatten().items()
+            if k not in ("dataset", "stage", "model_size")
+        ]
         emit(rows, fmt)
 
 
-def build_run_config(stage: str, preset_name: str, dataset: str, kd: bool, teacher: str | None,
-                     overrides: list[str], device: str | None):
+def build_run_config(
+    stage: str, preset_name: str, dataset: str, kd: bool, teacher: str | None, overrides: list[str], device: str | None
+):
     """The PipelineConfig of a `kdgat run` command line; every mistake is a KdgatError sentence (no run started)."""
     from kdgat_core.config import ARCH_STAGE, KdgatError, Stage, dataset_spec, preset
 
@@ -78,8 +105,9 @@ def build_run_config(stage: str, preset_name: str, dataset: str, kd: bool, teach
     cfg = preset(preset_name, dataset=dataset)
     if cfg.stage != wanted.value:
         arch = next(a for a, s in ARCH_STAGE.items() if s == wanted)
-        raise KdgatError(f"Preset '{preset_name}' is for the {cfg.stage} stage, not {wanted}; "
-                         f"use --preset {arch},{cfg.model_size}.")
+        raise KdgatError(
+            f"Preset '{preset_name}' is for the {cfg.stage} stage, not {wanted}; use --preset {arch},{cfg.model_size}."
+        )
     cfg.override(overrides)
     if teacher and not kd:
         raise KdgatError("--teacher only makes sense with --kd.")

@@ -3,6 +3,7 @@
 `load_graphs`, `DatasetGraphs` and `GraphSet` import torch, so they load on first use: `kdgat datasets` and ingest
 (canonical, catalog, ingest, synthetic) stay torch-free.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
     from kdgat_core.data.graph_cache import load_graphs
     from kdgat_core.data.graphset import DatasetGraphs, GraphSet
 
-__all__ = ["load_graphs", "DatasetGraphs", "GraphSet"]
+__all__ = ["DatasetGraphs", "GraphSet", "load_graphs"]
 
 
 def __getattr__(name: str) -> Any:

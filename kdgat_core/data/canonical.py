@@ -3,6 +3,7 @@
 A dataset root holds `<root>/<dataset>/<split>__<recording>.parquet`, each with the columns of CANONICAL_SCHEMA.
 No torch here: `kdgat datasets` and ingest use this module without paying for torch's import.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,14 +18,16 @@ import pyarrow.parquet as pq
 
 from kdgat_core.config import KdgatError
 
-CANONICAL_SCHEMA = pa.schema([
-    ("timestamp", pa.float64()),   # seconds since the epoch
-    ("id", pa.uint32()),           # CAN arbitration id
-    ("data_field", pa.string()),   # payload, upper-case hex, 2 characters per byte, no spaces
-    ("label", pa.uint8()),         # 0 normal, 1 injected / attack
-    ("source_file", pa.string()),  # the raw capture it came from, relative to the raw folder
-])
-RECORDING_SEPARATOR = "__"        # <split>__<recording>.parquet
+CANONICAL_SCHEMA = pa.schema(
+    [
+        ("timestamp", pa.float64()),  # seconds since the epoch
+        ("id", pa.uint32()),  # CAN arbitration id
+        ("data_field", pa.string()),  # payload, upper-case hex, 2 characters per byte, no spaces
+        ("label", pa.uint8()),  # 0 normal, 1 injected / attack
+        ("source_file", pa.string()),  # the raw capture it came from, relative to the raw folder
+    ]
+)
+RECORDING_SEPARATOR = "__"  # <split>__<recording>.parquet
 PAYLOAD_BYTES = 8
 
 # hex character -> nibble value; 255 marks a character that is not hex
@@ -52,24 +55,28 @@ class Recording:
 class Messages:
     """One recording's messages as arrays, sorted by timestamp (stable, so equal timestamps keep file order)."""
 
-    timestamp: np.ndarray   # float64 [n]
-    id: np.ndarray          # uint32 [n]
-    payload: np.ndarray     # uint8 [n, 8]; bytes beyond the DLC are 0
-    dlc: np.ndarray         # uint8 [n]
-    label: np.ndarray       # uint8 [n]
+    timestamp: np.ndarray  # float64 [n]
+    id: np.ndarray  # uint32 [n]
+    payload: np.ndarray  # uint8 [n, 8]; bytes beyond the DLC are 0
+    dlc: np.ndarray  # uint8 [n]
+    label: np.ndarray  # uint8 [n]
 
     def __len__(self) -> int:
         return int(self.timestamp.shape[0])
 
-    def same_messages(self, other: "Messages") -> bool:
+    def same_messages(self, other: Messages) -> bool:
         """True when both hold exactly the same messages (hcrl_sa ships its attack-free drives in two folders)."""
         if len(self) != len(other) or len(self) == 0:
             return len(self) == len(other)
         if self.timestamp[0] != other.timestamp[0] or self.timestamp[-1] != other.timestamp[-1]:
             return False
-        return all(np.array_equal(a, b) for a, b in zip(
-            (self.timestamp, self.id, self.payload, self.dlc, self.label),
-            (other.timestamp, other.id, other.payload, other.dlc, other.label)))
+        return all(
+            np.array_equal(a, b)
+            for a, b in zip(
+                (self.timestamp, self.id, self.payload, self.dlc, self.label),
+                (other.timestamp, other.id, other.payload, other.dlc, other.label),
+            )
+        )
 
 
 def recording_file_name(split: str, recording: str) -> str:
@@ -132,8 +139,9 @@ def read_messages(path: Path, max_messages: int = 0) -> Messages:
     """Read one canonical parquet file, sorted by timestamp; max_messages > 0 keeps the earliest that many."""
     try:
         # one thread: on a small shared machine arrow's thread pool costs more than it gains on files this size
-        table = pq.read_table(path, columns=["timestamp", "id", "data_field", "label"], use_threads=False,
-                              read_dictionary=["data_field"])
+        table = pq.read_table(
+            path, columns=["timestamp", "id", "data_field", "label"], use_threads=False, read_dictionary=["data_field"]
+        )
     except (OSError, pa.ArrowInvalid) as exc:
         raise KdgatError(f"Cannot read {path}: {exc}.") from None
     ts = table.column("timestamp").to_numpy().astype(np.float64, copy=False)
@@ -174,16 +182,21 @@ def canonical_table(timestamp, ids, data_field, label, source_file) -> pa.Table:
     """Build a table with exactly the canonical schema (source_file: one string, or one per row)."""
     n = len(timestamp)
     if isinstance(source_file, str):
-        source = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([source_file])).cast(pa.string())
+        source = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([source_file])).cast(
+            pa.string()
+        )
     else:
         source = pa.array(source_file, pa.string())
-    return pa.table({
-        "timestamp": pa.array(np.asarray(timestamp, np.float64), pa.float64()),
-        "id": pa.array(np.asarray(ids, np.uint32), pa.uint32()),
-        "data_field": pa.array(data_field, pa.string()),
-        "label": pa.array(np.asarray(label, np.uint8), pa.uint8()),
-        "source_file": source,
-    }, schema=CANONICAL_SCHEMA)
+    return pa.table(
+        {
+            "timestamp": pa.array(np.asarray(timestamp, np.float64), pa.float64()),
+            "id": pa.array(np.asarray(ids, np.uint32), pa.uint32()),
+            "data_field": pa.array(data_field, pa.string()),
+            "label": pa.array(np.asarray(label, np.uint8), pa.uint8()),
+            "source_file": source,
+        },
+        schema=CANONICAL_SCHEMA,
+    )
 
 
 def payload_to_hex(payload: np.ndarray, dlc: np.ndarray) -> list[str]:

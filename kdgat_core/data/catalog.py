@@ -2,6 +2,7 @@
 
 Reads only the columns it needs with pyarrow; no torch.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,18 @@ from kdgat_core.data.canonical import list_recordings
 
 def dataset_summary(name: str, folder: Path, splits: tuple[str, ...]) -> dict:
     """One row of `kdgat datasets` for a dataset folder (which may be missing)."""
-    row = {"dataset": name, "status": "missing", "recordings": 0, "duplicates": 0, "messages": 0,
-           "attack_share": None, "distinct_ids": 0, "span_s": 0.0, "splits": "", "path": str(folder)}
+    row = {
+        "dataset": name,
+        "status": "missing",
+        "recordings": 0,
+        "duplicates": 0,
+        "messages": 0,
+        "attack_share": None,
+        "distinct_ids": 0,
+        "span_s": 0.0,
+        "splits": "",
+        "path": str(folder),
+    }
     if not folder.is_dir():
         return row
     recs = list_recordings(folder)
@@ -75,12 +86,14 @@ def dataset_dir(dataset: str, data_root: str | Path | None = None) -> Path:
     resolved = resolve_data_root(str(data_root) if data_root else None)
     folder = Path(resolved.value) / dataset
     if not folder.is_dir():
-        raise KdgatError(f"Dataset folder {folder} does not exist (data root from {resolved.source}); "
-                         f"ingest raw captures with `kdgat ingest {dataset} --raw DIR` or set --data-root.")
+        raise KdgatError(
+            f"Dataset folder {folder} does not exist (data root from {resolved.source}); "
+            f"ingest raw captures with `kdgat ingest {dataset} --raw DIR` or set --data-root."
+        )
     return folder
 
 
-def validate_data_config(cfg: "PipelineConfig") -> None:
+def validate_data_config(cfg: PipelineConfig) -> None:
     """cfg.data's window settings make sense (checked before torch is imported, so mistakes fail fast)."""
     d = cfg.data
     if d.window < 2:

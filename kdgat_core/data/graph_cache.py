@@ -4,6 +4,7 @@ Cache files live in `<cache dir>/<dataset>/` and are keyed by (part, window, str
 FEATURE_VERSION, the source files' name/size/mtime, and for test parts the training vocabulary). Writes go to a temp
 file renamed into place, so concurrent SLURM jobs never read half a cache; a changed key simply means a new file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,21 +12,21 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from kdgat_core.config import KdgatError, PipelineConfig, dataset_spec, resolve_cache_dir
-from kdgat_core.data.catalog import dataset_dir, validate_data_config
 from kdgat_core.data.canonical import Messages, Recording, list_recordings, read_messages
+from kdgat_core.data.catalog import dataset_dir, validate_data_config
 from kdgat_core.data.graphset import DatasetGraphs, GraphSet
 from kdgat_core.data.windows import FEATURE_VERSION, WindowGraphs, build_window_graphs, empty_graphs, recording_context
 
 BUILD_THREADS = 4
-TRAIN_PART = "train"   # the cache file holding the train and val graph sets and the vocabulary
+TRAIN_PART = "train"  # the cache file holding the train and val graph sets and the vocabulary
 Progress = Callable[[str], None]
 
 
@@ -44,7 +45,7 @@ def _cache_name(prefix: str, key: dict) -> str:
 
 def _prefix(part: str, cfg: PipelineConfig) -> str:
     d = cfg.data
-    val = f"_v{d.val_fraction:g}" if part == TRAIN_PART else ""   # only the train part depends on the split point
+    val = f"_v{d.val_fraction:g}" if part == TRAIN_PART else ""  # only the train part depends on the split point
     return f"{part}_w{d.window}_s{d.stride}_m{d.max_messages}{val}_f{FEATURE_VERSION}_"
 
 
@@ -59,7 +60,7 @@ def _save_atomic(obj: dict, path: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     for stale in path.parent.glob(path.name[: path.name.rindex("_") + 1] + "*.pt"):
-        if stale != path:   # same part and settings, older sources or vocabulary: never valid again
+        if stale != path:  # same part and settings, older sources or vocabulary: never valid again
             stale.unlink(missing_ok=True)
 
 
@@ -72,8 +73,13 @@ def _load(path: Path) -> dict | None:
         return None
 
 
-def load_graphs(cfg: PipelineConfig, data_root: str | Path | None = None, cache_dir: str | Path | None = None,
-                rebuild: bool = False, progress: Progress | None = None) -> DatasetGraphs:
+def load_graphs(
+    cfg: PipelineConfig,
+    data_root: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    rebuild: bool = False,
+    progress: Progress | None = None,
+) -> DatasetGraphs:
     """The train / val / test graph sets of cfg.dataset with cfg.data's window settings (see docs/INTERFACES.md)."""
     validate_data_config(cfg)
     say = progress or (lambda _msg: None)
@@ -82,17 +88,26 @@ def load_graphs(cfg: PipelineConfig, data_root: str | Path | None = None, cache_
     recs = list_recordings(folder)
     train_recs = [r for r in recs if r.split in spec.train_splits]
     if not train_recs:
-        raise KdgatError(f"Dataset {cfg.dataset} in {folder} has no training recordings "
-                         f"(expected files named <split>__<recording>.parquet for splits {', '.join(spec.train_splits)}).")
+        raise KdgatError(
+            f"Dataset {cfg.dataset} in {folder} has no training recordings "
+            f"(expected files named <split>__<recording>.parquet for splits {', '.join(spec.train_splits)})."
+        )
     test_splits = [s for s in spec.test_splits if any(r.split == s for r in recs)]
     cache = Path(cache_dir) if cache_dir else resolve_cache_dir()
     cache = cache / cfg.dataset
     W, S = cfg.data.window, cfg.data.stride
     seconds: dict[str, float] = {}
 
-    train_key = {"dataset": cfg.dataset, "part": TRAIN_PART, "window": W, "stride": S, "feature_version": FEATURE_VERSION,
-                 "max_messages": cfg.data.max_messages, "val_fraction": cfg.data.val_fraction,
-                 "sources": _fingerprint(train_recs)}
+    train_key = {
+        "dataset": cfg.dataset,
+        "part": TRAIN_PART,
+        "window": W,
+        "stride": S,
+        "feature_version": FEATURE_VERSION,
+        "max_messages": cfg.data.max_messages,
+        "val_fraction": cfg.data.val_fraction,
+        "sources": _fingerprint(train_recs),
+    }
     train_path = cache / _cache_name(_prefix(TRAIN_PART, cfg), train_key)
     state = None if rebuild else _load(train_path)
     if state is None:
@@ -104,8 +119,10 @@ def load_graphs(cfg: PipelineConfig, data_root: str | Path | None = None, cache_
     else:
         seconds[TRAIN_PART] = 0.0
     if len(state["train"]["y"]) == 0:
-        raise KdgatError(f"No training recording of {cfg.dataset} has a whole window of {W} messages before its "
-                         f"validation tail; lower --window / data.window or raise data.max_messages.")
+        raise KdgatError(
+            f"No training recording of {cfg.dataset} has a whole window of {W} messages before its "
+            f"validation tail; lower --window / data.window or raise data.max_messages."
+        )
     vocab = state["vocab"].numpy()
     vocab_hash = hashlib.blake2b(vocab.tobytes(), digest_size=8).hexdigest()
 
@@ -127,8 +144,14 @@ def load_graphs(cfg: PipelineConfig, data_root: str | Path | None = None, cache_
         test[split] = GraphSet.from_state(tstate["graphs"])
 
     return DatasetGraphs(
-        dataset=cfg.dataset, train=GraphSet.from_state(state["train"]), val=GraphSet.from_state(state["val"]),
-        test=test, vocab=vocab, window=W, stride=S, build_seconds=seconds,
+        dataset=cfg.dataset,
+        train=GraphSet.from_state(state["train"]),
+        val=GraphSet.from_state(state["val"]),
+        test=test,
+        vocab=vocab,
+        window=W,
+        stride=S,
+        build_seconds=seconds,
         duplicates=dict(zip(state["duplicates"][0::2], state["duplicates"][1::2])),
     )
 
@@ -162,10 +185,12 @@ def _build_train(cfg: PipelineConfig, recs: list[Recording]) -> dict:
     def one(i: int) -> tuple[WindowGraphs, WindowGraphs]:
         m = kept[i][1]
         n = len(m)
-        cut = n - int(round(n * cfg.data.val_fraction))   # the validation part is the recording's last messages
+        cut = n - int(round(n * cfg.data.val_fraction))  # the validation part is the recording's last messages
         ctx = recording_context(m)
-        return (build_window_graphs(m, W, S, vocab, recording=i, lo=0, hi=cut, ctx=ctx),
-                build_window_graphs(m, W, S, vocab, recording=i, lo=cut, hi=n, ctx=ctx))
+        return (
+            build_window_graphs(m, W, S, vocab, recording=i, lo=0, hi=cut, ctx=ctx),
+            build_window_graphs(m, W, S, vocab, recording=i, lo=cut, hi=n, ctx=ctx),
+        )
 
     with _pool() as pool:
         parts = list(pool.map(one, range(len(kept))))
@@ -184,5 +209,8 @@ def _build_split(cfg: PipelineConfig, recs: list[Recording], vocab: np.ndarray) 
     with _pool() as pool:
         parts = list(pool.map(lambda i: build_window_graphs(kept[i][1], W, S, vocab, recording=i), range(len(kept))))
     graphs = WindowGraphs.concat(parts) if parts else empty_graphs()
-    return {"graphs": GraphSet.from_windows(graphs, [r.key for r, _ in kept]).state(), "duplicates": dups,
-            "feature_version": FEATURE_VERSION}
+    return {
+        "graphs": GraphSet.from_windows(graphs, [r.key for r, _ in kept]).state(),
+        "duplicates": dups,
+        "feature_version": FEATURE_VERSION,
+    }

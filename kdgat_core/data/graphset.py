@@ -3,37 +3,48 @@
 A batch is a `torch_geometric.data.Batch` built directly from slices of the flat tensors: no per-graph Data objects,
 no Python-level collate in the training loop.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
 
 from kdgat_core.data.windows import EDGE_FEATURES, NODE_FEATURES, WindowGraphs
 
-_TENSOR_FIELDS = ("x", "node_id", "node_ptr", "edge_index", "edge_attr", "edge_ptr", "y", "attack_frac", "start",
-                  "recording_index")
+_TENSOR_FIELDS = (
+    "x",
+    "node_id",
+    "node_ptr",
+    "edge_index",
+    "edge_attr",
+    "edge_ptr",
+    "y",
+    "attack_frac",
+    "start",
+    "recording_index",
+)
 
 
 @dataclass
 class GraphSet:
-    x: torch.Tensor               # float [N, F]
-    node_id: torch.Tensor         # long [N] vocabulary index
-    node_ptr: torch.Tensor        # long [G + 1]
-    edge_index: torch.Tensor      # long [2, E], node indices global to this set
-    edge_attr: torch.Tensor       # float [E, Fe]
-    edge_ptr: torch.Tensor        # long [G + 1]
-    y: torch.Tensor               # long [G]
-    attack_frac: torch.Tensor     # float [G]
-    start: torch.Tensor           # long [G] first message of the window in its time-sorted recording
+    x: torch.Tensor  # float [N, F]
+    node_id: torch.Tensor  # long [N] vocabulary index
+    node_ptr: torch.Tensor  # long [G + 1]
+    edge_index: torch.Tensor  # long [2, E], node indices global to this set
+    edge_attr: torch.Tensor  # float [E, Fe]
+    edge_ptr: torch.Tensor  # long [G + 1]
+    y: torch.Tensor  # long [G]
+    attack_frac: torch.Tensor  # float [G]
+    start: torch.Tensor  # long [G] first message of the window in its time-sorted recording
     recording_index: torch.Tensor  # long [G] index into recordings
-    recordings: list[str] = field(default_factory=list)   # "<split>/<recording>"
+    recordings: list[str] = field(default_factory=list)  # "<split>/<recording>"
 
     # --- construction / persistence ---------------------------------------------------------------------------------
     @classmethod
-    def from_windows(cls, g: WindowGraphs, recordings: list[str]) -> "GraphSet":
+    def from_windows(cls, g: WindowGraphs, recordings: list[str]) -> GraphSet:
         return cls(
             x=torch.from_numpy(np.ascontiguousarray(g.x, np.float32)),
             node_id=torch.from_numpy(g.node_id.astype(np.int64, copy=False)),
@@ -52,7 +63,7 @@ class GraphSet:
         return {**{k: getattr(self, k) for k in _TENSOR_FIELDS}, "recordings": list(self.recordings)}
 
     @classmethod
-    def from_state(cls, state: dict) -> "GraphSet":
+    def from_state(cls, state: dict) -> GraphSet:
         return cls(**{k: state[k] for k in _TENSOR_FIELDS}, recordings=list(state["recordings"]))
 
     # --- what the training loop reads -------------------------------------------------------------------------------
@@ -81,7 +92,7 @@ class GraphSet:
         names = self.recordings
         return [names[i] for i in self.recording_index.tolist()]
 
-    def subset(self, indices) -> "GraphSet":
+    def subset(self, indices) -> GraphSet:
         """A new GraphSet with only the given graphs (in the given order)."""
         idx = _as_index(indices)
         node_ptr, edge_ptr = self.node_ptr.numpy(), self.edge_ptr.numpy()
@@ -94,13 +105,20 @@ class GraphSet:
         shift = (new_ptr[:-1] - node_ptr[idx])[eseg]
         t = torch.from_numpy
         return GraphSet(
-            x=t(self.x.numpy()[nodes]), node_id=t(self.node_id.numpy()[nodes]), node_ptr=t(new_ptr),
-            edge_index=t(self.edge_index.numpy()[:, edges] + shift), edge_attr=t(self.edge_attr.numpy()[edges]),
-            edge_ptr=t(eptr), y=self.y[t(idx)], attack_frac=self.attack_frac[t(idx)], start=self.start[t(idx)],
-            recording_index=self.recording_index[t(idx)], recordings=list(self.recordings),
+            x=t(self.x.numpy()[nodes]),
+            node_id=t(self.node_id.numpy()[nodes]),
+            node_ptr=t(new_ptr),
+            edge_index=t(self.edge_index.numpy()[:, edges] + shift),
+            edge_attr=t(self.edge_attr.numpy()[edges]),
+            edge_ptr=t(eptr),
+            y=self.y[t(idx)],
+            attack_frac=self.attack_frac[t(idx)],
+            start=self.start[t(idx)],
+            recording_index=self.recording_index[t(idx)],
+            recordings=list(self.recordings),
         )
 
-    def batch(self, indices) -> "torch_geometric.data.Batch":  # noqa: F821
+    def batch(self, indices) -> torch_geometric.data.Batch:  # noqa: F821
         """One Batch of the given graphs: x, node_id, edge_index, edge_attr, batch, ptr, y, attack_frac, num_graphs.
 
         Index arithmetic runs in numpy on zero-copy views: single-threaded, so it does not fight the model's
@@ -112,10 +130,10 @@ class GraphSet:
         B = idx.size
         node_ptr, edge_ptr = self.node_ptr.numpy(), self.edge_ptr.numpy()
         if B and idx[-1] - idx[0] == B - 1 and (np.diff(idx) == 1).all():
-            a, b = int(idx[0]), int(idx[-1]) + 1   # consecutive graphs: plain slices
+            a, b = int(idx[0]), int(idx[-1]) + 1  # consecutive graphs: plain slices
             n0, n1 = int(node_ptr[a]), int(node_ptr[b])
             e0, e1 = int(edge_ptr[a]), int(edge_ptr[b])
-            ptr = node_ptr[a:b + 1] - n0
+            ptr = node_ptr[a : b + 1] - n0
             x, node_id = self.x[n0:n1], self.node_id[n0:n1]
             edge_index = self.edge_index[:, e0:e1] - n0
             edge_attr = self.edge_attr[e0:e1]
@@ -130,21 +148,29 @@ class GraphSet:
             edge_index = torch.from_numpy(self.edge_index.numpy()[:, edges] + (ptr[:-1] - node_ptr[idx])[eseg])
             edge_attr = torch.from_numpy(self.edge_attr.numpy()[edges])
         t_idx = torch.from_numpy(idx)
-        out = Batch(x=x, node_id=node_id, edge_index=edge_index, edge_attr=edge_attr,
-                    batch=torch.from_numpy(batch_vec), ptr=torch.from_numpy(ptr),
-                    y=self.y[t_idx], attack_frac=self.attack_frac[t_idx])
+        out = Batch(
+            x=x,
+            node_id=node_id,
+            edge_index=edge_index,
+            edge_attr=edge_attr,
+            batch=torch.from_numpy(batch_vec),
+            ptr=torch.from_numpy(ptr),
+            y=self.y[t_idx],
+            attack_frac=self.attack_frac[t_idx],
+        )
         out._num_graphs = B
         return out
 
-    def batches(self, batch_size: int = 64, shuffle: bool = False, generator: torch.Generator | None = None,
-                indices=None) -> Iterator["torch_geometric.data.Batch"]:  # noqa: F821
+    def batches(
+        self, batch_size: int = 64, shuffle: bool = False, generator: torch.Generator | None = None, indices=None
+    ) -> Iterator[torch_geometric.data.Batch]:  # noqa: F821
         """Batches over all graphs (or `indices`), in order or shuffled with `generator`; the last may be smaller."""
         order = np.arange(len(self)) if indices is None else _as_index(indices)
         if shuffle:
             order = order[torch.randperm(order.size, generator=generator).numpy()]
         step = max(1, int(batch_size))
         for i in range(0, order.size, step):
-            yield self.batch(order[i:i + step])
+            yield self.batch(order[i : i + step])
 
 
 def _as_index(indices) -> np.ndarray:
@@ -171,11 +197,11 @@ class DatasetGraphs:
     train: GraphSet
     val: GraphSet
     test: dict[str, GraphSet]
-    vocab: np.ndarray             # sorted raw CAN ids of the training split; vocabulary index = position + 1
+    vocab: np.ndarray  # sorted raw CAN ids of the training split; vocabulary index = position + 1
     window: int
     stride: int
-    build_seconds: dict[str, float] = field(default_factory=dict)   # per part; 0 when read from the cache
-    duplicates: dict[str, str] = field(default_factory=dict)        # recording skipped -> the identical one kept
+    build_seconds: dict[str, float] = field(default_factory=dict)  # per part; 0 when read from the cache
+    duplicates: dict[str, str] = field(default_factory=dict)  # recording skipped -> the identical one kept
 
     @property
     def num_ids(self) -> int:

@@ -5,14 +5,15 @@ Input: `<raw dir>/<split folder>/<recording>.<csv|txt|log>` (or any files plus `
 already came from the same source file (size, mtime, format, label): running ingest twice changes nothing.
 Malformed lines are counted and named (file:line: reason); with strict=True the first one stops the ingest.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pyarrow.parquet as pq
 
@@ -22,10 +23,10 @@ from kdgat_core.data.synthetic import LABEL_SIDECAR_SUFFIX, RAW_FORMATS
 
 CAPTURE_SUFFIXES = (".csv", ".txt", ".log")
 SOURCE_METADATA_KEY = b"kdgat.source"
-MAX_ID = 0x1FFFFFFF            # 29-bit extended CAN id
-MAX_PAYLOAD_BYTES = 64         # CAN FD; the window graphs use the first 8
+MAX_ID = 0x1FFFFFFF  # 29-bit extended CAN id
+MAX_PAYLOAD_BYTES = 64  # CAN FD; the window graphs use the first 8
 CTT_HEADER = ("timestamp", "arbitration_id", "data_field", "attack")
-MAX_PROBLEMS_KEPT = 20         # per file: the first few malformed lines are reported by name, the rest counted
+MAX_PROBLEMS_KEPT = 20  # per file: the first few malformed lines are reported by name, the rest counted
 
 _CANDUMP = re.compile(r"^\(\s*([^)]+)\)\s+(\S+)\s+([0-9A-Fa-f]+)#(#?)(\S*)(?:\s+(\S+))?\s*$")
 _HCRL_TXT = re.compile(r"^Timestamp:\s*(\S+)\s+ID:\s*([0-9A-Fa-f]+)\s+\S+\s+DLC:\s*(\d+)\s*((?:[0-9A-Fa-f]{2}\s*)*)$")
@@ -38,7 +39,7 @@ class MalformedLine(ValueError):
 
 @dataclass
 class IngestResult:
-    source: str                 # relative to the raw folder
+    source: str  # relative to the raw folder
     output: Path
     split: str
     recording: str
@@ -46,7 +47,7 @@ class IngestResult:
     messages: int = 0
     attacks: int = 0
     skipped: int = 0
-    status: str = "written"     # written | up to date | skipped (empty)
+    status: str = "written"  # written | up to date | skipped (empty)
     problems: list[str] = field(default_factory=list)
 
 
@@ -136,7 +137,7 @@ def parse_candump(line: str):
         raise MalformedLine("not a candump '(timestamp) interface ID#DATA' line")
     ts, _iface, can_id, fd, data, _flag = m.groups()
     if not fd and data[:1] in ("R", "r"):
-        data = ""   # remote frame: no payload
+        data = ""  # remote frame: no payload
     elif fd:
         data = data[1:]  # the FD flags nibble
     return _timestamp(ts), _can_id(can_id), _payload(data), 0
@@ -165,8 +166,13 @@ def find_captures(raw: Path) -> list[Path]:
         return [raw]
     if not raw.is_dir():
         raise KdgatError(f"Raw capture folder {raw} does not exist.")
-    files = sorted(p for p in raw.rglob("*") if p.is_file() and p.suffix.lower() in CAPTURE_SUFFIXES
-                   and not any(part.startswith(".") for part in p.relative_to(raw).parts))
+    files = sorted(
+        p
+        for p in raw.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in CAPTURE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(raw).parts)
+    )
     if not files:
         raise KdgatError(f"No captures (*.csv, *.txt, *.log) under {raw}.")
     return files
@@ -182,14 +188,14 @@ def _existing_stamp(out: Path) -> str | None:
         return None
     try:
         meta = pq.read_schema(out).metadata or {}
-    except Exception:   # an unreadable output is rewritten
+    except Exception:  # an unreadable output is rewritten
         return None
     value = meta.get(SOURCE_METADATA_KEY)
     return value.decode() if value else None
 
 
 def _lines(path: Path, advance: Callable[[int], None] | None) -> Iterator[tuple[int, str]]:
-    with open(path, "r", encoding="utf-8", errors="replace", newline="") as fh:
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
         pending = 0
         for number, line in enumerate(fh, start=1):
             pending += len(line)
@@ -202,7 +208,7 @@ def _lines(path: Path, advance: Callable[[int], None] | None) -> Iterator[tuple[
 
 
 def _first_line(path: Path) -> str:
-    with open(path, "r", encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             if line.strip():
                 return line
@@ -221,11 +227,20 @@ def _sidecar_labels(path: Path) -> list[int] | None:
     return out
 
 
-def ingest_file(path: Path, rel: str, out: Path, split: str, fmt: str = "auto", label: int = 0, strict: bool = False,
-                advance: Callable[[int], None] | None = None, force: bool = False) -> IngestResult:
+def ingest_file(
+    path: Path,
+    rel: str,
+    out: Path,
+    split: str,
+    fmt: str = "auto",
+    label: int = 0,
+    strict: bool = False,
+    advance: Callable[[int], None] | None = None,
+    force: bool = False,
+) -> IngestResult:
     """Convert one capture; see the module docstring."""
     first = _first_line(path)
-    result = IngestResult(rel, out, split, out.name[len(split) + 2: -len(".parquet")], fmt)
+    result = IngestResult(rel, out, split, out.name[len(split) + 2 : -len(".parquet")], fmt)
     if not first:
         if strict:
             raise KdgatError(f"{rel} is empty.")
@@ -236,8 +251,9 @@ def ingest_file(path: Path, rel: str, out: Path, split: str, fmt: str = "auto", 
     if fmt == "auto":
         fmt = detect_format(first) or ""
         if not fmt:
-            raise KdgatError(f"{rel}: cannot tell the capture format from its first line; pass --format "
-                             f"({', '.join(RAW_FORMATS)}).")
+            raise KdgatError(
+                f"{rel}: cannot tell the capture format from its first line; pass --format ({', '.join(RAW_FORMATS)})."
+            )
     result.format = fmt
     stamp = _source_stamp(path, fmt, label)
     if not force and _existing_stamp(out) == stamp:
@@ -251,7 +267,7 @@ def ingest_file(path: Path, rel: str, out: Path, split: str, fmt: str = "auto", 
     parse = PARSERS[fmt]
     side = _sidecar_labels(path) if fmt == "candump" else None
     ts, ids, data, labels = [], [], [], []
-    frame = -1                       # index of the non-empty line (a candump sidecar has one label per frame line)
+    frame = -1  # index of the non-empty line (a candump sidecar has one label per frame line)
     for number, line in _lines(path, advance):
         if not line.strip():
             continue
@@ -277,8 +293,11 @@ def ingest_file(path: Path, rel: str, out: Path, split: str, fmt: str = "auto", 
     if side is not None and len(side) != frame + 1:
         raise KdgatError(f"{rel}{LABEL_SIDECAR_SUFFIX} has {len(side)} labels for {frame + 1} frame lines.")
     if not ts:
-        raise KdgatError(f"{rel} has no readable CAN messages ({result.skipped} malformed lines"
-                         + (f", first: {result.problems[0]}" if result.problems else "") + ").")
+        raise KdgatError(
+            f"{rel} has no readable CAN messages ({result.skipped} malformed lines"
+            + (f", first: {result.problems[0]}" if result.problems else "")
+            + ")."
+        )
     table = canonical_table(ts, ids, data, labels, rel)
     write_parquet_atomic(table, out, {SOURCE_METADATA_KEY.decode(): stamp})
     result.messages = len(ts)
@@ -296,11 +315,14 @@ def plan(dataset: str, raw: Path, out_root: Path, split: str | None = None) -> l
         rel = path.relative_to(base)
         file_split = split or (rel.parts[0] if len(rel.parts) > 1 else None)
         if not file_split:
-            raise KdgatError(f"{rel} is not inside a split folder (e.g. train_01_attack_free/); "
-                             f"move it into one or pass --split.")
+            raise KdgatError(
+                f"{rel} is not inside a split folder (e.g. train_01_attack_free/); move it into one or pass --split."
+            )
         if RECORDING_SEPARATOR in file_split:
-            raise KdgatError(f"{rel}: a split name may not contain '{RECORDING_SEPARATOR}' "
-                             f"(it separates split and recording in the output file name).")
+            raise KdgatError(
+                f"{rel}: a split name may not contain '{RECORDING_SEPARATOR}' "
+                f"(it separates split and recording in the output file name)."
+            )
         out = out_root / dataset / recording_file_name(file_split, path.stem)
         if out in outputs:
             raise KdgatError(f"{rel} and {outputs[out]} would both become {out.name}; rename one of them.")
@@ -309,9 +331,17 @@ def plan(dataset: str, raw: Path, out_root: Path, split: str | None = None) -> l
     return jobs
 
 
-def ingest(dataset: str, raw: str | Path, out_root: str | Path | None = None, split: str | None = None,
-           fmt: str = "auto", label: int = 0, strict: bool = False, force: bool = False,
-           advance: Callable[[int], None] | None = None) -> list[IngestResult]:
+def ingest(
+    dataset: str,
+    raw: str | Path,
+    out_root: str | Path | None = None,
+    split: str | None = None,
+    fmt: str = "auto",
+    label: int = 0,
+    strict: bool = False,
+    force: bool = False,
+    advance: Callable[[int], None] | None = None,
+) -> list[IngestResult]:
     """Ingest every capture under `raw` into `<out_root or data root>/<dataset>/`; returns one result per file."""
     if fmt != "auto" and fmt not in RAW_FORMATS:
         raise KdgatError(f"Unknown capture format '{fmt}'; choose auto or one of: {', '.join(RAW_FORMATS)}.")

@@ -5,6 +5,7 @@ Same seed, same bytes. Writes canonical parquet (`write_dataset`) and the three 
 (`write_raw`, `write_raw_dataset`), so the ingest round trip can be tested against the generator's own table.
 No torch here.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -17,8 +18,8 @@ import pyarrow as pa
 from kdgat_core.config import TEST_SPLITS_BASE, TRAIN_ATTACK_FREE, TRAIN_WITH_ATTACKS, KdgatError
 from kdgat_core.data.canonical import canonical_table, payload_to_hex, recording_file_name, write_parquet_atomic
 
-T0 = 1_700_000_000.0          # first timestamp of every recording (seconds since the epoch)
-BASE_DURATION_S = 2.5         # seconds of traffic per recording at scale 1 (about 2,500 normal messages)
+T0 = 1_700_000_000.0  # first timestamp of every recording (seconds since the epoch)
+BASE_DURATION_S = 2.5  # seconds of traffic per recording at scale 1 (about 2,500 normal messages)
 DOS_ID = 0x000
 DOS_PERIOD_S = 0.0003
 FUZZ_PERIOD_S = 0.0005
@@ -36,15 +37,17 @@ class Vehicle:
     """One car's normal traffic: which ids it sends, how often, and what their payload bytes do."""
 
     name: str
-    ids: np.ndarray          # uint32 [k]
-    periods: np.ndarray      # float64 [k] seconds
-    dlc: np.ndarray          # uint8 [k]
-    modes: np.ndarray        # uint8 [k, 8] byte behaviour
-    consts: np.ndarray       # uint8 [k, 8] constant value / counter offset / signal centre
+    ids: np.ndarray  # uint32 [k]
+    periods: np.ndarray  # float64 [k] seconds
+    dlc: np.ndarray  # uint8 [k]
+    modes: np.ndarray  # uint8 [k, 8] byte behaviour
+    consts: np.ndarray  # uint8 [k, 8] constant value / counter offset / signal centre
     signal_periods: np.ndarray  # float64 [k, 8] seconds per cycle of slowly varying signals
 
 
-def make_vehicle(name: str, seed: int, id_low: int, id_high: int, n_ids: int = 30, period_scale: float = 1.0) -> Vehicle:
+def make_vehicle(
+    name: str, seed: int, id_low: int, id_high: int, n_ids: int = 30, period_scale: float = 1.0
+) -> Vehicle:
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     ids = np.sort(rng.choice(np.arange(id_low, id_high), size=n_ids, replace=False)).astype(np.uint32)
     periods = rng.choice([0.01, 0.01, 0.02, 0.02, 0.05, 0.1, 0.1, 0.2, 0.5, 1.0], size=n_ids) * period_scale
@@ -109,8 +112,9 @@ def _burst_times(duration: float, period: float, rng: np.random.Generator) -> np
     return np.concatenate(parts)
 
 
-def generate_recording(vehicle: Vehicle, attack: str | None, duration: float, seed: int, source_file: str,
-                       name: str = "") -> pa.Table:
+def generate_recording(
+    vehicle: Vehicle, attack: str | None, duration: float, seed: int, source_file: str, name: str = ""
+) -> pa.Table:
     """One recording in canonical form (timestamps rounded to microseconds, so every raw format round-trips)."""
     if attack is not None and attack not in ATTACKS:
         raise KdgatError(f"Unknown synthetic attack '{attack}'; choose one of: {', '.join(ATTACKS)}.")
@@ -155,8 +159,12 @@ def dataset_layout() -> dict[str, list[tuple[str, str, str | None]]]:
     test01, test02, test03, test04 = TEST_SPLITS_BASE
     return {
         TRAIN_ATTACK_FREE: [("attack-free-a", "a", None), ("attack-free-b", "b", None)],
-        TRAIN_WITH_ATTACKS: [("DoS-a", "a", "DoS"), ("fuzzing-b", "b", "fuzzing"),
-                             ("attack-free-a", "a", None), ("attack-free-b", "b", None)],
+        TRAIN_WITH_ATTACKS: [
+            ("DoS-a", "a", "DoS"),
+            ("fuzzing-b", "b", "fuzzing"),
+            ("attack-free-a", "a", None),
+            ("attack-free-b", "b", None),
+        ],
         test01: [("DoS-b", "b", "DoS"), ("fuzzing-a", "a", "fuzzing")],
         test02: [("DoS-c", "c", "DoS"), ("fuzzing-c", "c", "fuzzing")],
         test03: [("malfunction-a", "a", "malfunction"), ("spoofing-b", "b", "spoofing")],
@@ -191,7 +199,7 @@ def write_dataset(root: str | Path, name: str = "synthetic", seed: int = 0, scal
 # ----------------------------------------------------------------------------------------------------------------------
 RAW_FORMATS = ("csv", "hcrl", "candump")
 RAW_EXTENSIONS = {"csv": "csv", "hcrl": "csv", "candump": "log"}
-LABEL_SIDECAR_SUFFIX = ".labels"   # candump: one 0/1 per frame line, next to the log
+LABEL_SIDECAR_SUFFIX = ".labels"  # candump: one 0/1 per frame line, next to the log
 
 
 def write_raw(table: pa.Table, path: str | Path, fmt: str) -> None:
@@ -210,11 +218,13 @@ def write_raw(table: pa.Table, path: str | Path, fmt: str) -> None:
         lines += [f"{t:.6f},{i:03X},{d},{y}" for t, i, d, y in zip(ts, ids, data, labels)]
     elif fmt == "hcrl":
         for t, i, d, y in zip(ts, ids, data, labels):
-            payload = [d[k:k + 2].lower() for k in range(0, len(d), 2)]
+            payload = [d[k : k + 2].lower() for k in range(0, len(d), 2)]
             lines.append(",".join([f"{t:.6f}", f"{i:04x}", str(len(payload)), *payload, "T" if y else "R"]))
     else:
-        lines += [f"({t:.6f}) can0 {i:03X}#{d}" if i <= 0x7FF else f"({t:.6f}) can0 {i:08X}#{d}"
-                  for t, i, d in zip(ts, ids, data)]
+        lines += [
+            f"({t:.6f}) can0 {i:03X}#{d}" if i <= 0x7FF else f"({t:.6f}) can0 {i:08X}#{d}"
+            for t, i, d in zip(ts, ids, data)
+        ]
         path.with_name(path.name + LABEL_SIDECAR_SUFFIX).write_text("".join(f"{y}\n" for y in labels))
     path.write_text("\n".join(lines) + "\n")
 

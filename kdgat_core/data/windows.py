@@ -7,6 +7,7 @@ Nodes are the distinct CAN ids of a window; directed edges are the consecutive-m
 deduplicated with counts. Every feature below is documented in docs/data.md; change one and bump FEATURE_VERSION.
 No torch here: the graph cache converts the arrays to tensors.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,37 +24,43 @@ FEATURE_VERSION = 2
 CALIBRATION_FRACTION = 0.15
 
 NODE_FEATURES: tuple[str, ...] = (
-    "count_frac",          # occurrences of the id in the window / W
+    "count_frac",  # occurrences of the id in the window / W
     *(f"byte{k}_mean" for k in range(8)),  # mean of payload byte k / 255 (bytes beyond the DLC count as 0)
-    "first_pos",           # first position of the id in the window / (W - 1)
-    "last_pos",            # last position of the id in the window / (W - 1)
-    "gap_mean",            # g(mean inter-arrival of the id), inter-arrival = time since the id's previous message
-    "gap_std",             # g(standard deviation of that inter-arrival)
-    "gap_rel_mean",        # mean of clip(log2(inter-arrival / the id's calibration period), +-10) / 10
-    "gap_rel_std",         # standard deviation of the same log ratio / 10
-    "payload_change",      # mean fraction of the 8 bytes that differ from the id's previous message
-    "dlc_mean",            # mean DLC / 8
-    "id_share",            # clip((log10(the id's share of the calibration messages) + 6) / 6, 0, 1); 0 if unseen
-    "is_oov",              # 1 when the id is not in the training vocabulary
+    "first_pos",  # first position of the id in the window / (W - 1)
+    "last_pos",  # last position of the id in the window / (W - 1)
+    "gap_mean",  # g(mean inter-arrival of the id), inter-arrival = time since the id's previous message
+    "gap_std",  # g(standard deviation of that inter-arrival)
+    "gap_rel_mean",  # mean of clip(log2(inter-arrival / the id's calibration period), +-10) / 10
+    "gap_rel_std",  # standard deviation of the same log ratio / 10
+    "payload_change",  # mean fraction of the 8 bytes that differ from the id's previous message
+    "dlc_mean",  # mean DLC / 8
+    "id_share",  # clip((log10(the id's share of the calibration messages) + 6) / 6, 0, 1); 0 if unseen
+    "is_oov",  # 1 when the id is not in the training vocabulary
 )
 EDGE_FEATURES: tuple[str, ...] = (
-    "count_frac",          # transitions src -> dst in the window / (W - 1)
-    "gap_mean",            # g(mean time gap between the two messages of the transition)
-    "gap_std",             # g(standard deviation of that gap)
-    "first_pos",           # position of the first such transition / (W - 2)
-    "last_pos",            # position of the last such transition / (W - 2)
-    "gap_rel_mean",        # mean of clip(log2(gap / the calibration part's median message gap), +-10) / 10
+    "count_frac",  # transitions src -> dst in the window / (W - 1)
+    "gap_mean",  # g(mean time gap between the two messages of the transition)
+    "gap_std",  # g(standard deviation of that gap)
+    "first_pos",  # position of the first such transition / (W - 2)
+    "last_pos",  # position of the last such transition / (W - 2)
+    "gap_rel_mean",  # mean of clip(log2(gap / the calibration part's median message gap), +-10) / 10
 )
 # Features defined relative to the recording's own calibration part or to the window, not in absolute units or ids:
 # they transfer to vehicles the training set never saw (see docs/data.md for the measured difference).
 VEHICLE_NORMALISED_NODE_FEATURES: tuple[str, ...] = (
-    "count_frac", "first_pos", "last_pos", "gap_rel_mean", "gap_rel_std", "payload_change", "id_share",
+    "count_frac",
+    "first_pos",
+    "last_pos",
+    "gap_rel_mean",
+    "gap_rel_std",
+    "payload_change",
+    "id_share",
 )
 VEHICLE_NORMALISED_EDGE_FEATURES: tuple[str, ...] = ("count_frac", "first_pos", "last_pos", "gap_rel_mean")
-GAP_UNIT_S = 1e-4          # g(dt) = log1p(dt / 0.1 ms) / log1p(1e4): 0 at 0, 1 at one second, smooth over 5 decades
+GAP_UNIT_S = 1e-4  # g(dt) = log1p(dt / 0.1 ms) / log1p(1e4): 0 at 0, 1 at one second, smooth over 5 decades
 _GAP_NORM = float(np.log1p(1.0 / GAP_UNIT_S))
 _REL_CLIP = 10.0
-OOV_INDEX = 0              # vocabulary index of every id unseen in training; known ids are 1..V
+OOV_INDEX = 0  # vocabulary index of every id unseen in training; known ids are 1..V
 
 
 def gap_scale(dt: np.ndarray) -> np.ndarray:
@@ -64,24 +71,24 @@ def gap_scale(dt: np.ndarray) -> np.ndarray:
 class WindowGraphs:
     """The graphs of one recording (or a concatenation of several) as flat arrays, CSR-style per graph."""
 
-    x: np.ndarray            # float32 [N, len(NODE_FEATURES)]
-    node_id: np.ndarray      # int64 [N] vocabulary index (OOV_INDEX for unseen ids)
+    x: np.ndarray  # float32 [N, len(NODE_FEATURES)]
+    node_id: np.ndarray  # int64 [N] vocabulary index (OOV_INDEX for unseen ids)
     node_can_id: np.ndarray  # uint32 [N] raw CAN id
-    node_ptr: np.ndarray     # int64 [G + 1]
-    edge_index: np.ndarray   # int64 [2, E] node indices global to this object
-    edge_attr: np.ndarray    # float32 [E, len(EDGE_FEATURES)]
-    edge_ptr: np.ndarray     # int64 [G + 1]
-    y: np.ndarray            # int64 [G] 1 if any message of the window is an attack
+    node_ptr: np.ndarray  # int64 [G + 1]
+    edge_index: np.ndarray  # int64 [2, E] node indices global to this object
+    edge_attr: np.ndarray  # float32 [E, len(EDGE_FEATURES)]
+    edge_ptr: np.ndarray  # int64 [G + 1]
+    y: np.ndarray  # int64 [G] 1 if any message of the window is an attack
     attack_frac: np.ndarray  # float32 [G] share of attack messages in the window
-    start: np.ndarray        # int64 [G] index (in the time-sorted recording) of the window's first message
-    recording: np.ndarray    # int64 [G] index into a list of recording names
+    start: np.ndarray  # int64 [G] index (in the time-sorted recording) of the window's first message
+    recording: np.ndarray  # int64 [G] index into a list of recording names
 
     @property
     def num_graphs(self) -> int:
         return int(self.y.shape[0])
 
     @staticmethod
-    def concat(parts: list["WindowGraphs"]) -> "WindowGraphs":
+    def concat(parts: list[WindowGraphs]) -> WindowGraphs:
         if not parts:
             return empty_graphs()
         node_off = np.cumsum([0] + [p.x.shape[0] for p in parts])
@@ -107,10 +114,16 @@ class WindowGraphs:
 
 def empty_graphs() -> WindowGraphs:
     return WindowGraphs(
-        x=np.zeros((0, len(NODE_FEATURES)), np.float32), node_id=np.zeros(0, np.int64),
-        node_can_id=np.zeros(0, np.uint32), node_ptr=np.zeros(1, np.int64), edge_index=np.zeros((2, 0), np.int64),
-        edge_attr=np.zeros((0, len(EDGE_FEATURES)), np.float32), edge_ptr=np.zeros(1, np.int64),
-        y=np.zeros(0, np.int64), attack_frac=np.zeros(0, np.float32), start=np.zeros(0, np.int64),
+        x=np.zeros((0, len(NODE_FEATURES)), np.float32),
+        node_id=np.zeros(0, np.int64),
+        node_can_id=np.zeros(0, np.uint32),
+        node_ptr=np.zeros(1, np.int64),
+        edge_index=np.zeros((2, 0), np.int64),
+        edge_attr=np.zeros((0, len(EDGE_FEATURES)), np.float32),
+        edge_ptr=np.zeros(1, np.int64),
+        y=np.zeros(0, np.int64),
+        attack_frac=np.zeros(0, np.float32),
+        start=np.zeros(0, np.int64),
         recording=np.zeros(0, np.int64),
     )
 
@@ -138,14 +151,14 @@ def vocab_index(vocab: np.ndarray, can_ids: np.ndarray) -> np.ndarray:
 class RecordingContext:
     """Per-message quantities that need the whole recording (the id's previous message, its usual period)."""
 
-    gap_prev: np.ndarray       # float64 [n] time since the id's previous message (first one: since the recording began)
-    gap_rel: np.ndarray        # float64 [n] clipped log2(gap_prev / id's median period); 0 where undefined
-    changed: np.ndarray        # float32 [n] fraction of bytes differing from the id's previous message (first: 0)
-    id_share: np.ndarray       # float64 [n] share of the calibration messages that carry this message's id
-    msg_gap: np.ndarray        # float64 [n-1] time to the next message
-    msg_gap_rel: np.ndarray    # float64 [n-1] clipped log2(msg_gap / median msg_gap)
-    rank: np.ndarray           # int64 [n] rank of the message's id among the recording's distinct ids
-    num_ids: int               # distinct ids in the recording
+    gap_prev: np.ndarray  # float64 [n] time since the id's previous message (first one: since the recording began)
+    gap_rel: np.ndarray  # float64 [n] clipped log2(gap_prev / id's median period); 0 where undefined
+    changed: np.ndarray  # float32 [n] fraction of bytes differing from the id's previous message (first: 0)
+    id_share: np.ndarray  # float64 [n] share of the calibration messages that carry this message's id
+    msg_gap: np.ndarray  # float64 [n-1] time to the next message
+    msg_gap_rel: np.ndarray  # float64 [n-1] clipped log2(msg_gap / median msg_gap)
+    rank: np.ndarray  # int64 [n] rank of the message's id among the recording's distinct ids
+    num_ids: int  # distinct ids in the recording
 
 
 def _log_ratio(num: np.ndarray, den: np.ndarray | float) -> np.ndarray:
@@ -191,7 +204,7 @@ def recording_context(m: Messages) -> RecordingContext:
     ts = m.timestamp
     uniq, rank, counts = id_ranks(m.id)
     R = max(uniq.size, 1)
-    by_id = np.argsort(_small_int(rank, R), kind="stable")   # grouped by id, time order inside each group
+    by_id = np.argsort(_small_int(rank, R), kind="stable")  # grouped by id, time order inside each group
     r_sorted = rank[by_id]
     first_of_id = np.empty(n, bool)
     first_of_id[:1] = True
@@ -213,7 +226,7 @@ def recording_context(m: Messages) -> RecordingContext:
     if rep.any():
         g_r, g_v = r_sorted[rep], gap_sorted[rep]
         span = float(g_v.max()) * 2.0 + 1.0
-        g_v = np.sort(g_r * span + g_v) - g_r * span   # g_r is already sorted, so it still labels the sorted gaps
+        g_v = np.sort(g_r * span + g_v) - g_r * span  # g_r is already sorted, so it still labels the sorted gaps
         cnt = np.bincount(g_r, minlength=R)
         start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
         has = cnt > 0
@@ -247,8 +260,16 @@ def _segment_mean(groups: np.ndarray, count: np.ndarray, *values: np.ndarray) ->
     return [np.bincount(groups, weights=v, minlength=size) / count for v in values]
 
 
-def build_window_graphs(m: Messages, window: int, stride: int, vocab: np.ndarray, recording: int = 0,
-                        lo: int = 0, hi: int | None = None, ctx: "RecordingContext | None" = None) -> WindowGraphs:
+def build_window_graphs(
+    m: Messages,
+    window: int,
+    stride: int,
+    vocab: np.ndarray,
+    recording: int = 0,
+    lo: int = 0,
+    hi: int | None = None,
+    ctx: RecordingContext | None = None,
+) -> WindowGraphs:
     """Graphs of the windows lying entirely inside messages [lo, hi) of one time-sorted recording.
 
     Recording-wide context (previous message of an id, its usual period) is computed over the whole recording, so the
@@ -262,7 +283,7 @@ def build_window_graphs(m: Messages, window: int, stride: int, vocab: np.ndarray
         return empty_graphs()
     ctx = ctx if ctx is not None else recording_context(m)
     W = window
-    if stride == window:   # contiguous: slices instead of gathers
+    if stride == window:  # contiguous: slices instead of gathers
         sl = slice(int(starts[0]), int(starts[0]) + G * W)
         take = lambda a: a[sl]  # noqa: E731
         msg = np.arange(sl.start, sl.stop, dtype=np.int64)
@@ -279,7 +300,7 @@ def build_window_graphs(m: Messages, window: int, stride: int, vocab: np.ndarray
     rank_sorted = rank2d.ravel()[perm]
     new_node = np.ones(M, bool)
     new_node[1:] = rank_sorted[1:] != rank_sorted[:-1]
-    new_node[::W] = True                      # a window always starts a new node
+    new_node[::W] = True  # a window always starts a new node
     node_start = np.flatnonzero(new_node)
     N = node_start.size
     node_count = np.diff(np.append(node_start, M))
@@ -294,7 +315,8 @@ def build_window_graphs(m: Messages, window: int, stride: int, vocab: np.ndarray
     payload = take(m.payload)
     gap_p, rel_p = take(ctx.gap_prev), take(ctx.gap_rel)
     gap_mean, gap_sq, rel_mean, rel_sq, chg_mean, dlc_mean = _segment_mean(
-        node_of_msg, cnt, gap_p, gap_p * gap_p, rel_p, rel_p * rel_p, take(ctx.changed), take(m.dlc))
+        node_of_msg, cnt, gap_p, gap_p * gap_p, rel_p, rel_p * rel_p, take(ctx.changed), take(m.dlc)
+    )
     x = np.empty((N, len(NODE_FEATURES)), np.float32)
     x[:, 0] = cnt / W
     for k in range(8):
@@ -315,7 +337,7 @@ def build_window_graphs(m: Messages, window: int, stride: int, vocab: np.ndarray
 
     # edges: transitions between consecutive messages of a window, deduplicated per (src node, dst node)
     nodes2d = node_of_msg.reshape(G, W)
-    local = nodes2d - node_ptr[:-1, None]                 # node index inside its window, < W
+    local = nodes2d - node_ptr[:-1, None]  # node index inside its window, < W
     ekey = _small_int(local[:, :-1] * W + local[:, 1:], W * W)
     eperm = (np.argsort(ekey, axis=1, kind="stable") + (np.arange(G, dtype=np.int64) * (W - 1))[:, None]).ravel()
     ek_sorted = ekey.ravel()[eperm]
@@ -328,7 +350,7 @@ def build_window_graphs(m: Messages, window: int, stride: int, vocab: np.ndarray
     edge_count = np.diff(np.append(edge_start, T))
     edge_of_t = np.empty(T, np.int64)
     edge_of_t[eperm] = np.cumsum(new_edge) - 1
-    first_msg = msg.reshape(G, W)[:, :-1].ravel()         # recording index of each transition's first message
+    first_msg = msg.reshape(G, W)[:, :-1].ravel()  # recording index of each transition's first message
     tgap, trel = ctx.msg_gap[first_msg], ctx.msg_gap_rel[first_msg]
     ecnt = edge_count.astype(np.float64)
     tg_mean, tg_sq, tr_mean = _segment_mean(edge_of_t, ecnt, tgap, tgap * tgap, trel)
@@ -350,8 +372,15 @@ def build_window_graphs(m: Messages, window: int, stride: int, vocab: np.ndarray
 
     lab = take(m.label).reshape(G, W)
     return WindowGraphs(
-        x=x, node_id=node_id, node_can_id=node_can_id.astype(np.uint32), node_ptr=node_ptr,
-        edge_index=np.stack([src_t[first_t], dst_t[first_t]]), edge_attr=edge_attr, edge_ptr=edge_ptr,
-        y=(lab.max(axis=1) > 0).astype(np.int64), attack_frac=lab.mean(axis=1, dtype=np.float64).astype(np.float32),
-        start=starts, recording=np.full(G, recording, np.int64),
+        x=x,
+        node_id=node_id,
+        node_can_id=node_can_id.astype(np.uint32),
+        node_ptr=node_ptr,
+        edge_index=np.stack([src_t[first_t], dst_t[first_t]]),
+        edge_attr=edge_attr,
+        edge_ptr=edge_ptr,
+        y=(lab.max(axis=1) > 0).astype(np.int64),
+        attack_frac=lab.mean(axis=1, dtype=np.float64).astype(np.float32),
+        start=starts,
+        recording=np.full(G, recording, np.int64),
     )

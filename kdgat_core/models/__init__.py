@@ -1,4 +1,5 @@
 """kdgat_core.models: nn.Modules only (no I/O, no MLflow): the VGAE, the GAT classifier, the fusion Q-network."""
+
 from __future__ import annotations
 
 from torch import nn

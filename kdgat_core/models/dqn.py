@@ -2,6 +2,7 @@
 
 Input: float [B, state_dim]; output: float [B, num_actions] (expected reward of each alpha).
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn

@@ -3,6 +3,7 @@
 Input: a PyG `Batch` (`x` [N, F], `node_id` [N], `edge_index` [2, E], `edge_attr` [E, D], `batch` [N]).
 Output: logits [G, num_classes] (class 1 = attack window).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,9 +27,21 @@ class CANGraphGAT(nn.Module):
     """GAT with jumping knowledge; `hidden` is the width per head, so a layer is hidden * heads wide.
     `id_mask`: probability that a training window is seen with all its CAN ids hidden (see mask_window_ids)."""
 
-    def __init__(self, num_ids: int, node_feature_dim: int, edge_feature_dim: int, hidden: int, layers: int,
-                 heads: int, embedding_dim: int = 16, dropout: float = 0.0, jk: str = "cat",
-                 pooling: str = "mean_max", num_classes: int = 2, id_mask: float = 0.0):
+    def __init__(
+        self,
+        num_ids: int,
+        node_feature_dim: int,
+        edge_feature_dim: int,
+        hidden: int,
+        layers: int,
+        heads: int,
+        embedding_dim: int = 16,
+        dropout: float = 0.0,
+        jk: str = "cat",
+        pooling: str = "mean_max",
+        num_classes: int = 2,
+        id_mask: float = 0.0,
+    ):
         super().__init__()
         self.id_mask = id_mask
         if pooling not in POOLINGS:
@@ -36,8 +49,16 @@ class CANGraphGAT(nn.Module):
         self.embedding = nn.Embedding(num_ids, embedding_dim)
         width = hidden * heads
         self.uses_edge_attr = edge_feature_dim > 0
-        self.gnn = GAT(embedding_dim + node_feature_dim, width, layers, dropout=dropout, act="elu", jk=jk,
-                       heads=heads, edge_dim=edge_feature_dim or None)
+        self.gnn = GAT(
+            embedding_dim + node_feature_dim,
+            width,
+            layers,
+            dropout=dropout,
+            act="elu",
+            jk=jk,
+            heads=heads,
+            edge_dim=edge_feature_dim or None,
+        )
         self.pooling = pooling
         pooled = width * (2 if pooling == "mean_max" else 1)
         self.head = MLP([pooled, max(width // 2, 8), num_classes], dropout=dropout, norm=None)

@@ -4,6 +4,7 @@ Inputs (a PyG `Batch` of window graphs): `x` float [N, F] continuous node featur
 vocabulary index, `edge_index` long [2, E], `edge_attr` float [E, D] (D may be 0), `batch` long [N].
 Outputs: `VGAEOutput` with z/mu/logstd [N, latent], reconstructed features [N, F] and id logits [N, num_ids].
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,8 +38,17 @@ def window_negative_edges(edge_index: Tensor, batch: Tensor) -> Tensor:
 class GATEncoder(nn.Module):
     """[id embedding | continuous features] -> GATConv layers -> (mu, logstd), each [N, latent_dim]."""
 
-    def __init__(self, num_ids: int, node_feature_dim: int, edge_feature_dim: int, hidden_dims: list[int],
-                 latent_dim: int, heads: int, embedding_dim: int, dropout: float):
+    def __init__(
+        self,
+        num_ids: int,
+        node_feature_dim: int,
+        edge_feature_dim: int,
+        hidden_dims: list[int],
+        latent_dim: int,
+        heads: int,
+        embedding_dim: int,
+        dropout: float,
+    ):
         super().__init__()
         self.embedding = nn.Embedding(num_ids, embedding_dim)
         edge_dim = edge_feature_dim or None
@@ -76,16 +86,30 @@ class VGAEOutput:
 class CANGraphVGAE(nn.Module):
     """VGAE over CAN window graphs; reconstructs node features, node CAN ids and edges (inner product)."""
 
-    def __init__(self, num_ids: int, node_feature_dim: int, edge_feature_dim: int, hidden_dims: list[int],
-                 latent_dim: int, heads: int = 1, embedding_dim: int = 16, dropout: float = 0.0,
-                 feature_weight: float = 1.0, id_weight: float = 1.0, edge_weight: float = 1.0, kl_weight: float = 0.01):
+    def __init__(
+        self,
+        num_ids: int,
+        node_feature_dim: int,
+        edge_feature_dim: int,
+        hidden_dims: list[int],
+        latent_dim: int,
+        heads: int = 1,
+        embedding_dim: int = 16,
+        dropout: float = 0.0,
+        feature_weight: float = 1.0,
+        id_weight: float = 1.0,
+        edge_weight: float = 1.0,
+        kl_weight: float = 0.01,
+    ):
         super().__init__()
-        encoder = GATEncoder(num_ids, node_feature_dim, edge_feature_dim, hidden_dims, latent_dim, heads,
-                             embedding_dim, dropout)
+        encoder = GATEncoder(
+            num_ids, node_feature_dim, edge_feature_dim, hidden_dims, latent_dim, heads, embedding_dim, dropout
+        )
         self.vgae = VGAE(encoder)  # default decoder: InnerProductDecoder over edges
         dec_hidden = max(latent_dim * 2, 8)
-        self.feature_decoder = nn.Sequential(nn.Linear(latent_dim, dec_hidden), nn.ELU(),
-                                             nn.Linear(dec_hidden, node_feature_dim))
+        self.feature_decoder = nn.Sequential(
+            nn.Linear(latent_dim, dec_hidden), nn.ELU(), nn.Linear(dec_hidden, node_feature_dim)
+        )
         self.id_decoder = nn.Linear(latent_dim, num_ids)
         self.latent_dim = latent_dim
         self.weights = {"feature": feature_weight, "id": id_weight, "edge": edge_weight, "kl": kl_weight}

@@ -6,6 +6,7 @@
 
 Never imports torch, torch_geometric or mlflow. See docs/query.md for the views and their columns.
 """
+
 from kdgat_core.query.db import VIEWS, RunFilter, TrackingDB, open_db
 
-__all__ = ["open_db", "TrackingDB", "RunFilter", "VIEWS"]
+__all__ = ["VIEWS", "RunFilter", "TrackingDB", "open_db"]

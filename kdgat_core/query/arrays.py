@@ -4,6 +4,7 @@ pyarrow imports pandas (0.35 s here) the first time an array is built from Pytho
 meets a compute function, or `to_numpy()` runs. The read cache's refresh runs in processes that never need pandas
 (`kdgat runs`, the TUI's refresh worker), so it moves data through buffers instead.
 """
+
 from __future__ import annotations
 
 from kdgat_core.query.connection import LazyModule, pa
@@ -17,7 +18,7 @@ def values(col):
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if arr.type == pa.bool_():
         bits = np.frombuffer(arr.buffers()[1], dtype=np.uint8) if len(arr) else np.zeros(0, np.uint8)
-        return np.unpackbits(bits, bitorder="little")[arr.offset:arr.offset + len(arr)].astype(bool)
+        return np.unpackbits(bits, bitorder="little")[arr.offset : arr.offset + len(arr)].astype(bool)
     dtype = np.dtype(_NUMPY[str(arr.type)])
     if len(arr) == 0:
         return np.zeros(0, dtype=dtype)
@@ -30,7 +31,7 @@ def valid(col):
     if arr.null_count == 0 or arr.buffers()[0] is None:
         return np.ones(len(arr), dtype=bool)
     bits = np.frombuffer(arr.buffers()[0], dtype=np.uint8)
-    return np.unpackbits(bits, bitorder="little")[arr.offset:arr.offset + len(arr)].astype(bool)
+    return np.unpackbits(bits, bitorder="little")[arr.offset : arr.offset + len(arr)].astype(bool)
 
 
 def array(data, mask_valid=None) -> pa.Array:
@@ -38,9 +39,15 @@ def array(data, mask_valid=None) -> pa.Array:
     data = np.ascontiguousarray(data)
     bitmap = None if mask_valid is None else pa.py_buffer(np.packbits(mask_valid.astype(bool), bitorder="little"))
     if data.dtype == bool:
-        return pa.Array.from_buffers(pa.bool_(), len(data), [bitmap, pa.py_buffer(np.packbits(data, bitorder="little"))])
-    typ = {np.dtype(np.int64): pa.int64(), np.dtype(np.uint64): pa.uint64(), np.dtype(np.int32): pa.int32(),
-           np.dtype(np.float64): pa.float64()}[data.dtype]
+        return pa.Array.from_buffers(
+            pa.bool_(), len(data), [bitmap, pa.py_buffer(np.packbits(data, bitorder="little"))]
+        )
+    typ = {
+        np.dtype(np.int64): pa.int64(),
+        np.dtype(np.uint64): pa.uint64(),
+        np.dtype(np.int32): pa.int32(),
+        np.dtype(np.float64): pa.float64(),
+    }[data.dtype]
     return pa.Array.from_buffers(typ, len(data), [bitmap, pa.py_buffer(data)])
 
 
@@ -50,4 +57,6 @@ def strings(items) -> pa.Array:
     offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
     if encoded:
         np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    return pa.Array.from_buffers(pa.string(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+    return pa.Array.from_buffers(
+        pa.string(), len(encoded), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    )

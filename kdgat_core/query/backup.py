@@ -4,6 +4,7 @@ Uses Python's sqlite3, opened read-only (`mode=ro`, so a missing file is never c
 that also has the same file open through DuckDB's scanner: two SQLite copies in one process do not see each other's
 locks. The copy is written next to DEST, checked with `PRAGMA integrity_check`, then moved into place.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,11 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from kdgat_core.query.connection import resolve_db
 from kdgat_core.config import KdgatError
+from kdgat_core.query.connection import resolve_db
 
-PAGES_PER_STEP = 1024        # 4 MB per step with 4 KB pages: writers get the lock back between steps
-MAX_RESTARTS = 5             # a writer committing mid-copy restarts the backup; after this many, copy in one step
+PAGES_PER_STEP = 1024  # 4 MB per step with 4 KB pages: writers get the lock back between steps
+MAX_RESTARTS = 5  # a writer committing mid-copy restarts the backup; after this many, copy in one step
 
 
 class _Restarted(Exception):
@@ -47,7 +48,9 @@ def backup_db(tracking_uri: str | None, dest: str | os.PathLike, force: bool = F
         finally:
             check.close()
         if result != ["ok"]:
-            raise KdgatError(f"The copy failed PRAGMA integrity_check ({'; '.join(result[:3])}); {dest} was not written.")
+            raise KdgatError(
+                f"The copy failed PRAGMA integrity_check ({'; '.join(result[:3])}); {dest} was not written."
+            )
         os.replace(tmp, dest)
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
@@ -56,8 +59,13 @@ def backup_db(tracking_uri: str | None, dest: str | os.PathLike, force: bool = F
     finally:
         src.close()
         tmp.unlink(missing_ok=True)
-    return {"source": str(src_db.path), "dest": str(dest), "pages": pages, "bytes": dest.stat().st_size,
-            "seconds": time.perf_counter() - t0}
+    return {
+        "source": str(src_db.path),
+        "dest": str(dest),
+        "pages": pages,
+        "bytes": dest.stat().st_size,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _copy(src: sqlite3.Connection, tmp: Path) -> int:

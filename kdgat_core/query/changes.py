@@ -17,6 +17,7 @@ MLflow rows carry no updated_at, and three of its tables are updated in place. T
 
 Everything is read before the changed runs' rows are, so a write racing the refresh is seen again next time.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,10 +25,10 @@ from dataclasses import dataclass, field
 from kdgat_core.query import arrays
 from kdgat_core.query.connection import ALIAS, Reader, _sql_str, pa, pc
 
-TAG_BLOCK_BITS = 10          # 1024 tag rows (about 90 runs) per hashed block
-OWNER_QUERY_BLOCKS = 200     # rowid ranges per query for the rows of changed blocks
-REBUILD_BLOCK_SHARE = 0.2    # above this share of changed tag blocks a full read is cheaper
-TAG_PIECES = 6               # queries the tag blocks are split into (run by two threads)
+TAG_BLOCK_BITS = 10  # 1024 tag rows (about 90 runs) per hashed block
+OWNER_QUERY_BLOCKS = 200  # rowid ranges per query for the rows of changed blocks
+REBUILD_BLOCK_SHARE = 0.2  # above this share of changed tag blocks a full read is cheaper
+TAG_PIECES = 6  # queries the tag blocks are split into (run by two threads)
 
 # Identity of a row: what a reused rowid would not repeat. latest_metrics rows change in place, so only their key.
 _ROW_IDENTITY = {
@@ -45,21 +46,29 @@ _RUN_FIELDS = "run_uuid, name, status, start_time, end_time, lifecycle_stage, ex
 class DBState:
     """The DB's change-relevant state at one moment (see the module docstring)."""
 
-    runs: pa.Table                      # rid int64, run_id string, experiment_id int64, h uint64; sorted by rid
-    block_runs: pa.Table                # block int64, run_id string, h uint64 per run in each tag block; by block
-    tag_blocks: dict[int, int]          # block -> hash of its rows
-    experiments: dict[str, str]         # experiment id -> name and lifecycle
-    watermarks: dict[str, dict]         # table -> {"rowid": max rowid, "row": identity of that row}
+    runs: pa.Table  # rid int64, run_id string, experiment_id int64, h uint64; sorted by rid
+    block_runs: pa.Table  # block int64, run_id string, h uint64 per run in each tag block; by block
+    tag_blocks: dict[int, int]  # block -> hash of its rows
+    experiments: dict[str, str]  # experiment id -> name and lifecycle
+    watermarks: dict[str, dict]  # table -> {"rowid": max rowid, "row": identity of that row}
 
     def meta(self) -> dict:
         """The small parts, for the cache's JSON metadata."""
-        return {"tag_blocks": [[b, h] for b, h in sorted(self.tag_blocks.items())],
-                "experiments": self.experiments, "watermarks": self.watermarks}
+        return {
+            "tag_blocks": [[b, h] for b, h in sorted(self.tag_blocks.items())],
+            "experiments": self.experiments,
+            "watermarks": self.watermarks,
+        }
 
     @classmethod
-    def from_parts(cls, runs: pa.Table, block_runs: pa.Table, meta: dict) -> "DBState":
-        return cls(runs, block_runs, {int(b): int(h) for b, h in meta["tag_blocks"]},
-                   {str(k): str(v) for k, v in meta["experiments"].items()}, dict(meta["watermarks"]))
+    def from_parts(cls, runs: pa.Table, block_runs: pa.Table, meta: dict) -> DBState:
+        return cls(
+            runs,
+            block_runs,
+            {int(b): int(h) for b, h in meta["tag_blocks"]},
+            {str(k): str(v) for k, v in meta["experiments"].items()},
+            dict(meta["watermarks"]),
+        )
 
 
 @dataclass
@@ -68,8 +77,8 @@ class Changes:
 
     changed: set[str] = field(default_factory=set)
     removed: set[str] = field(default_factory=set)
-    rebuild: str = ""                   # why a full rebuild is needed ("" when not)
-    state: DBState | None = None        # the new state to store with the refreshed cache
+    rebuild: str = ""  # why a full rebuild is needed ("" when not)
+    state: DBState | None = None  # the new state to store with the refreshed cache
     details: dict = field(default_factory=dict)
 
 
@@ -82,8 +91,10 @@ def _watermark_sql(old: dict[str, dict] | None) -> str:
         was = int(((old or {}).get(table) or {}).get("rowid") or 0)
         parts.append(f"(SELECT {ident} FROM {table} WHERE rowid = {was}) AS {table}_was")
     parts.append("(SELECT max(rowid) FROM tags) AS tags_rowid")
-    parts.append("(SELECT group_concat(experiment_id || x'1f' || coalesce(name, '') || x'1f' || "
-                 "coalesce(lifecycle_stage, ''), x'1e') FROM experiments) AS experiments")
+    parts.append(
+        "(SELECT group_concat(experiment_id || x'1f' || coalesce(name, '') || x'1f' || "
+        "coalesce(lifecycle_stage, ''), x'1e') FROM experiments) AS experiments"
+    )
     return "SELECT " + ", ".join(parts)
 
 
@@ -91,17 +102,23 @@ def _tag_blocks_sql(first: int, last: int) -> str:
     """Per block of tag rowids in [first, last]: the hash of all its rows (SQLite builds the string, DuckDB hashes it).
     A recursive CTE walks the blocks so each is one rowid-range scan: GROUP BY rowid >> n would sort 1.4M rows."""
     b = TAG_BLOCK_BITS
-    inner = (f"WITH RECURSIVE blk(n) AS (SELECT {first} UNION ALL SELECT n + 1 FROM blk WHERE n < {last}) "
-             f"SELECT n, (SELECT {_TAG_BLOCK} FROM tags "
-             f"WHERE rowid >= (n << {b}) AND rowid < ((n + 1) << {b})) AS s FROM blk")
-    return (f"SELECT CAST(n AS BIGINT) AS block, hash(s) AS h FROM sqlite_query('{ALIAS}', '{_sql_str(inner)}') "
-            "WHERE s IS NOT NULL")
+    inner = (
+        f"WITH RECURSIVE blk(n) AS (SELECT {first} UNION ALL SELECT n + 1 FROM blk WHERE n < {last}) "
+        f"SELECT n, (SELECT {_TAG_BLOCK} FROM tags "
+        f"WHERE rowid >= (n << {b}) AND rowid < ((n + 1) << {b})) AS s FROM blk"
+    )
+    return (
+        f"SELECT CAST(n AS BIGINT) AS block, hash(s) AS h FROM sqlite_query('{ALIAS}', '{_sql_str(inner)}') "
+        "WHERE s IS NOT NULL"
+    )
 
 
 def read_state(reader: Reader, old: DBState | None = None) -> tuple[DBState, dict]:
     """The current state (block owners left empty: `diff` fills them for the blocks it needs), and the identity of
     the rows at the old watermarks."""
-    marks = reader.fetch_rows(f"SELECT * FROM sqlite_query('{ALIAS}', '{_sql_str(_watermark_sql(old.watermarks if old else None))}')")[0]
+    marks = reader.fetch_rows(
+        f"SELECT * FROM sqlite_query('{ALIAS}', '{_sql_str(_watermark_sql(old.watermarks if old else None))}')"
+    )[0]
     watermarks = {t: {"rowid": int(marks[f"{t}_rowid"] or 0), "row": marks[f"{t}_row"]} for t in _ROW_IDENTITY}
     was = {t: marks[f"{t}_was"] for t in _ROW_IDENTITY}
     experiments = {}
@@ -112,12 +129,18 @@ def read_state(reader: Reader, old: DBState | None = None) -> tuple[DBState, dic
     last_block = int(marks["tags_rowid"] or 0) >> TAG_BLOCK_BITS
     # the tag blocks in pieces next to the runs scan: two threads pick them up as they finish (two cores, uneven rows)
     cuts = sorted({0, *((last_block + 1) * i // TAG_PIECES for i in range(1, TAG_PIECES)), last_block + 1})
-    queries = [f"SELECT rowid AS rid, run_uuid AS run_id, CAST(experiment_id AS BIGINT) AS experiment_id, "
-               f"hash({_RUN_FIELDS}) AS h FROM {ALIAS}.runs"]
+    queries = [
+        f"SELECT rowid AS rid, run_uuid AS run_id, CAST(experiment_id AS BIGINT) AS experiment_id, "
+        f"hash({_RUN_FIELDS}) AS h FROM {ALIAS}.runs"
+    ]
     queries += [_tag_blocks_sql(lo, hi - 1) for lo, hi in zip(cuts, cuts[1:])]
     runs, *block_parts = reader.fetch_many(queries)
-    runs = _sorted_by(runs.cast(pa.schema([("rid", pa.int64()), ("run_id", pa.string()),
-                                           ("experiment_id", pa.int64()), ("h", pa.uint64())])), "rid")
+    runs = _sorted_by(
+        runs.cast(
+            pa.schema([("rid", pa.int64()), ("run_id", pa.string()), ("experiment_id", pa.int64()), ("h", pa.uint64())])
+        ),
+        "rid",
+    )
     tag_blocks: dict[int, int] = {}
     for part in block_parts:
         tag_blocks.update(zip(part["block"].to_pylist(), part["h"].to_pylist()))
@@ -135,8 +158,7 @@ def diff(reader: Reader, old: DBState) -> Changes:
     details: dict = {"read state s": round(time.perf_counter() - t0, 4)}
     for table, mark in old.watermarks.items():
         if mark.get("rowid") and was.get(table) != mark.get("row"):
-            return Changes(rebuild=f"the {table} row at rowid {mark['rowid']} changed (rows were deleted)",
-                           state=new)
+            return Changes(rebuild=f"the {table} row at rowid {mark['rowid']} changed (rows were deleted)", state=new)
 
     changed: set[str] = set()
     # runs: rows added, removed, or changed in place
@@ -150,15 +172,18 @@ def diff(reader: Reader, old: DBState) -> Changes:
     details["runs rows changed"] = int(len(new_idx) + len(old_idx))
 
     # experiments renamed or deleted: every run in them
-    exp_changed = {e for e in set(old.experiments) | set(new.experiments)
-                   if old.experiments.get(e) != new.experiments.get(e)}
+    exp_changed = {
+        e for e in set(old.experiments) | set(new.experiments) if old.experiments.get(e) != new.experiments.get(e)
+    }
     if exp_changed:
         ids = arrays.array(np.array(sorted(int(e) for e in exp_changed), dtype=np.int64))
         mask = pc.is_in(new.runs["experiment_id"], value_set=ids)
         changed.update(new.runs["run_id"].filter(mask).to_pylist())
 
     # tag blocks: changed, new or emptied ones. Their rows now, hashed per run, against the hashes stored per run
-    blocks = sorted(b for b in set(old.tag_blocks) | set(new.tag_blocks) if old.tag_blocks.get(b) != new.tag_blocks.get(b))
+    blocks = sorted(
+        b for b in set(old.tag_blocks) | set(new.tag_blocks) if old.tag_blocks.get(b) != new.tag_blocks.get(b)
+    )
     details["tag blocks changed"] = len(blocks)
     if len(blocks) > max(8, REBUILD_BLOCK_SHARE * len(new.tag_blocks)):
         return Changes(rebuild=f"{len(blocks)} of {len(new.tag_blocks)} tag blocks changed", state=new, details=details)
@@ -171,8 +196,11 @@ def diff(reader: Reader, old: DBState) -> Changes:
     details["compare s"] = round(time.perf_counter() - t0 - details["read state s"], 4)  # incl. changed blocks' rows
 
     # params, metrics, latest_metrics: rows appended above the old watermarks (one query)
-    above = [_rows_above(table, int(mark.get("rowid") or 0)) for table, mark in old.watermarks.items()
-             if int(mark.get("rowid") or 0) < new.watermarks[table]["rowid"]]
+    above = [
+        _rows_above(table, int(mark.get("rowid") or 0))
+        for table, mark in old.watermarks.items()
+        if int(mark.get("rowid") or 0) < new.watermarks[table]["rowid"]
+    ]
     if above:
         changed.update(r["run_id"] for r in reader.fetch_sqlite_rows(" UNION ".join(above)))
 
@@ -198,11 +226,15 @@ def _block_owners(reader: Reader, blocks: list[int]) -> pa.Table:
         # UNION ALL of ranges: SQLite seeks each rowid range; an OR of ranges makes it scan the whole table
         rows = " UNION ALL ".join(
             f"SELECT rowid AS tag_rowid, run_uuid AS run_id, key, value FROM tags "
-            f"WHERE rowid >= {lo << b} AND rowid < {hi << b}" for lo, hi in spans[i:i + OWNER_QUERY_BLOCKS])
-        parts.append(reader.fetch(
-            f"SELECT CAST(tag_rowid AS BIGINT) >> {b} AS block, CAST(run_id AS VARCHAR) AS run_id, "
-            f"bit_xor({TAG_ROW_HASH}) AS h FROM sqlite_query('{ALIAS}', '{_sql_str(rows)}') GROUP BY ALL ORDER BY block, run_id"
-        ).cast(parts[0].schema))
+            f"WHERE rowid >= {lo << b} AND rowid < {hi << b}"
+            for lo, hi in spans[i : i + OWNER_QUERY_BLOCKS]
+        )
+        parts.append(
+            reader.fetch(
+                f"SELECT CAST(tag_rowid AS BIGINT) >> {b} AS block, CAST(run_id AS VARCHAR) AS run_id, "
+                f"bit_xor({TAG_ROW_HASH}) AS h FROM sqlite_query('{ALIAS}', '{_sql_str(rows)}') GROUP BY ALL ORDER BY block, run_id"
+            ).cast(parts[0].schema)
+        )
     return pa.concat_tables(parts).combine_chunks()
 
 
@@ -244,9 +276,13 @@ def block_owners_from_tags(tags: pa.Table) -> pa.Table:
     starts = np.concatenate([[0], np.nonzero(group[1:] != group[:-1])[0] + 1])
     h = np.bitwise_xor.reduceat(arrays.values(pc.cast(tags["h"], pa.uint64()))[order], starts)
     first = order[starts]
-    return pa.table({"block": arrays.array(block[first]),
-                     "run_id": runs.dictionary.take(arrays.array(code[first])),
-                     "h": arrays.array(h.astype(np.uint64))})
+    return pa.table(
+        {
+            "block": arrays.array(block[first]),
+            "run_id": runs.dictionary.take(arrays.array(code[first])),
+            "h": arrays.array(h.astype(np.uint64)),
+        }
+    )
 
 
 def _empty(**types) -> pa.Table:
@@ -271,9 +307,9 @@ def _diff_sorted(old_keys, old_h, new_keys, new_h):
         return np.arange(len(new_keys)), np.zeros(0, dtype=np.int64)
     if len(new_keys) == 0:
         return np.zeros(0, dtype=np.int64), np.arange(len(old_keys))
-    if len(new_keys) >= len(old_keys) and np.array_equal(new_keys[:len(old_keys)], old_keys):
+    if len(new_keys) >= len(old_keys) and np.array_equal(new_keys[: len(old_keys)], old_keys):
         # the common case: rows only appended or changed in place
-        differs = np.nonzero(new_h[:len(old_keys)] != old_h)[0]
+        differs = np.nonzero(new_h[: len(old_keys)] != old_h)[0]
         return np.concatenate([differs, np.arange(len(old_keys), len(new_keys))]), differs
     pos = np.minimum(np.searchsorted(old_keys, new_keys), len(old_keys) - 1)
     found = old_keys[pos] == new_keys

@@ -4,6 +4,7 @@ Everything that touches the tracking file goes through `Reader.fetch`, so every 
 Never open the same file through Python's sqlite3 (or MLflow) in a process that reads it here: the two bundled SQLite
 copies do not see each other's locks.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,7 +48,9 @@ def scanner_extension_path() -> Path:
     try:
         import duckdb_extension_sqlite_scanner as wheel
     except ImportError:
-        raise KdgatError("The duckdb-extension-sqlite-scanner package is missing; reinstall kdgat (pip install -e .).") from None
+        raise KdgatError(
+            "The duckdb-extension-sqlite-scanner package is missing; reinstall kdgat (pip install -e .)."
+        ) from None
     root = Path(wheel.__file__).resolve().parent / "extensions"
     wanted = root / f"v{duckdb.__version__}" / "sqlite_scanner.duckdb_extension"
     if wanted.is_file():
@@ -61,9 +64,9 @@ def scanner_extension_path() -> Path:
 
 @dataclass(frozen=True)
 class ResolvedDB:
-    path: Path          # absolute path of the SQLite file
-    uri: str            # the tracking URI as given or resolved
-    source: str         # why this URI is in force (for `kdgat doctor`)
+    path: Path  # absolute path of the SQLite file
+    uri: str  # the tracking URI as given or resolved
+    source: str  # why this URI is in force (for `kdgat doctor`)
 
 
 def resolve_db(uri_or_path: str | os.PathLike | None = None) -> ResolvedDB:
@@ -72,12 +75,16 @@ def resolve_db(uri_or_path: str | os.PathLike | None = None) -> ResolvedDB:
     resolved = resolve_tracking_uri(given)
     path = sqlite_path(resolved.value, must_exist=False)
     if path is None:
-        raise KdgatError(f"Tracking URI '{resolved.value}' (from {resolved.source}) is not a SQLite store; kdgat reads "
-                         "MLflow SQLite files (sqlite:///path/mlflow.db).")
+        raise KdgatError(
+            f"Tracking URI '{resolved.value}' (from {resolved.source}) is not a SQLite store; kdgat reads "
+            "MLflow SQLite files (sqlite:///path/mlflow.db)."
+        )
     path = path.expanduser().absolute()
     if not path.exists():
-        raise KdgatError(f"Tracking database {path} does not exist (URI from {resolved.source}); check --tracking-uri, "
-                         f"{ENV_TRACKING_URI} or kdgat.toml.")
+        raise KdgatError(
+            f"Tracking database {path} does not exist (URI from {resolved.source}); check --tracking-uri, "
+            f"{ENV_TRACKING_URI} or kdgat.toml."
+        )
     if not path.is_file():
         raise KdgatError(f"Tracking database {path} is not a file.")
     try:
@@ -107,7 +114,9 @@ class Reader:
         # the file is the pinned wheel's, and once external access is off no other extension loads (test_query_safety).
         con = duckdb.connect(":memory:", config={"allow_unsigned_extensions": "true"})
         con.execute(f"LOAD '{_sql_str(str(scanner_extension_path()))}'")
-        con.execute(f"ATTACH '{_sql_str(str(db.path))}' AS {ALIAS} (TYPE sqlite, READ_ONLY, busy_timeout {BUSY_TIMEOUT_MS})")
+        con.execute(
+            f"ATTACH '{_sql_str(str(db.path))}' AS {ALIAS} (TYPE sqlite, READ_ONLY, busy_timeout {BUSY_TIMEOUT_MS})"
+        )
         # one SQLite connection per query: with 1 + threads connections a waiting writer can deadlock with us
         con.execute("SET sqlite_disable_multithreaded_scans = true")
         # never resolve unknown table names to Python variables of the caller
@@ -129,8 +138,10 @@ class Reader:
             raise KdgatError(f"{self.db.path} cannot be read as SQLite: {str(exc).splitlines()[0]}.") from None
         missing = [t for t in MLFLOW_TABLES if t not in names]
         if missing:
-            raise KdgatError(f"{self.db.path} is a SQLite file but not an MLflow tracking database (no "
-                             f"{', '.join(missing)} table{'s' if len(missing) > 1 else ''}).")
+            raise KdgatError(
+                f"{self.db.path} is a SQLite file but not an MLflow tracking database (no "
+                f"{', '.join(missing)} table{'s' if len(missing) > 1 else ''})."
+            )
 
     # -- reads --------------------------------------------------------------------------------------------------------
     def fetch(self, sql: str, params: list | None = None) -> pa.Table:
@@ -170,8 +181,10 @@ class Reader:
                 if not is_locked_error(exc):
                     raise
                 if time.monotonic() >= deadline:
-                    raise KdgatError(f"The tracking database {self.db.path} is locked by a writer; retried for "
-                                     f"{self.lock_retry_s:g} s. Try again, or read a copy made with `kdgat backup`.") from None
+                    raise KdgatError(
+                        f"The tracking database {self.db.path} is locked by a writer; retried for "
+                        f"{self.lock_retry_s:g} s. Try again, or read a copy made with `kdgat backup`."
+                    ) from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
 

@@ -10,26 +10,47 @@ Which path answers which question (see docs/query.md):
 * everything over all runs (runs, sweep, dataset_summary, lineage, the ``runs`` view): the wide table, kept current
   by `kdgat_core.query.wide.WideCache`.
 """
+
 from __future__ import annotations
 
 import difflib
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import duckdb
 
 from kdgat_core.config import KdgatError, Metric, RunStatus, Tag, bool_tag, metric_direction
 from kdgat_core.query.connection import (
-    ALIAS, Reader, ResolvedDB, exact_real, pa, pc, register_arrow, resolve_db, result_rows, sqlite_in_list,
+    ALIAS,
+    Reader,
+    ResolvedDB,
+    exact_real,
+    pa,
+    pc,
+    register_arrow,
+    resolve_db,
+    result_rows,
+    sqlite_in_list,
     sqlite_literal,
 )
 from kdgat_core.query.sql_guard import check_user_sql, one_line, table_names
 from kdgat_core.query.wide import (
-    BASE_COLUMNS, BASE_TYPES, METRIC_COLUMNS, METRIC_PREFIX, PARAM_PREFIX, RefreshStats, WideCache, build_uncached,
-    deleted_mask, pivot, read_long_for, visible_rows,
+    BASE_COLUMNS,
+    BASE_TYPES,
+    METRIC_COLUMNS,
+    METRIC_PREFIX,
+    PARAM_PREFIX,
+    RefreshStats,
+    WideCache,
+    build_uncached,
+    deleted_mask,
+    pivot,
+    read_long_for,
+    visible_rows,
 )
 
 VIEWS = ("runs", "params", "tags", "metrics", "metric_history", "lineage", "runs_wide")
@@ -41,8 +62,10 @@ _NOT_CONFIG_PARAM_LEAVES = {Tag.SEED.value, Tag.TEACHER_RUN_ID.value}
 
 
 # What run_states and run_states_since read per run (both through the alias r of MLflow's runs table)
-_RUN_STATE_COLUMNS = ("r.run_uuid AS run_id, r.status AS mlflow_status, r.lifecycle_stage AS lifecycle, "
-                      "r.start_time AS start_ms, r.end_time AS end_ms")
+_RUN_STATE_COLUMNS = (
+    "r.run_uuid AS run_id, r.status AS mlflow_status, r.lifecycle_stage AS lifecycle, "
+    "r.start_time AS start_ms, r.end_time AS end_ms"
+)
 
 
 def _quote(name: str) -> str:
@@ -64,8 +87,13 @@ class RunFilter:
     status: str | None = None
 
     def tag_pairs(self) -> list[tuple[str, str]]:
-        pairs = [(Tag.DATASET.value, self.dataset), (Tag.STAGE.value, self.stage), (Tag.MODEL_SIZE.value, self.model_size),
-                 (Tag.USE_KD.value, None if self.kd is None else bool_tag(self.kd)), (Tag.STATUS.value, self.status)]
+        pairs = [
+            (Tag.DATASET.value, self.dataset),
+            (Tag.STAGE.value, self.stage),
+            (Tag.MODEL_SIZE.value, self.model_size),
+            (Tag.USE_KD.value, None if self.kd is None else bool_tag(self.kd)),
+            (Tag.STATUS.value, self.status),
+        ]
         return [(k, str(v)) for k, v in pairs if v is not None]
 
     def where(self, include_deleted: bool = False) -> str:
@@ -86,8 +114,15 @@ class TrackingDB:
     3  hcrl_sa/teacher_evaluation  complete  0.93
     """
 
-    def __init__(self, resolved: ResolvedDB, *, include_deleted: bool = False, cache: bool = True,
-                 cache_dir: str | os.PathLike | None = None, lock_retry_s: float | None = None):
+    def __init__(
+        self,
+        resolved: ResolvedDB,
+        *,
+        include_deleted: bool = False,
+        cache: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        lock_retry_s: float | None = None,
+    ):
         self.path: Path = resolved.path
         self.uri = resolved.uri
         self.uri_source = resolved.source
@@ -95,8 +130,11 @@ class TrackingDB:
         self._resolved = resolved
         self._reader_kwargs = {} if lock_retry_s is None else {"lock_retry_s": lock_retry_s}
         self._reader_obj: Reader | None = None
-        self._cache = WideCache(lambda: self._reader, resolved.path,
-                                Path(cache_dir) if cache_dir is not None else None) if cache else None
+        self._cache = (
+            WideCache(lambda: self._reader, resolved.path, Path(cache_dir) if cache_dir is not None else None)
+            if cache
+            else None
+        )
         self._wide: pa.Table | None = None
         self._views_current = False
         self._views_created = False
@@ -132,7 +170,7 @@ class TrackingDB:
             self._reader_obj.close()
             self._reader_obj = None
 
-    def __enter__(self) -> "TrackingDB":
+    def __enter__(self) -> TrackingDB:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -167,23 +205,35 @@ class TrackingDB:
         empty = ", ".join(f"CAST(NULL AS {t}) AS {_quote(c)}" for c, t in BASE_TYPES.items())
         con.execute(f"CREATE OR REPLACE VIEW _kdgat_wide AS SELECT {empty} WHERE false")
         self._create_wide_views()
-        visible = (f"SELECT r.run_uuid FROM {ALIAS}.runs r LEFT JOIN {ALIAS}.experiments e "
-                   f"ON e.experiment_id = r.experiment_id WHERE {self._visible_sql()}")
-        value = ("CASE WHEN m.is_nan <> 0 THEN 'NaN'::DOUBLE WHEN m.value >= 1.7976931348623157e308 THEN 'inf'::DOUBLE "
-                 "WHEN m.value <= -1.7976931348623157e308 THEN '-inf'::DOUBLE ELSE m.value END")
+        visible = (
+            f"SELECT r.run_uuid FROM {ALIAS}.runs r LEFT JOIN {ALIAS}.experiments e "
+            f"ON e.experiment_id = r.experiment_id WHERE {self._visible_sql()}"
+        )
+        value = (
+            "CASE WHEN m.is_nan <> 0 THEN 'NaN'::DOUBLE WHEN m.value >= 1.7976931348623157e308 THEN 'inf'::DOUBLE "
+            "WHEN m.value <= -1.7976931348623157e308 THEN '-inf'::DOUBLE ELSE m.value END"
+        )
         con.execute(f"CREATE OR REPLACE VIEW _kdgat_visible AS {visible}")
-        con.execute(f"CREATE OR REPLACE VIEW params AS SELECT p.run_uuid AS run_id, p.key, p.value FROM {ALIAS}.params p "
-                    "WHERE p.run_uuid IN (SELECT run_uuid FROM _kdgat_visible)")
-        con.execute(f"CREATE OR REPLACE VIEW tags AS SELECT t.run_uuid AS run_id, t.key, t.value FROM {ALIAS}.tags t "
-                    "WHERE t.run_uuid IN (SELECT run_uuid FROM _kdgat_visible)")
-        con.execute(f"CREATE OR REPLACE VIEW metrics AS SELECT m.run_uuid AS run_id, m.key, {value} AS value, m.step, "
-                    f"epoch_ms(m.timestamp) AS timestamp FROM {ALIAS}.latest_metrics m "
-                    "WHERE m.run_uuid IN (SELECT run_uuid FROM _kdgat_visible)")
+        con.execute(
+            f"CREATE OR REPLACE VIEW params AS SELECT p.run_uuid AS run_id, p.key, p.value FROM {ALIAS}.params p "
+            "WHERE p.run_uuid IN (SELECT run_uuid FROM _kdgat_visible)"
+        )
+        con.execute(
+            f"CREATE OR REPLACE VIEW tags AS SELECT t.run_uuid AS run_id, t.key, t.value FROM {ALIAS}.tags t "
+            "WHERE t.run_uuid IN (SELECT run_uuid FROM _kdgat_visible)"
+        )
+        con.execute(
+            f"CREATE OR REPLACE VIEW metrics AS SELECT m.run_uuid AS run_id, m.key, {value} AS value, m.step, "
+            f"epoch_ms(m.timestamp) AS timestamp FROM {ALIAS}.latest_metrics m "
+            "WHERE m.run_uuid IN (SELECT run_uuid FROM _kdgat_visible)"
+        )
         # a step logged twice keeps its newest point (then the larger value), as MLflow's latest_metrics does
-        con.execute(f"CREATE OR REPLACE VIEW metric_history AS SELECT m.run_uuid AS run_id, m.key, m.step, "
-                    f"max_by({value}, (m.timestamp, m.value)) AS value, epoch_ms(max(m.timestamp)) AS timestamp "
-                    f"FROM {ALIAS}.metrics m WHERE m.run_uuid IN (SELECT run_uuid FROM _kdgat_visible) "
-                    "GROUP BY m.run_uuid, m.key, m.step")
+        con.execute(
+            f"CREATE OR REPLACE VIEW metric_history AS SELECT m.run_uuid AS run_id, m.key, m.step, "
+            f"max_by({value}, (m.timestamp, m.value)) AS value, epoch_ms(max(m.timestamp)) AS timestamp "
+            f"FROM {ALIAS}.metrics m WHERE m.run_uuid IN (SELECT run_uuid FROM _kdgat_visible) "
+            "GROUP BY m.run_uuid, m.key, m.step"
+        )
 
     def _create_wide_views(self) -> None:
         where = "" if self.include_deleted else " WHERE lifecycle <> 'deleted'"
@@ -195,7 +245,8 @@ class TrackingDB:
             "CREATE OR REPLACE VIEW lineage AS SELECT s.run_id AS student_run_id, s.run_name AS student_name, "
             "s.dataset, s.stage AS student_stage, s.model_size AS student_size, s.use_kd, "
             "s.teacher_run_id, t.run_name AS teacher_name, t.stage AS teacher_stage, t.model_size AS teacher_size "
-            "FROM runs s LEFT JOIN runs t ON t.run_id = s.teacher_run_id WHERE coalesce(s.teacher_run_id, '') <> ''")
+            "FROM runs s LEFT JOIN runs t ON t.run_id = s.teacher_run_id WHERE coalesce(s.teacher_run_id, '') <> ''"
+        )
 
     # -- the wide table -----------------------------------------------------------------------------------------------
     def wide(self, arrow: bool = False, include_deleted: bool | None = None, refresh: bool = True):
@@ -237,9 +288,16 @@ class TrackingDB:
         return self._wide
 
     # -- runs ---------------------------------------------------------------------------------------------------------
-    def runs(self, dataset: str | None = None, stage: str | None = None, model_size: str | None = None,
-             kd: bool | None = None, status: str | None = None, include_deleted: bool | None = None,
-             arrow: bool = False):
+    def runs(
+        self,
+        dataset: str | None = None,
+        stage: str | None = None,
+        model_size: str | None = None,
+        kd: bool | None = None,
+        status: str | None = None,
+        include_deleted: bool | None = None,
+        arrow: bool = False,
+    ):
         """One row per run (the columns of the ``runs`` view), newest first, filtered by convention tags.
 
         >>> db.runs(status="failed")[["run_name", "status", "error_msg"]]
@@ -249,12 +307,15 @@ class TrackingDB:
         flt = RunFilter(dataset, stage, model_size, kd, status)
         show_deleted = self.include_deleted if include_deleted is None else include_deleted
         cols = ", ".join(_quote(c) for c in BASE_COLUMNS)
-        out = self._calc(f"SELECT {cols} FROM w WHERE {flt.where(show_deleted)} ORDER BY start_time DESC, run_id",
-                         w=self._wide_current())
+        out = self._calc(
+            f"SELECT {cols} FROM w WHERE {flt.where(show_deleted)} ORDER BY start_time DESC, run_id",
+            w=self._wide_current(),
+        )
         return self._out(out, arrow)
 
-    def runs_table(self, run_ids: Sequence[str] | None = None, include_deleted: bool | None = None,
-                   arrow: bool = False):
+    def runs_table(
+        self, run_ids: Sequence[str] | None = None, include_deleted: bool | None = None, arrow: bool = False
+    ):
         """Wide rows (all columns) of all runs, or of the given run ids only (read through SQLite's indexes)."""
         if run_ids is None:
             return self.wide(arrow=arrow, include_deleted=include_deleted)
@@ -271,7 +332,8 @@ class TrackingDB:
         """
         table = self._reader.fetch(
             f"SELECT {_RUN_STATE_COLUMNS} FROM {ALIAS}.runs r LEFT JOIN {ALIAS}.experiments e "
-            f"ON e.experiment_id = r.experiment_id WHERE {self._visible_sql()}")
+            f"ON e.experiment_id = r.experiment_id WHERE {self._visible_sql()}"
+        )
         return self._out(table, arrow)
 
     def runs_watermark(self) -> int:
@@ -290,7 +352,8 @@ class TrackingDB:
         return self._reader.fetch_sqlite(
             f"SELECT {_RUN_STATE_COLUMNS}, r.rowid AS rowid FROM runs r "
             f"LEFT JOIN experiments e ON e.experiment_id = r.experiment_id WHERE {where} AND {self._visible_sql()}",
-            {"start_ms": pa.int64(), "end_ms": pa.int64(), "rowid": pa.int64()})
+            {"start_ms": pa.int64(), "end_ms": pa.int64(), "rowid": pa.int64()},
+        )
 
     # -- resolving a run ----------------------------------------------------------------------------------------------
     def resolve_run(self, ref: str) -> str:
@@ -302,31 +365,39 @@ class TrackingDB:
         ref = (ref or "").strip()
         if not ref:
             raise KdgatError("Empty run reference; give a run id, a unique prefix of one, or a run name.")
-        cols = ("SELECT r.run_uuid AS run_id, r.name AS run_name, r.start_time, r.lifecycle_stage AS run_stage, "
-                "coalesce(e.lifecycle_stage, 'active') AS exp_stage FROM runs r "
-                "LEFT JOIN experiments e ON e.experiment_id = r.experiment_id")
+        cols = (
+            "SELECT r.run_uuid AS run_id, r.name AS run_name, r.start_time, r.lifecycle_stage AS run_stage, "
+            "coalesce(e.lifecycle_stage, 'active') AS exp_stage FROM runs r "
+            "LEFT JOIN experiments e ON e.experiment_id = r.experiment_id"
+        )
         candidates: list[dict] = []
         low = ref.lower()
         if _HEX_ID.match(low):
             candidates = self._reader.fetch_sqlite(
                 f"{cols} WHERE r.run_uuid >= {sqlite_literal(low)} AND r.run_uuid < {sqlite_literal(low + '~')} "
-                "ORDER BY r.start_time DESC LIMIT 50").to_pylist()
+                "ORDER BY r.start_time DESC LIMIT 50"
+            ).to_pylist()
             exact = [c for c in candidates if c["run_id"] == low]
             candidates = exact or candidates
         if not candidates:
             candidates = self._reader.fetch_sqlite(
-                f"{cols} WHERE r.name = {sqlite_literal(ref)} ORDER BY r.start_time DESC, r.run_uuid").to_pylist()
+                f"{cols} WHERE r.name = {sqlite_literal(ref)} ORDER BY r.start_time DESC, r.run_uuid"
+            ).to_pylist()
             by_name = True
         else:
             by_name = False
         if not self.include_deleted:
             live = [c for c in candidates if c["run_stage"] != "deleted" and c["exp_stage"] != "deleted"]
             if candidates and not live:
-                raise KdgatError(f"Run '{ref}' is deleted; restore it in MLflow, or open the DB with include_deleted=True.")
+                raise KdgatError(
+                    f"Run '{ref}' is deleted; restore it in MLflow, or open the DB with include_deleted=True."
+                )
             candidates = live
         if not candidates:
-            names = [r["name"] for r in self._reader.fetch_sqlite(
-                "SELECT DISTINCT name FROM runs WHERE name IS NOT NULL").to_pylist()]
+            names = [
+                r["name"]
+                for r in self._reader.fetch_sqlite("SELECT DISTINCT name FROM runs WHERE name IS NOT NULL").to_pylist()
+            ]
             close = difflib.get_close_matches(ref, names, n=5, cutoff=0.6)
             hint = f" Close run names: {', '.join(close)}." if close else " See `kdgat runs` for run ids and names."
             raise KdgatError(f"No run matches '{ref}' (not a run id, id prefix or run name).{hint}")
@@ -344,9 +415,19 @@ class TrackingDB:
         return wide.take(idx)
 
     # -- leaderboard --------------------------------------------------------------------------------------------------
-    def leaderboard(self, metric: str = Metric.F1.value, top: int = 10, dataset: str | None = None,
-                    stage: str | None = None, model_size: str | None = None, kd: bool | None = None,
-                    status: str | None = None, by_config: bool = False, arrow: bool = False, rows: bool = False):
+    def leaderboard(
+        self,
+        metric: str = Metric.F1.value,
+        top: int = 10,
+        dataset: str | None = None,
+        stage: str | None = None,
+        model_size: str | None = None,
+        kd: bool | None = None,
+        status: str | None = None,
+        by_config: bool = False,
+        arrow: bool = False,
+        rows: bool = False,
+    ):
         """The best runs by a final metric (lower-is-better metrics such as val_loss sort ascending).
 
         With ``by_config=True`` runs that differ only in their seed form one row: mean, std and n.
@@ -390,8 +471,15 @@ class TrackingDB:
         col = metric if metric in METRIC_COLUMNS else METRIC_PREFIX + metric
         return col if col in set(names) else None
 
-    def _leaderboard_from(self, wide: pa.Table | None, board: tuple[Path, list[str]] | None, metric: str,
-                          top: int | None, flt: RunFilter, rows: bool = False) -> pa.Table | list[dict]:
+    def _leaderboard_from(
+        self,
+        wide: pa.Table | None,
+        board: tuple[Path, list[str]] | None,
+        metric: str,
+        top: int | None,
+        flt: RunFilter,
+        rows: bool = False,
+    ) -> pa.Table | list[dict]:
         """Over the wide table (in memory) or the cache's parquet copy of its leaderboard columns."""
         names = wide.column_names if wide is not None else board[1]
         col = self._metric_column(metric, names)
@@ -400,10 +488,12 @@ class TrackingDB:
         direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
         limit = f"LIMIT {int(top)}" if top else ""
         source = "w" if wide is not None else f"read_parquet('{str(board[0]).replace(chr(39), chr(39) * 2)}')"
-        sql = (f"SELECT row_number() OVER () AS rank, * FROM (SELECT run_id, run_name, dataset, stage, model_size, "
-               f"use_kd, status, {_quote(col)} AS {_quote(metric)}, start_time FROM {source} "
-               f"WHERE {flt.where(self.include_deleted)} AND {_quote(col)} IS NOT NULL "
-               f"ORDER BY isnan({_quote(col)}), {_quote(col)} {direction}, start_time DESC, run_id {limit})")
+        sql = (
+            f"SELECT row_number() OVER () AS rank, * FROM (SELECT run_id, run_name, dataset, stage, model_size, "
+            f"use_kd, status, {_quote(col)} AS {_quote(metric)}, start_time FROM {source} "
+            f"WHERE {flt.where(self.include_deleted)} AND {_quote(col)} IS NOT NULL "
+            f"ORDER BY isnan({_quote(col)}), {_quote(col)} {direction}, start_time DESC, run_id {limit})"
+        )
         if wide is not None:
             table = self._calc(sql, w=wide)
             return table.to_pylist() if rows else table
@@ -418,15 +508,20 @@ class TrackingDB:
         return self._calc(
             f"SELECT 0::BIGINT AS rank, ''::VARCHAR AS run_id, ''::VARCHAR AS run_name, ''::VARCHAR AS dataset, "
             f"''::VARCHAR AS stage, ''::VARCHAR AS model_size, ''::VARCHAR AS use_kd, ''::VARCHAR AS status, "
-            f"0::DOUBLE AS {_quote(metric)}, NULL::TIMESTAMP AS start_time WHERE false")  # no Arrow from Python
+            f"0::DOUBLE AS {_quote(metric)}, NULL::TIMESTAMP AS start_time WHERE false"
+        )  # no Arrow from Python
 
-    def _leaderboard_in_sqlite(self, metric: str, top: int | None, flt: RunFilter,
-                               rows: bool = False) -> pa.Table | list[dict]:
+    def _leaderboard_in_sqlite(
+        self, metric: str, top: int | None, flt: RunFilter, rows: bool = False
+    ) -> pa.Table | list[dict]:
         """An indexed join inside SQLite: scan the most selective input once, look the rest up by primary key."""
         pairs = flt.tag_pairs()
         direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
-        visible = "" if self.include_deleted else (
-            " AND r.lifecycle_stage <> 'deleted' AND coalesce(e.lifecycle_stage, 'active') <> 'deleted'")
+        visible = (
+            ""
+            if self.include_deleted
+            else (" AND r.lifecycle_stage <> 'deleted' AND coalesce(e.lifecycle_stage, 'active') <> 'deleted'")
+        )
         pick = f"SELECT m.run_uuid AS run_id, {exact_real('m.value')} AS value, m.is_nan, r.name, r.start_time "
         driver = "f0" if pairs else "m"  # the table SQLite scans; split by rowid into two halves run on two cores
         if pairs:
@@ -434,38 +529,59 @@ class TrackingDB:
             # unary + keeps SQLite from using the (key, run_uuid) index here: one sequential scan beats 100k lookups
             sql = pick + "FROM tags f0 "
             for i, (k, v) in enumerate(rest, 1):
-                sql += (f"CROSS JOIN tags f{i} ON f{i}.key = {sqlite_literal(k)} AND f{i}.run_uuid = f0.run_uuid "
-                        f"AND f{i}.value = {sqlite_literal(v)} ")
-            sql += (f"CROSS JOIN latest_metrics m ON m.key = {sqlite_literal(metric)} AND m.run_uuid = f0.run_uuid "
-                    "CROSS JOIN runs r ON r.run_uuid = f0.run_uuid LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
-                    f"WHERE +f0.key = {sqlite_literal(k0)} AND f0.value = {sqlite_literal(v0)}{visible}")
+                sql += (
+                    f"CROSS JOIN tags f{i} ON f{i}.key = {sqlite_literal(k)} AND f{i}.run_uuid = f0.run_uuid "
+                    f"AND f{i}.value = {sqlite_literal(v)} "
+                )
+            sql += (
+                f"CROSS JOIN latest_metrics m ON m.key = {sqlite_literal(metric)} AND m.run_uuid = f0.run_uuid "
+                "CROSS JOIN runs r ON r.run_uuid = f0.run_uuid LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
+                f"WHERE +f0.key = {sqlite_literal(k0)} AND f0.value = {sqlite_literal(v0)}{visible}"
+            )
         else:
-            sql = (pick + "FROM latest_metrics m CROSS JOIN runs r ON r.run_uuid = m.run_uuid "
-                   "LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
-                   f"WHERE +m.key = {sqlite_literal(metric)}{visible}")
-        order = f" ORDER BY m.is_nan, m.value {direction}, r.start_time DESC, m.run_uuid" + (f" LIMIT {int(top)}" if top else "")
-        top_rowid = int(self._reader.fetch_sqlite_rows(
-            f"SELECT max(rowid) AS m FROM {'tags' if pairs else 'latest_metrics'}")[0]["m"] or 0)
+            sql = (
+                pick + "FROM latest_metrics m CROSS JOIN runs r ON r.run_uuid = m.run_uuid "
+                "LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
+                f"WHERE +m.key = {sqlite_literal(metric)}{visible}"
+            )
+        order = f" ORDER BY m.is_nan, m.value {direction}, r.start_time DESC, m.run_uuid" + (
+            f" LIMIT {int(top)}" if top else ""
+        )
+        top_rowid = int(
+            self._reader.fetch_sqlite_rows(f"SELECT max(rowid) AS m FROM {'tags' if pairs else 'latest_metrics'}")[0][
+                "m"
+            ]
+            or 0
+        )
         halves = [f" AND {driver}.rowid <= {top_rowid // 2}", f" AND {driver}.rowid > {top_rowid // 2}"]
         found = self._reader.fetch_many(
-            [f"SELECT * FROM sqlite_query('{ALIAS}', {_lit(sql + half + order)})" for half in halves], rows=True)
+            [f"SELECT * FROM sqlite_query('{ALIAS}', {_lit(sql + half + order)})" for half in halves], rows=True
+        )
         # the best of each half, merged in the same order (top k of a union = top k of the halves' top k)
         sign = 1.0 if direction == "ASC" else -1.0
-        best = sorted((b for part in found for b in part),
-                      key=lambda b: (int(b["is_nan"]), sign * float(b["value"]), -int(b["start_time"] or 0), b["run_id"]))
+        best = sorted(
+            (b for part in found for b in part),
+            key=lambda b: (int(b["is_nan"]), sign * float(b["value"]), -int(b["start_time"] or 0), b["run_id"]),
+        )
         if top:
-            best = best[:int(top)]
+            best = best[: int(top)]
         if not best:
             return [] if rows else self._empty_board(metric)
-        values = ", ".join(f"({i}, {_lit(b['run_id'])}, {_lit(b['value'])}, {_lit(b['is_nan'])}, {_lit(b['name'])}, "
-                         f"{_lit(b['start_time'])})" for i, b in enumerate(best, 1))
+        values = ", ".join(
+            f"({i}, {_lit(b['run_id'])}, {_lit(b['value'])}, {_lit(b['is_nan'])}, {_lit(b['name'])}, "
+            f"{_lit(b['start_time'])})"
+            for i, b in enumerate(best, 1)
+        )
         ids = sqlite_in_list([b["run_id"] for b in best])
-        keys = sqlite_in_list([Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value,
-                               Tag.STATUS.value])
+        keys = sqlite_in_list(
+            [Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value, Tag.STATUS.value]
+        )
         tag = lambda k: f"max(t.value) FILTER (WHERE t.key = '{k}')"  # noqa: E731
-        value = ("CASE WHEN b.is_nan <> '0' THEN 'NaN'::DOUBLE WHEN CAST(b.v AS DOUBLE) >= 1.7976931348623157e308 "
-                 "THEN 'inf'::DOUBLE WHEN CAST(b.v AS DOUBLE) <= -1.7976931348623157e308 THEN '-inf'::DOUBLE "
-                 "ELSE CAST(b.v AS DOUBLE) END")
+        value = (
+            "CASE WHEN b.is_nan <> '0' THEN 'NaN'::DOUBLE WHEN CAST(b.v AS DOUBLE) >= 1.7976931348623157e308 "
+            "THEN 'inf'::DOUBLE WHEN CAST(b.v AS DOUBLE) <= -1.7976931348623157e308 THEN '-inf'::DOUBLE "
+            "ELSE CAST(b.v AS DOUBLE) END"
+        )
         tags_sql = f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN {ids} AND key IN {keys}"
         fetch = self._reader.fetch_rows if rows else self._reader.fetch
         return fetch(
@@ -476,7 +592,8 @@ class TrackingDB:
                        {tag(Tag.STATUS)} AS status, {value} AS {_quote(metric)},
                        epoch_ms(CAST(b.start_ms AS BIGINT)) AS start_time
                 FROM b LEFT JOIN t ON t.run_uuid = b.run_id
-                GROUP BY b.rank, b.run_id, b.run_name, b.v, b.is_nan, b.start_ms ORDER BY b.rank""")
+                GROUP BY b.rank, b.run_id, b.run_name, b.v, b.is_nan, b.start_ms ORDER BY b.rank"""
+        )
 
     def _leaderboard_by_config(self, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
         wide = self._wide_current()
@@ -484,8 +601,11 @@ class TrackingDB:
         if col is None:
             self.check_metric(metric)
             return pa.table({})
-        config_cols = [c for c in wide.column_names if c.startswith(PARAM_PREFIX)
-                       and c.rsplit(".", 1)[-1] not in _NOT_CONFIG_PARAM_LEAVES]
+        config_cols = [
+            c
+            for c in wide.column_names
+            if c.startswith(PARAM_PREFIX) and c.rsplit(".", 1)[-1] not in _NOT_CONFIG_PARAM_LEAVES
+        ]
         group = ", ".join(_quote(c) for c in ["dataset", "stage", "model_size", "use_kd", *config_cols])
         direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
         m = _quote(col)
@@ -493,22 +613,33 @@ class TrackingDB:
         return self._calc(
             f"""SELECT row_number() OVER () AS rank, * FROM (
                   SELECT arg_max(run_name, start_time) AS run_name, dataset, stage, model_size, use_kd,
-                         count(*) AS n, avg({m}) AS {_quote(metric + '_mean')}, stddev_samp({m}) AS {_quote(metric + '_std')},
-                         min({m}) AS {_quote(metric + '_min')}, max({m}) AS {_quote(metric + '_max')},
+                         count(*) AS n, avg({m}) AS {_quote(metric + "_mean")}, stddev_samp({m}) AS {_quote(metric + "_std")},
+                         min({m}) AS {_quote(metric + "_min")}, max({m}) AS {_quote(metric + "_max")},
                          string_agg(coalesce(seed, '?'), ',' ORDER BY seed) AS seeds,
                          arg_max(run_id, start_time) AS newest_run_id
                   FROM w WHERE {flt.where(self.include_deleted)} AND {m} IS NOT NULL AND NOT isnan({m})
                   GROUP BY {group}
-                  ORDER BY 7 {direction}, n DESC, newest_run_id {limit})""", w=wide)
+                  ORDER BY 7 {direction}, n DESC, newest_run_id {limit})""",
+            w=wide,
+        )
 
     def check_metric(self, metric: str) -> None:
         """Raise a clear error naming close matches if no run has logged `metric`."""
-        if self._reader.fetch_sqlite_rows(f"SELECT 1 AS x FROM latest_metrics WHERE key = {sqlite_literal(metric)} LIMIT 1"):
+        if self._reader.fetch_sqlite_rows(
+            f"SELECT 1 AS x FROM latest_metrics WHERE key = {sqlite_literal(metric)} LIMIT 1"
+        ):
             return
         keys = [r["key"] for r in self._reader.fetch_sqlite_rows("SELECT DISTINCT key FROM latest_metrics")]
         close = difflib.get_close_matches(metric, keys, n=5, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else (
-            f" Logged metrics include: {', '.join(sorted(keys)[:12])}." if keys else " No run has logged any metric yet.")
+        hint = (
+            f" Did you mean: {', '.join(close)}?"
+            if close
+            else (
+                f" Logged metrics include: {', '.join(sorted(keys)[:12])}."
+                if keys
+                else " No run has logged any metric yet."
+            )
+        )
         raise KdgatError(f"Unknown metric '{metric}': no run has logged it.{hint}")
 
     # -- comparing runs -----------------------------------------------------------------------------------------------
@@ -525,13 +656,14 @@ class TrackingDB:
         rows = self._runs_by_id(ids).to_pylist()
         a, b = rows[0], rows[1] if len(rows) > 1 else rows[0]
         keys = [m for m in METRIC_COLUMNS] + sorted(
-            {k for r in (a, b) for k, v in r.items() if k.startswith(METRIC_PREFIX) and v is not None})
+            {k for r in (a, b) for k, v in r.items() if k.startswith(METRIC_PREFIX) and v is not None}
+        )
         out = {"metric": [], "a": [], "b": [], "delta": [], "better": []}
         for k in keys:
             va, vb = a.get(k), b.get(k)
             if va is None and vb is None:
                 continue
-            name = k[len(METRIC_PREFIX):] if k.startswith(METRIC_PREFIX) else k
+            name = k[len(METRIC_PREFIX) :] if k.startswith(METRIC_PREFIX) else k
             delta = None if va is None or vb is None else vb - va
             better = None
             if delta is not None and delta == delta:
@@ -539,8 +671,18 @@ class TrackingDB:
                 better = "=" if delta == 0 else ("b" if (delta < 0) == lower else "a")
             for col, v in (("metric", name), ("a", va), ("b", vb), ("delta", delta), ("better", better)):
                 out[col].append(v)
-        table = pa.table(out, schema=pa.schema([("metric", pa.string()), ("a", pa.float64()), ("b", pa.float64()),
-                                                ("delta", pa.float64()), ("better", pa.string())]))
+        table = pa.table(
+            out,
+            schema=pa.schema(
+                [
+                    ("metric", pa.string()),
+                    ("a", pa.float64()),
+                    ("b", pa.float64()),
+                    ("delta", pa.float64()),
+                    ("better", pa.string()),
+                ]
+            ),
+        )
         meta = {"a": f"{a['run_name']} ({a['run_id'][:8]})", "b": f"{b['run_name']} ({b['run_id'][:8]})"}
         table = table.replace_schema_metadata({f"kdgat.{k}": v for k, v in meta.items()})
         return self._out(table, arrow)
@@ -565,14 +707,23 @@ class TrackingDB:
             values = [r.get(k) for r in rows]
             if not all and len(set(values)) == 1:
                 continue
-            out["key"].append(k[len(PARAM_PREFIX):])
+            out["key"].append(k[len(PARAM_PREFIX) :])
             for label, v in zip(labels, values):
                 out[label].append(v)
         return self._out(pa.table({c: pa.array(v, pa.string()) for c, v in out.items()}), arrow)
 
     # -- sweeps and summaries -----------------------------------------------------------------------------------------
-    def sweep(self, param: str, metric: str = Metric.F1.value, dataset: str | None = None, stage: str | None = None,
-              model_size: str | None = None, kd: bool | None = None, status: str | None = None, arrow: bool = False):
+    def sweep(
+        self,
+        param: str,
+        metric: str = Metric.F1.value,
+        dataset: str | None = None,
+        stage: str | None = None,
+        model_size: str | None = None,
+        kd: bool | None = None,
+        status: str | None = None,
+        arrow: bool = False,
+    ):
         """Per value of a param: count, mean, std, min and max of a final metric. Dotted keys; a unique leaf works too.
 
         >>> db.sweep("lr", "f1", dataset="hcrl_sa", stage="evaluation", model_size="teacher")
@@ -588,19 +739,21 @@ class TrackingDB:
             raise KdgatError(f"No run in view has a final '{metric}'.")
         flt = RunFilter(dataset, stage, model_size, kd, status)
         p, m = _quote(pcol), _quote(mcol)
-        label = pcol[len(PARAM_PREFIX):]
+        label = pcol[len(PARAM_PREFIX) :]
         table = self._calc(
             f"""SELECT {p} AS {_quote(label)}, count({m}) AS count, avg({m}) AS mean, stddev_samp({m}) AS std,
                        min({m}) AS min, max({m}) AS max
                 FROM w WHERE {flt.where(self.include_deleted)} AND {p} IS NOT NULL AND {m} IS NOT NULL AND NOT isnan({m})
-                GROUP BY {p} ORDER BY TRY_CAST({p} AS DOUBLE) NULLS LAST, {p}""", w=wide)
+                GROUP BY {p} ORDER BY TRY_CAST({p} AS DOUBLE) NULLS LAST, {p}""",
+            w=wide,
+        )
         return self._out(table, arrow)
 
     def param_column(self, param: str, names: Iterable[str] | None = None) -> str:
         """The wide-table column of a param: exact dotted key, else a unique key ending in `.param`."""
         names = list(names if names is not None else self._wide_current().column_names)
-        keys = [n[len(PARAM_PREFIX):] for n in names if n.startswith(PARAM_PREFIX)]
-        key = param[len(PARAM_PREFIX):] if param.startswith(PARAM_PREFIX) else param
+        keys = [n[len(PARAM_PREFIX) :] for n in names if n.startswith(PARAM_PREFIX)]
+        key = param[len(PARAM_PREFIX) :] if param.startswith(PARAM_PREFIX) else param
         if key in keys:
             return PARAM_PREFIX + key
         leaf = [k for k in keys if k.endswith("." + key)]
@@ -625,28 +778,45 @@ class TrackingDB:
         mcol = self._metric_column(metric, wide.column_names)
         direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
         flt = RunFilter(dataset=dataset)
-        best = (f"first(run_name ORDER BY isnan({_quote(mcol)}), {_quote(mcol)} {direction}, start_time DESC) "
-                f"FILTER (WHERE {_quote(mcol)} IS NOT NULL)") if mcol else "NULL::VARCHAR"
-        best_v = (f"first({_quote(mcol)} ORDER BY isnan({_quote(mcol)}), {_quote(mcol)} {direction}, start_time DESC) "
-                  f"FILTER (WHERE {_quote(mcol)} IS NOT NULL)") if mcol else "NULL::DOUBLE"
-        order = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(
-            ("autoencoder", "curriculum", "fusion", "evaluation")))
+        best = (
+            (
+                f"first(run_name ORDER BY isnan({_quote(mcol)}), {_quote(mcol)} {direction}, start_time DESC) "
+                f"FILTER (WHERE {_quote(mcol)} IS NOT NULL)"
+            )
+            if mcol
+            else "NULL::VARCHAR"
+        )
+        best_v = (
+            (
+                f"first({_quote(mcol)} ORDER BY isnan({_quote(mcol)}), {_quote(mcol)} {direction}, start_time DESC) "
+                f"FILTER (WHERE {_quote(mcol)} IS NOT NULL)"
+            )
+            if mcol
+            else "NULL::DOUBLE"
+        )
+        order = " ".join(
+            f"WHEN '{s}' THEN {i}" for i, s in enumerate(("autoencoder", "curriculum", "fusion", "evaluation"))
+        )
         statuses = ", ".join(
             f"count(*) FILTER (WHERE status = '{s.value}') AS {s.value}"
-            for s in (RunStatus.COMPLETE, RunStatus.FAILED, RunStatus.RUNNING))
+            for s in (RunStatus.COMPLETE, RunStatus.FAILED, RunStatus.RUNNING)
+        )
         table = self._calc(
             f"""SELECT stage, model_size, use_kd, count(*) AS runs, {statuses},
-                       {best} AS best_run, {best_v} AS {_quote('best_' + metric)}
+                       {best} AS best_run, {best_v} AS {_quote("best_" + metric)}
                 FROM w WHERE {flt.where(self.include_deleted)}
                 GROUP BY stage, model_size, use_kd
-                ORDER BY CASE stage {order} ELSE 9 END, stage, model_size DESC, use_kd""", w=wide)
+                ORDER BY CASE stage {order} ELSE 9 END, stage, model_size DESC, use_kd""",
+            w=wide,
+        )
         if table.num_rows == 0:
             known = sorted({d for d in self._wide_current()["dataset"].to_pylist() if d})
             raise KdgatError(f"No runs for dataset '{dataset}'; datasets with runs: {', '.join(known) or 'none'}.")
         return self._out(table, arrow)
 
-    def lineage(self, run: str | None = None, dataset: str | None = None, metric: str = Metric.F1.value,
-                arrow: bool = False):
+    def lineage(
+        self, run: str | None = None, dataset: str | None = None, metric: str = Metric.F1.value, arrow: bool = False
+    ):
         """Teacher -> student edges (from the students' ``teacher_run_id`` tag) with each student's delta to its teacher.
 
         >>> db.lineage(dataset="hcrl_sa")[["teacher_name", "student_name", "teacher_f1", "student_f1", "delta_f1"]].head(2)
@@ -665,16 +835,20 @@ class TrackingDB:
         if run:
             rid = self.resolve_run(run)
             conds.append(f"(s.run_id = {_lit(rid)} OR s.teacher_run_id = {_lit(rid)})")
-        order = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(("autoencoder", "curriculum", "fusion", "evaluation")))
+        order = " ".join(
+            f"WHEN '{s}' THEN {i}" for i, s in enumerate(("autoencoder", "curriculum", "fusion", "evaluation"))
+        )
         teacher_visible = "" if self.include_deleted else " AND t.lifecycle <> 'deleted'"
         table = self._calc(
             f"""SELECT s.teacher_run_id, t.run_name AS teacher_name, s.run_id AS student_run_id,
-                       s.run_name AS student_name, s.dataset, s.stage, {tval} AS {_quote('teacher_' + metric)},
-                       {sval} AS {_quote('student_' + metric)}, {sval} - {tval} AS {_quote('delta_' + metric)}
+                       s.run_name AS student_name, s.dataset, s.stage, {tval} AS {_quote("teacher_" + metric)},
+                       {sval} AS {_quote("student_" + metric)}, {sval} - {tval} AS {_quote("delta_" + metric)}
                 FROM w s LEFT JOIN w t ON t.run_id = s.teacher_run_id{teacher_visible}
-                WHERE {' AND '.join(conds)}
+                WHERE {" AND ".join(conds)}
                 ORDER BY s.dataset, CASE s.stage {order} ELSE 9 END, teacher_name, t.start_time DESC,
-                         s.start_time DESC, s.run_id""", w=wide)
+                         s.start_time DESC, s.run_id""",
+            w=wide,
+        )
         if run and table.num_rows == 0:
             raise KdgatError(f"Run '{run}' has no teacher and no students (no teacher_run_id tag links it).")
         return self._out(table, arrow)
@@ -691,21 +865,33 @@ class TrackingDB:
         """
         rid = self.resolve_run(run)
         # +key: keep SQLite on the run_uuid index (the key index alone scans every run's points)
-        inner = (f"SELECT step, {exact_real('value')} AS value, is_nan, timestamp FROM metrics "
-                 f"WHERE run_uuid = {sqlite_literal(rid)} AND +key = {sqlite_literal(metric)}")
-        value = ("CASE WHEN is_nan <> '0' THEN 'NaN'::DOUBLE WHEN CAST(value AS DOUBLE) >= 1.7976931348623157e308 "
-                 "THEN 'inf'::DOUBLE WHEN CAST(value AS DOUBLE) <= -1.7976931348623157e308 THEN '-inf'::DOUBLE "
-                 "ELSE CAST(value AS DOUBLE) END")
+        inner = (
+            f"SELECT step, {exact_real('value')} AS value, is_nan, timestamp FROM metrics "
+            f"WHERE run_uuid = {sqlite_literal(rid)} AND +key = {sqlite_literal(metric)}"
+        )
+        value = (
+            "CASE WHEN is_nan <> '0' THEN 'NaN'::DOUBLE WHEN CAST(value AS DOUBLE) >= 1.7976931348623157e308 "
+            "THEN 'inf'::DOUBLE WHEN CAST(value AS DOUBLE) <= -1.7976931348623157e308 THEN '-inf'::DOUBLE "
+            "ELSE CAST(value AS DOUBLE) END"
+        )
         table = self._reader.fetch(
             f"SELECT CAST(step AS BIGINT) AS step, max_by({value}, (CAST(timestamp AS BIGINT), CAST(value AS DOUBLE))) "
             f"AS value, epoch_ms(max(CAST(timestamp AS BIGINT))) AS timestamp "
-            f"FROM sqlite_query('{ALIAS}', {_lit(inner)}) GROUP BY 1 ORDER BY 1")
+            f"FROM sqlite_query('{ALIAS}', {_lit(inner)}) GROUP BY 1 ORDER BY 1"
+        )
         if table.num_rows == 0:
-            keys = [r["key"] for r in self._reader.fetch_sqlite(
-                f"SELECT key FROM latest_metrics WHERE run_uuid = {sqlite_literal(rid)} ORDER BY key").to_pylist()]
+            keys = [
+                r["key"]
+                for r in self._reader.fetch_sqlite(
+                    f"SELECT key FROM latest_metrics WHERE run_uuid = {sqlite_literal(rid)} ORDER BY key"
+                ).to_pylist()
+            ]
             close = difflib.get_close_matches(metric, keys, n=5, cutoff=0.5)
-            hint = f" Did you mean: {', '.join(close)}?" if close else (
-                f" It has: {', '.join(keys[:15])}." if keys else " It has no metrics.")
+            hint = (
+                f" Did you mean: {', '.join(close)}?"
+                if close
+                else (f" It has: {', '.join(keys[:15])}." if keys else " It has no metrics.")
+            )
             raise KdgatError(f"Run {rid[:12]} has no metric '{metric}'.{hint}")
         return self._out(table, arrow)
 
@@ -740,11 +926,18 @@ class TrackingDB:
             "(SELECT count(*) FROM runs WHERE lifecycle_stage = 'deleted') AS deleted_runs, "
             "(SELECT count(*) FROM latest_metrics) AS final_metrics, (SELECT count(*) FROM metrics) AS metric_points, "
             "(SELECT count(*) FROM params) AS params, (SELECT count(*) FROM tags) AS tags, "
-            "(SELECT max(start_time) FROM runs) AS newest_start_ms").to_pylist()[0]
+            "(SELECT max(start_time) FROM runs) AS newest_start_ms"
+        ).to_pylist()[0]
         counts = {k: (v if k == "schema_version" or v is None else int(v)) for k, v in counts.items()}
         journal = "wal" if Path(str(self.path) + "-wal").exists() else "rollback journal"
-        return {"path": str(self.path), "exists": self.path.exists(), "size_bytes": self.path.stat().st_size,
-                "journal": journal, "cache_dir": str(self._cache.dir) if self._cache else None, **counts}
+        return {
+            "path": str(self.path),
+            "exists": self.path.exists(),
+            "size_bytes": self.path.stat().st_size,
+            "journal": journal,
+            "cache_dir": str(self._cache.dir) if self._cache else None,
+            **counts,
+        }
 
 
 def _unique_labels(labels: list[str]) -> list[str]:
@@ -756,8 +949,14 @@ def _unique_labels(labels: list[str]) -> list[str]:
     return out
 
 
-def open_db(uri_or_path: str | os.PathLike | None = None, *, include_deleted: bool = False, cache: bool = True,
-            cache_dir: str | os.PathLike | None = None, lock_retry_s: float | None = None) -> TrackingDB:
+def open_db(
+    uri_or_path: str | os.PathLike | None = None,
+    *,
+    include_deleted: bool = False,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    lock_retry_s: float | None = None,
+) -> TrackingDB:
     """Open an MLflow SQLite tracking store read-only.
 
     `uri_or_path` is a ``sqlite:///`` URI or a path; None resolves like the CLI (``MLFLOW_TRACKING_URI``, kdgat.toml,
@@ -769,5 +968,10 @@ def open_db(uri_or_path: str | os.PathLike | None = None, *, include_deleted: bo
     ...
     kdgat_core.config.KdgatError: Tracking database /nonexistent/mlflow.db does not exist (URI from the --tracking-uri flag); check --tracking-uri, MLFLOW_TRACKING_URI or kdgat.toml.
     """
-    return TrackingDB(resolve_db(uri_or_path), include_deleted=include_deleted, cache=cache, cache_dir=cache_dir,
-                      lock_retry_s=lock_retry_s)
+    return TrackingDB(
+        resolve_db(uri_or_path),
+        include_deleted=include_deleted,
+        cache=cache,
+        cache_dir=cache_dir,
+        lock_retry_s=lock_retry_s,
+    )

@@ -6,6 +6,7 @@ inside SQLite (where `VACUUM INTO` writes a file). So statements are checked wit
 SELECT (DESCRIBE, SHOW, SUMMARIZE, VALUES, WITH and PRAGMA table_info parse as SELECT), and table functions from an
 allow-list only.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,19 +16,51 @@ import duckdb
 from kdgat_core.config import KdgatError
 
 # Table functions that only read DuckDB's own in-memory state or generate values.
-ALLOWED_TABLE_FUNCTIONS = frozenset({
-    "range", "generate_series", "unnest", "repeat", "pragma_table_info", "pragma_version", "pragma_show",
-    "duckdb_columns", "duckdb_tables", "duckdb_views", "duckdb_functions", "duckdb_types", "duckdb_keywords",
-    "duckdb_schemas", "duckdb_databases", "duckdb_constraints", "duckdb_indexes",
-})
+ALLOWED_TABLE_FUNCTIONS = frozenset(
+    {
+        "range",
+        "generate_series",
+        "unnest",
+        "repeat",
+        "pragma_table_info",
+        "pragma_version",
+        "pragma_show",
+        "duckdb_columns",
+        "duckdb_tables",
+        "duckdb_views",
+        "duckdb_functions",
+        "duckdb_types",
+        "duckdb_keywords",
+        "duckdb_schemas",
+        "duckdb_databases",
+        "duckdb_constraints",
+        "duckdb_indexes",
+    }
+)
 
 _REFUSED_KINDS = {
-    "INSERT": "writes", "UPDATE": "writes", "DELETE": "writes", "CREATE": "creates objects", "DROP": "drops objects",
-    "ALTER": "alters objects", "ATTACH": "attaches a file", "DETACH": "detaches a database", "COPY": "copies to or from files",
-    "EXPORT": "exports files", "LOAD": "loads extensions (INSTALL/LOAD)", "SET": "changes settings",
-    "VARIABLE_SET": "changes settings", "TRANSACTION": "controls transactions", "PRAGMA": "runs a pragma",
-    "CALL": "calls a procedure", "EXPLAIN": "is an EXPLAIN", "VACUUM": "vacuums", "UPDATE_EXTENSIONS": "updates extensions",
-    "COPY_DATABASE": "copies a database", "MULTI": "is several statements", "CREATE_FUNC": "creates a function",
+    "INSERT": "writes",
+    "UPDATE": "writes",
+    "DELETE": "writes",
+    "CREATE": "creates objects",
+    "DROP": "drops objects",
+    "ALTER": "alters objects",
+    "ATTACH": "attaches a file",
+    "DETACH": "detaches a database",
+    "COPY": "copies to or from files",
+    "EXPORT": "exports files",
+    "LOAD": "loads extensions (INSTALL/LOAD)",
+    "SET": "changes settings",
+    "VARIABLE_SET": "changes settings",
+    "TRANSACTION": "controls transactions",
+    "PRAGMA": "runs a pragma",
+    "CALL": "calls a procedure",
+    "EXPLAIN": "is an EXPLAIN",
+    "VACUUM": "vacuums",
+    "UPDATE_EXTENSIONS": "updates extensions",
+    "COPY_DATABASE": "copies a database",
+    "MULTI": "is several statements",
+    "CREATE_FUNC": "creates a function",
 }
 
 
@@ -46,12 +79,16 @@ def check_user_sql(sql: str) -> str:
     kind = stmt.type.name
     if kind != "SELECT":
         why = _REFUSED_KINDS.get(kind, f"is a {kind} statement")
-        raise KdgatError(f"Refused: this statement {why}; kdgat query is read-only and accepts one SELECT "
-                         "(or WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE).")
+        raise KdgatError(
+            f"Refused: this statement {why}; kdgat query is read-only and accepts one SELECT "
+            "(or WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE)."
+        )
     for name in table_functions(stmt.query):
         if name.lower() not in ALLOWED_TABLE_FUNCTIONS:
-            raise KdgatError(f"Refused: table function {name}() is not allowed in kdgat query (it can read files or "
-                             "other databases); query the views runs, params, tags, metrics, metric_history, lineage.")
+            raise KdgatError(
+                f"Refused: table function {name}() is not allowed in kdgat query (it can read files or "
+                "other databases); query the views runs, params, tags, metrics, metric_history, lineage."
+            )
     return stmt.query
 
 

@@ -4,6 +4,7 @@ Opening a `TrackingDB` costs about a second (loading the sqlite scanner, creatin
 most of the TUI's 1.5 s budget for a painted Runs screen. The wide table's read cache is an Arrow IPC file, so the
 TUI paints from it at once (marked as a cached copy) and brings it up to date through `TrackingDB.wide()` in a worker.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,13 +19,16 @@ from kdgat_core.query.wide import WideCache, visible_rows
 
 @dataclass
 class CachedWide:
-    table: pa.Table        # visible runs (deleted ones dropped), as `TrackingDB.wide(arrow=True)` returns them
-    written_at: float      # when the cache was written (epoch seconds)
-    fresh: bool            # True when the tracking file has not changed since
+    table: pa.Table  # visible runs (deleted ones dropped), as `TrackingDB.wide(arrow=True)` returns them
+    written_at: float  # when the cache was written (epoch seconds)
+    fresh: bool  # True when the tracking file has not changed since
 
 
-def cached_wide(uri_or_path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                include_deleted: bool = False) -> CachedWide | None:
+def cached_wide(
+    uri_or_path: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    include_deleted: bool = False,
+) -> CachedWide | None:
     """The last wide table `TrackingDB.wide()` cached for this DB, or None when there is none; no DuckDB connection."""
     path = resolve_db(uri_or_path).path
     cache = WideCache(None, path, Path(cache_dir) if cache_dir is not None else None)

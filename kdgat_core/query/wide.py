@@ -10,6 +10,7 @@ brought up to date incrementally:
 
 The cache never writes the tracking DB; it lives in Arrow IPC files next to nothing but itself.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,9 +19,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import duckdb
 
@@ -35,7 +36,15 @@ SHADOWED_TAGS = (Tag.RUN_ID.value, Tag.START_TIME.value, Tag.END_TIME.value)
 TAG_COLUMNS: tuple[str, ...] = tuple(t.value for t in CONVENTION_TAGS if t.value not in SHADOWED_TAGS)
 METRIC_COLUMNS: tuple[str, ...] = tuple(m.value for m in STANDARD_METRICS)
 RUN_COLUMNS: tuple[str, ...] = (
-    "run_id", "run_name", "experiment_id", "experiment", "mlflow_status", "lifecycle", "start_time", "end_time", "duration_s",
+    "run_id",
+    "run_name",
+    "experiment_id",
+    "experiment",
+    "mlflow_status",
+    "lifecycle",
+    "start_time",
+    "end_time",
+    "duration_s",
 )
 # The columns of the `runs` view, in order: run fields, convention tags, final standard metrics.
 BASE_COLUMNS: tuple[str, ...] = RUN_COLUMNS + TAG_COLUMNS + METRIC_COLUMNS
@@ -46,8 +55,12 @@ ID_CHUNK = 2000
 
 # Column -> DuckDB type of the `runs` view (BASE_SCHEMA is the same as Arrow, built on first use: pyarrow is lazy)
 BASE_TYPES: dict[str, str] = {
-    **{c: "VARCHAR" for c in RUN_COLUMNS}, "start_time": "TIMESTAMP", "end_time": "TIMESTAMP", "duration_s": "DOUBLE",
-    **{t: "VARCHAR" for t in TAG_COLUMNS}, **{m: "DOUBLE" for m in METRIC_COLUMNS},
+    **{c: "VARCHAR" for c in RUN_COLUMNS},
+    "start_time": "TIMESTAMP",
+    "end_time": "TIMESTAMP",
+    "duration_s": "DOUBLE",
+    **{t: "VARCHAR" for t in TAG_COLUMNS},
+    **{m: "DOUBLE" for m in METRIC_COLUMNS},
 }
 
 
@@ -60,6 +73,7 @@ def __getattr__(name: str):
     if name == "BASE_SCHEMA":  # kept importable by name
         return base_schema()
     raise AttributeError(name)
+
 
 # SQL run both by DuckDB over the scanner (full reads) and inside SQLite (reads of a few runs by id).
 _RUNS_SELECT = (
@@ -75,10 +89,10 @@ _RUNS_SELECT = (
 class LongRows:
     """The four inputs of the pivot, in long form."""
 
-    runs: pa.Table      # run_id, run_name, experiment_id, experiment, mlflow_status, lifecycle, start_ms, end_ms
-    params: pa.Table    # run_id, key, value
-    tags: pa.Table      # tag_rowid, run_id, key, value
-    latest: pa.Table    # run_id, key, value, is_nan (as MLflow stores them; see metric_values)
+    runs: pa.Table  # run_id, run_name, experiment_id, experiment, mlflow_status, lifecycle, start_ms, end_ms
+    params: pa.Table  # run_id, key, value
+    tags: pa.Table  # tag_rowid, run_id, key, value
+    latest: pa.Table  # run_id, key, value, is_nan (as MLflow stores them; see metric_values)
 
 
 def read_long_all(reader: Reader) -> LongRows:
@@ -87,8 +101,10 @@ def read_long_all(reader: Reader) -> LongRows:
     return LongRows(
         runs=reader.fetch(_RUNS_SELECT.format(p=p)),
         params=reader.fetch(f"SELECT run_uuid AS run_id, key, value FROM {p}params"),
-        tags=reader.fetch(f"SELECT tag_rowid, run_id, key, value, {TAG_ROW_HASH} AS h FROM "
-                          f"(SELECT rowid AS tag_rowid, run_uuid AS run_id, key, value FROM {p}tags)"),
+        tags=reader.fetch(
+            f"SELECT tag_rowid, run_id, key, value, {TAG_ROW_HASH} AS h FROM "
+            f"(SELECT rowid AS tag_rowid, run_uuid AS run_id, key, value FROM {p}tags)"
+        ),
         latest=reader.fetch(f"SELECT run_uuid AS run_id, key, value, is_nan FROM {p}latest_metrics"),
     )
 
@@ -97,16 +113,29 @@ def read_long_for(reader: Reader, run_ids: list[str]) -> LongRows:
     """Only these runs, inside SQLite through MLflow's run_uuid indexes (milliseconds per run)."""
     parts: dict[str, list[pa.Table]] = {"runs": [], "params": [], "tags": [], "latest": []}
     for i in range(0, max(len(run_ids), 1), ID_CHUNK):
-        ids = sqlite_in_list(run_ids[i:i + ID_CHUNK])
-        parts["runs"].append(reader.fetch_sqlite(_RUNS_SELECT.format(p="") + f" WHERE r.run_uuid IN {ids}",
-                                                 {"start_ms": pa.int64(), "end_ms": pa.int64()}))
-        parts["params"].append(reader.fetch_sqlite(f"SELECT run_uuid AS run_id, key, value FROM params WHERE run_uuid IN {ids}"))
-        parts["tags"].append(reader.fetch_sqlite(
-            f"SELECT rowid AS tag_rowid, run_uuid AS run_id, key, value FROM tags WHERE run_uuid IN {ids}",
-            {"tag_rowid": pa.int64()}))
-        parts["latest"].append(reader.fetch_sqlite(
-            f"SELECT run_uuid AS run_id, key, {exact_real('value')} AS value, is_nan FROM latest_metrics "
-            f"WHERE run_uuid IN {ids}", {"value": pa.float64(), "is_nan": pa.int64()}))
+        ids = sqlite_in_list(run_ids[i : i + ID_CHUNK])
+        parts["runs"].append(
+            reader.fetch_sqlite(
+                _RUNS_SELECT.format(p="") + f" WHERE r.run_uuid IN {ids}",
+                {"start_ms": pa.int64(), "end_ms": pa.int64()},
+            )
+        )
+        parts["params"].append(
+            reader.fetch_sqlite(f"SELECT run_uuid AS run_id, key, value FROM params WHERE run_uuid IN {ids}")
+        )
+        parts["tags"].append(
+            reader.fetch_sqlite(
+                f"SELECT rowid AS tag_rowid, run_uuid AS run_id, key, value FROM tags WHERE run_uuid IN {ids}",
+                {"tag_rowid": pa.int64()},
+            )
+        )
+        parts["latest"].append(
+            reader.fetch_sqlite(
+                f"SELECT run_uuid AS run_id, key, {exact_real('value')} AS value, is_nan FROM latest_metrics "
+                f"WHERE run_uuid IN {ids}",
+                {"value": pa.float64(), "is_nan": pa.int64()},
+            )
+        )
     return LongRows(**{k: _concat(v) for k, v in parts.items()})
 
 
@@ -152,8 +181,10 @@ def pivot(long: LongRows) -> pa.Table:
         "lifecycle": _strings(runs["lifecycle"]),
         "start_time": pc.cast(pc.cast(start_ms, pa.timestamp("ms")), pa.timestamp("us")),
         "end_time": pc.cast(pc.cast(end_ms, pa.timestamp("ms")), pa.timestamp("us")),
-        "duration_s": arrays.array((arrays.values(end_ms).astype(np.float64) - arrays.values(start_ms)) / 1000.0,
-                                   mask_valid=arrays.valid(end_ms) & arrays.valid(start_ms)),
+        "duration_s": arrays.array(
+            (arrays.values(end_ms).astype(np.float64) - arrays.values(start_ms)) / 1000.0,
+            mask_valid=arrays.valid(end_ms) & arrays.valid(start_ms),
+        ),
     }
 
     def spread(table: pa.Table, value_type: pa.DataType) -> dict[str, pa.Array]:
@@ -174,7 +205,7 @@ def pivot(long: LongRows) -> pa.Table:
         bounds = np.searchsorted(key_idx[order], np.arange(len(names) + 1))
         out = {}
         for j, name in enumerate(names):
-            rows = order[bounds[j]:bounds[j + 1]]
+            rows = order[bounds[j] : bounds[j + 1]]
             rows = rows[pos[rows] >= 0]
             take = np.full(n, -1, dtype=np.int64)
             take[pos[rows]] = rows
@@ -203,7 +234,9 @@ def finish(table: pa.Table) -> pa.Table:
     deleted runs after the others (hiding them is then a slice, not a copy of 100k rows)."""
     columns, fields = [], []
     for f in base_schema():
-        columns.append(pc.cast(table[f.name], f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type))
+        columns.append(
+            pc.cast(table[f.name], f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        )
         fields.append(f)
     for c in dynamic_columns(table):
         typ = pa.float64() if c.startswith(METRIC_PREFIX) else pa.string()
@@ -221,9 +254,11 @@ ROW_ORDER = [("deleted", "ascending"), ("start_time", "descending"), ("run_id", 
 def dynamic_columns(table: pa.Table) -> list[str]:
     """The non-base columns some run has a value in, in canonical order: metrics, params, tags, each sorted."""
     dynamic = [c for c in table.column_names if c not in BASE_COLUMNS and table[c].null_count < table.num_rows]
-    return (sorted(c for c in dynamic if c.startswith(METRIC_PREFIX))
-            + sorted(c for c in dynamic if c.startswith(PARAM_PREFIX))
-            + sorted(c for c in dynamic if c.startswith(TAG_PREFIX)))
+    return (
+        sorted(c for c in dynamic if c.startswith(METRIC_PREFIX))
+        + sorted(c for c in dynamic if c.startswith(PARAM_PREFIX))
+        + sorted(c for c in dynamic if c.startswith(TAG_PREFIX))
+    )
 
 
 def deleted_mask(table: pa.Table) -> pa.ChunkedArray:
@@ -288,7 +323,7 @@ def file_signature(path: Path) -> list:
 class RefreshStats:
     """What the last `WideCache.get()` did (benchmarks and tests read it)."""
 
-    mode: str = ""               # "fresh" (cache as is), "incremental", "full", "uncached"
+    mode: str = ""  # "fresh" (cache as is), "incremental", "full", "uncached"
     changed_runs: int = 0
     removed_runs: int = 0
     seconds: float = 0.0
@@ -349,8 +384,11 @@ class WideCache:
             owners, ometa = _read_ipc(self.dir / _STATE_FILES[1])
             if not (meta.get("gen") == rmeta.get("gen") == ometa.get("gen")):
                 return None
-            if (meta.get("format") != CACHE_FORMAT or meta.get("duckdb") != duckdb.__version__
-                    or meta.get("db_path") != str(self.path)):
+            if (
+                meta.get("format") != CACHE_FORMAT
+                or meta.get("duckdb") != duckdb.__version__
+                or meta.get("db_path") != str(self.path)
+            ):
                 return None
             state = DBState.from_parts(runs, owners, meta["state"])
         except (OSError, pa.ArrowException, ValueError, KeyError, TypeError):
@@ -375,8 +413,14 @@ class WideCache:
     def _save(self, wide: pa.Table, state: DBState, file_sig: list) -> None:
         import pyarrow.parquet as pq
 
-        meta = {"gen": uuid.uuid4().hex, "format": CACHE_FORMAT, "duckdb": duckdb.__version__,
-                "db_path": str(self.path), "written_at": time.time(), "file_sig": file_sig}
+        meta = {
+            "gen": uuid.uuid4().hex,
+            "format": CACHE_FORMAT,
+            "duckdb": duckdb.__version__,
+            "db_path": str(self.path),
+            "written_at": time.time(),
+            "file_sig": file_sig,
+        }
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             # the leaderboard's columns as parquet, which DuckDB reads without any Arrow built in Python
@@ -384,8 +428,9 @@ class WideCache:
             board = self.dir / f"board-{meta['gen']}.parquet"
             tmp = board.with_name(f".{board.name}.{os.getpid()}")
             # plain encoding, no statistics: a third of the write time, and the leaderboard reads it as fast
-            pq.write_table(wide.select(board_cols), tmp, compression="none", use_dictionary=False,
-                           write_statistics=False)
+            pq.write_table(
+                wide.select(board_cols), tmp, compression="none", use_dictionary=False, write_statistics=False
+            )
             os.replace(tmp, board)
             # state files before wide: a reader that sees a new wide.arrow with old state files gets a gen mismatch
             _write_ipc(self.dir / _STATE_FILES[0], state.runs, meta)
@@ -409,8 +454,13 @@ class WideCache:
             meta = json.loads((self.dir / "board.json").read_text())
         except (OSError, ValueError):
             return None
-        if (not isinstance(meta, dict) or meta.get("file_sig") != sig or meta.get("format") != CACHE_FORMAT
-                or meta.get("duckdb") != duckdb.__version__ or meta.get("db_path") != str(self.path)):
+        if (
+            not isinstance(meta, dict)
+            or meta.get("file_sig") != sig
+            or meta.get("format") != CACHE_FORMAT
+            or meta.get("duckdb") != duckdb.__version__
+            or meta.get("db_path") != str(self.path)
+        ):
             return None
         board = self.dir / str(meta.get("board"))
         return (board, list(meta.get("columns") or [])) if board.is_file() else None
@@ -427,8 +477,11 @@ class WideCache:
         changes = diff(self.reader, cached.state) if cached is not None else None
         clock.lap("find changes")
         details: dict = dict(changes.details) if changes else {}
-        if changes is None or changes.rebuild or (
-                len(changes.changed) > FULL_REBUILD_SHARE * max(changes.state.runs.num_rows, 1)):
+        if (
+            changes is None
+            or changes.rebuild
+            or (len(changes.changed) > FULL_REBUILD_SHARE * max(changes.state.runs.num_rows, 1))
+        ):
             if changes is not None:
                 details["rebuild"] = changes.rebuild or f"{len(changes.changed)} runs changed"
             wide, state = self._full()

@@ -3,6 +3,7 @@
 Real sbatch/squeue/sacct/scancel behind one small interface, or the local executor where SLURM is absent.
 Importing this package never imports torch, torch_geometric or mlflow (the TUI calls `job_table`).
 """
+
 from kdgat_core.slurm.queue import JobRow, LostRun, cancel, find_lost_runs, job_logs, job_table, reconcile
 from kdgat_core.slurm.render import ClusterSettings, RenderedJob, prepare_job, render_sbatch
 from kdgat_core.slurm.resources import Resources, resolve_resources
@@ -13,7 +14,24 @@ from kdgat_core.slurm.submit import PlannedJob, Submission, plan_pipeline, submi
 queue = job_table
 
 __all__ = [
-    "ClusterSettings", "Job", "JobRow", "LostRun", "PlannedJob", "RenderedJob", "Resources", "Submission",
-    "cancel", "find_lost_runs", "job_logs", "job_table", "plan_pipeline", "prepare_job", "queue", "reconcile",
-    "render_sbatch", "resolve_resources", "submit", "submit_pipeline",
+    "ClusterSettings",
+    "Job",
+    "JobRow",
+    "LostRun",
+    "PlannedJob",
+    "RenderedJob",
+    "Resources",
+    "Submission",
+    "cancel",
+    "find_lost_runs",
+    "job_logs",
+    "job_table",
+    "plan_pipeline",
+    "prepare_job",
+    "queue",
+    "reconcile",
+    "render_sbatch",
+    "resolve_resources",
+    "submit",
+    "submit_pipeline",
 ]

@@ -6,6 +6,7 @@ Each job is a detached runner process (`python -m kdgat_core.slurm.local STATE_D
 `--after` parents, runs the script (an array task by task) and records the outcome; cancel signals its process group.
 The run's slurm_job_id tag gets the local id: the runner exports SLURM_JOB_ID (and SLURM_ARRAY_TASK_ID).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -15,9 +16,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from kdgat_core.config import KdgatError
 from kdgat_core.slurm.resources import check
@@ -102,8 +104,15 @@ class LocalScheduler:
         return f"{LOCAL_PREFIX}{n}"
 
     # --- the Scheduler interface --------------------------------------------------------------------------------
-    def submit(self, script_path: Path, after: Iterable[str] = (), array: str | None = None,
-               job_name: str | None = None, output: str | None = None, error: str | None = None) -> str:
+    def submit(
+        self,
+        script_path: Path,
+        after: Iterable[str] = (),
+        array: str | None = None,
+        job_name: str | None = None,
+        output: str | None = None,
+        error: str | None = None,
+    ) -> str:
         after = [check("dependency_id", a, "dependency") for a in after]
         for parent in after:
             if self.read(parent) is None:
@@ -111,18 +120,34 @@ class LocalScheduler:
         job_id = self._next_id()
         tasks = expand_array(array) if array else [None]
         record = {
-            "job_id": job_id, "name": job_name or script_path.stem, "script": str(script_path),
+            "job_id": job_id,
+            "name": job_name or script_path.stem,
+            "script": str(script_path),
             "output": output or str(script_path.parent / "slurm-%j.out"),
             "error": error or str(script_path.parent / "slurm-%j.err"),
-            "after": after, "array": array, "state": "PENDING", "reason": "Dependency" if after else "None",
-            "submit_time": now_iso(), "start_time": "", "end_time": "", "exit_code": "", "pid": None,
-            "tasks": [{"task": t, "state": "PENDING", "start_time": "", "end_time": "", "exit_code": ""} for t in tasks],
+            "after": after,
+            "array": array,
+            "state": "PENDING",
+            "reason": "Dependency" if after else "None",
+            "submit_time": now_iso(),
+            "start_time": "",
+            "end_time": "",
+            "exit_code": "",
+            "pid": None,
+            "tasks": [
+                {"task": t, "state": "PENDING", "start_time": "", "end_time": "", "exit_code": ""} for t in tasks
+            ],
         }
         self.write(record)
         # the runner records its own pid first thing, so this process never races it on the record
-        subprocess.Popen([sys.executable, "-m", "kdgat_core.slurm.local", str(self.state_dir), job_id],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True, close_fds=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "kdgat_core.slurm.local", str(self.state_dir), job_id],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
         return job_id
 
     def jobs(self, refresh: bool = False) -> list[Job]:
@@ -137,15 +162,25 @@ class LocalScheduler:
             for task in record["tasks"]:
                 state = task["state"]
                 if runner_gone and state not in ENDED_STATES:
-                    state = "NODE_FAIL"   # the runner died without recording an outcome (a reboot, a kill -9)
+                    state = "NODE_FAIL"  # the runner died without recording an outcome (a reboot, a kill -9)
                 task_id = record["job_id"] if task["task"] is None else f"{record['job_id']}_{task['task']}"
-                out.append(Job(job_id=task_id, raw_id=task_id, name=record["name"], state=state,
-                               elapsed=_elapsed(task["start_time"], task["end_time"]),
-                               node="localhost" if task["start_time"] else "",
-                               reason=shown_reason(state, record["reason"], "localhost" if task["start_time"] else ""),
-                               partition="local",
-                               exit_code=task["exit_code"], submit_time=record["submit_time"],
-                               start_time=task["start_time"], end_time=task["end_time"], source="local"))
+                out.append(
+                    Job(
+                        job_id=task_id,
+                        raw_id=task_id,
+                        name=record["name"],
+                        state=state,
+                        elapsed=_elapsed(task["start_time"], task["end_time"]),
+                        node="localhost" if task["start_time"] else "",
+                        reason=shown_reason(state, record["reason"], "localhost" if task["start_time"] else ""),
+                        partition="local",
+                        exit_code=task["exit_code"],
+                        submit_time=record["submit_time"],
+                        start_time=task["start_time"],
+                        end_time=task["end_time"],
+                        source="local",
+                    )
+                )
         return out
 
     def cancel(self, job_ids: Iterable[str]) -> None:
@@ -166,7 +201,7 @@ class LocalScheduler:
                 while _pid_alive(pid) and time.monotonic() < deadline:
                     time.sleep(0.05)
             record = self.read(base) or record
-            if record["state"] not in ENDED_STATES:   # runner gone or not yet started: record it ourselves
+            if record["state"] not in ENDED_STATES:  # runner gone or not yet started: record it ourselves
                 _finish_record(record, "CANCELLED", "0:15")
                 self.write(record)
 
@@ -181,8 +216,7 @@ class LocalScheduler:
 
 def _fill(pattern: str, job_id: str, task: Any) -> str:
     unique = job_id if task is None else f"{job_id}_{task}"
-    return (pattern.replace("%A", job_id).replace("%a", "" if task is None else str(task))
-            .replace("%j", unique))
+    return pattern.replace("%A", job_id).replace("%a", "" if task is None else str(task)).replace("%j", unique)
 
 
 def _finish_record(record: dict[str, Any], state: str, exit_code: str) -> None:
@@ -199,7 +233,7 @@ def _finish_record(record: dict[str, Any], state: str, exit_code: str) -> None:
 def run_job(state_dir: Path, job_id: str) -> int:
     sched = LocalScheduler(state_dir)
     record = sched.read(job_id)
-    if record is None or record["state"] in ENDED_STATES:   # cancelled before it started
+    if record is None or record["state"] in ENDED_STATES:  # cancelled before it started
         return 0
     record["pid"] = os.getpid()
     sched.write(record)
@@ -221,7 +255,7 @@ def run_job(state_dir: Path, job_id: str) -> int:
             break
         if all(s == "COMPLETED" for s in states):
             break
-        if any(s in ENDED_STATES and s != "COMPLETED" or s == "UNKNOWN" for s in states):
+        if any((s in ENDED_STATES and s != "COMPLETED") or s == "UNKNOWN" for s in states):
             record = sched.read(job_id) or record
             record["reason"] = "DependencyNeverSatisfied"
             _finish_record(record, "CANCELLED", "0:0")
@@ -238,7 +272,7 @@ def run_job(state_dir: Path, job_id: str) -> int:
     record["state"], record["reason"], record["start_time"] = "RUNNING", "None", now_iso()
     sched.write(record)
     final = "COMPLETED"
-    for i, task in enumerate(record["tasks"]):
+    for _i, task in enumerate(record["tasks"]):
         if cancelled["flag"]:
             task.update(state="CANCELLED", end_time=now_iso(), exit_code="0:15")
             final = "CANCELLED"
@@ -253,8 +287,9 @@ def run_job(state_dir: Path, job_id: str) -> int:
         task.update(state="RUNNING", start_time=now_iso())
         sched.write(record)
         with open(out_path, "ab") as out, open(err_path, "ab") as err:
-            proc = subprocess.Popen(["bash", record["script"]], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    env=env)
+            proc = subprocess.Popen(
+                ["bash", record["script"]], stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env
+            )
             child[:] = [proc]
             if cancelled["flag"]:
                 proc.send_signal(signal.SIGTERM)

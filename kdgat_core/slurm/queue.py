@@ -6,12 +6,14 @@ job has ended is `lost` (an OOM kill or node failure sends SIGKILL: the job neve
 Writer side (`reconcile`): marks lost runs failed through MLflow's client, in a process that does not read the DB
 with DuckDB (two SQLite copies in one process do not see each other's locks).
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from kdgat_core.config import (
     KdgatError,
@@ -23,8 +25,8 @@ from kdgat_core.config import (
     load_settings,
 )
 from kdgat_core.slurm.local import LOCAL_PREFIX, LocalScheduler
-from kdgat_core.slurm.resources import check
 from kdgat_core.slurm.render import ClusterSettings, absolute_tracking_uri, artifact_root
+from kdgat_core.slurm.resources import check
 from kdgat_core.slurm.scheduler import Job, SlurmScheduler, scheduler_for
 from kdgat_core.slurm.submit import LOCAL_JOBS_DIR, read_submissions
 
@@ -37,13 +39,13 @@ class JobRow:
 
     job: str
     name: str
-    state: str            # the scheduler's state
-    run: str              # the run's status tag (running/complete/failed), `lost`, or "" before the run exists
+    state: str  # the scheduler's state
+    run: str  # the run's status tag (running/complete/failed), `lost`, or "" before the run exists
     elapsed: str
     node: str
     reason: str
     run_id: str
-    metric: str           # the run's most recent metric, e.g. "val_f1=0.9312 @3"
+    metric: str  # the run's most recent metric, e.g. "val_f1=0.9312 @3"
     raw_id: str = ""
     executor: str = ""
     exit_code: str = ""
@@ -76,8 +78,9 @@ def scheduler_of(job_id: str, settings: Settings | None = None, tracking_uri: st
     return scheduler_for("slurm")
 
 
-def scheduler_jobs(settings: Settings | None = None, tracking_uri: str | None = None,
-                   refresh: bool = False) -> list[Job]:
+def scheduler_jobs(
+    settings: Settings | None = None, tracking_uri: str | None = None, refresh: bool = False
+) -> list[Job]:
     jobs: list[Job] = []
     for sched in schedulers(settings, tracking_uri):
         jobs.extend(sched.jobs(refresh=refresh))
@@ -118,12 +121,12 @@ def runs_from_query(tracking_uri: str, job_ids: Sequence[str], db: Any = None) -
     if db is None:
         path = sqlite_path(tracking_uri, must_exist=False)
         if path is not None and not path.is_file():
-            return []      # nothing tracked yet: the queue alone is still worth showing
+            return []  # nothing tracked yet: the queue alone is still worth showing
         db = _tracking_db(tracking_uri)
-    if hasattr(db, "job_runs"):     # the query layer's own indexed lookup, when it has one
+    if hasattr(db, "job_runs"):  # the query layer's own indexed lookup, when it has one
         table = db.job_runs(list(job_ids))
     else:
-        ids = ", ".join("'" + j.replace("'", "''") + "'" for j in job_ids)   # ids were validated: digits, L, _
+        ids = ", ".join("'" + j.replace("'", "''") + "'" for j in job_ids)  # ids were validated: digits, L, _
         job_tag, status_tag, start_tag = Tag.SLURM_JOB_ID.value, Tag.STATUS.value, Tag.START_TIME.value
         table = db.sql(f"""
             WITH j AS (SELECT run_id, value AS slurm_job_id FROM tags WHERE key = '{job_tag}' AND value IN ({ids})),
@@ -149,8 +152,14 @@ def _metric_text(run: dict[str, Any]) -> str:
     return f"{key}={float(value):.4g}{at}"
 
 
-def job_table(tracking_uri: str | None = None, settings: Settings | None = None, refresh: bool = False,
-              runs: RunsReader | None = None, include_ended: bool = True, db: Any = None) -> list[JobRow]:
+def job_table(
+    tracking_uri: str | None = None,
+    settings: Settings | None = None,
+    refresh: bool = False,
+    runs: RunsReader | None = None,
+    include_ended: bool = True,
+    db: Any = None,
+) -> list[JobRow]:
     """The joined queue, newest job first. What the TUI's jobs screen calls (read-only, no mlflow import);
     pass `db` (an open kdgat_core.query TrackingDB) to reuse the caller's connection."""
     settings = settings or load_settings()
@@ -169,17 +178,27 @@ def job_table(tracking_uri: str | None = None, settings: Settings | None = None,
             if previous is None or str(run.get("start_time") or "") >= str(previous.get("start_time") or ""):
                 by_job[job_id] = run
     except KdgatError:
-        by_job = {}     # no tracking DB (yet): the queue alone is still worth showing
+        by_job = {}  # no tracking DB (yet): the queue alone is still worth showing
     rows: list[JobRow] = []
     for job in jobs:
         run = by_job.get(job.raw_id) or by_job.get(job.job_id) or {}
         status = run.get("status") or ""
-        rows.append(JobRow(
-            job=job.job_id, name=job.name, state=job.state,
-            run=RunStatus.LOST.value if is_lost(status, job) else status,
-            elapsed=job.elapsed, node=job.node, reason=job.reason, run_id=str(run.get("run_id") or ""),
-            metric=_metric_text(run), raw_id=job.raw_id, executor=job.source, exit_code=job.exit_code,
-        ))
+        rows.append(
+            JobRow(
+                job=job.job_id,
+                name=job.name,
+                state=job.state,
+                run=RunStatus.LOST.value if is_lost(status, job) else status,
+                elapsed=job.elapsed,
+                node=job.node,
+                reason=job.reason,
+                run_id=str(run.get("run_id") or ""),
+                metric=_metric_text(run),
+                raw_id=job.raw_id,
+                executor=job.source,
+                exit_code=job.exit_code,
+            )
+        )
     return rows
 
 
@@ -244,9 +263,13 @@ def find_lost_runs(tracking_uri: str | None = None, settings: Settings | None = 
     for job in scheduler_jobs(settings, tracking_uri, refresh=True):
         jobs[job.raw_id] = job
         jobs.setdefault(job.job_id, job)
-    runs = with_retry(store.client.search_runs, [store.experiment_id],
-                      filter_string=f"tags.{Tag.STATUS} = '{RunStatus.RUNNING}'", max_results=50_000,
-                      what="search_runs")
+    runs = with_retry(
+        store.client.search_runs,
+        [store.experiment_id],
+        filter_string=f"tags.{Tag.STATUS} = '{RunStatus.RUNNING}'",
+        max_results=50_000,
+        what="search_runs",
+    )
     lost = []
     for run in runs:
         job_id = run.data.tags.get(Tag.SLURM_JOB_ID.value)
@@ -256,8 +279,9 @@ def find_lost_runs(tracking_uri: str | None = None, settings: Settings | None = 
     return lost
 
 
-def reconcile(tracking_uri: str | None = None, settings: Settings | None = None,
-              dry_run: bool = False) -> list[LostRun]:
+def reconcile(
+    tracking_uri: str | None = None, settings: Settings | None = None, dry_run: bool = False
+) -> list[LostRun]:
     """Mark every lost run failed (status tag, end_time, error_msg; MLflow status FAILED). Returns them."""
     lost = find_lost_runs(tracking_uri, settings)
     if dry_run or not lost:
@@ -271,9 +295,17 @@ def reconcile(tracking_uri: str | None = None, settings: Settings | None = None,
     assert store is not None
     for run in lost:
         message = f"job {run.job_id} ended {run.job_state} without closing its run (lost; marked by kdgat reconcile)"
-        tags = [RunTag(Tag.STATUS.value, RunStatus.FAILED.value), RunTag(Tag.END_TIME.value, utc_now_iso()),
-                RunTag(Tag.ERROR_MSG.value, message)]
+        tags = [
+            RunTag(Tag.STATUS.value, RunStatus.FAILED.value),
+            RunTag(Tag.END_TIME.value, utc_now_iso()),
+            RunTag(Tag.ERROR_MSG.value, message),
+        ]
         with_retry(store.client.log_batch, run.run_id, tags=tags, what="log_batch")
-        with_retry(store.client.set_terminated, run.run_id, status=MlflowStatus.FAILED.value,
-                   end_time=int(time.time() * 1000), what="set_terminated")
+        with_retry(
+            store.client.set_terminated,
+            run.run_id,
+            status=MlflowStatus.FAILED.value,
+            end_time=int(time.time() * 1000),
+            what="set_terminated",
+        )
     return lost

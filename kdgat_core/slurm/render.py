@@ -3,15 +3,17 @@
 The body runs `cfg.run_command()`, shell-quoted word by word, so the job trains exactly the configuration the
 preview showed. Values on `#SBATCH` lines are validated (resources.py); values in the shell body are quoted.
 """
+
 from __future__ import annotations
 
 import functools
 import re
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from kdgat_core.config import (
     ARTIFACT_ROOT_DIR,
@@ -43,20 +45,20 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,100}")
 class ClusterSettings:
     """The `[cluster]` section of kdgat.toml: how jobs set up their environment and where templates live."""
 
-    templates: Path | None = None          # a folder of the user's own templates, searched before the package's
+    templates: Path | None = None  # a folder of the user's own templates, searched before the package's
     modules: list[str] = field(default_factory=list)
     module_purge: bool = False
-    setup: list[str] = field(default_factory=list)   # shell lines copied verbatim: the user's own code
+    setup: list[str] = field(default_factory=list)  # shell lines copied verbatim: the user's own code
     venv: str | None = None
     conda_env: str | None = None
     exports: dict[str, str] = field(default_factory=dict)
-    kdgat: str | None = None               # the kdgat executable jobs run (default: the one running now)
-    executor: str = "auto"                 # auto (sbatch when it exists) | slurm | local
+    kdgat: str | None = None  # the kdgat executable jobs run (default: the one running now)
+    executor: str = "auto"  # auto (sbatch when it exists) | slurm | local
     workdir: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "ClusterSettings":
+    def from_settings(cls, settings: Settings | None = None) -> ClusterSettings:
         settings = settings or load_settings()
         section = settings.section("cluster")
         base = settings.path.parent if settings.path is not None else Path.cwd()
@@ -108,7 +110,9 @@ def template_dirs(cluster: ClusterSettings | None = None) -> list[Path]:
         if (folder / BASE_TEMPLATE).is_file() and folder.resolve() not in [d.resolve() for d in dirs]:
             dirs.append(folder)
     if not dirs:
-        raise KdgatError(f"No sbatch templates found (looked in {PACKAGE_TEMPLATES}); reinstall kdgat or set [cluster] templates.")
+        raise KdgatError(
+            f"No sbatch templates found (looked in {PACKAGE_TEMPLATES}); reinstall kdgat or set [cluster] templates."
+        )
     return dirs
 
 
@@ -118,7 +122,7 @@ def _environment(dirs: tuple[Path, ...]) -> Any:
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
-        undefined=jinja2.StrictUndefined,      # a missing variable is an error, never an empty string
+        undefined=jinja2.StrictUndefined,  # a missing variable is an error, never an empty string
         autoescape=False,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -180,8 +184,8 @@ class RenderedJob:
     cfg: PipelineConfig
     script: str
     run_name: str
-    folder: Path               # experimentruns/<dataset>/<size>_<stage>[_kd]/
-    output: str                # with %j (or %A_%a): the scheduler fills in the job id
+    folder: Path  # experimentruns/<dataset>/<size>_<stage>[_kd]/
+    output: str  # with %j (or %A_%a): the scheduler fills in the job id
     error: str
     resources: Resources
     array: str | None
@@ -191,20 +195,38 @@ class RenderedJob:
 def preprocess_command(cfg: PipelineConfig, executable: str) -> list[str]:
     """`kdgat graphs <dataset> ...` with the data settings of `cfg`: builds the graph cache the stages will read."""
     d = cfg.data
-    return [executable, "graphs", cfg.dataset, "--window", str(d.window), "--stride", str(d.stride),
-            "--max-messages", str(d.max_messages), "--val-fraction", str(d.val_fraction)]
+    return [
+        executable,
+        "graphs",
+        cfg.dataset,
+        "--window",
+        str(d.window),
+        "--stride",
+        str(d.stride),
+        "--max-messages",
+        str(d.max_messages),
+        "--val-fraction",
+        str(d.val_fraction),
+    ]
 
 
-def prepare_job(cfg: PipelineConfig, resources: Mapping[str, Any] | Resources | None = None,
-                settings: Settings | None = None, *, array: str | None = None, tracking_uri: str | None = None,
-                workdir: str | None = None, preprocess: bool = False) -> RenderedJob:
+def prepare_job(
+    cfg: PipelineConfig,
+    resources: Mapping[str, Any] | Resources | None = None,
+    settings: Settings | None = None,
+    *,
+    array: str | None = None,
+    tracking_uri: str | None = None,
+    workdir: str | None = None,
+    preprocess: bool = False,
+) -> RenderedJob:
     """Validate everything that goes into the script, then render the stage's template.
 
     With preprocess=True the job is the pipeline's data preparation (`kdgat graphs`), not `cfg.stage`."""
     settings = settings or load_settings()
     cluster = ClusterSettings.from_settings(settings)
     stage = Stage.parse(cfg.stage, "stage")
-    dataset_spec(cfg.dataset, settings)   # an unknown dataset fails here, not hours later in the queue
+    dataset_spec(cfg.dataset, settings)  # an unknown dataset fails here, not hours later in the queue
     kind = PREPROCESS_JOB if preprocess else stage.value
     if isinstance(resources, Resources):
         res = resources.validated()
@@ -230,13 +252,24 @@ def prepare_job(cfg: PipelineConfig, resources: Mapping[str, Any] | Resources | 
 
     variables = {
         "job": {
-            "name": name, "run_name": run_name, "output": output, "error": error, "array": array,
-            "dataset": cfg.dataset, "stage": kind, "model_size": cfg.model_size, "kd": cfg.kd.enabled,
+            "name": name,
+            "run_name": run_name,
+            "output": output,
+            "error": error,
+            "array": array,
+            "dataset": cfg.dataset,
+            "stage": kind,
+            "model_size": cfg.model_size,
+            "kd": cfg.kd.enabled,
         },
         "resources": res.to_dict(),
         "env": {
-            "modules": cluster.modules, "module_purge": cluster.module_purge, "setup": cluster.setup,
-            "venv": cluster.venv, "conda_env": cluster.conda_env, "exports": cluster.exports,
+            "modules": cluster.modules,
+            "module_purge": cluster.module_purge,
+            "setup": cluster.setup,
+            "venv": cluster.venv,
+            "conda_env": cluster.conda_env,
+            "exports": cluster.exports,
         },
         "tracking_uri": absolute_tracking_uri(tracking_uri, settings),
         "workdir": workdir or cluster.workdir or str(Path.cwd()),
@@ -245,11 +278,24 @@ def prepare_job(cfg: PipelineConfig, resources: Mapping[str, Any] | Resources | 
         "template_name": template,
     }
     script = render_template(template, variables, cluster)
-    return RenderedJob(cfg=cfg, script=script, run_name=run_name, folder=folder, output=output, error=error,
-                       resources=res, array=array, template=template)
+    return RenderedJob(
+        cfg=cfg,
+        script=script,
+        run_name=run_name,
+        folder=folder,
+        output=output,
+        error=error,
+        resources=res,
+        array=array,
+        template=template,
+    )
 
 
-def render_sbatch(cfg: PipelineConfig, resources: Mapping[str, Any] | Resources | None = None,
-                  settings: Settings | None = None, **kwargs: Any) -> str:
+def render_sbatch(
+    cfg: PipelineConfig,
+    resources: Mapping[str, Any] | Resources | None = None,
+    settings: Settings | None = None,
+    **kwargs: Any,
+) -> str:
     """The sbatch script for one stage's run (see prepare_job for the keyword options)."""
     return prepare_job(cfg, resources, settings, **kwargs).script

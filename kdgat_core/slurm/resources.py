@@ -3,12 +3,14 @@
 Every value here ends up on an `#SBATCH` line, where it cannot be shell-quoted: each one is checked against a strict
 pattern instead, so a newline or a `;` can never smuggle in a directive or a command.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from kdgat_core.config import PREPROCESS_JOB, KdgatError, ModelSize, Stage
 
@@ -18,12 +20,15 @@ _TRAINING = {"time": "06:00:00", "mem": "128G", "cpus": 16, "gpus": 1}
 _EVALUATION = {"time": "02:00:00", "mem": "32G", "cpus": 8, "gpus": 1}
 _PREPROCESS = {"time": "02:00:00", "mem": "64G", "cpus": 8, "gpus": 0}
 DEFAULT_RESOURCES: dict[tuple[str, str], dict[str, Any]] = {
-    **{(stage.value, size.value): dict(_TRAINING)
-       for stage in (Stage.AUTOENCODER, Stage.CURRICULUM, Stage.FUSION) for size in ModelSize},
+    **{
+        (stage.value, size.value): dict(_TRAINING)
+        for stage in (Stage.AUTOENCODER, Stage.CURRICULUM, Stage.FUSION)
+        for size in ModelSize
+    },
     **{(Stage.EVALUATION.value, size.value): dict(_EVALUATION) for size in ModelSize},
     **{(PREPROCESS_JOB, size.value): dict(_PREPROCESS) for size in ModelSize},
 }
-JOB_KINDS = (*Stage.values(), PREPROCESS_JOB)   # the sub-tables [cluster.resources.<kind>] may name
+JOB_KINDS = (*Stage.values(), PREPROCESS_JOB)  # the sub-tables [cluster.resources.<kind>] may name
 
 # One pattern per directive value; anything else is refused before it reaches a script.
 _NAME = r"[A-Za-z0-9_.+-]{1,64}"
@@ -75,14 +80,14 @@ class Resources:
     mem: str = "4G"
     cpus: int = 1
     gpus: int = 0
-    gres: str | None = None          # overrides gpus when set (e.g. gpu:a100:1)
+    gres: str | None = None  # overrides gpus when set (e.g. gpu:a100:1)
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    extra: list[str] = field(default_factory=list)   # further `#SBATCH` options, each validated
+    extra: list[str] = field(default_factory=list)  # further `#SBATCH` options, each validated
 
-    def validated(self) -> "Resources":
+    def validated(self) -> Resources:
         """A copy with every value checked; raises KdgatError on the first bad one."""
         out = dataclasses.replace(self, extra=list(self.extra))
         out.time = check("time", self.time, "time limit")
@@ -148,8 +153,12 @@ def parse_pairs(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def resolve_resources(stage: str | Stage, model_size: str | ModelSize, cluster: Mapping[str, Any] | None = None,
-                      overrides: Mapping[str, Any] | None = None) -> Resources:
+def resolve_resources(
+    stage: str | Stage,
+    model_size: str | ModelSize,
+    cluster: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Resources:
     """Built-in default < [cluster.resources] < [cluster.resources.<stage>] < [...<stage>.<size>] < overrides.
 
     `stage` is a Stage or PREPROCESS_JOB."""
@@ -162,7 +171,9 @@ def resolve_resources(stage: str | Stage, model_size: str | ModelSize, cluster: 
         raise KdgatError("kdgat.toml: [cluster.resources] must be a table.")
     for key in table:
         if isinstance(table[key], dict) and key not in JOB_KINDS:
-            raise KdgatError(f"kdgat.toml: [cluster.resources.{key}] is not a stage; use one of: {', '.join(JOB_KINDS)}.")
+            raise KdgatError(
+                f"kdgat.toml: [cluster.resources.{key}] is not a stage; use one of: {', '.join(JOB_KINDS)}."
+            )
     _apply(res, table, "kdgat.toml [cluster.resources]")
     per_stage = table.get(stage) or {}
     _apply(res, per_stage, f"kdgat.toml [cluster.resources.{stage}]")

@@ -3,6 +3,7 @@
 A refresh of the queue costs one squeue call and one sacct call for all jobs, cached for a few seconds: polling
 per job is a known way tools overload a cluster's controller.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -11,22 +12,47 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from kdgat_core.config import KdgatError
 from kdgat_core.slurm.resources import check
 
 # States after which a job can no longer update its run.
-ENDED_STATES = frozenset({
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-    "DEADLINE", "REVOKED", "SPECIAL_EXIT",
-})
-ACTIVE_STATES = frozenset({
-    "PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "STOPPED",
-    "SIGNALING", "STAGE_OUT", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
-})
+ENDED_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+        "SPECIAL_EXIT",
+    }
+)
+ACTIVE_STATES = frozenset(
+    {
+        "PENDING",
+        "RUNNING",
+        "CONFIGURING",
+        "COMPLETING",
+        "SUSPENDED",
+        "REQUEUED",
+        "RESIZING",
+        "STOPPED",
+        "SIGNALING",
+        "STAGE_OUT",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESV_DEL_HOLD",
+    }
+)
 QUEUE_CACHE_SECONDS = 3.0
 HISTORY_WINDOW = "now-7days"
 _SEP = "\x1f"  # unit separator: cannot appear in a job name kdgat validated, unlike '|'
@@ -37,10 +63,10 @@ COMMAND_TIMEOUT = 30
 class Job:
     """One job (or array task) as the scheduler sees it."""
 
-    job_id: str                 # as shown to the user: 1234, or 1234_5 for an array task
-    raw_id: str                 # the unique id ($SLURM_JOB_ID inside the job; runs carry it as slurm_job_id)
+    job_id: str  # as shown to the user: 1234, or 1234_5 for an array task
+    raw_id: str  # the unique id ($SLURM_JOB_ID inside the job; runs carry it as slurm_job_id)
     name: str
-    state: str                  # SLURM's state word (RUNNING, PENDING, COMPLETED, CANCELLED, ...)
+    state: str  # SLURM's state word (RUNNING, PENDING, COMPLETED, CANCELLED, ...)
     elapsed: str = ""
     node: str = ""
     reason: str = ""
@@ -49,7 +75,7 @@ class Job:
     submit_time: str = ""
     start_time: str = ""
     end_time: str = ""
-    source: str = ""            # squeue | sacct | local
+    source: str = ""  # squeue | sacct | local
 
     @property
     def ended(self) -> bool:
@@ -68,20 +94,32 @@ def normalize_state(text: str) -> str:
 class Scheduler(Protocol):
     kind: str
 
-    def submit(self, script_path: Path, after: Iterable[str] = (), array: str | None = None,
-               job_name: str | None = None, output: str | None = None, error: str | None = None) -> str: ...
+    def submit(
+        self,
+        script_path: Path,
+        after: Iterable[str] = (),
+        array: str | None = None,
+        job_name: str | None = None,
+        output: str | None = None,
+        error: str | None = None,
+    ) -> str: ...
     def jobs(self, refresh: bool = False) -> list[Job]: ...
     def cancel(self, job_ids: Iterable[str]) -> None: ...
 
 
 def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, env=env,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, env=env, stdin=subprocess.DEVNULL
+        )
     except FileNotFoundError:
-        raise KdgatError(f"{argv[0]} is not installed here; on a machine without SLURM use [cluster] executor = \"local\".") from None
+        raise KdgatError(
+            f'{argv[0]} is not installed here; on a machine without SLURM use [cluster] executor = "local".'
+        ) from None
     except subprocess.TimeoutExpired:
-        raise KdgatError(f"{what} did not answer within {COMMAND_TIMEOUT} s; the SLURM controller may be down or overloaded.") from None
+        raise KdgatError(
+            f"{what} did not answer within {COMMAND_TIMEOUT} s; the SLURM controller may be down or overloaded."
+        ) from None
     return proc
 
 
@@ -100,14 +138,21 @@ class SlurmScheduler:
         self.user = user or getpass.getuser()
         self._cache: tuple[float, list[Job]] | None = None
         self._lock = threading.Lock()
-        self.calls = {"squeue": 0, "sacct": 0}   # how many scheduler calls refreshes cost (tests and benchmarks read it)
+        self.calls = {"squeue": 0, "sacct": 0}  # how many scheduler calls refreshes cost (tests and benchmarks read it)
 
     @staticmethod
     def available() -> bool:
         return shutil.which("sbatch") is not None
 
-    def submit(self, script_path: Path, after: Iterable[str] = (), array: str | None = None,
-               job_name: str | None = None, output: str | None = None, error: str | None = None) -> str:
+    def submit(
+        self,
+        script_path: Path,
+        after: Iterable[str] = (),
+        array: str | None = None,
+        job_name: str | None = None,
+        output: str | None = None,
+        error: str | None = None,
+    ) -> str:
         argv = ["sbatch", "--parsable"]
         after = [check("dependency_id", a, "dependency") for a in after]
         if after:
@@ -128,7 +173,7 @@ class SlurmScheduler:
             if not refresh and self._cache is not None and time.monotonic() - self._cache[0] < self.cache_seconds:
                 return self._cache[1]
             merged = {job.raw_id: job for job in self._sacct()}
-            for job in self._squeue():   # the live view wins: it has the pending reason and current state
+            for job in self._squeue():  # the live view wins: it has the pending reason and current state
                 merged[job.raw_id] = job if job.raw_id not in merged else _prefer_live(merged[job.raw_id], job)
             jobs = sorted(merged.values(), key=_job_sort_key, reverse=True)
             self._cache = (time.monotonic(), jobs)
@@ -146,18 +191,32 @@ class SlurmScheduler:
             if len(f) < 10:
                 continue
             state = normalize_state(f[3])
-            jobs.append(Job(job_id=f[0], raw_id=f[1], name=f[2], state=state, elapsed=short_elapsed(f[4]), node=f[5],
-                            reason=shown_reason(state, f[6], f[5]), partition=f[7], submit_time=f[8],
-                            start_time="" if f[9] in ("N/A", "Unknown") else f[9], source="squeue"))
+            jobs.append(
+                Job(
+                    job_id=f[0],
+                    raw_id=f[1],
+                    name=f[2],
+                    state=state,
+                    elapsed=short_elapsed(f[4]),
+                    node=f[5],
+                    reason=shown_reason(state, f[6], f[5]),
+                    partition=f[7],
+                    submit_time=f[8],
+                    start_time="" if f[9] in ("N/A", "Unknown") else f[9],
+                    source="squeue",
+                )
+            )
         return jobs
 
     def _sacct(self) -> list[Job]:
         self.calls["sacct"] += 1
         fields = "JobID,JobIDRaw,JobName,State,Elapsed,NodeList,Reason,Partition,ExitCode,Submit,Start,End"
-        proc = _run(["sacct", "-n", "-P", "-X", "--delimiter", _SEP, "-u", self.user, "-S", HISTORY_WINDOW,
-                     "-o", fields], "sacct")
+        proc = _run(
+            ["sacct", "-n", "-P", "-X", "--delimiter", _SEP, "-u", self.user, "-S", HISTORY_WINDOW, "-o", fields],
+            "sacct",
+        )
         if proc.returncode != 0 or "accounting storage is disabled" in proc.stderr.lower():
-            return []   # no accounting on this cluster: the queue alone still works
+            return []  # no accounting on this cluster: the queue alone still works
         jobs = []
         for line in proc.stdout.splitlines():
             f = line.split(_SEP)
@@ -165,10 +224,23 @@ class SlurmScheduler:
                 continue  # a pending array range ("12_[1-3]") is listed task by task by squeue
             state = normalize_state(f[3])
             node = "" if f[5] == "None assigned" else f[5]
-            jobs.append(Job(job_id=f[0], raw_id=f[1], name=f[2], state=state, elapsed=short_elapsed(f[4]),
-                            node=node, reason=shown_reason(state, f[6], node), partition=f[7], exit_code=f[8],
-                            submit_time=f[9], start_time="" if f[10] in ("Unknown", "None") else f[10],
-                            end_time="" if f[11] in ("Unknown", "None") else f[11], source="sacct"))
+            jobs.append(
+                Job(
+                    job_id=f[0],
+                    raw_id=f[1],
+                    name=f[2],
+                    state=state,
+                    elapsed=short_elapsed(f[4]),
+                    node=node,
+                    reason=shown_reason(state, f[6], node),
+                    partition=f[7],
+                    exit_code=f[8],
+                    submit_time=f[9],
+                    start_time="" if f[10] in ("Unknown", "None") else f[10],
+                    end_time="" if f[11] in ("Unknown", "None") else f[11],
+                    source="sacct",
+                )
+            )
         return jobs
 
     def cancel(self, job_ids: Iterable[str]) -> None:
@@ -226,7 +298,7 @@ def _job_sort_key(job: Job) -> tuple[int, int]:
         return 0, 0
 
 
-def scheduler_for(executor: str = "auto", state_dir: Path | None = None) -> "Scheduler":
+def scheduler_for(executor: str = "auto", state_dir: Path | None = None) -> Scheduler:
     """sbatch wherever it exists (executor auto), else the local executor under state_dir."""
     if executor == "slurm" or (executor == "auto" and SlurmScheduler.available()):
         return _shared_slurm()

@@ -3,15 +3,17 @@
 Every submission is appended to `<experimentruns>/kdgat_jobs.jsonl` (job id, run name, script, log paths), so
 `kdgat logs` finds a job's files after the scheduler has forgotten it. The script itself is kept next to the logs.
 """
+
 from __future__ import annotations
 
 import fcntl
 import json
 import os
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from kdgat_core.config import (
     PIPELINE_ORDER,
@@ -48,8 +50,9 @@ class Submission:
         return self.job.run_name
 
 
-def scheduler_from_settings(settings: Settings | None = None, tracking_uri: str | None = None,
-                            executor: str | None = None) -> Scheduler:
+def scheduler_from_settings(
+    settings: Settings | None = None, tracking_uri: str | None = None, executor: str | None = None
+) -> Scheduler:
     settings = settings or load_settings()
     cluster = ClusterSettings.from_settings(settings)
     return scheduler_for(executor or cluster.executor, artifact_root(tracking_uri, settings) / LOCAL_JOBS_DIR)
@@ -80,10 +83,18 @@ def read_submissions(root: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def submit(cfg: PipelineConfig, after: Sequence[str] | None = None, array: str | None = None, dry_run: bool = False,
-           resources: Mapping[str, Any] | None = None, settings: Settings | None = None,
-           tracking_uri: str | None = None, executor: str | None = None,
-           scheduler: Scheduler | None = None, preprocess: bool = False) -> Submission:
+def submit(
+    cfg: PipelineConfig,
+    after: Sequence[str] | None = None,
+    array: str | None = None,
+    dry_run: bool = False,
+    resources: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
+    tracking_uri: str | None = None,
+    executor: str | None = None,
+    scheduler: Scheduler | None = None,
+    preprocess: bool = False,
+) -> Submission:
     """Render the stage's script and hand it to the scheduler (sbatch --parsable, or the local executor).
 
     preprocess=True submits the data-preparation job (`kdgat graphs` with cfg.data) instead of cfg.stage."""
@@ -96,24 +107,37 @@ def submit(cfg: PipelineConfig, after: Sequence[str] | None = None, array: str |
         return Submission(job=job, after=after)
     sched = scheduler or scheduler_from_settings(settings, tracking_uri, executor)
     try:
-        job.folder.mkdir(parents=True, exist_ok=True)   # SLURM does not create the log folder: the job would fail unseen
+        job.folder.mkdir(parents=True, exist_ok=True)  # SLURM does not create the log folder: the job would fail unseen
     except OSError as exc:
         raise KdgatError(f"Cannot create the job's folder {job.folder}: {exc.strerror or exc}.") from None
     draft = job.folder / f"sbatch-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.sh"
     draft.write_text(job.script)
-    job_id = sched.submit(draft, after=after, array=job.array, job_name=job.run_name, output=job.output,
-                          error=job.error)
+    job_id = sched.submit(
+        draft, after=after, array=job.array, job_name=job.run_name, output=job.output, error=job.error
+    )
     script_path = job.folder / f"slurm-{job_id}.sh"
     if sched.kind == "slurm":
-        draft.replace(script_path)      # sbatch keeps its own copy: the draft can take the job's name
+        draft.replace(script_path)  # sbatch keeps its own copy: the draft can take the job's name
     else:
-        script_path = draft             # the local runner reads the script when it starts
-    record_submission(artifact_root(tracking_uri, settings), {
-        "job_id": job_id, "executor": sched.kind, "run_name": job.run_name, "dataset": cfg.dataset,
-        "stage": PREPROCESS_JOB if preprocess else cfg.stage, "model_size": cfg.model_size, "kd": cfg.kd.enabled, "array": job.array,
-        "after": after, "script": str(script_path), "output": job.output, "error": job.error,
-        "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    })
+        script_path = draft  # the local runner reads the script when it starts
+    record_submission(
+        artifact_root(tracking_uri, settings),
+        {
+            "job_id": job_id,
+            "executor": sched.kind,
+            "run_name": job.run_name,
+            "dataset": cfg.dataset,
+            "stage": PREPROCESS_JOB if preprocess else cfg.stage,
+            "model_size": cfg.model_size,
+            "kd": cfg.kd.enabled,
+            "array": job.array,
+            "after": after,
+            "script": str(script_path),
+            "output": job.output,
+            "error": job.error,
+            "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
     return Submission(job=job, job_id=job_id, after=after, script_path=script_path, executor=sched.kind)
 
 
@@ -124,16 +148,22 @@ class PlannedJob:
 
     cfg: PipelineConfig
     after: list[str]
-    preprocess: bool = False     # the data-preparation head of the DAG rather than a stage
+    preprocess: bool = False  # the data-preparation head of the DAG rather than a stage
 
     @property
     def key(self) -> str:
         return f"{self.cfg.dataset}/{PREPROCESS_JOB}" if self.preprocess else self.cfg.run_name
 
 
-def plan_pipeline(dataset: str, sizes: Iterable[str] = (ModelSize.TEACHER.value,), kd: bool = False,
-                  variant: str | None = None, overrides: Sequence[str] = (),
-                  stages: Sequence[str] | None = None, preprocess: bool = True) -> list[PlannedJob]:
+def plan_pipeline(
+    dataset: str,
+    sizes: Iterable[str] = (ModelSize.TEACHER.value,),
+    kd: bool = False,
+    variant: str | None = None,
+    overrides: Sequence[str] = (),
+    stages: Sequence[str] | None = None,
+    preprocess: bool = True,
+) -> list[PlannedJob]:
     """The DAG in submission order: [preprocess ->] per size autoencoder -> curriculum -> fusion -> evaluation; with
     kd, each student stage also waits for the teacher's same stage (its teacher is found at run time: --teacher auto).
     The preprocessing head builds the graph cache once; it is left out when the autoencoder is not submitted."""
@@ -148,7 +178,9 @@ def plan_pipeline(dataset: str, sizes: Iterable[str] = (ModelSize.TEACHER.value,
     plan: list[PlannedJob] = []
     head: PlannedJob | None = None
     if preprocess and Stage.AUTOENCODER in chosen:
-        first = preset(f"{STAGE_ARCH[Stage.AUTOENCODER]},{wanted_sizes[0]}" + (f",{variant}" if variant else ""), dataset=dataset)
+        first = preset(
+            f"{STAGE_ARCH[Stage.AUTOENCODER]},{wanted_sizes[0]}" + (f",{variant}" if variant else ""), dataset=dataset
+        )
         head = PlannedJob(cfg=first.override(overrides), after=[], preprocess=True)
         plan.append(head)
     by_key: dict[tuple[ModelSize, Stage], PlannedJob] = {}
@@ -166,7 +198,7 @@ def plan_pipeline(dataset: str, sizes: Iterable[str] = (ModelSize.TEACHER.value,
                 cfg.kd.teacher_run_id = TEACHER_AUTO
             after = [previous.key] if previous is not None else []
             teacher = by_key.get((ModelSize.TEACHER, stage))
-            if distilled and teacher is not None:   # its `--teacher auto` must find this pipeline's teacher run
+            if distilled and teacher is not None:  # its `--teacher auto` must find this pipeline's teacher run
                 after.append(teacher.key)
             node = PlannedJob(cfg=cfg, after=after)
             plan.append(node)
@@ -175,12 +207,21 @@ def plan_pipeline(dataset: str, sizes: Iterable[str] = (ModelSize.TEACHER.value,
     return plan
 
 
-def submit_pipeline(dataset: str, sizes: Iterable[str] = (ModelSize.TEACHER.value,), kd: bool = False,
-                    variant: str | None = None, overrides: Sequence[str] = (), dry_run: bool = False,
-                    resources: Mapping[str, Any] | None = None, settings: Settings | None = None,
-                    tracking_uri: str | None = None, executor: str | None = None,
-                    after: Sequence[str] = (), stages: Sequence[str] | None = None,
-                    preprocess: bool = True) -> list[Submission]:
+def submit_pipeline(
+    dataset: str,
+    sizes: Iterable[str] = (ModelSize.TEACHER.value,),
+    kd: bool = False,
+    variant: str | None = None,
+    overrides: Sequence[str] = (),
+    dry_run: bool = False,
+    resources: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
+    tracking_uri: str | None = None,
+    executor: str | None = None,
+    after: Sequence[str] = (),
+    stages: Sequence[str] | None = None,
+    preprocess: bool = True,
+) -> list[Submission]:
     """Submit the DAG in order, each job with --dependency=afterok on its parents' job ids."""
     settings = settings or load_settings()
     plan = plan_pipeline(dataset, sizes, kd, variant, overrides, stages, preprocess)
@@ -193,15 +234,25 @@ def submit_pipeline(dataset: str, sizes: Iterable[str] = (ModelSize.TEACHER.valu
     try:
         for node in plan:
             parents = [ids[k] for k in node.after if k in ids] + [str(a) for a in after]
-            sub = submit(node.cfg, after=parents, dry_run=dry_run, resources=resources, settings=settings,
-                         tracking_uri=tracking_uri, scheduler=sched, preprocess=node.preprocess)
+            sub = submit(
+                node.cfg,
+                after=parents,
+                dry_run=dry_run,
+                resources=resources,
+                settings=settings,
+                tracking_uri=tracking_uri,
+                scheduler=sched,
+                preprocess=node.preprocess,
+            )
             sub.after = node.after if dry_run else parents
             if sub.job_id:
                 ids[node.key] = sub.job_id
             out.append(sub)
     except KdgatError as exc:
         if sched is not None and ids:
-            sched.cancel(list(ids.values()))   # half a pipeline would wait on nothing: take it back
-            raise KdgatError(f"{exc} The jobs already queued for this pipeline ({', '.join(ids.values())}) were cancelled.") from None
+            sched.cancel(list(ids.values()))  # half a pipeline would wait on nothing: take it back
+            raise KdgatError(
+                f"{exc} The jobs already queued for this pipeline ({', '.join(ids.values())}) were cancelled."
+            ) from None
         raise
     return out

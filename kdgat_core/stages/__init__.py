@@ -2,6 +2,7 @@
 
 `run_stage(cfg, tracking_uri=None, data_root=None) -> StageResult(run_id, metrics)`; torch is imported lazily.
 """
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 The score threshold (Youden's J) and a Platt calibration into an attack probability are chosen on validation and
 stored with the checkpoint, so fusion and evaluation use exactly what this run chose.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,8 +22,9 @@ from kdgat_core.stages.training_loop import CHECKPOINT_FILE, EpochReport, fit, s
 GRAD_CLIP = 5.0
 
 
-def run_autoencoder(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device,
-                    tracking_uri: str | None) -> dict[str, float]:
+def run_autoencoder(
+    cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device, tracking_uri: str | None
+) -> dict[str, float]:
     check_score_norm(cfg.vgae.score_norm)
     gen = seed_everything(cfg.train.seed)
     kwargs = vgae_kwargs(cfg, graphs)
@@ -76,25 +78,52 @@ def run_autoencoder(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.de
         m = classification_metrics(val_y, score >= cal.threshold, score)
         return EpochReport(val_loss, val_loss, m[Metric.F1.value], {Metric.VAL_AUC.value: m[Metric.AUC.value]})
 
-    result = fit(model, optimizer, cfg.train, run_epoch, validate, run, monitor=Metric.VAL_LOSS.value,
-                 checkpoint=lambda: checkpoint_payload(Arch.VGAE.value, kwargs, model), modules=extra_modules)
+    result = fit(
+        model,
+        optimizer,
+        cfg.train,
+        run_epoch,
+        validate,
+        run,
+        monitor=Metric.VAL_LOSS.value,
+        checkpoint=lambda: checkpoint_payload(Arch.VGAE.value, kwargs, model),
+        modules=extra_modules,
+    )
 
     s = val_scores()
     cal = VGAECalibration.fit(val_y, s.score, norm)
     pred = s.score >= cal.threshold
     m = classification_metrics(val_y, pred, s.score)
-    save_checkpoint(run.artifact_dir / CHECKPOINT_FILE,
-                    checkpoint_payload(Arch.VGAE.value, kwargs, model, {"calibration": cal.to_dict()}))
+    save_checkpoint(
+        run.artifact_dir / CHECKPOINT_FILE,
+        checkpoint_payload(Arch.VGAE.value, kwargs, model, {"calibration": cal.to_dict()}),
+    )
     final.update(headline(m))
-    final.update({Metric.VAL_LOSS.value: result.best.val_loss, Metric.THRESHOLD.value: cal.threshold,
-                  Metric.TRAIN_SECONDS.value: result.seconds})
+    final.update(
+        {
+            Metric.VAL_LOSS.value: result.best.val_loss,
+            Metric.THRESHOLD.value: cal.threshold,
+            Metric.TRAIN_SECONDS.value: result.seconds,
+        }
+    )
     run.log_final(final)
-    run.log_json("metrics.json", {"final": final, "validation": m, "calibration": cal.to_dict(),
-                                  "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                                  "stopped_early": result.stopped_early, "history": result.history})
+    run.log_json(
+        "metrics.json",
+        {
+            "final": final,
+            "validation": m,
+            "calibration": cal.to_dict(),
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped_early,
+            "history": result.history,
+        },
+    )
     title = f"{cfg.run_name}: validation reconstruction error"
-    for name, fig in (("val_scores.png", plots.score_histogram_figure(val_y, s.score, cal.threshold, title)),
-                      ("val_confusion.png", plots.confusion_matrix_figure(val_y, pred, cfg.run_name))):
+    for name, fig in (
+        ("val_scores.png", plots.score_histogram_figure(val_y, s.score, cal.threshold, title)),
+        ("val_confusion.png", plots.confusion_matrix_figure(val_y, pred, cfg.run_name)),
+    ):
         run.log_figure(name, fig)
         plots.close(fig)
     return final

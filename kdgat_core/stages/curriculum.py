@@ -4,6 +4,7 @@ Normal windows are ranked easy -> hard by the trained VGAE's anomaly score; epoc
 the easiest normals at `gat.curriculum_start_ratio` normals per attack; each epoch adds harder normals until, after
 `gat.curriculum_ramp` of the epochs, every normal window is in (the natural ratio).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,8 +27,7 @@ GRAD_CLIP = 5.0
 DECISION_THRESHOLD = 0.5
 
 
-def curriculum_normals(n_normal: int, n_attack: int, epoch: int, epochs: int, start_ratio: float,
-                       ramp: float) -> int:
+def curriculum_normals(n_normal: int, n_attack: int, epoch: int, epochs: int, start_ratio: float, ramp: float) -> int:
     """How many of the easiest normal windows epoch `epoch` trains on (grows every epoch until all are in)."""
     if n_attack == 0 or n_normal == 0:
         return n_normal
@@ -39,8 +39,9 @@ def curriculum_normals(n_normal: int, n_attack: int, epoch: int, epochs: int, st
     return int(min(n_normal, max(1, round(ratio * n_attack))))
 
 
-def run_curriculum(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device,
-                   tracking_uri: str | None) -> dict[str, float]:
+def run_curriculum(
+    cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device, tracking_uri: str | None
+) -> dict[str, float]:
     check_inference_ids(cfg.gat.inference_ids, cfg.gat.id_mask)
     hide = cfg.gat.inference_ids == "hide"
     gen = seed_everything(cfg.train.seed)
@@ -71,8 +72,9 @@ def run_curriculum(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.dev
     schedule: list[dict[str, float]] = []
 
     def run_epoch(epoch: int) -> float:
-        n = curriculum_normals(len(normals), len(attacks), epoch, cfg.train.epochs,
-                               cfg.gat.curriculum_start_ratio, cfg.gat.curriculum_ramp)
+        n = curriculum_normals(
+            len(normals), len(attacks), epoch, cfg.train.epochs, cfg.gat.curriculum_start_ratio, cfg.gat.curriculum_ramp
+        )
         indices = torch.cat([attacks, normals_easy_first[:n]])
         schedule.append({"epoch": epoch, "normals": n, "attacks": len(attacks)})
         model.train()
@@ -94,8 +96,10 @@ def run_curriculum(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.dev
             optimizer.step()
             total += loss.item() * batch.num_graphs
             count += batch.num_graphs
-        run.log_metrics({Metric.CURRICULUM_RATIO.value: n / max(len(attacks), 1),
-                         Metric.CURRICULUM_WINDOWS.value: len(indices)}, step=epoch)
+        run.log_metrics(
+            {Metric.CURRICULUM_RATIO.value: n / max(len(attacks), 1), Metric.CURRICULUM_WINDOWS.value: len(indices)},
+            step=epoch,
+        )
         return total / max(count, 1)
 
     def validate() -> EpochReport:
@@ -108,8 +112,10 @@ def run_curriculum(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.dev
         if cfg.gat.id_mask > 0:
             views[True] = gat_logits(model, graphs.val, device, hide_ids=True)
         val_loss = float(np.mean([F.cross_entropy(v, graphs.val.y).item() for v in views.values()]))
-        f1 = {h: classification_metrics(val_y, attack_probability(v) >= DECISION_THRESHOLD, attack_probability(v))
-              for h, v in views.items()}
+        f1 = {
+            h: classification_metrics(val_y, attack_probability(v) >= DECISION_THRESHOLD, attack_probability(v))
+            for h, v in views.items()
+        }
         extra = {Metric.VAL_AUC.value: f1[hide][Metric.AUC.value]}
         if len(views) == 2:
             other = Metric.VAL_F1_WITH_IDS if hide else Metric.VAL_F1_HIDDEN_IDS
@@ -118,21 +124,46 @@ def run_curriculum(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.dev
 
     # monitored by validation loss (with and without ids): validation F1 reaches 1.0 within 2-3 epochs on hcrl_sa,
     # and picking the first such epoch kept an under-trained KD student (p(attack) ~0.25 on normal windows)
-    result = fit(model, optimizer, cfg.train, run_epoch, validate, run, monitor=Metric.VAL_LOSS.value,
-                 checkpoint=lambda: checkpoint_payload(Arch.GAT.value, kwargs, model,
-                                                       {prerequisite_tag(Stage.AUTOENCODER): vgae_run,
-                                                        "inference_ids": cfg.gat.inference_ids}))
+    result = fit(
+        model,
+        optimizer,
+        cfg.train,
+        run_epoch,
+        validate,
+        run,
+        monitor=Metric.VAL_LOSS.value,
+        checkpoint=lambda: checkpoint_payload(
+            Arch.GAT.value,
+            kwargs,
+            model,
+            {prerequisite_tag(Stage.AUTOENCODER): vgae_run, "inference_ids": cfg.gat.inference_ids},
+        ),
+    )
     p = attack_probability(gat_logits(model, graphs.val, device, hide_ids=hide))
     pred = p >= DECISION_THRESHOLD
     m = classification_metrics(val_y, pred, p)
     final.update(headline(m))
-    final.update({Metric.VAL_LOSS.value: result.best.val_loss, Metric.THRESHOLD.value: DECISION_THRESHOLD,
-                  Metric.TRAIN_SECONDS.value: result.seconds})
+    final.update(
+        {
+            Metric.VAL_LOSS.value: result.best.val_loss,
+            Metric.THRESHOLD.value: DECISION_THRESHOLD,
+            Metric.TRAIN_SECONDS.value: result.seconds,
+        }
+    )
     run.log_final(final)
-    run.log_json("metrics.json", {"final": final, "validation": m, "curriculum": schedule,
-                                  "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                                  "stopped_early": result.stopped_early, "history": result.history,
-                                  prerequisite_tag(Stage.AUTOENCODER): vgae_run})
+    run.log_json(
+        "metrics.json",
+        {
+            "final": final,
+            "validation": m,
+            "curriculum": schedule,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped_early,
+            "history": result.history,
+            prerequisite_tag(Stage.AUTOENCODER): vgae_run,
+        },
+    )
     for name, fig in (("val_confusion.png", plots.confusion_matrix_figure(val_y, pred, cfg.run_name)),):
         run.log_figure(name, fig)
         plots.close(fig)

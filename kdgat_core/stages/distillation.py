@@ -1,12 +1,19 @@
 """Knowledge-distillation losses: GAT logits (Hinton) and VGAE latents (projection) + reconstructions."""
+
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def gat_kd_loss(student_logits: Tensor, teacher_logits: Tensor, y: Tensor, temperature: float = 4.0,
-                alpha: float = 0.7, sample_weight: Tensor | None = None) -> Tensor:
+def gat_kd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    y: Tensor,
+    temperature: float = 4.0,
+    alpha: float = 0.7,
+    sample_weight: Tensor | None = None,
+) -> Tensor:
     """alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(student, y)."""
     t = temperature
     log_p_student = F.log_softmax(student_logits / t, dim=-1)
@@ -27,12 +34,14 @@ class LatentProjection(nn.Module):
         return self.proj(z)
 
 
-def vgae_kd_loss(student_out, teacher_out, projection: LatentProjection, own_loss: Tensor,
-                 alpha: float = 0.7) -> Tensor:
+def vgae_kd_loss(
+    student_out, teacher_out, projection: LatentProjection, own_loss: Tensor, alpha: float = 0.7
+) -> Tensor:
     """alpha * (latent match through the projection + reconstruction match) + (1 - alpha) * the student's own loss."""
     latent = F.mse_loss(projection(student_out.mu), teacher_out.mu)
     recon = F.mse_loss(student_out.x_hat, teacher_out.x_hat) + F.kl_div(
-        F.log_softmax(student_out.id_logits, dim=-1), F.softmax(teacher_out.id_logits, dim=-1), reduction="batchmean")
+        F.log_softmax(student_out.id_logits, dim=-1), F.softmax(teacher_out.id_logits, dim=-1), reduction="batchmean"
+    )
     return alpha * (latent + recon) + (1.0 - alpha) * own_loss
 
 

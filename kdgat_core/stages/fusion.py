@@ -8,6 +8,7 @@ and is judged on the other half against one alpha for every window (the best on 
 the single models): the better of the two is deployed (tag `fusion_policy`), and whether it beat the best single
 model on that half is the tag `fusion_beats_best_single`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,20 +20,43 @@ import torch
 import torch.nn.functional as F
 
 from kdgat_core.config import (
-    FUSION_BEATS_BEST_TAG, FUSION_POLICY_TAG, Arch, KdgatError, Metric, PipelineConfig, Stage, bool_tag, prerequisite_tag,
+    FUSION_BEATS_BEST_TAG,
+    FUSION_POLICY_TAG,
+    Arch,
+    KdgatError,
+    Metric,
+    PipelineConfig,
+    Stage,
+    bool_tag,
+    prerequisite_tag,
 )
 from kdgat_core.models import QNetwork, count_parameters
 from kdgat_core.stages import plots
 from kdgat_core.stages.metrics import classification_metrics, headline
 from kdgat_core.stages.prerequisites import checkpoint_payload, load_run_model, resolve_prerequisite
 from kdgat_core.stages.scoring import (
-    VGAECalibration, VGAEScores, anomaly_scores, attack_probability, gat_hides_ids, gat_logits,
+    VGAECalibration,
+    VGAEScores,
+    anomaly_scores,
+    attack_probability,
+    gat_hides_ids,
+    gat_logits,
 )
 from kdgat_core.stages.training_loop import CHECKPOINT_FILE, EpochReport, fit, save_checkpoint, seed_everything
 
 # the VGAE terms are log errors and raw latent statistics, or their z-scores under vgae.score_norm = "recording"
-STATE_FEATURES = ("p_gat", "gat_confidence", "gat_entropy", "s_vgae", "feature_error", "id_error",
-                  "edge_error", "latent_mu", "latent_logstd", "agreement")
+STATE_FEATURES = (
+    "p_gat",
+    "gat_confidence",
+    "gat_entropy",
+    "s_vgae",
+    "feature_error",
+    "id_error",
+    "edge_error",
+    "latent_mu",
+    "latent_logstd",
+    "agreement",
+)
 DECISION = 0.5
 
 
@@ -58,14 +82,22 @@ def bandit_reward(fused: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @dataclasses.dataclass
 class FusionInputs:
-    state: np.ndarray    # [G, D] unnormalised
+    state: np.ndarray  # [G, D] unnormalised
     p_gat: np.ndarray
     s_vgae: np.ndarray
     y: np.ndarray
 
 
-def model_outputs(vgae, gat, cal: VGAECalibration, graphset: Any, device: torch.device, window: int,
-                  related: tuple[Any, ...] = (), hide_ids: bool = False) -> FusionInputs:
+def model_outputs(
+    vgae,
+    gat,
+    cal: VGAECalibration,
+    graphset: Any,
+    device: torch.device,
+    window: int,
+    related: tuple[Any, ...] = (),
+    hide_ids: bool = False,
+) -> FusionInputs:
     """Both models on `graphset`: the VGAE scored as its calibration says (`related`: see scoring.anomaly_scores),
     the GAT with or without the windows' ids as its run says (scoring.gat_hides_ids)."""
     v = anomaly_scores(vgae, graphset, device, cal.score_norm, window, related)
@@ -77,8 +109,9 @@ class FusionPolicy:
     """A trained Q-network plus what it needs to act: the alpha grid and the state normalisation.
     `fixed_alpha`: set when one alpha for every window did better on held-out validation than the Q-network."""
 
-    def __init__(self, q: QNetwork, alphas: np.ndarray, mean: np.ndarray, std: np.ndarray,
-                 fixed_alpha: float | None = None):
+    def __init__(
+        self, q: QNetwork, alphas: np.ndarray, mean: np.ndarray, std: np.ndarray, fixed_alpha: float | None = None
+    ):
         self.q, self.alphas, self.mean, self.std, self.fixed_alpha = q, alphas, mean, std, fixed_alpha
 
     @torch.no_grad()
@@ -99,17 +132,30 @@ class FusionPolicy:
 
 def load_fusion(run_id: str, tracking_uri: str | None, device="cpu") -> tuple[FusionPolicy, dict]:
     q, meta = load_run_model(run_id, tracking_uri, Arch.DQN.value, device=device)
-    policy = FusionPolicy(q.cpu(), np.asarray(meta["alphas"], dtype=np.float32),
-                          np.asarray(meta["state_mean"], dtype=np.float32), np.asarray(meta["state_std"], dtype=np.float32),
-                          None if meta.get("fixed_alpha") is None else float(meta["fixed_alpha"]))
+    policy = FusionPolicy(
+        q.cpu(),
+        np.asarray(meta["alphas"], dtype=np.float32),
+        np.asarray(meta["state_mean"], dtype=np.float32),
+        np.asarray(meta["state_std"], dtype=np.float32),
+        None if meta.get("fixed_alpha") is None else float(meta["fixed_alpha"]),
+    )
     return policy, meta
 
 
 class BanditTrainer:
     """The DQN as a contextual bandit over fixed windows: replay buffer, target network, decaying epsilon."""
 
-    def __init__(self, states: torch.Tensor, p_gat: torch.Tensor, s_vgae: torch.Tensor, y: torch.Tensor,
-                 d: Any, train: Any, gen: torch.Generator, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        states: torch.Tensor,
+        p_gat: torch.Tensor,
+        s_vgae: torch.Tensor,
+        y: torch.Tensor,
+        d: Any,
+        train: Any,
+        gen: torch.Generator,
+        device: torch.device | str = "cpu",
+    ):
         self.states, self.p_gat, self.s_vgae, self.y = states, p_gat, s_vgae, y
         self.d, self.gen, self.device = d, gen, device
         self.alphas = torch.linspace(0, 1, d.num_alphas)
@@ -135,8 +181,9 @@ class BanditTrainer:
                 greedy = self.target(s.to(self.device)).argmax(-1).cpu()
             explore = torch.rand(len(chunk), generator=self.gen) < self.epsilon
             action = torch.where(explore, torch.randint(0, d.num_alphas, (len(chunk),), generator=self.gen), greedy)
-            reward = bandit_reward(fused_score(self.alphas[action], self.p_gat[chunk], self.s_vgae[chunk]),
-                                   self.y[chunk])
+            reward = bandit_reward(
+                fused_score(self.alphas[action], self.p_gat[chunk], self.s_vgae[chunk]), self.y[chunk]
+            )
             slots = (self.pos + torch.arange(len(chunk))) % d.buffer_size
             self.buf_s[slots], self.buf_a[slots], self.buf_r[slots] = s, action, reward
             self.pos = int(slots[-1]) + 1
@@ -177,16 +224,18 @@ def best_fixed_alpha(alphas: np.ndarray, p_gat: np.ndarray, s_vgae: np.ndarray, 
     return float(alphas[tied[np.argmin(np.abs(alphas[tied] - 0.5))]])
 
 
-def choose_deployment(alphas: np.ndarray, val: FusionInputs, fit_idx: np.ndarray, check_idx: np.ndarray,
-                      bandit_fused: np.ndarray) -> tuple[float, bool]:
+def choose_deployment(
+    alphas: np.ndarray, val: FusionInputs, fit_idx: np.ndarray, check_idx: np.ndarray, bandit_fused: np.ndarray
+) -> tuple[float, bool]:
     """(best fixed alpha on the fit half, whether to deploy it): the Q-network is deployed only if its fused F1 on
     the check half beats that fixed alpha's (ties go to the simpler fixed alpha)."""
     from sklearn.metrics import f1_score
 
     fixed = best_fixed_alpha(alphas, val.p_gat[fit_idx], val.s_vgae[fit_idx], val.y[fit_idx])
     yc = val.y[check_idx]
-    fixed_f1 = f1_score(yc, fused_score(fixed, val.p_gat[check_idx], val.s_vgae[check_idx]) >= DECISION,
-                        zero_division=0)
+    fixed_f1 = f1_score(
+        yc, fused_score(fixed, val.p_gat[check_idx], val.s_vgae[check_idx]) >= DECISION, zero_division=0
+    )
     return fixed, bool(fixed_f1 >= f1_score(yc, bandit_fused >= DECISION, zero_division=0))
 
 
@@ -199,12 +248,14 @@ def split_halves(n: int, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarr
         half = (len(idx) + 1) // 2
         fit_idx.append(idx[:half])
         check_idx.append(idx[half:])
-    return np.sort(np.concatenate(fit_idx)) if fit_idx else np.zeros(0, int), \
-        np.sort(np.concatenate(check_idx)) if check_idx else np.zeros(0, int)
+    return np.sort(np.concatenate(fit_idx)) if fit_idx else np.zeros(0, int), np.sort(
+        np.concatenate(check_idx)
+    ) if check_idx else np.zeros(0, int)
 
 
-def run_fusion(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device,
-               tracking_uri: str | None) -> dict[str, float]:
+def run_fusion(
+    cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device, tracking_uri: str | None
+) -> dict[str, float]:
     d = cfg.dqn
     if d.gamma != 0.0:
         raise KdgatError("dqn.gamma must be 0: fusion is a contextual bandit (one decision per window, no next state).")
@@ -217,8 +268,9 @@ def run_fusion(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device,
     vgae, vmeta = load_run_model(vgae_run, tracking_uri, Arch.VGAE.value, graphs, device)
     gat, gmeta = load_run_model(gat_run, tracking_uri, Arch.GAT.value, graphs, device)
     cal = VGAECalibration.from_dict(vmeta["calibration"])
-    val = model_outputs(vgae, gat, cal, graphs.val, device, cfg.data.window, related=(graphs.train,),
-                        hide_ids=gat_hides_ids(gmeta))
+    val = model_outputs(
+        vgae, gat, cal, graphs.val, device, cfg.data.window, related=(graphs.train,), hide_ids=gat_hides_ids(gmeta)
+    )
     fit_idx, check_idx = split_halves(len(val.y), val.y, cfg.train.seed)
     if len(fit_idx) == 0 or len(check_idx) == 0:
         raise KdgatError("The validation split is too small to fit and judge the fusion policy; use more data.")
@@ -240,12 +292,28 @@ def run_fusion(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device,
     optimizer = bandit.optimizer
     run_epoch = lambda episode: bandit.episode(fit_t)  # noqa: E731
     train_cfg = dataclasses.replace(cfg.train, epochs=d.episodes)
-    meta = lambda: {"alphas": alphas.tolist(), "state_mean": mean.tolist(), "state_std": std.tolist(),  # noqa: E731
-                    "state_features": list(STATE_FEATURES), prerequisite_tag(Stage.AUTOENCODER): vgae_run,
-                    prerequisite_tag(Stage.CURRICULUM): gat_run}
+
+    def meta():
+        return {
+            "alphas": alphas.tolist(),
+            "state_mean": mean.tolist(),
+            "state_std": std.tolist(),
+            "state_features": list(STATE_FEATURES),
+            prerequisite_tag(Stage.AUTOENCODER): vgae_run,
+            prerequisite_tag(Stage.CURRICULUM): gat_run,
+        }
+
     kwargs = dict(state_dim=int(states.shape[1]), hidden=d.hidden, layers=d.layers, num_actions=d.num_alphas)
-    result = fit(q, optimizer, train_cfg, run_epoch, lambda: check_report()[0], run, monitor=Metric.VAL_F1.value,
-                 checkpoint=lambda: checkpoint_payload(Arch.DQN.value, kwargs, q, meta()))
+    result = fit(
+        q,
+        optimizer,
+        train_cfg,
+        run_epoch,
+        lambda: check_report()[0],
+        run,
+        monitor=Metric.VAL_F1.value,
+        checkpoint=lambda: checkpoint_payload(Arch.DQN.value, kwargs, q, meta()),
+    )
 
     report, fused, chosen = check_report()
     yc = val.y[check_idx]
@@ -264,19 +332,43 @@ def run_fusion(cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device,
     best_single = max(gat_m[Metric.F1.value], vgae_m[Metric.F1.value])
     beats = fused_m[Metric.F1.value] >= best_single
     run.set_tags({FUSION_BEATS_BEST_TAG: bool_tag(beats), FUSION_POLICY_TAG: policy_name})
-    final = {**headline(fused_m), Metric.VAL_LOSS.value: report.val_loss,
-             Metric.NUM_PARAMETERS.value: count_parameters(q), Metric.TRAIN_SECONDS.value: result.seconds,
-             f"{Arch.GAT}_{Metric.F1}": gat_m[Metric.F1.value], f"{Arch.VGAE}_{Metric.F1}": vgae_m[Metric.F1.value]}
+    final = {
+        **headline(fused_m),
+        Metric.VAL_LOSS.value: report.val_loss,
+        Metric.NUM_PARAMETERS.value: count_parameters(q),
+        Metric.TRAIN_SECONDS.value: result.seconds,
+        f"{Arch.GAT}_{Metric.F1}": gat_m[Metric.F1.value],
+        f"{Arch.VGAE}_{Metric.F1}": vgae_m[Metric.F1.value],
+    }
     run.log_final(final)
     usage = {f"{a:.2f}": int((np.isclose(chosen, a)).sum()) for a in alphas.tolist()}
-    run.log_json("metrics.json", {
-        "final": final, "validation_check_half": {"fusion": fused_m, "bandit": bandit_m, "fixed_alpha": fixed_m,
-                                                  "gat": gat_m, "vgae": vgae_m},
-        FUSION_BEATS_BEST_TAG: beats, FUSION_POLICY_TAG: policy_name, "best_fixed_alpha": fixed,
-        "alpha_usage": usage, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
-        prerequisite_tag(Stage.AUTOENCODER): vgae_run, prerequisite_tag(Stage.CURRICULUM): gat_run})
-    fig = plots.roc_figure(yc, {"fusion": fused, "gat": val.p_gat[check_idx], "vgae": val.s_vgae[check_idx]},
-                           f"{cfg.run_name}: validation (held-out half)")
+    run.log_json(
+        "metrics.json",
+        {
+            "final": final,
+            "validation_check_half": {
+                "fusion": fused_m,
+                "bandit": bandit_m,
+                "fixed_alpha": fixed_m,
+                "gat": gat_m,
+                "vgae": vgae_m,
+            },
+            FUSION_BEATS_BEST_TAG: beats,
+            FUSION_POLICY_TAG: policy_name,
+            "best_fixed_alpha": fixed,
+            "alpha_usage": usage,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "history": result.history,
+            prerequisite_tag(Stage.AUTOENCODER): vgae_run,
+            prerequisite_tag(Stage.CURRICULUM): gat_run,
+        },
+    )
+    fig = plots.roc_figure(
+        yc,
+        {"fusion": fused, "gat": val.p_gat[check_idx], "vgae": val.s_vgae[check_idx]},
+        f"{cfg.run_name}: validation (held-out half)",
+    )
     run.log_figure("val_roc.png", fig)
     plots.close(fig)
     return final

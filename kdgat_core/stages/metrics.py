@@ -1,4 +1,5 @@
 """Classification metrics of a window detector (scikit-learn), thresholds chosen on validation."""
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,9 @@ def classification_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -
     with warnings.catch_warnings():
         # a scenario or a tiny validation split with one class only: the undefined metrics are NaN, said once here
         warnings.simplefilter("ignore")
-        return _classification_metrics(np.asarray(y).astype(int), np.asarray(pred).astype(int),
-                                       np.asarray(score, dtype=float))
+        return _classification_metrics(
+            np.asarray(y).astype(int), np.asarray(pred).astype(int), np.asarray(score, dtype=float)
+        )
 
 
 def _classification_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, float]:

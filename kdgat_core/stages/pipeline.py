@@ -6,6 +6,7 @@ results table (stage x size x KD x scenario) in markdown.
 Each stage is one tracked run, exactly as `kdgat run` would make it. Wall and CPU seconds are printed per stage:
 on a machine whose cores are shared, CPU seconds (one torch thread) are what the same work takes on idle cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,14 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_pipeline(dataset: str, variant: str = "", tracking_uri: str | None = None, data_root: str | None = None,
-                 overrides: list[str] | None = None, log=print) -> dict[str, Any]:
+def run_pipeline(
+    dataset: str,
+    variant: str = "",
+    tracking_uri: str | None = None,
+    data_root: str | None = None,
+    overrides: list[str] | None = None,
+    log=print,
+) -> dict[str, Any]:
     from kdgat_core.stages import run_stage
 
     results: dict[tuple[str, bool, str], Any] = {}
@@ -42,7 +49,9 @@ def run_pipeline(dataset: str, variant: str = "", tracking_uri: str | None = Non
             wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
             results[(size, kd, stage.value)] = res
             timings.append((cfg.run_name, res.run_id, wall, cpu))
-            log(f"{cfg.run_name:<40} {res.run_id}  wall {wall:7.1f} s  cpu {cpu:7.1f} s  f1 {res.metrics.get('f1', float('nan')):.4f}")
+            log(
+                f"{cfg.run_name:<40} {res.run_id}  wall {wall:7.1f} s  cpu {cpu:7.1f} s  f1 {res.metrics.get('f1', float('nan')):.4f}"
+            )
     total_wall, total_cpu = time.perf_counter() - started, cpu_seconds() - cpu0
     log(f"total: wall {total_wall:.0f} s, cpu {total_cpu:.0f} s")
     return {"results": results, "timings": timings, "wall": total_wall, "cpu": total_cpu}
@@ -62,8 +71,11 @@ def results_table(results: dict[tuple[str, bool, str], Any], scenarios: list[str
                 acc = ev[scenario_metric(s, f"{prefix}_accuracy" if prefix else "accuracy")]
                 cells.append(f"{f1:.3f} / {acc:.3f}")
             label = f"{stage} ({STAGE_ARCH[stage]})"
-            lines.append(f"| {label} | {size} | {'yes' if kd else 'no'} | {int(params) if params else ''} | "
-                         + " | ".join(cells) + " |")
+            lines.append(
+                f"| {label} | {size} | {'yes' if kd else 'no'} | {int(params) if params else ''} | "
+                + " | ".join(cells)
+                + " |"
+            )
     return "\n".join(lines)
 
 
@@ -81,8 +93,9 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     try:
-        out = run_pipeline(args.dataset, args.variant, resolve_tracking_uri(args.tracking_uri).value,
-                           args.data_root, args.override)
+        out = run_pipeline(
+            args.dataset, args.variant, resolve_tracking_uri(args.tracking_uri).value, args.data_root, args.override
+        )
     except KdgatError as exc:
         print(f"kdgat: {exc}", file=sys.stderr)
         sys.exit(2)

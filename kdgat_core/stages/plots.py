@@ -1,12 +1,13 @@
 """PNG figures for run artifacts (matplotlib's Agg backend: no display needed on a cluster node)."""
+
 from __future__ import annotations
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn import metrics as skm
 
 
 def confusion_matrix_figure(y: np.ndarray, pred: np.ndarray, title: str):

@@ -1,4 +1,5 @@
 """Earlier runs a stage builds on: finding them in the tracking DB, checking them, loading their models."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,23 +12,45 @@ from kdgat_core.models import CANGraphGAT, CANGraphVGAE, QNetwork
 from kdgat_core.stages.training_loop import CHECKPOINT_FILE, load_checkpoint
 
 MODEL_CLASSES: dict[str, type[torch.nn.Module]] = {
-    "vgae": CANGraphVGAE, "gat": CANGraphGAT, "dqn": QNetwork,
+    "vgae": CANGraphVGAE,
+    "gat": CANGraphGAT,
+    "dqn": QNetwork,
 }
 
 
 def vgae_kwargs(cfg: PipelineConfig, graphs: Any) -> dict[str, Any]:
     v = cfg.vgae
-    return dict(num_ids=graphs.num_ids, node_feature_dim=graphs.node_feature_dim,
-                edge_feature_dim=graphs.edge_feature_dim, hidden_dims=list(v.hidden_dims), latent_dim=v.latent_dim,
-                heads=v.heads, embedding_dim=v.embedding_dim, dropout=v.dropout, feature_weight=v.feature_weight,
-                id_weight=v.id_weight, edge_weight=v.edge_weight, kl_weight=v.kl_weight)
+    return dict(
+        num_ids=graphs.num_ids,
+        node_feature_dim=graphs.node_feature_dim,
+        edge_feature_dim=graphs.edge_feature_dim,
+        hidden_dims=list(v.hidden_dims),
+        latent_dim=v.latent_dim,
+        heads=v.heads,
+        embedding_dim=v.embedding_dim,
+        dropout=v.dropout,
+        feature_weight=v.feature_weight,
+        id_weight=v.id_weight,
+        edge_weight=v.edge_weight,
+        kl_weight=v.kl_weight,
+    )
 
 
 def gat_kwargs(cfg: PipelineConfig, graphs: Any) -> dict[str, Any]:
     g = cfg.gat
-    return dict(num_ids=graphs.num_ids, node_feature_dim=graphs.node_feature_dim,
-                edge_feature_dim=graphs.edge_feature_dim, hidden=g.hidden, layers=g.layers, heads=g.heads,
-                embedding_dim=g.embedding_dim, dropout=g.dropout, jk=g.jk, pooling=g.pooling, id_mask=g.id_mask)
+    return dict(
+        num_ids=graphs.num_ids,
+        node_feature_dim=graphs.node_feature_dim,
+        edge_feature_dim=graphs.edge_feature_dim,
+        hidden=g.hidden,
+        layers=g.layers,
+        heads=g.heads,
+        embedding_dim=g.embedding_dim,
+        dropout=g.dropout,
+        jk=g.jk,
+        pooling=g.pooling,
+        id_mask=g.id_mask,
+    )
 
 
 def checkpoint_payload(arch: str, kwargs: dict, model: torch.nn.Module, meta: dict | None = None) -> dict:
@@ -43,8 +66,10 @@ def resolve_prerequisite(cfg: PipelineConfig, stage: Stage, tracking_uri: str | 
     if explicit:
         other = load_run_config(explicit, tracking_uri)
         if other.stage != stage.value or other.dataset != cfg.dataset:
-            raise KdgatError(f"Run {explicit} is a {other.stage} run on {other.dataset}, but train.{stage}_run_id "
-                             f"needs a {stage} run on {cfg.dataset}.")
+            raise KdgatError(
+                f"Run {explicit} is a {other.stage} run on {other.dataset}, but train.{stage}_run_id "
+                f"needs a {stage} run on {cfg.dataset}."
+            )
         return explicit
     found = find_run(cfg.dataset, stage, cfg.model_size, use_kd=cfg.kd.enabled, tracking_uri=tracking_uri)
     if found is None and cfg.kd.enabled:
@@ -54,7 +79,8 @@ def resolve_prerequisite(cfg: PipelineConfig, stage: Stage, tracking_uri: str | 
         raise KdgatError(
             f"The {cfg.stage} stage needs a complete {stage} run of {cfg.dataset} at {cfg.model_size} size and there "
             f"is none; run `kdgat run {stage} --preset {arch},{cfg.model_size} --dataset {cfg.dataset}` first "
-            f"or name one with -O train.{stage}_run_id=RUN.")
+            f"or name one with -O train.{stage}_run_id=RUN."
+        )
     return found
 
 
@@ -68,7 +94,8 @@ def resolve_teacher(cfg: PipelineConfig, tracking_uri: str | None) -> str:
     if found is None:
         raise KdgatError(
             f"Knowledge distillation needs a teacher: there is no complete teacher {cfg.stage} run of {cfg.dataset}; "
-            f"train one (`kdgat run {cfg.stage} --preset {cfg.arch},teacher --dataset {cfg.dataset}`) or pass --teacher RUN.")
+            f"train one (`kdgat run {cfg.stage} --preset {cfg.arch},teacher --dataset {cfg.dataset}`) or pass --teacher RUN."
+        )
     return found
 
 
@@ -79,18 +106,23 @@ def check_teacher(cfg: PipelineConfig, tracking_uri: str | None) -> PipelineConf
     run_id = cfg.kd.teacher_run_id
     teacher = load_run_config(run_id, tracking_uri)
     if teacher.dataset != cfg.dataset:
-        raise KdgatError(f"Teacher run {run_id} was trained on {teacher.dataset}, not {cfg.dataset}; "
-                         f"a student learns only from a teacher of its own dataset.")
+        raise KdgatError(
+            f"Teacher run {run_id} was trained on {teacher.dataset}, not {cfg.dataset}; "
+            f"a student learns only from a teacher of its own dataset."
+        )
     if teacher.stage != cfg.stage:
-        raise KdgatError(f"Teacher run {run_id} is a {teacher.stage} ({teacher.arch}) run; a {cfg.stage} student "
-                         f"needs a {cfg.stage} ({cfg.arch}) teacher.")
+        raise KdgatError(
+            f"Teacher run {run_id} is a {teacher.stage} ({teacher.arch}) run; a {cfg.stage} student "
+            f"needs a {cfg.stage} ({cfg.arch}) teacher."
+        )
     if teacher.kd.enabled:
         raise KdgatError(f"Teacher run {run_id} is itself a distilled run; pick a run trained without --kd.")
     return teacher
 
 
-def load_run_model(run_id: str, tracking_uri: str | None, arch: str, graphs: Any = None,
-                   device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_run_model(
+    run_id: str, tracking_uri: str | None, arch: str, graphs: Any = None, device: torch.device | str = "cpu"
+) -> tuple[torch.nn.Module, dict]:
     """The frozen-ready model of a run (eval mode) and its checkpoint meta; checks it matches the data's vocabulary."""
     from kdgat_core.tracking import run_artifact_dir
 
@@ -100,12 +132,15 @@ def load_run_model(run_id: str, tracking_uri: str | None, arch: str, graphs: Any
         raise KdgatError(f"Run {run_id} holds a {payload.get('arch')} checkpoint, not the {arch} this stage needs.")
     kwargs = dict(payload["kwargs"])
     if graphs is not None and "num_ids" in kwargs and kwargs["num_ids"] != graphs.num_ids:
-        raise KdgatError(f"Run {run_id} was trained on a vocabulary of {kwargs['num_ids']} CAN ids but the data now "
-                         f"has {graphs.num_ids}; re-run that stage on the current data.")
+        raise KdgatError(
+            f"Run {run_id} was trained on a vocabulary of {kwargs['num_ids']} CAN ids but the data now "
+            f"has {graphs.num_ids}; re-run that stage on the current data."
+        )
     try:
         model = MODEL_CLASSES[arch](**kwargs)
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, TypeError, KeyError) as exc:
-        raise KdgatError(f"Checkpoint {path} of run {run_id} does not fit its model ({type(exc).__name__}); "
-                         "re-run that stage.") from None
+        raise KdgatError(
+            f"Checkpoint {path} of run {run_id} does not fit its model ({type(exc).__name__}); re-run that stage."
+        ) from None
     return model.to(device).eval(), dict(payload.get("meta") or {})

@@ -1,5 +1,6 @@
 """`run_stage(cfg)`: one stage, one tracked run. Checks what can be checked before the run starts; anything that
 goes wrong after it started marks the run failed (tracking's open_run) and reaches the user as one sentence."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,8 +33,12 @@ def run_stage(cfg: PipelineConfig, tracking_uri: str | None = None, data_root: s
         raise KdgatError("Knowledge distillation trains a student: use --preset <arch>,student with --kd.")
     if cfg.kd.enabled:
         cfg.kd.teacher_run_id = resolve_teacher(cfg, tracking_uri)
-    body = {Stage.AUTOENCODER: run_autoencoder, Stage.CURRICULUM: run_curriculum,
-            Stage.FUSION: run_fusion, Stage.EVALUATION: run_evaluation}[stage]
+    body = {
+        Stage.AUTOENCODER: run_autoencoder,
+        Stage.CURRICULUM: run_curriculum,
+        Stage.FUSION: run_fusion,
+        Stage.EVALUATION: run_evaluation,
+    }[stage]
     with open_run(cfg, tracking_uri) as run:
         if cfg.kd.enabled:
             from kdgat_core.stages.prerequisites import check_teacher

@@ -6,6 +6,7 @@ calibration part of the window's own recording (its first CALIBRATION_FRACTION o
 layer's per-vehicle features assume; no labels used), and the window score is the root mean square of those z-scores.
 The whole recording's median is no baseline here: attacks cover 28-59% of the windows of hcrl_sa's attack recordings.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,16 +22,16 @@ from kdgat_core.stages.metrics import youden_threshold
 EVAL_BATCH = 256
 SCORE_NORMS = ("none", "recording")
 INFERENCE_IDS = ("keep", "hide")
-MAD_TO_STD = 1.4826         # the MAD of a normal distribution times this is its standard deviation
-MIN_SPREAD = 1e-3           # floor for a robust spread, so a constant error term cannot divide by zero
+MAD_TO_STD = 1.4826  # the MAD of a normal distribution times this is its standard deviation
+MIN_SPREAD = 1e-3  # floor for a robust spread, so a constant error term cannot divide by zero
 
 
 @dataclass
 class VGAEScores:
-    score: np.ndarray    # [G] weighted reconstruction error
-    errors: np.ndarray   # [G, 3] feature, id, edge errors
-    latent: np.ndarray   # [G, 2] mean |mu|, mean logstd
-    normalised: bool = False   # True: errors and latent are z-scores against the recording's calibration part
+    score: np.ndarray  # [G] weighted reconstruction error
+    errors: np.ndarray  # [G, 3] feature, id, edge errors
+    latent: np.ndarray  # [G, 2] mean |mu|, mean logstd
+    normalised: bool = False  # True: errors and latent are z-scores against the recording's calibration part
 
 
 @torch.no_grad()
@@ -51,8 +52,9 @@ def vgae_scores(model, graphset: Any, device: torch.device, indices=None, batch_
 
 
 @torch.no_grad()
-def gat_logits(model, graphset: Any, device: torch.device, indices=None, batch_size: int = EVAL_BATCH,
-               hide_ids: bool = False) -> torch.Tensor:
+def gat_logits(
+    model, graphset: Any, device: torch.device, indices=None, batch_size: int = EVAL_BATCH, hide_ids: bool = False
+) -> torch.Tensor:
     """Window logits [G, 2]; `hide_ids`: every CAN id replaced by the out-of-vocabulary index, as id masking does."""
     model.eval()
     out = []
@@ -96,8 +98,9 @@ def robust_baseline(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return med, np.maximum(spread, MIN_SPREAD)
 
 
-def normalise_by_recording(target: VGAEScores, target_recording: np.ndarray,
-                           baselines: dict[int, tuple[np.ndarray, np.ndarray]]) -> VGAEScores:
+def normalise_by_recording(
+    target: VGAEScores, target_recording: np.ndarray, baselines: dict[int, tuple[np.ndarray, np.ndarray]]
+) -> VGAEScores:
     """z-scores of every window's terms against its recording's baseline; score = RMS of the three error z-scores."""
     terms = _log_terms(target)
     z = np.zeros_like(terms)
@@ -112,8 +115,10 @@ def check_inference_ids(inference_ids: str, id_mask: float) -> None:
     if inference_ids not in INFERENCE_IDS:
         raise KdgatError(f"gat.inference_ids must be one of {', '.join(INFERENCE_IDS)}, got '{inference_ids}'.")
     if inference_ids == "hide" and id_mask <= 0:
-        raise KdgatError("gat.inference_ids=hide needs gat.id_mask > 0 (the GAT must learn to judge windows without "
-                         "their ids); set gat.inference_ids=keep or a positive gat.id_mask.")
+        raise KdgatError(
+            "gat.inference_ids=hide needs gat.id_mask > 0 (the GAT must learn to judge windows without "
+            "their ids); set gat.inference_ids=keep or a positive gat.id_mask."
+        )
 
 
 def gat_hides_ids(meta: dict) -> bool:
@@ -126,8 +131,15 @@ def check_score_norm(score_norm: str) -> None:
         raise KdgatError(f"vgae.score_norm must be one of {', '.join(SCORE_NORMS)}, got '{score_norm}'.")
 
 
-def anomaly_scores(model, graphset: Any, device: torch.device, score_norm: str = "none", window: int = 100,
-                   related: tuple[Any, ...] = (), indices=None) -> VGAEScores:
+def anomaly_scores(
+    model,
+    graphset: Any,
+    device: torch.device,
+    score_norm: str = "none",
+    window: int = 100,
+    related: tuple[Any, ...] = (),
+    indices=None,
+) -> VGAEScores:
     """The VGAE's window scores, normalised per recording if asked. `related`: other sets that may hold the
     calibration part of `graphset`'s recordings (for the validation split: the training split)."""
     check_score_norm(score_norm)
@@ -153,7 +165,7 @@ def anomaly_scores(model, graphset: Any, device: torch.device, score_norm: str =
     baselines = {}
     for i, name in enumerate(names):
         ref = np.concatenate(refs[name]) if refs[name] else _log_terms(v)[target_rec == i]
-        if len(ref):    # a recording too short for a calibration part falls back to all its windows
+        if len(ref):  # a recording too short for a calibration part falls back to all its windows
             baselines[i] = robust_baseline(ref)
     return normalise_by_recording(v, target_rec, baselines)
 
@@ -169,22 +181,26 @@ class VGAECalibration:
     threshold: float
     slope: float
     intercept: float
-    score_norm: str = "none"    # how the scores this calibration applies to were normalised (SCORE_NORMS)
+    score_norm: str = "none"  # how the scores this calibration applies to were normalised (SCORE_NORMS)
 
     def probability(self, score: np.ndarray) -> np.ndarray:
         z = self.slope * np.log(np.maximum(score, 1e-12)) + self.intercept
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
     def to_dict(self) -> dict[str, float]:
-        return {"threshold": self.threshold, "slope": self.slope, "intercept": self.intercept,
-                "score_norm": self.score_norm}
+        return {
+            "threshold": self.threshold,
+            "slope": self.slope,
+            "intercept": self.intercept,
+            "score_norm": self.score_norm,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "VGAECalibration":
+    def from_dict(cls, d: dict) -> VGAECalibration:
         return cls(float(d["threshold"]), float(d["slope"]), float(d["intercept"]), str(d.get("score_norm", "none")))
 
     @classmethod
-    def fit(cls, y: np.ndarray, score: np.ndarray, score_norm: str = "none") -> "VGAECalibration":
+    def fit(cls, y: np.ndarray, score: np.ndarray, score_norm: str = "none") -> VGAECalibration:
         thr = youden_threshold(y, score)
         log_s = np.log(np.maximum(score, 1e-12))
         log_thr = float(np.log(max(thr, 1e-12)))

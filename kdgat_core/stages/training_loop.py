@@ -1,4 +1,5 @@
 """The epoch loop every stage shares: seeding, device, early stopping, best checkpoint, per-epoch history."""
+
 from __future__ import annotations
 
 import copy
@@ -7,9 +8,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,10 +63,17 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, train: TrainConfig,
-        run_epoch: Callable[[int], float], validate: Callable[[], EpochReport], run: Any,
-        monitor: str = Metric.VAL_F1.value, checkpoint: Callable[[], dict] | None = None,
-        modules: tuple[torch.nn.Module, ...] = ()) -> FitResult:
+def fit(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: TrainConfig,
+    run_epoch: Callable[[int], float],
+    validate: Callable[[], EpochReport],
+    run: Any,
+    monitor: str = Metric.VAL_F1.value,
+    checkpoint: Callable[[], dict] | None = None,
+    modules: tuple[torch.nn.Module, ...] = (),
+) -> FitResult:
     """Train for up to train.epochs epochs; keep the state with the best `monitor` (val_f1 up or val_loss down).
 
     `run_epoch(epoch)` trains one epoch and returns its mean loss; `validate()` reports on the validation split.
@@ -72,7 +81,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, train: TrainCo
     """
     lower_better = monitor == Metric.VAL_LOSS.value
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min" if lower_better else "max", factor=0.5, patience=max(1, train.patience // 2))
+        optimizer, mode="min" if lower_better else "max", factor=0.5, patience=max(1, train.patience // 2)
+    )
     best_value, best_epoch, best_report = math.inf if lower_better else -math.inf, -1, None
     best_states: list[dict] = []
     started = time.perf_counter()
@@ -95,13 +105,24 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, train: TrainCo
             if checkpoint is not None:
                 save_checkpoint(Path(run.artifact_dir) / CHECKPOINT_FILE, checkpoint())
         row = {
-            Metric.TRAIN_LOSS.value: train_loss, Metric.VAL_LOSS.value: report.val_loss,
-            Metric.VAL_F1.value: report.val_f1, Metric.LR.value: optimizer.param_groups[0]["lr"],
-            Metric.EPOCH_SECONDS.value: seconds, **report.extra,
+            Metric.TRAIN_LOSS.value: train_loss,
+            Metric.VAL_LOSS.value: report.val_loss,
+            Metric.VAL_F1.value: report.val_f1,
+            Metric.LR.value: optimizer.param_groups[0]["lr"],
+            Metric.EPOCH_SECONDS.value: seconds,
+            **report.extra,
         }
         history.append(row)
-        log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_f1 %.4f  %.1fs%s", epoch + 1, train.epochs,
-                 train_loss, report.val_loss, report.val_f1, seconds, "  *" if best_epoch == epoch else "")
+        log.info(
+            "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_f1 %.4f  %.1fs%s",
+            epoch + 1,
+            train.epochs,
+            train_loss,
+            report.val_loss,
+            report.val_f1,
+            seconds,
+            "  *" if best_epoch == epoch else "",
+        )
         run.log_metrics(row, step=epoch)
         scheduler.step(value)
         if epoch - best_epoch >= train.patience:
@@ -133,8 +154,9 @@ def load_checkpoint(path: Path, run_id: str) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
-        raise KdgatError(f"Checkpoint {path} of run {run_id} is corrupt or unreadable ({type(exc).__name__}); "
-                         "re-run that stage.") from None
+        raise KdgatError(
+            f"Checkpoint {path} of run {run_id} is corrupt or unreadable ({type(exc).__name__}); re-run that stage."
+        ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload or "kwargs" not in payload:
         raise KdgatError(f"Checkpoint {path} of run {run_id} is not a kdgat checkpoint; re-run that stage.")
     return payload

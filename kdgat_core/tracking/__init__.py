@@ -1,4 +1,5 @@
 """kdgat_core.tracking: the only writer of the tracking DB (MLflow's client; mlflow itself is imported lazily)."""
+
 from kdgat_core.tracking.lookup import find_run, load_run_config, run_artifact_dir
 from kdgat_core.tracking.run import RunTerminated, TrackedRun, open_run
 from kdgat_core.tracking.store import get_store, with_retry

@@ -1,4 +1,5 @@
 """Finding runs on the writer side (through MLflow's client: a writer process never opens the DB with DuckDB)."""
+
 from __future__ import annotations
 
 import json
@@ -23,20 +24,35 @@ def _quote(value: str) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
 
-def find_run(dataset: str, stage: str | Stage, model_size: str | ModelSize, use_kd: bool | None = None,
-             status: str | RunStatus | None = RunStatus.COMPLETE, tracking_uri: str | None = None) -> str | None:
+def find_run(
+    dataset: str,
+    stage: str | Stage,
+    model_size: str | ModelSize,
+    use_kd: bool | None = None,
+    status: str | RunStatus | None = RunStatus.COMPLETE,
+    tracking_uri: str | None = None,
+) -> str | None:
     """The newest matching run's id (by start time), or None; a missing DB file is not created."""
     store = get_store(tracking_uri, create=False)
     if store is None:
         return None
-    clauses = [f"tags.{Tag.DATASET} = {_quote(dataset)}", f"tags.{Tag.STAGE} = {_quote(str(stage))}",
-               f"tags.{Tag.MODEL_SIZE} = {_quote(str(model_size))}"]
+    clauses = [
+        f"tags.{Tag.DATASET} = {_quote(dataset)}",
+        f"tags.{Tag.STAGE} = {_quote(str(stage))}",
+        f"tags.{Tag.MODEL_SIZE} = {_quote(str(model_size))}",
+    ]
     if use_kd is not None:
         clauses.append(f"tags.{Tag.USE_KD} = {_quote(bool_tag(use_kd))}")
     if status is not None:
         clauses.append(f"tags.{Tag.STATUS} = {_quote(str(status))}")
-    runs = with_retry(store.client.search_runs, [store.experiment_id], filter_string=" AND ".join(clauses),
-                      order_by=["attributes.start_time DESC"], max_results=1, what="search_runs")
+    runs = with_retry(
+        store.client.search_runs,
+        [store.experiment_id],
+        filter_string=" AND ".join(clauses),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        what="search_runs",
+    )
     return runs[0].info.run_id if runs else None
 
 
@@ -52,8 +68,10 @@ def _get_run(store: Store, run_id: str) -> Any:
 def _existing_store(tracking_uri: str | None) -> Store:
     store = get_store(tracking_uri, create=False)
     if store is None:
-        raise KdgatError("The tracking database has no kd-gat-pipeline experiment (or does not exist); "
-                         "check --tracking-uri, MLFLOW_TRACKING_URI or kdgat.toml.")
+        raise KdgatError(
+            "The tracking database has no kd-gat-pipeline experiment (or does not exist); "
+            "check --tracking-uri, MLFLOW_TRACKING_URI or kdgat.toml."
+        )
     return store
 
 
@@ -64,10 +82,16 @@ def run_artifact_dir(run_id: str, tracking_uri: str | None = None) -> Path:
     if tags.get(Tag.ARTIFACT_DIR.value):
         return Path(tags[Tag.ARTIFACT_DIR.value])
     try:
-        name = run_name(tags[Tag.DATASET.value], tags[Tag.MODEL_SIZE.value], tags[Tag.STAGE.value],
-                        tags.get(Tag.USE_KD.value) == bool_tag(True))
+        name = run_name(
+            tags[Tag.DATASET.value],
+            tags[Tag.MODEL_SIZE.value],
+            tags[Tag.STAGE.value],
+            tags.get(Tag.USE_KD.value) == bool_tag(True),
+        )
     except KeyError:
-        raise KdgatError(f"Run {run_id} has no kdgat tags (dataset, stage, model_size); it was not written by kdgat.") from None
+        raise KdgatError(
+            f"Run {run_id} has no kdgat tags (dataset, stage, model_size); it was not written by kdgat."
+        ) from None
     return store.artifact_root / name / run_id
 
 

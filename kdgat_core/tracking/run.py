@@ -3,6 +3,7 @@
 On exit the `status` tag, `end_time` and MLflow's own status agree: complete/FINISHED, failed/FAILED, or
 failed/KILLED when SIGTERM (SLURM's scancel and time-outs) or SIGINT stopped the run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,10 @@ import signal
 import subprocess
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from kdgat_core.config import (
     MLFLOW_RUN_NAME_TAG,
@@ -56,7 +58,7 @@ class RunTerminated(SystemExit):
 
 def utc_now_iso() -> str:
     """ISO-8601 UTC with milliseconds, the format of the start_time/end_time tags."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def param_value(value: Any) -> str:
@@ -122,8 +124,11 @@ class TrackedRun:
         from mlflow.entities import Metric as MlflowMetric
 
         ts = int(time.time() * 1000)
-        items = [MlflowMetric(str(k), _as_float(k, v), ts, int(step)) for step, row in history.items()
-                 for k, v in row.items()]
+        items = [
+            MlflowMetric(str(k), _as_float(k, v), ts, int(step))
+            for step, row in history.items()
+            for k, v in row.items()
+        ]
         if history:
             self.last_step = max(self.last_step, *(int(s) for s in history))
         self._send(items)
@@ -144,14 +149,14 @@ class TrackedRun:
 
         items = [RunTag(str(k), tag_value(v)) for k, v in tags.items() if v is not None]
         for i in range(0, len(items), BATCH_TAGS):
-            self._batch(tags=items[i:i + BATCH_TAGS])
+            self._batch(tags=items[i : i + BATCH_TAGS])
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
         items = [Param(str(k), param_value(v)) for k, v in params.items()]
         for i in range(0, len(items), BATCH_PARAMS):
-            self._batch(params=items[i:i + BATCH_PARAMS])
+            self._batch(params=items[i : i + BATCH_PARAMS])
 
     # --- artifacts ----------------------------------------------------------------------------------------------
     def log_artifact(self, path: str | Path, name: str | None = None) -> Path:
@@ -187,15 +192,22 @@ class TrackedRun:
     # --- internals ----------------------------------------------------------------------------------------------
     def _send(self, items: list[Any]) -> None:
         for i in range(0, len(items), BATCH_METRICS):
-            self._batch(metrics=items[i:i + BATCH_METRICS])
+            self._batch(metrics=items[i : i + BATCH_METRICS])
         for m in sorted(items, key=lambda m: m.step):
             if m.step >= self._last_point.get(m.key, (-1, 0.0))[0]:
                 self._last_point[m.key] = (m.step, m.value)
 
     def _batch(self, metrics=(), params=(), tags=(), deadline_s: float | None = None) -> None:
         kwargs = {} if deadline_s is None else {"deadline_s": deadline_s}
-        with_retry(self.store.client.log_batch, self.run_id, metrics=list(metrics), params=list(params),
-                   tags=list(tags), what="log_batch", **kwargs)
+        with_retry(
+            self.store.client.log_batch,
+            self.run_id,
+            metrics=list(metrics),
+            params=list(params),
+            tags=list(tags),
+            what="log_batch",
+            **kwargs,
+        )
 
     def _mlflow_artifact(self, path: Path) -> None:
         # MLflow's copy lives in the experiment's artifact store; ours (the folder above) is the one kdgat reads
@@ -217,20 +229,29 @@ def _as_float(key: Any, value: Any) -> float:
 
 
 @contextlib.contextmanager
-def open_run(cfg: PipelineConfig, tracking_uri: str | None = None,
-             extra_tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
+def open_run(
+    cfg: PipelineConfig, tracking_uri: str | None = None, extra_tags: Mapping[str, Any] | None = None
+) -> Iterator[TrackedRun]:
     """Open an MLflow run named `cfg.run_name` in the kd-gat-pipeline experiment; close it honestly on any exit."""
     if cfg.kd.enabled and cfg.kd.teacher_run_id in ("", TEACHER_AUTO):
-        raise KdgatError("A knowledge-distillation run needs the teacher's run id (kd.teacher_run_id / --teacher); "
-                         f"'{TEACHER_AUTO}' must be resolved to a run id before the run opens.")
+        raise KdgatError(
+            "A knowledge-distillation run needs the teacher's run id (kd.teacher_run_id / --teacher); "
+            f"'{TEACHER_AUTO}' must be resolved to a run id before the run opens."
+        )
     store = get_store(tracking_uri, create=True)
     assert store is not None
     client = store.client
     start_ms = int(time.time() * 1000)
-    start_iso = datetime.fromtimestamp(start_ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+    start_iso = datetime.fromtimestamp(start_ms / 1000, UTC).isoformat(timespec="milliseconds")
 
-    run = with_retry(client.create_run, store.experiment_id, start_time=start_ms,
-                     tags={MLFLOW_RUN_NAME_TAG: cfg.run_name}, run_name=cfg.run_name, what="create_run")
+    run = with_retry(
+        client.create_run,
+        store.experiment_id,
+        start_time=start_ms,
+        tags={MLFLOW_RUN_NAME_TAG: cfg.run_name},
+        run_name=cfg.run_name,
+        what="create_run",
+    )
     run_id = run.info.run_id
     artifact_dir = artifact_dir_for(store, cfg, run_id)
     tracked = TrackedRun(store, run_id, cfg, artifact_dir)
@@ -262,7 +283,7 @@ def open_run(cfg: PipelineConfig, tracking_uri: str | None = None,
     except BaseException as exc:
         try:
             _finish(tracked, exc)
-        except Exception as finish_error:  # noqa: BLE001 - the run's own error is the one the user must see
+        except Exception as finish_error:
             log.error("could not record the end of run %s: %s", tracked.run_id, finish_error)
         raise
     else:
@@ -294,7 +315,7 @@ def _finish(tracked: TrackedRun, exc: BaseException | None) -> bool:
 
     with _sigterm_deferred() as got:
         end_ms = int(time.time() * 1000)
-        end_iso = datetime.fromtimestamp(end_ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+        end_iso = datetime.fromtimestamp(end_ms / 1000, UTC).isoformat(timespec="milliseconds")
         from mlflow.entities import RunTag
 
         tags = [RunTag(Tag.STATUS.value, status.value), RunTag(Tag.END_TIME.value, end_iso)]
@@ -302,8 +323,14 @@ def _finish(tracked: TrackedRun, exc: BaseException | None) -> bool:
             tags.append(RunTag(Tag.ERROR_MSG.value, error))
         tracked._batch(tags=tags, deadline_s=deadline)
         kwargs = {} if deadline is None else {"deadline_s": deadline}
-        with_retry(tracked.store.client.set_terminated, tracked.run_id, status=mlflow_status.value, end_time=end_ms,
-                   what="set_terminated", **kwargs)
+        with_retry(
+            tracked.store.client.set_terminated,
+            tracked.run_id,
+            status=mlflow_status.value,
+            end_time=end_ms,
+            what="set_terminated",
+            **kwargs,
+        )
     return bool(got) and not isinstance(exc, RunTerminated)
 
 

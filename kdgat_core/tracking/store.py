@@ -4,6 +4,7 @@ Many SLURM jobs start at once against one SQLite file on shared scratch (rollbac
 its tables without IF NOT EXISTS, so the first creation is serialised with an exclusive flock on a sidecar file, and
 every MLflow call retries "database is locked" with exponential backoff and jitter.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -13,9 +14,10 @@ import random
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kdgat_core.config import (
     ARTIFACT_ROOT_DIR,
@@ -54,8 +56,9 @@ def is_lock_error(exc: BaseException) -> bool:
     return False
 
 
-def with_retry(fn: Callable[..., T], *args: Any, deadline_s: float = RETRY_TOTAL_SECONDS, what: str = "MLflow call",
-               **kwargs: Any) -> T:
+def with_retry(
+    fn: Callable[..., T], *args: Any, deadline_s: float = RETRY_TOTAL_SECONDS, what: str = "MLflow call", **kwargs: Any
+) -> T:
     """Call fn, retrying lock errors with exponential backoff plus jitter until deadline_s has passed."""
     start = time.monotonic()
     delay = RETRY_FIRST_DELAY
@@ -63,7 +66,7 @@ def with_retry(fn: Callable[..., T], *args: Any, deadline_s: float = RETRY_TOTAL
     while True:
         try:
             return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - only lock errors are retried, the rest re-raised at once
+        except Exception as exc:
             if not is_lock_error(exc):
                 raise
             attempt += 1
@@ -85,8 +88,8 @@ class Store:
     """One tracking URI, resolved: the client, the experiment id and where run artifacts go."""
 
     uri: str
-    db_path: Path | None         # absolute SQLite file, None for a tracking server
-    client: "MlflowClient"
+    db_path: Path | None  # absolute SQLite file, None for a tracking server
+    client: MlflowClient
     experiment_id: str
 
     @property
@@ -124,13 +127,16 @@ def get_store(tracking_uri: str | None = None, create: bool = True) -> Store | N
         if path is not None:
             state = _db_state(path)
             if state == FOREIGN:
-                raise KdgatError(f"{path} is a SQLite file but not an MLflow tracking database; "
-                                 "point --tracking-uri at an MLflow DB or at a new file.")
+                raise KdgatError(
+                    f"{path} is a SQLite file but not an MLflow tracking database; "
+                    "point --tracking-uri at an MLflow DB or at a new file."
+                )
             if not create and state in (MISSING, BLANK):
                 return None  # reading must not create (or migrate) anything
             if create and state != READY:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - seconds of import, not under the lock
+
                 with _init_lock(path):
                     # checked again under the lock: processes that waited find it done and go on in parallel
                     if _db_state(path) != READY:
@@ -146,7 +152,7 @@ def get_store(tracking_uri: str | None = None, create: bool = True) -> Store | N
         return store
 
 
-def _new_client(uri: str) -> "MlflowClient":
+def _new_client(uri: str) -> MlflowClient:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -160,7 +166,7 @@ def _new_client(uri: str) -> "MlflowClient":
     return client
 
 
-def _get_or_create_experiment(client: "MlflowClient", uri: str, create: bool) -> str | None:
+def _get_or_create_experiment(client: MlflowClient, uri: str, create: bool) -> str | None:
     exp = with_retry(client.get_experiment_by_name, EXPERIMENT_NAME, what="looking up the experiment")
     if exp is None:
         if not create:
@@ -170,8 +176,9 @@ def _get_or_create_experiment(client: "MlflowClient", uri: str, create: bool) ->
         if path is not None:
             # absolute, so MLflow's own artifact copies do not land wherever the job happened to start
             location = (path.parent / "mlruns").resolve().as_uri()
-        return with_retry(client.create_experiment, EXPERIMENT_NAME, artifact_location=location,
-                          what="creating the experiment")
+        return with_retry(
+            client.create_experiment, EXPERIMENT_NAME, artifact_location=location, what="creating the experiment"
+        )
     if exp.lifecycle_stage == "deleted":
         raise KdgatError(
             f"Experiment '{EXPERIMENT_NAME}' is deleted in {uri}; restore it with "
@@ -187,7 +194,7 @@ class _init_lock:
         self.path = db_path.with_name(db_path.name + INIT_LOCK_SUFFIX)
         self.fd: int | None = None
 
-    def __enter__(self) -> "_init_lock":
+    def __enter__(self) -> _init_lock:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self

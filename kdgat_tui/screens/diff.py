@@ -1,4 +1,5 @@
 """Diff (mark runs with space, press d): the params that differ (a toggles all), then metrics side by side with deltas."""
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -28,8 +29,9 @@ class DiffScreen(Screen):
         self.all_params = False
 
     def compose(self) -> ComposeResult:
-        yield Static(f"diff of {len(self.run_ids)} runs · loading…", classes="screen-title", id="diff-title",
-                     markup=False)
+        yield Static(
+            f"diff of {len(self.run_ids)} runs · loading…", classes="screen-title", id="diff-title", markup=False
+        )
         yield Static("params that differ", classes="section muted", id="params-label")
         yield ArrowTable(id="diff-params")
         yield Static("final metrics (Δ against the first run; ↑/↓ marks the better direction)", classes="section muted")
@@ -46,7 +48,7 @@ class DiffScreen(Screen):
         try:
             params = source.config_diff(self.run_ids, self.all_params)
             metrics = metrics_side_by_side([source.run_row(r) for r in self.run_ids])
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.app.call_from_thread(self._failed, exc)
             return
         self.app.call_from_thread(self._show, params, metrics)
@@ -58,7 +60,8 @@ class DiffScreen(Screen):
         n = params.num_rows
         what = "params" if self.all_params else "params that differ"
         self.query_one("#diff-title", Static).update(
-            f"diff of {len(self.run_ids)} runs · {n} {what} · a: {'only differences' if self.all_params else 'all params'}")
+            f"diff of {len(self.run_ids)} runs · {n} {what} · a: {'only differences' if self.all_params else 'all params'}"
+        )
         self.query_one("#params-label", Static).update(what if n else "no param differs between these runs")
         self.query_one("#diff-params", ArrowTable).replace(params, column_widths(params), cursor_row=0)
         self.query_one("#diff-metrics", ArrowTable).replace(metrics, column_widths(metrics), cursor_row=0)
@@ -84,7 +87,7 @@ def metrics_side_by_side(rows: list[dict]) -> pa.Table:
     for label in labels:
         out[label] = []
     for key in keys:
-        name = key[len(METRIC):] if key.startswith(METRIC) else key
+        name = key[len(METRIC) :] if key.startswith(METRIC) else key
         arrow = "↓" if metric_direction(name) == "asc" else "↑"
         out["metric"].append(f"{name} {arrow}")
         base = rows[0].get(key)

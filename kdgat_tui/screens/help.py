@@ -1,4 +1,5 @@
 """`?`: every key of every screen (the current screen's first), the filter syntax, and the command line."""
+
 from __future__ import annotations
 
 from rich.table import Table
@@ -29,8 +30,16 @@ def screen_classes():
     from kdgat_tui.screens.sql_console import SqlConsole
     from kdgat_tui.screens.submit import SubmitScreen
 
-    return [("Runs", RunsScreen), ("Run detail", RunDetailScreen), ("Diff", DiffScreen), ("Lineage", LineageScreen),
-            ("SQL console", SqlConsole), ("Jobs", JobsScreen), ("Job log", LogScreen), ("Submit", SubmitScreen)]
+    return [
+        ("Runs", RunsScreen),
+        ("Run detail", RunDetailScreen),
+        ("Diff", DiffScreen),
+        ("Lineage", LineageScreen),
+        ("SQL console", SqlConsole),
+        ("Jobs", JobsScreen),
+        ("Job log", LogScreen),
+        ("Submit", SubmitScreen),
+    ]
 
 
 def key_rows(screen_cls, readonly: bool) -> list[tuple[str, str, str]]:
@@ -63,20 +72,39 @@ class HelpScreen(Screen):
             classes = screen_classes()
             classes.sort(key=lambda item: item[1] is not self.current_cls)
             for title, cls in classes:
-                table = Table(title=title, title_justify="left", title_style="bold", box=None, show_header=False,
-                              pad_edge=False, expand=True)
+                table = Table(
+                    title=title,
+                    title_justify="left",
+                    title_style="bold",
+                    box=None,
+                    show_header=False,
+                    pad_edge=False,
+                    expand=True,
+                )
                 table.add_column("key", style="bold", no_wrap=True, width=12)
                 table.add_column("does", no_wrap=True)
                 table.add_column("detail", style="dim", ratio=1)
                 for key, what, why in key_rows(cls, readonly):
                     table.add_row(key, what, why)
                 yield Static(table, classes="section")
-            everywhere = Table(title="Everywhere", title_justify="left", title_style="bold", box=None,
-                               show_header=False, pad_edge=False, expand=True)
+            everywhere = Table(
+                title="Everywhere",
+                title_justify="left",
+                title_style="bold",
+                box=None,
+                show_header=False,
+                pad_edge=False,
+                expand=True,
+            )
             everywhere.add_column("key", style="bold", no_wrap=True, width=12)
             everywhere.add_column("does", ratio=1)
-            for key, what in (("?", "this list"), ("ctrl-p", "command palette: the actions valid on this screen"),
-                              (":", "command line (k9s style)"), ("esc", "back"), ("ctrl-q", "quit")):
+            for key, what in (
+                ("?", "this list"),
+                ("ctrl-p", "command palette: the actions valid on this screen"),
+                (":", "command line (k9s style)"),
+                ("esc", "back"),
+                ("ctrl-q", "quit"),
+            ):
                 everywhere.add_row(key, what)
             yield Static(everywhere, classes="section")
             yield Static(Text(FILTER_HELP), classes="section")

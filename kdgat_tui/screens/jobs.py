@@ -1,5 +1,6 @@
 """Jobs (j): the SLURM queue and recent history joined with runs, refreshed live; `o` tails a job's log;
 ctrl+d cancels after a confirmation that names the job (hidden under --readonly)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,9 +49,7 @@ class JobsScreen(Screen):
             self.set_interval(interval, self.action_refresh)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in self.MUTATING and self.app.readonly:
-            return False
-        return True
+        return not (action in self.MUTATING and self.app.readonly)
 
     def action_refresh(self) -> None:
         self.load()
@@ -58,9 +57,10 @@ class JobsScreen(Screen):
     @work(thread=True, exclusive=True, group="jobs")
     def load(self) -> None:
         try:
-            rows = self.app.slurm.job_table(tracking_uri=self.app.source.uri, refresh=True,
-                                            include_ended=self.include_ended)
-        except Exception as exc:  # noqa: BLE001 - no SLURM, a slow sacct: say so and keep the screen
+            rows = self.app.slurm.job_table(
+                tracking_uri=self.app.source.uri, refresh=True, include_ended=self.include_ended
+            )
+        except Exception as exc:
             self.app.call_from_thread(self._failed, exc)
             return
         self.app.call_from_thread(self._show, rows)
@@ -122,16 +122,16 @@ class JobsScreen(Screen):
         if row.state not in ("RUNNING", "PENDING", "CONFIGURING", "REQUEUED", "SUSPENDED"):
             self.notify(f"job {row.job} is {row.state}: nothing to cancel", severity="warning")
             return
-        body = (f"scancel {row.job}\n\njob  {row.job}  {row.name}\nstate {row.state}"
-                + (f"\nrun  {row.run_id[:12]} ({row.run}) will end KILLED" if row.run_id else ""))
-        self.app.push_screen(Confirm(f"Cancel job {row.job}?", body),
-                             lambda yes: self.cancel(row.job) if yes else None)
+        body = f"scancel {row.job}\n\njob  {row.job}  {row.name}\nstate {row.state}" + (
+            f"\nrun  {row.run_id[:12]} ({row.run}) will end KILLED" if row.run_id else ""
+        )
+        self.app.push_screen(Confirm(f"Cancel job {row.job}?", body), lambda yes: self.cancel(row.job) if yes else None)
 
     @work(thread=True, group="jobs-cancel")
     def cancel(self, job_id: str) -> None:
         try:
             self.app.slurm.cancel([job_id], tracking_uri=self.app.source.uri)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.app.call_from_thread(self.notify, f"cancel {job_id} failed: {exc}", severity="error")
             return
         self.app.call_from_thread(self.notify, f"cancelled job {job_id}")
@@ -172,7 +172,7 @@ class LogScreen(Screen):
                 self.paths = tuple(self.app.slurm.job_logs(self.job_id, tracking_uri=self.app.source.uri))
             path = self.paths[self.stream]
             size = path.stat().st_size if path.exists() else 0
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.app.call_from_thread(self._title, f"log of job {self.job_id}: {exc}")
             return
         if size < self.offset:

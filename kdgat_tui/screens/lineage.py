@@ -1,5 +1,6 @@
 """Lineage (l): per dataset, teacher runs -> their distilled students, stage by stage (autoencoder -> curriculum ->
 fusion -> evaluation), each node with its key metric and the student - teacher delta; enter opens the run."""
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -45,7 +46,7 @@ class LineageScreen(Screen):
             alt = None
             if self.metric == Metric.F1.value:
                 alt = source.lineage(dataset=self.dataset, metric=KEY_METRIC["autoencoder"])
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.app.call_from_thread(self._failed, exc)
             return
         self.app.call_from_thread(self._show, edges, alt)
@@ -56,7 +57,8 @@ class LineageScreen(Screen):
     def _show(self, edges: pa.Table, alt: pa.Table | None) -> None:
         scope = self.dataset or "all datasets"
         self.query_one("#lineage-title", Static).update(
-            f"lineage · {scope} · teacher → distilled student · Δ = student − teacher · m metric")
+            f"lineage · {scope} · teacher → distilled student · Δ = student − teacher · m metric"
+        )
         tree = self.query_one(Tree)
         tree.clear()
         tree.root.set_label(Text(f"{edges.num_rows} teacher → student links", style="bold"))
@@ -65,7 +67,9 @@ class LineageScreen(Screen):
         first_student, any_student = None, None
         for dataset in sorted({r["dataset"] or "?" for r in rows}):
             dnode = tree.root.add(Text(dataset, style="bold"), expand=True)
-            for stage in [s.value for s in PIPELINE_ORDER] + sorted({r["stage"] for r in rows} - {s.value for s in PIPELINE_ORDER}):
+            for stage in [s.value for s in PIPELINE_ORDER] + sorted(
+                {r["stage"] for r in rows} - {s.value for s in PIPELINE_ORDER}
+            ):
                 stage_rows = [r for r in rows if (r["dataset"] or "?") == dataset and r["stage"] == stage]
                 if not stage_rows:
                     continue
@@ -73,16 +77,28 @@ class LineageScreen(Screen):
                 teachers: dict[str, object] = {}
                 for r in stage_rows:
                     metric, row = self.metric, r
-                    if r.get(f"teacher_{metric}") is None and r.get(f"student_{metric}") is None and r["student_run_id"] in alt_rows:
+                    if (
+                        r.get(f"teacher_{metric}") is None
+                        and r.get(f"student_{metric}") is None
+                        and r["student_run_id"] in alt_rows
+                    ):
                         metric, row = KEY_METRIC.get(stage, metric), alt_rows[r["student_run_id"]]
                     tid = r["teacher_run_id"]
                     if tid not in teachers:
-                        label = _node(r.get("teacher_name") or "(teacher not in view)", tid, metric,
-                                      row.get(f"teacher_{metric}"))
+                        label = _node(
+                            r.get("teacher_name") or "(teacher not in view)", tid, metric, row.get(f"teacher_{metric}")
+                        )
                         teachers[tid] = snode.add(label, data=tid, expand=True)
                     leaf = teachers[tid].add_leaf(
-                        _node(r["student_name"], r["student_run_id"], metric, row.get(f"student_{metric}"),
-                              row.get(f"delta_{metric}")), data=r["student_run_id"])
+                        _node(
+                            r["student_name"],
+                            r["student_run_id"],
+                            metric,
+                            row.get(f"student_{metric}"),
+                            row.get(f"delta_{metric}"),
+                        ),
+                        data=r["student_run_id"],
+                    )
                     any_student = any_student or leaf
                     if first_student is None and self.run_id in (r["student_run_id"], tid):
                         first_student = leaf

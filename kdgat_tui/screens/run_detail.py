@@ -1,4 +1,5 @@
 """Run detail (enter on a run): tags, searchable params, final metrics, per-scenario table, curves, artifacts."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from kdgat_core.config import STANDARD_METRICS, Metric, Tag, metric_direction
-from kdgat_tui.runs_model import column_widths as _widths, fixed4
+from kdgat_tui.runs_model import column_widths as _widths
+from kdgat_tui.runs_model import fixed4
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.curves import Curves
 
@@ -80,7 +82,7 @@ class RunDetailScreen(Screen):
         source = self.app.source
         try:
             row = source.run_row(self.run_id)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.app.call_from_thread(self._failed, exc)
             return
         self.app.call_from_thread(self._show, row)
@@ -94,8 +96,9 @@ class RunDetailScreen(Screen):
                         continue
                     hist = source.history(rid, metric)
                     if hist is not None and hist.num_rows:
-                        series.append((f"{who}{metric}", hist["step"].to_pylist(), hist["value"].to_pylist(),
-                                       bool(who)))
+                        series.append(
+                            (f"{who}{metric}", hist["step"].to_pylist(), hist["value"].to_pylist(), bool(who))
+                        )
             plots[title] = series
         self.app.call_from_thread(self._show_curves, plots)
 
@@ -106,7 +109,8 @@ class RunDetailScreen(Screen):
         self.row = row
         status = row.get(Tag.STATUS.value) or row.get("mlflow_status") or ""
         self.query_one("#run-title", Static).update(
-            f"{row.get('run_name') or '?'} · {status} · {self.run_id[:12]} · esc back")
+            f"{row.get('run_name') or '?'} · {status} · {self.run_id[:12]} · esc back"
+        )
         self.query_one("#overview-body", Static).update(overview(row))
         self._params = params_table(row)
         self._fill_params("")
@@ -125,8 +129,10 @@ class RunDetailScreen(Screen):
             import pyarrow.compute as pc
 
             low = text.lower()
-            keep = pc.or_(pc.match_substring(pc.utf8_lower(table["param"]), low),
-                          pc.match_substring(pc.utf8_lower(pc.fill_null(table["value"], "")), low))
+            keep = pc.or_(
+                pc.match_substring(pc.utf8_lower(table["param"]), low),
+                pc.match_substring(pc.utf8_lower(pc.fill_null(table["value"], "")), low),
+            )
             table = table.filter(keep)
         self.query_one("#param-table", ArrowTable).replace(table, _widths(table), cursor_row=0)
 
@@ -169,8 +175,9 @@ def overview(row: dict) -> Table:
     if error:
         grid.add_row(Text("error", style="bold red"), Text(str(error), style="red"))
     metrics = [(m.value, row.get(m.value)) for m in STANDARD_METRICS if row.get(m.value) is not None]
-    metrics += [(k[len(METRIC):], v) for k, v in sorted(row.items())
-                if k.startswith(METRIC) and "/" not in k and v is not None]
+    metrics += [
+        (k[len(METRIC) :], v) for k, v in sorted(row.items()) if k.startswith(METRIC) and "/" not in k and v is not None
+    ]
     for name, value in metrics:
         arrow = "↓" if metric_direction(name) == "asc" else "↑"
         grid.add_row(f"{name} {arrow}", f"{value:.4f}" if isinstance(value, float) else str(value))
@@ -191,8 +198,12 @@ def overview(row: dict) -> Table:
 
 def params_table(row: dict) -> pa.Table:
     keys = sorted(k for k, v in row.items() if k.startswith(PARAM) and v is not None)
-    return pa.table({"param": pa.array([k[len(PARAM):] for k in keys], pa.string()),
-                     "value": pa.array([str(row[k]) for k in keys], pa.string())})
+    return pa.table(
+        {
+            "param": pa.array([k[len(PARAM) :] for k in keys], pa.string()),
+            "value": pa.array([str(row[k]) for k in keys], pa.string()),
+        }
+    )
 
 
 def scenario_table(row: dict) -> pa.Table:
@@ -201,7 +212,7 @@ def scenario_table(row: dict) -> pa.Table:
     leaves: list[str] = []
     for key, value in row.items():
         if key.startswith(METRIC) and "/" in key and value is not None:
-            scenario, leaf = key[len(METRIC):].rsplit("/", 1)
+            scenario, leaf = key[len(METRIC) :].rsplit("/", 1)
             cells.setdefault(scenario, {})[leaf] = value
             if leaf not in leaves:
                 leaves.append(leaf)
@@ -240,4 +251,3 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
-

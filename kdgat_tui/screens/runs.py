@@ -1,4 +1,5 @@
 """Runs (home): every run in a fast Arrow table; sort, filter, quick filters, metric picker, group by config, marks."""
+
 from __future__ import annotations
 
 import time
@@ -78,7 +79,7 @@ class RunsScreen(Screen):
             time.sleep(0.05)  # let the first frame reach the terminal before the heavy read competes for the GIL
         try:
             table = self.app.source.load_runs()
-        except Exception as exc:  # noqa: BLE001 - a locked or broken DB is shown, never raised into the UI
+        except Exception as exc:
             self.app.call_from_thread(self._show_stale, exc)
             return
         self.app.call_from_thread(self._loaded, table)
@@ -110,7 +111,7 @@ class RunsScreen(Screen):
     def poll(self) -> None:
         try:
             changes = self.app.source.poll()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.app.call_from_thread(self._show_stale, exc)
             return
         self.app.call_from_thread(self._apply, changes)
@@ -211,9 +212,8 @@ class RunsScreen(Screen):
 
     # ---- actions ---------------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in MUTATING_ACTIONS and self.app.readonly:
-            return False  # --readonly: the key disappears from the footer, help and palette
-        return True
+        # --readonly: the key disappears from the footer, help and palette
+        return not (action in MUTATING_ACTIONS and self.app.readonly)
 
     def action_filter(self) -> None:
         row = self.query_one("#filter-row")
@@ -338,8 +338,11 @@ class RunsScreen(Screen):
         if not values:
             return
         current = self.model.quick.get(column)
-        nxt = values[0] if current not in values else (values[values.index(current) + 1]
-                                                        if values.index(current) + 1 < len(values) else None)
+        nxt = (
+            values[0]
+            if current not in values
+            else (values[values.index(current) + 1] if values.index(current) + 1 < len(values) else None)
+        )
         if nxt is None:
             self.model.quick.pop(column, None)
         else:

@@ -1,5 +1,6 @@
 """SQL console: a read-only SELECT against the views (runs, params, tags, metrics, metric_history, lineage,
 runs_wide), results in the table, errors inline, history (kept across sessions), export to csv, parquet or json."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,11 @@ from kdgat_tui.runs_model import column_widths
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.dialogs import Ask, Pick
 
-DEFAULT_QUERY = ("SELECT dataset, stage, model_size, use_kd, count(*) AS runs, round(max(f1), 4) AS best_f1\n"
-                 "FROM runs GROUP BY ALL ORDER BY dataset, stage, model_size, use_kd")
-MAX_SHOWN = 100_000   # rows kept for the table; exports write everything the query returned
+DEFAULT_QUERY = (
+    "SELECT dataset, stage, model_size, use_kd, count(*) AS runs, round(max(f1), 4) AS best_f1\n"
+    "FROM runs GROUP BY ALL ORDER BY dataset, stage, model_size, use_kd"
+)
+MAX_SHOWN = 100_000  # rows kept for the table; exports write everything the query returned
 HISTORY_SIZE = 200
 EXPORT_FORMATS = ("csv", "parquet", "json")
 
@@ -31,7 +34,9 @@ def history_file() -> Path:
 class SqlConsole(Screen):
     clock = staticmethod(__import__("time").perf_counter)  # seam for snapshot tests (query times vary)
     BINDINGS = [
-        Binding("ctrl+r", "run", "Run", priority=True, tooltip="Run the query (read-only; the views are listed on top)"),
+        Binding(
+            "ctrl+r", "run", "Run", priority=True, tooltip="Run the query (read-only; the views are listed on top)"
+        ),
         Binding("ctrl+t", "history", "History", priority=True, tooltip="Pick an earlier query"),
         Binding("ctrl+e", "export", "Export", priority=True, tooltip="Write the results to .csv, .parquet or .json"),
         Binding("ctrl+o", "switch", "Editor/results", priority=True, tooltip="Move between the editor and the results"),
@@ -45,10 +50,17 @@ class SqlConsole(Screen):
         self.history: list[str] = load_history()
 
     def compose(self) -> ComposeResult:
-        yield Static("SQL · views: runs, params, tags, metrics, metric_history, lineage, runs_wide · ctrl-r run",
-                     classes="screen-title", markup=False)
-        yield TextArea(self.initial or (self.history[-1] if self.history else DEFAULT_QUERY), id="sql-editor",
-                       soft_wrap=True, show_line_numbers=False)
+        yield Static(
+            "SQL · views: runs, params, tags, metrics, metric_history, lineage, runs_wide · ctrl-r run",
+            classes="screen-title",
+            markup=False,
+        )
+        yield TextArea(
+            self.initial or (self.history[-1] if self.history else DEFAULT_QUERY),
+            id="sql-editor",
+            soft_wrap=True,
+            show_line_numbers=False,
+        )
         yield Static("", id="sql-error", classes="inline-error hidden", markup=False)
         yield Static("", id="sql-info", classes="section muted", markup=False)
         yield ArrowTable(id="sql-results")
@@ -71,7 +83,7 @@ class SqlConsole(Screen):
         t0 = self.clock()
         try:
             table = self.app.source.sql(query)
-        except Exception as exc:  # noqa: BLE001 - every error is shown inline; the console stays usable
+        except Exception as exc:
             self.app.call_from_thread(self._error, query, exc)
             return
         self.app.call_from_thread(self._show, query, table, self.clock() - t0)
@@ -90,7 +102,8 @@ class SqlConsole(Screen):
         self.query_one("#sql-results", ArrowTable).replace(shown, column_widths(shown), cursor_row=0)
         more = f" (first {MAX_SHOWN:,} shown)" if table.num_rows > MAX_SHOWN else ""
         self.query_one("#sql-info", Static).update(
-            f"{table.num_rows:,} rows × {table.num_columns} columns in {seconds * 1000:.0f} ms{more} · ctrl-e export")
+            f"{table.num_rows:,} rows × {table.num_columns} columns in {seconds * 1000:.0f} ms{more} · ctrl-e export"
+        )
         self._remember(query)
 
     def _remember(self, query: str) -> None:

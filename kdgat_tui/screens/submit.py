@@ -4,6 +4,7 @@ only after a confirmation, then visible in Jobs.
 On a teacher run: "train a distilled student from this teacher"; on a finished curriculum run: "run fusion"; on a
 finished fusion run: "evaluate"; on a failed run: "run it again"; on a dataset: "submit the pipeline".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -16,7 +17,14 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from kdgat_core.config import (
-    STAGE_ARCH, KdgatError, ModelSize, PipelineConfig, RunStatus, Stage, Tag, preset,
+    STAGE_ARCH,
+    KdgatError,
+    ModelSize,
+    PipelineConfig,
+    RunStatus,
+    Stage,
+    Tag,
+    preset,
 )
 from kdgat_tui.widgets.dialogs import Confirm, Pick
 
@@ -31,7 +39,7 @@ class Plan:
 
     title: str
     cfgs: list[PipelineConfig] = field(default_factory=list)
-    pipeline_dataset: str | None = None     # set for "submit the pipeline"
+    pipeline_dataset: str | None = None  # set for "submit the pipeline"
     scripts: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     after: list[list[str]] = field(default_factory=list)
@@ -39,11 +47,13 @@ class Plan:
 
 def config_of_run(row: dict) -> PipelineConfig:
     """The run's own PipelineConfig, rebuilt from its params (strings, parsed to each field's type)."""
-    cfg = preset(f"{STAGE_ARCH[Stage(row[Tag.STAGE.value])]},{row[Tag.MODEL_SIZE.value]}", dataset=row[Tag.DATASET.value])
+    cfg = preset(
+        f"{STAGE_ARCH[Stage(row[Tag.STAGE.value])]},{row[Tag.MODEL_SIZE.value]}", dataset=row[Tag.DATASET.value]
+    )
     for key, value in row.items():
         if key.startswith(PARAM) and value is not None:
             try:
-                cfg.set(key[len(PARAM):], str(value))
+                cfg.set(key[len(PARAM) :], str(value))
             except KdgatError:
                 continue  # a param this version no longer has: the preset's value stands
     return cfg
@@ -72,18 +82,31 @@ def plans_for_run(row: dict) -> list[Plan]:
     if status in (RunStatus.FAILED.value, RunStatus.LOST.value):
         plans.append(Plan(f"run {row['run_name']} again (it {status})", [config_of_run(row)]))
     if size == ModelSize.TEACHER.value and stage in (Stage.AUTOENCODER, Stage.CURRICULUM, Stage.FUSION):
-        plans.append(Plan(f"train a distilled student {stage.value} from this teacher",
-                          [next_stage(row, stage, ModelSize.STUDENT.value, True, run_id)]))
+        plans.append(
+            Plan(
+                f"train a distilled student {stage.value} from this teacher",
+                [next_stage(row, stage, ModelSize.STUDENT.value, True, run_id)],
+            )
+        )
     follow = {Stage.AUTOENCODER: Stage.CURRICULUM, Stage.CURRICULUM: Stage.FUSION, Stage.FUSION: Stage.EVALUATION}
     if stage in follow and status == RunStatus.COMPLETE.value:
         nxt = follow[stage]
-        verb = {Stage.CURRICULUM: "train the curriculum GAT", Stage.FUSION: "run fusion",
-                Stage.EVALUATION: "evaluate"}[nxt]
+        verb = {Stage.CURRICULUM: "train the curriculum GAT", Stage.FUSION: "run fusion", Stage.EVALUATION: "evaluate"}[
+            nxt
+        ]
         teacher = "auto" if kd else ""
-        plans.append(Plan(f"{verb} ({size}{', distilled' if kd else ''}) after this run",
-                          [next_stage(row, nxt, size, kd, teacher)]))
-    plans.append(Plan(f"submit the whole pipeline for {row[Tag.DATASET.value]} (teacher, student, distilled student)",
-                      pipeline_dataset=row[Tag.DATASET.value]))
+        plans.append(
+            Plan(
+                f"{verb} ({size}{', distilled' if kd else ''}) after this run",
+                [next_stage(row, nxt, size, kd, teacher)],
+            )
+        )
+    plans.append(
+        Plan(
+            f"submit the whole pipeline for {row[Tag.DATASET.value]} (teacher, student, distilled student)",
+            pipeline_dataset=row[Tag.DATASET.value],
+        )
+    )
     return plans
 
 
@@ -128,11 +151,15 @@ class SubmitScreen(Screen):
                     self.plans = plans_for_run(self.app.source.run_row(self.run_id))
                 else:
                     dataset = self.dataset or "hcrl_sa"
-                    self.plans = [Plan(f"submit the whole pipeline for {dataset} (teacher, student, distilled student)",
-                                       pipeline_dataset=dataset)]
+                    self.plans = [
+                        Plan(
+                            f"submit the whole pipeline for {dataset} (teacher, student, distilled student)",
+                            pipeline_dataset=dataset,
+                        )
+                    ]
             plan = self.plans[index]
             render(self.app.slurm, plan, self.app.source.uri)
-        except Exception as exc:  # noqa: BLE001 - a bad value or a missing template is shown, never raised
+        except Exception as exc:
             self.app.call_from_thread(self._error, exc)
             return
         self.app.call_from_thread(self._show, plan)
@@ -148,7 +175,8 @@ class SubmitScreen(Screen):
         self.query_one("#submit-error", Static).add_class("hidden")
         n = len(plan.scripts)
         self.query_one("#submit-title", Static).update(
-            f"submit · {plan.title} · {n} job{'s' if n != 1 else ''} · s submit… · c other action")
+            f"submit · {plan.title} · {n} job{'s' if n != 1 else ''} · s submit… · c other action"
+        )
         lines = []
         for name, after in zip(plan.names, plan.after):
             lines.append(f"{name}" + (f"   (after {', '.join(after)})" if after else ""))
@@ -178,21 +206,25 @@ class SubmitScreen(Screen):
         plan = self.plan
         jobs = "\n".join(f"  {n}" for n in plan.names)
         self.app.push_screen(
-            Confirm(f"Submit {len(plan.names)} job{'s' if len(plan.names) != 1 else ''}?",
-                    f"{plan.title}\n\n{jobs}\n\nThe scripts are exactly those shown on this screen."),
-            lambda yes: self.submit(plan) if yes else None)
+            Confirm(
+                f"Submit {len(plan.names)} job{'s' if len(plan.names) != 1 else ''}?",
+                f"{plan.title}\n\n{jobs}\n\nThe scripts are exactly those shown on this screen.",
+            ),
+            lambda yes: self.submit(plan) if yes else None,
+        )
 
     @work(thread=True, exclusive=True, group="submit")
     def submit(self, plan: Plan) -> None:
         slurm, uri = self.app.slurm, self.app.source.uri
         try:
             if plan.pipeline_dataset:
-                subs = slurm.submit_pipeline(plan.pipeline_dataset, sizes=("teacher", "student"), kd=True,
-                                             tracking_uri=uri)
+                subs = slurm.submit_pipeline(
+                    plan.pipeline_dataset, sizes=("teacher", "student"), kd=True, tracking_uri=uri
+                )
                 ids = [s.job_id for s in subs]
             else:
                 ids = [slurm.submit(cfg, tracking_uri=uri).job_id for cfg in plan.cfgs]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.app.call_from_thread(self._error, exc)
             return
         self.app.call_from_thread(self._submitted, ids)
@@ -208,8 +240,9 @@ def render(slurm, plan: Plan, tracking_uri: str) -> None:
     if plan.scripts:
         return
     if plan.pipeline_dataset:
-        subs = slurm.submit_pipeline(plan.pipeline_dataset, sizes=("teacher", "student"), kd=True, dry_run=True,
-                                     tracking_uri=tracking_uri)
+        subs = slurm.submit_pipeline(
+            plan.pipeline_dataset, sizes=("teacher", "student"), kd=True, dry_run=True, tracking_uri=tracking_uri
+        )
     else:
         subs = [slurm.submit(cfg, dry_run=True, tracking_uri=tracking_uri) for cfg in plan.cfgs]
     plan.scripts = [s.job.script for s in subs]

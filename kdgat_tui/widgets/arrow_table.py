@@ -4,6 +4,7 @@ The stock widget wants a new instance for new data (Harlequin remounts one); rem
 so this one swaps the backend, keeps the cursor on the same run, and takes column widths it is given instead of
 measuring 100k cells.
 """
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -30,9 +31,14 @@ class ArrowTable(DataTable):
     }
     """
 
-    def __init__(self, table: pa.Table | None = None, widths: list[int] | None = None,
-                 styled_values: dict[str, dict[str, str]] | None = None, **kwargs) -> None:
-        self.styled_values = styled_values or {}     # header -> {cell value: component class}
+    def __init__(
+        self,
+        table: pa.Table | None = None,
+        widths: list[int] | None = None,
+        styled_values: dict[str, dict[str, str]] | None = None,
+        **kwargs,
+    ) -> None:
+        self.styled_values = styled_values or {}  # header -> {cell value: component class}
         self._styled_columns: dict[int, dict[str, str]] = {}
         kwargs.setdefault("cursor_type", "row")
         kwargs.setdefault("max_column_content_width", MAX_COLUMN_WIDTH)
@@ -43,8 +49,9 @@ class ArrowTable(DataTable):
         self._find_styled_columns(table)
 
     def _find_styled_columns(self, table: pa.Table) -> None:
-        self._styled_columns = {i: self.styled_values[name] for i, name in enumerate(table.column_names)
-                                if name in self.styled_values}
+        self._styled_columns = {
+            i: self.styled_values[name] for i, name in enumerate(table.column_names) if name in self.styled_values
+        }
 
     @staticmethod
     def _backend(table: pa.Table, widths: list[int] | None) -> ArrowBackend:
@@ -84,16 +91,33 @@ class ArrowTable(DataTable):
         self._update_count += 1
         self.refresh_row(row)
 
-    def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int, cursor: bool = False,
-                     hover: bool = False, in_range: bool = False):
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+        in_range: bool = False,
+    ):
         """A fast path for plain text cells (every cell kdgat shows): one padded segment, no Rich layout pass.
 
         Rich's Padding/Styled pipeline costs about 0.3 ms a cell, so a sort repainted 160x48 in ~0.2 s; this is what
         that pipeline produces for one line of unstyled text: ` text ` cut to the column with an ellipsis."""
         if row_index < 0 or column_index < 0 or self.backend is None:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover, in_range)
-        key = (row_index, column_index, base_style, cursor, hover, in_range, self._show_hover_cursor,
-               self._update_count, self._pseudo_class_state)
+        key = (
+            row_index,
+            column_index,
+            base_style,
+            cursor,
+            hover,
+            in_range,
+            self._show_hover_cursor,
+            self._update_count,
+            self._pseudo_class_state,
+        )
         cached = self._cell_render_cache.get(key)
         if cached is not None:
             return cached
@@ -103,9 +127,18 @@ class ArrowTable(DataTable):
         text = "" if value is None else value.split("\n", 1)[0]
         fixed = row_index < self.fixed_rows or column_index < self.fixed_columns
         component_style, post_style = self._get_styles_to_render_cell(
-            False, False, fixed, hover, cursor, in_range, self.show_cursor, self._show_hover_cursor,
-            self.cursor_type == "range", self.cursor_foreground_priority == "css",
-            self.cursor_background_priority == "css")
+            False,
+            False,
+            fixed,
+            hover,
+            cursor,
+            in_range,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_type == "range",
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
         inner = max(width - 2, 0)
         if cell_len(text) > inner:
             text = set_cell_size(text, max(inner - 1, 0)) + "…" if inner else ""

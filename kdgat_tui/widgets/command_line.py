@@ -1,4 +1,5 @@
 """`:` command line (k9s habit): `:jobs`, `:runs`, `:sql SELECT ...`, `:lineage hcrl_sa`, `:filter f1>0.9`, `:q`."""
+
 from __future__ import annotations
 
 from textual.app import ComposeResult
@@ -18,8 +19,11 @@ class CommandLine(ModalScreen[str | None]):
     """
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder=":" + " ".join(COMMANDS), suggester=SuggestFromList(COMMANDS, case_sensitive=False),
-                    id="command")
+        yield Input(
+            placeholder=":" + " ".join(COMMANDS),
+            suggester=SuggestFromList(COMMANDS, case_sensitive=False),
+            id="command",
+        )
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.dismiss(event.value.strip().lstrip(":") or None)

@@ -1,4 +1,5 @@
 """Metric curves drawn in the terminal with plotext: loss and F1 over epochs, a student over its teacher."""
+
 from __future__ import annotations
 
 from rich.text import Text
@@ -9,8 +10,9 @@ SERIES_COLOURS = ("cyan", "orange", "green", "magenta", "yellow", "blue")
 TEACHER_COLOUR = "gray"
 
 
-def render_curves(series: list[tuple[str, list[int], list[float], bool]], width: int, height: int,
-                  title: str = "") -> Text:
+def render_curves(
+    series: list[tuple[str, list[int], list[float], bool]], width: int, height: int, title: str = ""
+) -> Text:
     """One plot: (label, steps, values, is_teacher) per line, as ANSI text the terminal draws (plotext 6 API)."""
     import plotext as plt
 

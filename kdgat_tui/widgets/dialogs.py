@@ -1,4 +1,5 @@
 """Modal dialogs: confirm before a mutation (k9s habit), pick one item, pick several, type a value."""
+
 from __future__ import annotations
 
 from textual.app import ComposeResult
@@ -73,8 +74,12 @@ class Pick(ModalScreen[str | None]):
 
     def on_key(self, event) -> None:
         # printable keys typed on the list go to the narrowing box
-        if event.character and event.character.isprintable() and not self.query_one(Input).has_focus \
-                and event.key not in ("space",):
+        if (
+            event.character
+            and event.character.isprintable()
+            and not self.query_one(Input).has_focus
+            and event.key not in ("space",)
+        ):
             narrow = self.query_one(Input)
             narrow.focus()
             narrow.insert_text_at_cursor(event.character)

@@ -3,6 +3,7 @@
 This is the SLURM situation: a pipeline submits a batch of jobs that start in the same second against one SQLite file
 on shared scratch. MLflow alone crashes creating its schema twice, and fails calls after 20 s on a locked file.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,17 +86,20 @@ def test_eight_writers_start_at_once_on_a_new_db_and_lose_nothing(tmp_path):
     for w in range(WRITERS):
         out = tmp_path / f"writer{w}.json"
         cmd = [sys.executable, "-c", WRITER, uri, str(start), str(out), str(w), str(RUNS_PER_WRITER), str(EPOCHS)]
-        writers.append((out, subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE)))
+        writers.append(
+            (out, subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        )
     reader_out = tmp_path / "reader.json"
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(db), str(stop), str(reader_out)], cwd=tmp_path,
-                              env=env)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(db), str(stop), str(reader_out)], cwd=tmp_path, env=env
+    )
     try:
         deadline = time.monotonic() + 120
         while not all(Path(str(out) + ".ready").exists() for out, _ in writers):
             assert time.monotonic() < deadline, "writers did not get ready in time"
-            assert all(p.poll() is None for _, p in writers), [p.communicate()[1][-2000:] for _, p in writers
-                                                               if p.poll() is not None]
+            assert all(p.poll() is None for _, p in writers), [
+                p.communicate()[1][-2000:] for _, p in writers if p.poll() is not None
+            ]
             time.sleep(0.05)
         assert not db.exists()  # every writer is about to create the schema of a file that is not there
         print(f"writers ready after {time.monotonic() - deadline + 120:.1f} s")

@@ -4,6 +4,7 @@ MLflow's client runs in this process against a private copy of the tiny pipeline
 ever reads that copy from a `kdgat` subprocess, so no process opens the file through both SQLite copies.
 Expected run ids and metric values come from the fixture: what each `kdgat run` printed when it finished.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import math
 
 import pytest
 
-from kdgat_core.config import EXPERIMENT_NAME, PIPELINE_ORDER, Metric, ModelSize, MlflowStatus, RunStatus, Stage, Tag
+from kdgat_core.config import EXPERIMENT_NAME, PIPELINE_ORDER, Metric, MlflowStatus, ModelSize, RunStatus, Stage, Tag
 
 pytestmark = pytest.mark.slow
 
@@ -44,11 +45,16 @@ def ids(df) -> set[str]:
 
 def test_best_model_for_a_dataset(mlflow_on_copy, tiny_pipeline_db):
     mlflow, experiment_ids, _ = mlflow_on_copy
-    best = mlflow.search_runs(experiment_ids=experiment_ids,
-                              filter_string="tags.dataset = 'synthetic' AND tags.stage = 'evaluation'",
-                              order_by=["metrics.f1 DESC"], max_results=1)
-    evaluations = {tiny_pipeline_db.run_id(size, EVALUATION, kd): tiny_pipeline_db.metrics[(size, EVALUATION, kd)][F1]
-                   for size, kd in ((TEACHER, False), (STUDENT, False), (STUDENT, True))}
+    best = mlflow.search_runs(
+        experiment_ids=experiment_ids,
+        filter_string="tags.dataset = 'synthetic' AND tags.stage = 'evaluation'",
+        order_by=["metrics.f1 DESC"],
+        max_results=1,
+    )
+    evaluations = {
+        tiny_pipeline_db.run_id(size, EVALUATION, kd): tiny_pipeline_db.metrics[(size, EVALUATION, kd)][F1]
+        for size, kd in ((TEACHER, False), (STUDENT, False), (STUDENT, True))
+    }
     top_f1 = max(evaluations.values())
     assert len(best) == 1
     row = best.iloc[0]
@@ -60,11 +66,25 @@ def test_best_model_for_a_dataset(mlflow_on_copy, tiny_pipeline_db):
 
 def test_kdgat_leaderboard_agrees_with_search_runs(mlflow_on_copy, tiny_pipeline_db):
     mlflow, experiment_ids, copy = mlflow_on_copy
-    theirs = mlflow.search_runs(experiment_ids=experiment_ids,
-                                filter_string="tags.dataset = 'synthetic' AND tags.stage = 'evaluation'",
-                                order_by=["metrics.f1 DESC"])
-    proc = tiny_pipeline_db.kdgat("leaderboard", "--dataset", "synthetic", "--stage", EVALUATION, "--metric", F1,
-                                  "--format", "json", "--tracking-uri", f"sqlite:///{copy}", check=True)
+    theirs = mlflow.search_runs(
+        experiment_ids=experiment_ids,
+        filter_string="tags.dataset = 'synthetic' AND tags.stage = 'evaluation'",
+        order_by=["metrics.f1 DESC"],
+    )
+    proc = tiny_pipeline_db.kdgat(
+        "leaderboard",
+        "--dataset",
+        "synthetic",
+        "--stage",
+        EVALUATION,
+        "--metric",
+        F1,
+        "--format",
+        "json",
+        "--tracking-uri",
+        f"sqlite:///{copy}",
+        check=True,
+    )
     ours = json.loads(proc.stdout)
     assert [r["rank"] for r in ours] == list(range(1, len(theirs) + 1))
     assert {r["run_id"]: r[F1] for r in ours} == pytest.approx(dict(zip(theirs["run_id"], theirs["metrics.f1"])))
@@ -76,15 +96,20 @@ def test_kdgat_leaderboard_agrees_with_search_runs(mlflow_on_copy, tiny_pipeline
 
 def test_kd_and_non_kd_students(mlflow_on_copy, tiny_pipeline_db):
     mlflow, experiment_ids, _ = mlflow_on_copy
-    kd = mlflow.search_runs(experiment_ids=experiment_ids, filter_string="tags.use_kd = 'True' AND tags.status = 'complete'")
-    plain = mlflow.search_runs(experiment_ids=experiment_ids,
-                               filter_string="tags.use_kd = 'False' AND tags.status = 'complete'")
+    kd = mlflow.search_runs(
+        experiment_ids=experiment_ids, filter_string="tags.use_kd = 'True' AND tags.status = 'complete'"
+    )
+    plain = mlflow.search_runs(
+        experiment_ids=experiment_ids, filter_string="tags.use_kd = 'False' AND tags.status = 'complete'"
+    )
     p = tiny_pipeline_db
     assert ids(kd) == {p.run_id(STUDENT, s.value, True) for s in PIPELINE_ORDER}
     assert ids(plain) == {p.run_id(size, s.value) for size in (TEACHER, STUDENT) for s in PIPELINE_ORDER}
     assert p.failed_run_id not in ids(plain)
     assert set(kd["tags.model_size"]) == {STUDENT}
-    assert (kd["status"] == MlflowStatus.FINISHED.value).all() and (plain["status"] == MlflowStatus.FINISHED.value).all()
+    assert (kd["status"] == MlflowStatus.FINISHED.value).all() and (
+        plain["status"] == MlflowStatus.FINISHED.value
+    ).all()
 
 
 def test_failed_runs(mlflow_on_copy, tiny_pipeline_db):
@@ -115,7 +140,9 @@ def test_lineage_from_a_kd_student_to_its_teacher(mlflow_on_copy, tiny_pipeline_
     teacher = teachers.iloc[0]
     assert teacher["tags.model_size"] == TEACHER and teacher["tags.stage"] == stage
 
-    assert F1 in p.metrics[(STUDENT, stage, True)] and F1 in p.metrics[(TEACHER, stage, False)], "every stage reports f1"
+    assert F1 in p.metrics[(STUDENT, stage, True)] and F1 in p.metrics[(TEACHER, stage, False)], (
+        "every stage reports f1"
+    )
     delta = student["metrics.f1"] - teacher["metrics.f1"]
     expected = p.metrics[(STUDENT, stage, True)][F1] - p.metrics[(TEACHER, stage, False)][F1]
     assert not math.isnan(delta)

@@ -4,6 +4,7 @@ metric histories come back through its REST API as `kdgat run` wrote them.
 The server runs on loopback, on a free port, over a copy of the tiny pipeline DB, in its own process group so that
 its uvicorn worker is stopped with it. Every wait is bounded.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,14 @@ from pathlib import Path
 import pytest
 
 from kdgat_core.config import (
-    EXPERIMENT_NAME, Metric, MlflowStatus, ModelSize, RunStatus, Stage, Tag, bool_tag,
+    EXPERIMENT_NAME,
+    Metric,
+    MlflowStatus,
+    ModelSize,
+    RunStatus,
+    Stage,
+    Tag,
+    bool_tag,
 )
 from tests.conftest import require
 
@@ -49,10 +57,27 @@ class MlflowServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         self._log = open(self.log, "wb")
         self.proc = subprocess.Popen(
-            [str(exe), "server", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1", "--default-artifact-root", str(workdir / "artifacts")],
-            cwd=workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                str(exe),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{db}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--default-artifact-root",
+                str(workdir / "artifacts"),
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
@@ -77,17 +102,26 @@ class MlflowServer:
             return json.loads(resp.read())
 
     def post(self, path: str, body: dict) -> dict:
-        req = urllib.request.Request(f"{self.base}{path}", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.base}{path}",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as resp:
             return json.loads(resp.read())
 
-    def search(self, experiment_id: str, filter_: str = "", order_by: list[str] | None = None,
-               max_results: int = 1000) -> list[dict]:
+    def search(
+        self, experiment_id: str, filter_: str = "", order_by: list[str] | None = None, max_results: int = 1000
+    ) -> list[dict]:
         runs, token = [], None
         while True:
-            body = {"experiment_ids": [experiment_id], "filter": filter_, "max_results": max_results,
-                    "order_by": order_by or []}
+            body = {
+                "experiment_ids": [experiment_id],
+                "filter": filter_,
+                "max_results": max_results,
+                "order_by": order_by or [],
+            }
             if token:
                 body["page_token"] = token
             page = self.post("/api/2.0/mlflow/runs/search", body)
@@ -149,9 +183,16 @@ def test_every_run_comes_back_with_its_tags_and_metrics(server, experiment_id, t
         tags = tags_of(run)
         assert run["info"]["status"] == MlflowStatus.FINISHED.value
         assert run["info"]["run_name"] == tags["mlflow.runName"]
-        assert {k: tags.get(k) for k in (Tag.DATASET, Tag.STAGE, Tag.MODEL_SIZE, Tag.USE_KD, Tag.STATUS, Tag.RUN_ID)} == {
-            Tag.DATASET: "synthetic", Tag.STAGE: stage, Tag.MODEL_SIZE: size, Tag.USE_KD: bool_tag(kd),
-            Tag.STATUS: RunStatus.COMPLETE.value, Tag.RUN_ID: run_id}
+        assert {
+            k: tags.get(k) for k in (Tag.DATASET, Tag.STAGE, Tag.MODEL_SIZE, Tag.USE_KD, Tag.STATUS, Tag.RUN_ID)
+        } == {
+            Tag.DATASET: "synthetic",
+            Tag.STAGE: stage,
+            Tag.MODEL_SIZE: size,
+            Tag.USE_KD: bool_tag(kd),
+            Tag.STATUS: RunStatus.COMPLETE.value,
+            Tag.RUN_ID: run_id,
+        }
         if kd:
             assert tags[Tag.TEACHER_RUN_ID] == p.run_id(ModelSize.TEACHER.value, stage)
         served = metrics_of(run)
@@ -169,11 +210,20 @@ def test_the_failed_run_is_served_as_failed(server, experiment_id, tiny_pipeline
 
 def test_the_leaderboard_query_through_the_server(server, experiment_id, tiny_pipeline_db):
     p = tiny_pipeline_db
-    best = server.search(experiment_id, filter_="tags.dataset = 'synthetic' AND tags.stage = 'evaluation'",
-                         order_by=[f"metrics.{Metric.F1} DESC"], max_results=1)
-    reported = {p.run_id(s, Stage.EVALUATION.value, kd): p.metrics[(s, Stage.EVALUATION.value, kd)][Metric.F1.value]
-                for s, kd in ((ModelSize.TEACHER.value, False), (ModelSize.STUDENT.value, False),
-                              (ModelSize.STUDENT.value, True))}
+    best = server.search(
+        experiment_id,
+        filter_="tags.dataset = 'synthetic' AND tags.stage = 'evaluation'",
+        order_by=[f"metrics.{Metric.F1} DESC"],
+        max_results=1,
+    )
+    reported = {
+        p.run_id(s, Stage.EVALUATION.value, kd): p.metrics[(s, Stage.EVALUATION.value, kd)][Metric.F1.value]
+        for s, kd in (
+            (ModelSize.TEACHER.value, False),
+            (ModelSize.STUDENT.value, False),
+            (ModelSize.STUDENT.value, True),
+        )
+    }
     top = max(reported.values())
     assert len(best) == 1
     assert metrics_of(best[0])[Metric.F1.value] == pytest.approx(top, abs=1e-12)
@@ -184,10 +234,10 @@ def test_the_leaderboard_query_through_the_server(server, experiment_id, tiny_pi
 def test_metric_curves_are_served_per_epoch(server, tiny_pipeline_db, stage):
     run_id = tiny_pipeline_db.run_id(ModelSize.TEACHER.value, stage)
     epochs = int(params_of(server.get("/api/2.0/mlflow/runs/get", run_id=run_id)["run"])["train.epochs"])
-    history = server.get("/api/2.0/mlflow/metrics/get-history", run_id=run_id,
-                         metric_key=Metric.TRAIN_LOSS.value)["metrics"]
+    history = server.get("/api/2.0/mlflow/metrics/get-history", run_id=run_id, metric_key=Metric.TRAIN_LOSS.value)[
+        "metrics"
+    ]
     steps = sorted(m["step"] for m in history)
     assert steps, f"no {Metric.TRAIN_LOSS} curve for {stage} run {run_id}"
     assert len(set(steps)) == len(steps) and all(0 <= s <= epochs for s in steps)
     assert all(m["value"] > 0 for m in history)
-

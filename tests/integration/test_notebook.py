@@ -2,6 +2,7 @@
 pipeline DB, and shows what a user should see: the evaluation runs, the leaderboard, teacher vs student deltas, a
 metric curve and CSV exports. The committed notebook carries no outputs.
 """
+
 from __future__ import annotations
 
 import ast
@@ -62,9 +63,15 @@ def executed(tiny_pipeline_db, tmp_path_factory):
     # a kernelspec naming this interpreter, so the kernel sees the same venv whatever else is installed
     spec = work / "jupyter" / "kernels" / "kdgat-tests"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "kdgat tests", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "kdgat tests",
+                "language": "python",
+            }
+        )
+    )
     mp = pytest.MonkeyPatch()
     mp.setenv("JUPYTER_PATH", str(work / "jupyter"))
     mp.setenv("KDGAT_NOTEBOOK_DB", str(tiny_pipeline_db.db_path))
@@ -74,8 +81,13 @@ def executed(tiny_pipeline_db, tmp_path_factory):
     mp.delenv("KDGAT_NOTEBOOK_DATASET", raising=False)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     try:
-        NotebookClient(nb, timeout=CELL_TIMEOUT_S, startup_timeout=120, kernel_name="kdgat-tests",
-                       resources={"metadata": {"path": str(work)}}).execute()
+        NotebookClient(
+            nb,
+            timeout=CELL_TIMEOUT_S,
+            startup_timeout=120,
+            kernel_name="kdgat-tests",
+            resources={"metadata": {"path": str(work)}},
+        ).execute()
     finally:
         mp.undo()
     return nb, out
@@ -103,7 +115,11 @@ def test_filtered_queries_show_the_runs(executed, tiny_pipeline_db):
     nb, _ = executed
     p = tiny_pipeline_db
     evaluations = cell_text(nb, "evaluations")
-    for size, kd in ((ModelSize.TEACHER.value, False), (ModelSize.STUDENT.value, False), (ModelSize.STUDENT.value, True)):
+    for size, kd in (
+        (ModelSize.TEACHER.value, False),
+        (ModelSize.STUDENT.value, False),
+        (ModelSize.STUDENT.value, True),
+    ):
         assert p.run_id(size, Stage.EVALUATION.value, kd) in evaluations
     kd_students = cell_text(nb, "kd_students")
     for stage in PIPELINE_ORDER:
@@ -120,9 +136,14 @@ def test_leaderboard_csv_holds_the_evaluation_runs_best_first(executed, tiny_pip
     p = tiny_pipeline_db
     board = pd.read_csv(out / "leaderboard.csv")
     assert {"rank", "run_id", "run_name", "model_size", "use_kd", F1} <= set(board.columns)
-    reported = {p.run_id(s, Stage.EVALUATION.value, kd): p.metrics[(s, Stage.EVALUATION.value, kd)][F1]
-                for s, kd in ((ModelSize.TEACHER.value, False), (ModelSize.STUDENT.value, False),
-                              (ModelSize.STUDENT.value, True))}
+    reported = {
+        p.run_id(s, Stage.EVALUATION.value, kd): p.metrics[(s, Stage.EVALUATION.value, kd)][F1]
+        for s, kd in (
+            (ModelSize.TEACHER.value, False),
+            (ModelSize.STUDENT.value, False),
+            (ModelSize.STUDENT.value, True),
+        )
+    }
     assert set(board["run_id"]) == set(reported)
     assert list(board["rank"]) == [1, 2, 3]
     assert list(board[F1]) == pytest.approx(sorted(reported.values(), reverse=True))

@@ -1,6 +1,7 @@
 """The tiny pipeline end to end on synthetic traffic: teacher, student and distilled student through all four stages,
 into a temporary MLflow SQLite DB that `mlflow.search_runs` and `kdgat leaderboard` (each in its own process) read back.
 Then the bad inputs that fail after a run started: each leaves that run marked failed with its reason."""
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,17 @@ import pytest
 
 pytest.importorskip("torch")
 
-from tests.conftest import require  # noqa: E402
-
-from kdgat_core.config import (  # noqa: E402
-    FUSION_BEATS_BEST_TAG, TEST_SPLITS_BASE, KdgatError, Metric, PipelineConfig, Stage, preset, scenario_metric,
+from kdgat_core.config import (
+    FUSION_BEATS_BEST_TAG,
+    TEST_SPLITS_BASE,
+    KdgatError,
+    Metric,
+    PipelineConfig,
+    Stage,
+    preset,
+    scenario_metric,
 )
+from tests.conftest import require
 
 STAGE_PRESETS = (("autoencoder", "vgae"), ("curriculum", "gat"), ("fusion", "dqn"), ("evaluation", "eval"))
 ROLES = (("teacher", False), ("student", False), ("student", True))
@@ -73,8 +80,14 @@ def test_all_stages_complete_and_mlflow_reads_them(pipeline):
     res = pipeline["results"]
     for stage in ("autoencoder", "curriculum", "fusion", "evaluation"):
         assert runs[res[("student", True, stage)][0]]["tags.teacher_run_id"] == res[("teacher", False, stage)][0]
-    assert runs[res[("teacher", False, "curriculum")][0]]["tags.autoencoder_run_id"] == res[("teacher", False, "autoencoder")][0]
-    assert runs[res[("student", True, "curriculum")][0]]["tags.autoencoder_run_id"] == res[("student", True, "autoencoder")][0]
+    assert (
+        runs[res[("teacher", False, "curriculum")][0]]["tags.autoencoder_run_id"]
+        == res[("teacher", False, "autoencoder")][0]
+    )
+    assert (
+        runs[res[("student", True, "curriculum")][0]]["tags.autoencoder_run_id"]
+        == res[("student", True, "autoencoder")][0]
+    )
     assert runs[res[("teacher", False, "fusion")][0]][f"tags.{FUSION_BEATS_BEST_TAG}"] in ("True", "False")
 
 
@@ -86,8 +99,17 @@ def test_tiny_pipeline_fits_the_time_budget(pipeline):
 def test_evaluation_logs_every_scenario_and_artifacts(pipeline):
     run_id, metrics = pipeline["results"][("teacher", False, "evaluation")]
     for scenario in TEST_SPLITS_BASE:
-        for m in (Metric.F1, Metric.ACCURACY, Metric.PRECISION, Metric.MCC, Metric.SPECIFICITY, Metric.FPR,
-                  Metric.DR_AT_FPR_1E2, Metric.DR_AT_FPR_1E3, Metric.PR_AUC):
+        for m in (
+            Metric.F1,
+            Metric.ACCURACY,
+            Metric.PRECISION,
+            Metric.MCC,
+            Metric.SPECIFICITY,
+            Metric.FPR,
+            Metric.DR_AT_FPR_1E2,
+            Metric.DR_AT_FPR_1E3,
+            Metric.PR_AUC,
+        ):
             assert scenario_metric(scenario, m) in metrics
         assert 0.0 <= metrics[scenario_metric(scenario, "gat_f1")] <= 1.0
     from kdgat_core.tracking import run_artifact_dir
@@ -96,7 +118,9 @@ def test_evaluation_logs_every_scenario_and_artifacts(pipeline):
     assert folder.parts[-4:-1] == ("experimentruns", "synthetic", "teacher_evaluation")
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "metrics.json"} <= names
-    assert {f"confusion_{s}.png" for s in TEST_SPLITS_BASE} <= names and {f"roc_{s}.png" for s in TEST_SPLITS_BASE} <= names
+    assert {f"confusion_{s}.png" for s in TEST_SPLITS_BASE} <= names and {
+        f"roc_{s}.png" for s in TEST_SPLITS_BASE
+    } <= names
     assert (folder / "confusion_test_01_known_vehicle_known_attack.png").read_bytes()[:4] == b"\x89PNG"
     for stage in ("autoencoder", "curriculum", "fusion"):
         train_dir = run_artifact_dir(pipeline["results"][("teacher", False, stage)][0], pipeline["uri"])
@@ -115,9 +139,25 @@ def test_students_are_smaller_and_kd_logs_both_sizes(pipeline):
 
 
 def test_kdgat_leaderboard_reads_the_pipeline(pipeline):
-    proc = subprocess.run([sys.executable, "-m", "kdgat_core.cli", "leaderboard", "--metric", "f1", "--stage",
-                           "evaluation", "--tracking-uri", pipeline["uri"], "--format", "json"],
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kdgat_core.cli",
+            "leaderboard",
+            "--metric",
+            "f1",
+            "--stage",
+            "evaluation",
+            "--tracking-uri",
+            pipeline["uri"],
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     require("No such command" not in proc.stderr, "kdgat leaderboard is not built yet")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
@@ -130,6 +170,7 @@ def test_kdgat_leaderboard_reads_the_pipeline(pipeline):
 
 
 # --- bad input after a run started: the run ends failed, with the reason --------------------------------------------
+
 
 def test_missing_prerequisite_marks_the_run_failed(tmp_path, pipeline):
     from kdgat_core.stages import run_stage
@@ -158,11 +199,14 @@ def test_teacher_of_another_architecture_fails_the_run(pipeline):
 
     cfg = preset("gat,student,tiny", dataset="synthetic")
     cfg.kd.enabled = True
-    cfg.kd.teacher_run_id = pipeline["results"][("teacher", False, "autoencoder")][0]   # a VGAE, not a GAT
+    cfg.kd.teacher_run_id = pipeline["results"][("teacher", False, "autoencoder")][0]  # a VGAE, not a GAT
     with pytest.raises(KdgatError, match="a curriculum student needs a curriculum"):
         run_stage(cfg, tracking_uri=pipeline["uri"], data_root=pipeline["data_root"])
-    failed = [r for r in _mlflow_runs(pipeline["uri"])
-              if r["tags.mlflow.runName"] == "synthetic/student_curriculum_kd" and r["status"] == "FAILED"]
+    failed = [
+        r
+        for r in _mlflow_runs(pipeline["uri"])
+        if r["tags.mlflow.runName"] == "synthetic/student_curriculum_kd" and r["status"] == "FAILED"
+    ]
     assert len(failed) == 1 and "curriculum (gat) teacher" in failed[0]["tags.error_msg"]
 
 
@@ -170,26 +214,51 @@ def test_corrupt_checkpoint_is_one_sentence_and_a_failed_run(pipeline):
     from kdgat_core.stages import run_stage
     from kdgat_core.tracking import run_artifact_dir
 
-    vgae = run_stage(preset("vgae,student,tiny", dataset="synthetic"), tracking_uri=pipeline["uri"],
-                     data_root=pipeline["data_root"])
+    vgae = run_stage(
+        preset("vgae,student,tiny", dataset="synthetic"), tracking_uri=pipeline["uri"], data_root=pipeline["data_root"]
+    )
     (Path(run_artifact_dir(vgae.run_id, pipeline["uri"])) / "best.pt").write_bytes(b"not a checkpoint")
     cfg = preset("gat,student,tiny", dataset="synthetic").override([f"train.autoencoder_run_id={vgae.run_id}"])
     with pytest.raises(KdgatError, match="is corrupt or unreadable"):
         run_stage(cfg, tracking_uri=pipeline["uri"], data_root=pipeline["data_root"])
-    failed = [r for r in _mlflow_runs(pipeline["uri"])
-              if r["tags.mlflow.runName"] == "synthetic/student_curriculum" and r["status"] == "FAILED"]
+    failed = [
+        r
+        for r in _mlflow_runs(pipeline["uri"])
+        if r["tags.mlflow.runName"] == "synthetic/student_curriculum" and r["status"] == "FAILED"
+    ]
     assert len(failed) == 1 and "corrupt" in failed[0]["tags.error_msg"]
 
 
 def test_kdgat_run_cli_trains_and_reports(pipeline):
     """The command line itself: one real stage through `python -m kdgat_core.cli run`."""
     env = {**__import__("os").environ, "KDGAT_CACHE_DIR": str(pipeline["root"] / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "kdgat_core.cli", "run", "fusion", "--preset", "dqn,teacher,tiny",
-                           "--dataset", "synthetic", "--tracking-uri", pipeline["uri"], "--data-root",
-                           pipeline["data_root"], "-O", "dqn.episodes=2", "--format", "json"],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kdgat_core.cli",
+            "run",
+            "fusion",
+            "--preset",
+            "dqn,teacher,tiny",
+            "--dataset",
+            "synthetic",
+            "--tracking-uri",
+            pipeline["uri"],
+            "--data-root",
+            pipeline["data_root"],
+            "-O",
+            "dqn.episodes=2",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = {r["metric"]: r["value"] for r in json.loads(proc.stdout)}
     assert rows["run_name"] == "synthetic/teacher_fusion" and len(rows["run_id"]) == 32
-    assert "epoch 2/2" in proc.stderr          # per-episode progress on stderr
+    assert "epoch 2/2" in proc.stderr  # per-episode progress on stderr
     assert Stage.FUSION.value in rows["run_name"]

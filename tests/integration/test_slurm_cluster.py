@@ -4,6 +4,7 @@ All scenarios are submitted at once by one module fixture (they run side by side
 waits for its own outcome: a three-stage chain, scancel of a running job, kill -9 of a job's training process,
 a failing parent with children, an array over seeds.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,7 @@ WAIT_S = 300.0
 class Campaign:
     root: Path
     db: Path
-    jobs: dict[str, str] = field(default_factory=dict)      # scenario -> job id
+    jobs: dict[str, str] = field(default_factory=dict)  # scenario -> job id
     chain: list[str] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
     preprocess: str = ""
@@ -43,8 +44,14 @@ class Campaign:
 
 
 def cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([KDGAT, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "KDGAT_QUEUE_CACHE_SECONDS": "0"})
+    proc = subprocess.run(
+        [KDGAT, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "KDGAT_QUEUE_CACHE_SECONDS": "0"},
+    )
     if check:
         assert proc.returncode == 0, f"kdgat {' '.join(args)} failed: {proc.stderr}"
     return proc
@@ -59,8 +66,11 @@ def scheduler_states() -> dict[str, str]:
     return out
 
 
-def wait_jobs(job_ids: list[str], done=lambda s: s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"),
-              timeout: float = WAIT_S) -> dict[str, str]:
+def wait_jobs(
+    job_ids: list[str],
+    done=lambda s: s in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"),
+    timeout: float = WAIT_S,
+) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while True:
         states = scheduler_states()
@@ -79,8 +89,10 @@ def read_runs(db: Path) -> dict[str, dict]:
         try:
             con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
             try:
-                runs = {r: {"status": s, "tags": {}, "metrics": 0}
-                        for r, s in con.execute("SELECT run_uuid, status FROM runs")}
+                runs = {
+                    r: {"status": s, "tags": {}, "metrics": 0}
+                    for r, s in con.execute("SELECT run_uuid, status FROM runs")
+                }
                 for run, key, value in con.execute("SELECT run_uuid, key, value FROM tags"):
                     if run in runs:
                         runs[run]["tags"][key] = value
@@ -107,7 +119,9 @@ def wait_training(db: Path, job_id: str, timeout: float = WAIT_S) -> str:
         if runs and runs[0]["tags"].get(Tag.STATUS.value) == RunStatus.RUNNING.value and runs[0]["metrics"] > 0:
             return runs[0]["run_id"]
         state = scheduler_states().get(job_id, "")
-        assert state in ("PENDING", "RUNNING", "CONFIGURING", ""), f"job {job_id} ended {state} before training; see its log"
+        assert state in ("PENDING", "RUNNING", "CONFIGURING", ""), (
+            f"job {job_id} ended {state} before training; see its log"
+        )
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} never started training")
 
@@ -126,12 +140,13 @@ def campaign(slurm_cluster, tmp_path_factory) -> Campaign:
 
     root = tmp_path_factory.mktemp("slurm_project")
     write_dataset(root / "data", name="synthetic", seed=0)
-    (root / "kdgat.toml").write_text(textwrap.dedent(f"""\
+    (root / "kdgat.toml").write_text(
+        textwrap.dedent(f"""\
         [tracking]
         uri = "mlflow.db"
         [data]
-        root = "{root / 'data'}"
-        cache_dir = "{root / 'cache'}"
+        root = "{root / "data"}"
+        cache_dir = "{root / "cache"}"
         [datasets.no_data]
         description = "registered, but no files: its jobs fail at start"
         [cluster.resources]
@@ -140,11 +155,16 @@ def campaign(slurm_cluster, tmp_path_factory) -> Campaign:
         cpus = 1
         mem = "3G"
         time = "00:15:00"
-    """))
+    """)
+    )
     db = root / "mlflow.db"
     # create the schema once, before jobs start together (the writer serialises it anyway; this saves their time)
-    subprocess.run([sys.executable, "-c", f"from kdgat_core.tracking import get_store; get_store('sqlite:///{db}')"],
-                   check=True, timeout=120, cwd=root)
+    subprocess.run(
+        [sys.executable, "-c", f"from kdgat_core.tracking import get_store; get_store('sqlite:///{db}')"],
+        check=True,
+        timeout=120,
+        cwd=root,
+    )
     old_cwd = os.getcwd()
     os.chdir(root)
     try:
@@ -159,16 +179,35 @@ def campaign(slurm_cluster, tmp_path_factory) -> Campaign:
         c.jobs["kill9"] = submit(stage_cfg("vgae,student,tiny", "synthetic", FOREVER), settings=settings).job_id
         parent = submit(stage_cfg("gat,teacher,tiny", "no_data", TINY), settings=settings).job_id
         c.jobs["failing_parent"] = parent
-        c.children = [s.job_id for s in submit_pipeline("no_data", ["teacher"], variant="tiny", overrides=TINY,
-                                                        stages=["fusion", "evaluation"], after=[parent], settings=settings)]
-        chain = submit_pipeline("synthetic", ["teacher"], variant="tiny", overrides=TINY,
-                                stages=["autoencoder", "curriculum", "fusion"], settings=settings)
-        assert chain[0].run_name == "synthetic/preprocess"   # the graph cache is built once, first
+        c.children = [
+            s.job_id
+            for s in submit_pipeline(
+                "no_data",
+                ["teacher"],
+                variant="tiny",
+                overrides=TINY,
+                stages=["fusion", "evaluation"],
+                after=[parent],
+                settings=settings,
+            )
+        ]
+        chain = submit_pipeline(
+            "synthetic",
+            ["teacher"],
+            variant="tiny",
+            overrides=TINY,
+            stages=["autoencoder", "curriculum", "fusion"],
+            settings=settings,
+        )
+        assert chain[0].run_name == "synthetic/preprocess"  # the graph cache is built once, first
         c.preprocess, c.chain = chain[0].job_id, [s.job_id for s in chain[1:]]
-        c.jobs["array"] = submit(stage_cfg("vgae,student,tiny", "synthetic", TINY), array="0-2", settings=settings).job_id
+        c.jobs["array"] = submit(
+            stage_cfg("vgae,student,tiny", "synthetic", TINY), array="0-2", settings=settings
+        ).job_id
         # follow the chain's last job from before it starts until it ends
-        c.follower = subprocess.Popen([KDGAT, "logs", "-f", c.chain[-1]], cwd=root, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True)
+        c.follower = subprocess.Popen(
+            [KDGAT, "logs", "-f", c.chain[-1]], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         yield c
     finally:
         os.chdir(old_cwd)
@@ -184,7 +223,9 @@ def test_scancel_of_a_running_job_ends_its_run_killed(campaign: Campaign):
     cli("cancel", "--yes", job, cwd=campaign.root)
     wait_jobs([job])
     deadline = time.monotonic() + 60
-    while (run := read_runs(campaign.db)[run_id])["status"] == MlflowStatus.RUNNING.value and time.monotonic() < deadline:
+    while (run := read_runs(campaign.db)[run_id])[
+        "status"
+    ] == MlflowStatus.RUNNING.value and time.monotonic() < deadline:
         time.sleep(0.3)
     assert run["status"] == MlflowStatus.KILLED.value
     assert run["tags"][Tag.STATUS.value] == RunStatus.FAILED.value
@@ -199,7 +240,7 @@ def test_kill_9_of_the_training_process_leaves_a_lost_run_that_reconcile_marks_f
     pids = [line.split()[0] for line in listing.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
     training = [int(p) for p in pids if _is_kdgat_run(int(p))]
     assert training, f"no kdgat run process among the job's pids {pids}"
-    os.kill(training[0], signal.SIGKILL)     # what the OOM killer or a node failure does: no chance to clean up
+    os.kill(training[0], signal.SIGKILL)  # what the OOM killer or a node failure does: no chance to clean up
     states = wait_jobs([job])
     assert states[job] == "FAILED"
     assert read_runs(campaign.db)[run_id]["tags"][Tag.STATUS.value] == RunStatus.RUNNING.value  # nobody closed it
@@ -214,7 +255,7 @@ def test_kill_9_of_the_training_process_leaves_a_lost_run_that_reconcile_marks_f
     assert run["status"] == MlflowStatus.FAILED.value
     assert run["tags"][Tag.STATUS.value] == RunStatus.FAILED.value
     assert "lost" in run["tags"][Tag.ERROR_MSG.value] and job in run["tags"][Tag.ERROR_MSG.value]
-    assert "No lost runs" in cli("reconcile", cwd=campaign.root).stdout   # idempotent
+    assert "No lost runs" in cli("reconcile", cwd=campaign.root).stdout  # idempotent
 
 
 def test_children_of_a_failing_parent_end_cancelled_not_pending(campaign: Campaign):
@@ -223,14 +264,14 @@ def test_children_of_a_failing_parent_end_cancelled_not_pending(campaign: Campai
     assert states[parent] == "FAILED"
     assert [states[c] for c in campaign.children] == ["CANCELLED", "CANCELLED"]
     err = cli("logs", "--err", parent, cwd=campaign.root).stdout
-    assert "no_data" in err   # the job's own error sentence reached its log
+    assert "no_data" in err  # the job's own error sentence reached its log
 
 
 def test_three_stage_chain_runs_in_order_and_its_runs_carry_their_job_ids(campaign: Campaign):
     states = wait_jobs([campaign.preprocess, *campaign.chain])
     failed = next((j for j in [campaign.preprocess, *campaign.chain] if states[j] != "COMPLETED"), None)
     assert failed is None, cli("logs", "--err", failed, cwd=campaign.root, check=False).stdout[-2000:]
-    assert "graphs in" in cli("logs", "--err", campaign.preprocess, cwd=campaign.root).stdout   # kdgat graphs ran
+    assert "graphs in" in cli("logs", "--err", campaign.preprocess, cwd=campaign.root).stdout  # kdgat graphs ran
     runs = [runs_of_job(campaign.db, j) for j in campaign.chain]
     assert [len(r) for r in runs] == [1, 1, 1]
     names = [r[0]["tags"]["mlflow.runName"] for r in runs]
@@ -242,7 +283,11 @@ def test_three_stage_chain_runs_in_order_and_its_runs_carry_their_job_ids(campai
     # `kdgat jobs` joins each job with its run
     jobs = {r["job"]: r for r in json.loads(cli("jobs", "--format", "json", cwd=campaign.root).stdout)}
     for job, run in zip(campaign.chain, runs):
-        assert (jobs[job]["state"], jobs[job]["run"], jobs[job]["run_id"]) == ("COMPLETED", "complete", run[0]["run_id"])
+        assert (jobs[job]["state"], jobs[job]["run"], jobs[job]["run_id"]) == (
+            "COMPLETED",
+            "complete",
+            run[0]["run_id"],
+        )
     # `kdgat logs -f`, started while the last job was pending, printed it and stopped when it ended
     out, _ = campaign.follower.communicate(timeout=60)
     assert "synthetic/teacher_fusion" in out and campaign.follower.returncode == 0
@@ -253,10 +298,12 @@ def test_array_over_seeds_gives_one_run_per_seed(campaign: Campaign):
     tasks = [f"{array}_{i}" for i in range(3)]
     states = wait_jobs(tasks)
     assert [states[t] for t in tasks] == ["COMPLETED"] * 3
-    raw_ids = {job.raw_id: job.job_id for job in SlurmScheduler(cache_seconds=0).jobs(refresh=True) if job.job_id in tasks}
+    raw_ids = {
+        job.raw_id: job.job_id for job in SlurmScheduler(cache_seconds=0).jobs(refresh=True) if job.job_id in tasks
+    }
     runs = [r for r in read_runs(campaign.db).values() if r["tags"].get(Tag.SLURM_JOB_ID.value) in raw_ids]
     assert sorted(int(r["tags"][Tag.SEED.value]) for r in runs) == [0, 1, 2]
-    for r in runs:   # each task's run has the seed of its own task index
+    for r in runs:  # each task's run has the seed of its own task index
         task = raw_ids[r["tags"][Tag.SLURM_JOB_ID.value]]
         assert task.endswith(f"_{r['tags'][Tag.SEED.value]}")
         assert r["tags"]["mlflow.runName"] == "synthetic/student_autoencoder"

@@ -1,4 +1,5 @@
 """Fixtures for the TUI tests: a real MLflow-written tracking DB per session, an isolated read cache, helpers."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,7 +16,7 @@ def sample_db(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def stable_db(sample_db, tmp_path_factory) -> str:
     """The same runs with fixed ids and times, for snapshots."""
-    return f"sqlite:///{normalised_copy(sample_db[len('sqlite:///'):], tmp_path_factory.mktemp('stable'))}"
+    return f"sqlite:///{normalised_copy(sample_db[len('sqlite:///') :], tmp_path_factory.mktemp('stable'))}"
 
 
 @pytest.fixture(autouse=True)
@@ -39,8 +40,11 @@ async def wait_for(pilot, predicate, timeout: float = 20.0, what: str = "conditi
 
 async def runs_ready(pilot):
     app = pilot.app
-    await wait_for(pilot, lambda: getattr(app.screen, "view", None) is not None
-                   and not getattr(app.screen, "cached", False), what="the runs table")
+    await wait_for(
+        pilot,
+        lambda: getattr(app.screen, "view", None) is not None and not getattr(app.screen, "cached", False),
+        what="the runs table",
+    )
     await pilot.pause()
     return app.screen
 

@@ -3,6 +3,7 @@ for the snapshot tests only, a copy with fixed run ids and times (SQLite in anot
 
 Never opened with MLflow in this process: the tests read it through DuckDB.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 SAMPLE_ARGS = ["--datasets", "hcrl_sa,set_01", "--seeds", "2", "--epochs", "12"]
 
 # Rewrites run ids to md5("kdgat-run-<i>") (in start order) everywhere they appear, and times to a fixed clock.
-_NORMALISE = textwrap.dedent('''
+_NORMALISE = textwrap.dedent("""
     import sqlite3, sys, datetime, hashlib
     con = sqlite3.connect(sys.argv[1])
     con.execute("PRAGMA foreign_keys = OFF")
@@ -39,14 +40,18 @@ _NORMALISE = textwrap.dedent('''
     con.execute("UPDATE tags SET value = 'abc1234' WHERE key = 'git_commit'")
     con.commit()
     con.close()
-''')
+""")
 
 
 def write_sample_db(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     db = folder / "mlflow.db"
-    subprocess.run([sys.executable, "-m", "kdgat_core.tracking.sample", "--tracking-uri", f"sqlite:///{db}",
-                    *SAMPLE_ARGS], check=True, capture_output=True, cwd=folder)
+    subprocess.run(
+        [sys.executable, "-m", "kdgat_core.tracking.sample", "--tracking-uri", f"sqlite:///{db}", *SAMPLE_ARGS],
+        check=True,
+        capture_output=True,
+        cwd=folder,
+    )
     return db
 
 

@@ -1,5 +1,6 @@
 """The TUI process never loads torch, torch_geometric or mlflow: checked in a fresh interpreter that imports every
 TUI module and drives the app through each screen (runs, detail, diff, lineage, SQL, jobs, submit preview)."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import textwrap
 
 HEAVY = ("torch", "torch_geometric", "mlflow")
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import asyncio, json, pkgutil, importlib, sys
     import kdgat_tui
     for mod in pkgutil.walk_packages(kdgat_tui.__path__, "kdgat_tui."):
@@ -33,7 +34,7 @@ SCRIPT = textwrap.dedent('''
 
     asyncio.run(tour(sys.argv[1]))
     print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torch_geometric", "mlflow"))))
-''')
+""")
 
 
 def test_tui_never_imports_torch_pyg_or_mlflow(sample_db):
@@ -44,8 +45,10 @@ def test_tui_never_imports_torch_pyg_or_mlflow(sample_db):
 
 
 def test_the_entry_point_module_alone_is_light():
-    code = ("import sys, kdgat_tui.app; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch','torch_geometric','mlflow','duckdb')))")
+    code = (
+        "import sys, kdgat_tui.app; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch','torch_geometric','mlflow','duckdb')))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"  # DuckDB too waits for the first read

@@ -2,6 +2,7 @@
 
 Numbers on screen are checked against `kdgat_core.query` (the same functions the CLI prints), never hard-coded.
 """
+
 from __future__ import annotations
 
 import csv
@@ -60,8 +61,10 @@ async def test_runs_screen_lists_every_visible_run_and_hides_deleted(sample_db):
 
 async def test_filter_expression_keeps_exactly_the_matching_runs(sample_db):
     runs = visible_runs(sample_db)
-    keep = pc.and_(pc.and_(pc.equal(runs["dataset"], "hcrl_sa"), pc.fill_null(pc.greater(runs["f1"], 0.9), False)),
-                   pc.fill_null(pc.not_equal(runs["status"], "failed"), True))
+    keep = pc.and_(
+        pc.and_(pc.equal(runs["dataset"], "hcrl_sa"), pc.fill_null(pc.greater(runs["f1"], 0.9), False)),
+        pc.fill_null(pc.not_equal(runs["status"], "failed"), True),
+    )
     expected = set(runs.filter(keep)["run_id"].to_pylist())
     assert 0 < len(expected) < runs.num_rows
     app = KdgatApp(tracking_uri=sample_db, refresh_s=0)
@@ -154,18 +157,24 @@ async def test_journey_filter_mark_diff(sample_db):
         await pilot.press("space", "space", "d")
         await wait_for(pilot, lambda: isinstance(app.screen, DiffScreen), what="the diff screen")
         diff = app.screen
-        await wait_for(pilot, lambda: "params that differ" in screen_text(app) and "loading" not in screen_text(app),
-                       what="the diff")
+        await wait_for(
+            pilot,
+            lambda: "params that differ" in screen_text(app) and "loading" not in screen_text(app),
+            what="the diff",
+        )
         with open_db(sample_db) as db:
             expected = db.config_diff([first, second], arrow=True)
         shown = diff.query_one("#diff-params", ArrowTable).backend.data
         assert shown["key"].to_pylist() == expected["key"].to_pylist()
         assert expected.num_rows >= 1  # at least the seed or the learning rate differs
         await pilot.press("a")
-        await wait_for(pilot, lambda: diff.query_one("#diff-params", ArrowTable).backend.data.num_rows > expected.num_rows,
-                       what="all params")
+        await wait_for(
+            pilot,
+            lambda: diff.query_one("#diff-params", ArrowTable).backend.data.num_rows > expected.num_rows,
+            what="all params",
+        )
         text = screen_text(app)
-        assert "f1 ↑" in text and "(+" in text or "(-" in text  # metrics side by side with deltas
+        assert ("f1 ↑" in text and "(+" in text) or "(-" in text  # metrics side by side with deltas
 
 
 async def test_journey_lineage_to_student_to_teacher(sample_db):
@@ -186,14 +195,20 @@ async def test_journey_lineage_to_student_to_teacher(sample_db):
         student = tree.cursor_node
         assert student is not None and student.data in edges["student_run_id"].to_pylist()
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.row is not None,
-                       what="run detail")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.row is not None, what="run detail"
+        )
         assert app.screen.run_id == student.data
         teacher = app.screen.row["teacher_run_id"]
         assert teacher
         await pilot.press("t")
-        await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.run_id == teacher
-                       and app.screen.row is not None, what="the teacher's detail")
+        await wait_for(
+            pilot,
+            lambda: (
+                isinstance(app.screen, RunDetailScreen) and app.screen.run_id == teacher and app.screen.row is not None
+            ),
+            what="the teacher's detail",
+        )
 
 
 async def test_run_detail_tabs_params_search_scenarios_and_curves(sample_db):
@@ -204,8 +219,9 @@ async def test_run_detail_tabs_params_search_scenarios_and_curves(sample_db):
     async with app.run_test(size=SIZE) as pilot:
         await runs_ready(pilot)
         app.open_run(run_id)
-        await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.row is not None,
-                       what="detail")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.row is not None, what="detail"
+        )
         screen = app.screen
         await pilot.pause()
         assert f"{evaluation['f1'][0].as_py():.4f}" in screen_text(app)
@@ -229,8 +245,9 @@ async def test_run_detail_draws_a_students_curve_over_its_teachers(sample_db):
     async with app.run_test(size=SIZE) as pilot:
         await runs_ready(pilot)
         app.open_run(student["run_id"][0].as_py())
-        await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.row is not None,
-                       what="detail")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.screen.row is not None, what="detail"
+        )
         await pilot.press("4")
         curves = app.screen.query_one("#curve-f1")
         await wait_for(pilot, lambda: len(curves.series) == 2, what="the F1 curves")
@@ -336,16 +353,23 @@ async def test_a_locked_database_shows_stale_and_recovers(sample_db, tmp_path):
     import shutil
 
     db = tmp_path / "locked.db"
-    shutil.copyfile(sample_db[len("sqlite:///"):], db)
+    shutil.copyfile(sample_db[len("sqlite:///") :], db)
     app = KdgatApp(tracking_uri=str(db), refresh_s=0)
     async with app.run_test(size=SIZE) as pilot:
         screen = await runs_ready(pilot)
         shown = list(screen.view.run_ids)
         # another process holds SQLite's exclusive lock, as a writer committing a big batch would
         holder = subprocess.Popen(
-            [sys.executable, "-c", "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1]); "
-             "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(8)", str(db)],
-            stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1]); "
+                "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(8)",
+                str(db),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert holder.stdout.readline().strip() == "locked"
             await pilot.press("r")
@@ -363,7 +387,7 @@ async def test_live_refresh_brings_new_runs_and_keeps_cursor_marks_and_filter(sa
     import shutil
 
     db = tmp_path / "live.db"
-    shutil.copyfile(sample_db[len("sqlite:///"):], db)
+    shutil.copyfile(sample_db[len("sqlite:///") :], db)
     before = visible_runs(str(db)).num_rows
     app = KdgatApp(tracking_uri=str(db), refresh_s=0.5)
     async with app.run_test(size=SIZE) as pilot:
@@ -376,8 +400,23 @@ async def test_live_refresh_brings_new_runs_and_keeps_cursor_marks_and_filter(sa
         marked = next(iter(screen.model.marks))
         cursor_run = screen.current_run_id()
         # a writer adds runs through MLflow's client, in its own process
-        subprocess.run([sys.executable, "-m", "kdgat_core.tracking.sample", "--tracking-uri", f"sqlite:///{db}",
-                        "--datasets", "hcrl_ch", "--seeds", "1", "--epochs", "2"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kdgat_core.tracking.sample",
+                "--tracking-uri",
+                f"sqlite:///{db}",
+                "--datasets",
+                "hcrl_ch",
+                "--seeds",
+                "1",
+                "--epochs",
+                "2",
+            ],
+            check=True,
+            capture_output=True,
+        )
         after = visible_runs(str(db)).num_rows
         assert after > before
         await wait_for(pilot, lambda: screen.view.total == after, timeout=60, what="the new runs")
@@ -430,17 +469,19 @@ async def test_a_running_run_whose_job_ended_is_shown_lost(sample_db, tmp_path):
     from kdgat_core.config import preset
     from kdgat_core.slurm import cancel, job_table, submit
 
-    shutil.copyfile(sample_db[len("sqlite:///"):], tmp_path / "mlflow.db")
+    shutil.copyfile(sample_db[len("sqlite:///") :], tmp_path / "mlflow.db")
     fake = tmp_path / "fake_kdgat"
     fake.write_text('#!/bin/bash\ncase "$2" in curriculum) sleep 120 ;; esac\n')
     fake.chmod(0o755)
-    (tmp_path / "kdgat.toml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "kdgat.toml").write_text(
+        textwrap.dedent(f"""\
         [tracking]
         uri = "mlflow.db"
         [cluster]
         executor = "local"
         kdgat = "{fake}"
-    """))
+    """)
+    )
     ended = submit(preset("vgae,teacher", dataset="synthetic")).job_id
     running = submit(preset("gat,teacher", dataset="synthetic")).job_id
     try:
@@ -452,8 +493,9 @@ async def test_a_running_run_whose_job_ended_is_shown_lost(sample_db, tmp_path):
             assert time.monotonic() < deadline, f"local jobs did not settle: {states}"
             time.sleep(0.1)
         db = tmp_path / "mlflow.db"
-        subprocess.run([sys.executable, "-c", _RUNNING_RUNS, f"sqlite:///{db}", ended, running], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", _RUNNING_RUNS, f"sqlite:///{db}", ended, running], check=True, capture_output=True
+        )
         app = KdgatApp(tracking_uri=str(db), refresh_s=0)
         async with app.run_test(size=SIZE) as pilot:
             screen = await runs_ready(pilot)
@@ -469,8 +511,9 @@ async def test_a_running_run_whose_job_ended_is_shown_lost(sample_db, tmp_path):
             await type_text(pilot, "status=lost")
             await pilot.press("enter")
             await pilot.pause()
-            assert screen.view.run_ids == [screen.model.base["run_id"][
-                screen.model.base["run_name"].to_pylist().index("lost_one")].as_py()]
+            assert screen.view.run_ids == [
+                screen.model.base["run_id"][screen.model.base["run_name"].to_pylist().index("lost_one")].as_py()
+            ]
             table = screen.query_one(ArrowTable)
             status_col = screen.view.headers.index("status")
             cell = table._render_cell(0, status_col, table.rich_style, 10)[0][0]

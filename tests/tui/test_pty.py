@@ -1,5 +1,6 @@
 """kdgat-tui in a real pseudo-terminal: the installed `kdgat-tui` inside tmux (the way researchers run it on a login
 node), 80x24, TERM without truecolor: keys in, screen out, clean exit, and never more than 256 colours."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,9 @@ class Tmux:
         self.socket = name
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check,
-                              timeout=30)
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=check, timeout=30
+        )
 
     def screen(self, escapes: bool = False) -> str:
         return self.run("capture-pane", "-p", *(["-e"] if escapes else []), "-t", "tui").stdout
@@ -50,11 +52,28 @@ def test_kdgat_tui_in_tmux_keys_screen_colours_and_clean_exit(sample_db, tmp_pat
     require(KDGAT_TUI.is_file(), f"{KDGAT_TUI} is not installed (pip install -e .)")
     tmux = Tmux(f"kdgat-tui-test-{os.getpid()}")
     exit_file = tmp_path / "exit_code"
-    env = {"TERM": "xterm-256color", "COLORTERM": "", "KDGAT_CACHE_DIR": str(tmp_path / "cache"),
-           "HOME": os.environ.get("HOME", str(tmp_path)), "PATH": os.environ.get("PATH", "")}
+    env = {
+        "TERM": "xterm-256color",
+        "COLORTERM": "",
+        "KDGAT_CACHE_DIR": str(tmp_path / "cache"),
+        "HOME": os.environ.get("HOME", str(tmp_path)),
+        "PATH": os.environ.get("PATH", ""),
+    }
     command = f"{KDGAT_TUI} --tracking-uri {sample_db} --refresh 0; echo $? > {exit_file}; sleep 30"
-    tmux.run("-f", "/dev/null", "new-session", "-d", "-s", "tui", "-x", "80", "-y", "24",
-             *[a for k, v in env.items() for a in ("-e", f"{k}={v}")], command)
+    tmux.run(
+        "-f",
+        "/dev/null",
+        "new-session",
+        "-d",
+        "-s",
+        "tui",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        *[a for k, v in env.items() for a in ("-e", f"{k}={v}")],
+        command,
+    )
     try:
         tmux.run("set-option", "-t", "tui", "default-terminal", "tmux-256color", check=False)
         shown = tmux.wait_for("runs · sort")
@@ -90,8 +109,13 @@ def test_kdgat_tui_in_tmux_keys_screen_colours_and_clean_exit(sample_db, tmp_pat
 
 def test_missing_database_is_one_sentence_and_exit_2(tmp_path):
     require(KDGAT_TUI.is_file(), f"{KDGAT_TUI} is not installed (pip install -e .)")
-    proc = subprocess.run([str(KDGAT_TUI), "--tracking-uri", str(tmp_path / "nope.db")], capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [str(KDGAT_TUI), "--tracking-uri", str(tmp_path / "nope.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("kdgat-tui: Tracking database")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

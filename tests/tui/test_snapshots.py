@@ -3,6 +3,7 @@
 Update after an intended change of the layout: pytest tests/tui/test_snapshots.py --snapshot-update, then look at
 the SVGs (they are the README's screenshots too).
 """
+
 from __future__ import annotations
 
 import time
@@ -38,6 +39,7 @@ async def _ready(pilot):
 
 def _then(*steps):
     """run_before: wait for the runs, then each step (keys, or a callable on the pilot that returns an awaitable)."""
+
     async def run(pilot):
         await _ready(pilot)
         for step in steps:
@@ -49,12 +51,14 @@ def _then(*steps):
         for area in pilot.app.screen.query("TextArea, Input"):
             area.cursor_blink = False
         await pilot.pause()
+
     return run
 
 
 def _until(text: str):
     async def wait(pilot):
         await wait_for(pilot, lambda: text in screen_text(pilot.app), what=text)
+
     return wait
 
 
@@ -69,9 +73,11 @@ def test_runs_filtered_sorted_and_marked(snap_compare, stable_db, size):
         pilot.app.screen.model.sort_by("f1")
         pilot.app.screen.render_view(None)
 
-    assert snap_compare(app_for(stable_db), terminal_size=SIZES[size],
-                        run_before=_then(sort_f1, "slash", _type("dataset=hcrl_sa status!=failed"), "enter",
-                                         "space space"))
+    assert snap_compare(
+        app_for(stable_db),
+        terminal_size=SIZES[size],
+        run_before=_then(sort_f1, "slash", _type("dataset=hcrl_sa status!=failed"), "enter", "space space"),
+    )
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -84,8 +90,11 @@ def test_run_detail_curves(snap_compare, stable_db, size):
     async def open_student(pilot):
         screen = pilot.app.screen
         model = screen.model
-        rid = next(r for r, n in zip(model.base["run_id"].to_pylist(), model.base["run_name"].to_pylist())
-                   if n == "hcrl_sa/student_curriculum_kd")
+        rid = next(
+            r
+            for r, n in zip(model.base["run_id"].to_pylist(), model.base["run_name"].to_pylist())
+            if n == "hcrl_sa/student_curriculum_kd"
+        )
         pilot.app.open_run(rid)
         await wait_for(pilot, lambda: getattr(pilot.app.screen, "row", None) is not None, what="detail")
         await pilot.press("4")
@@ -96,27 +105,41 @@ def test_run_detail_curves(snap_compare, stable_db, size):
 
 @pytest.mark.parametrize("size", SIZES)
 def test_run_detail_overview(snap_compare, stable_db, size):
-    assert snap_compare(app_for(stable_db), terminal_size=SIZES[size],
-                        run_before=_then("down enter", _until("val_loss ↓")))
+    assert snap_compare(
+        app_for(stable_db), terminal_size=SIZES[size], run_before=_then("down enter", _until("val_loss ↓"))
+    )
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_diff(snap_compare, stable_db, size):
-    assert snap_compare(app_for(stable_db), terminal_size=SIZES[size],
-                        run_before=_then("slash", _type("name~teacher_curriculum$"), "enter", "space space d",
-                                         _until("params that differ"), _until("f1 ↑")))
+    assert snap_compare(
+        app_for(stable_db),
+        terminal_size=SIZES[size],
+        run_before=_then(
+            "slash",
+            _type("name~teacher_curriculum$"),
+            "enter",
+            "space space d",
+            _until("params that differ"),
+            _until("f1 ↑"),
+        ),
+    )
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_lineage(snap_compare, stable_db, size):
-    assert snap_compare(app_for(stable_db), terminal_size=SIZES[size],
-                        run_before=_then("1 l", _until("teacher → student links")))
+    assert snap_compare(
+        app_for(stable_db), terminal_size=SIZES[size], run_before=_then("1 l", _until("teacher → student links"))
+    )
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_sql_console(snap_compare, stable_db, size):
-    assert snap_compare(app_for(stable_db), terminal_size=SIZES[size],
-                        run_before=_then("x", _until("views"), "ctrl+r", _until("rows ×"), "ctrl+o"))
+    assert snap_compare(
+        app_for(stable_db),
+        terminal_size=SIZES[size],
+        run_before=_then("x", _until("views"), "ctrl+r", _until("rows ×"), "ctrl+o"),
+    )
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -128,4 +151,5 @@ def _type(text: str):
     async def typing(pilot):
         for ch in text:
             await pilot.press("space" if ch == " " else ch)
+
     return typing

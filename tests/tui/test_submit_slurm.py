@@ -1,6 +1,7 @@
 """Submit from the TUI against the real local SLURM cluster: the next stage prefilled from a teacher run, the
 rendered sbatch script shown in full, nothing queued before the confirmation, then the job in Jobs; cancel there
 after a confirmation."""
+
 from __future__ import annotations
 
 import shutil
@@ -25,11 +26,12 @@ def queued_ids() -> set[str]:
     return {j.job_id for j in SlurmScheduler(cache_seconds=0).jobs(refresh=True)}
 
 
-async def test_submit_a_distilled_student_from_a_teacher_then_cancel_it(slurm_cluster, sample_db, tmp_path,
-                                                                       monkeypatch):
+async def test_submit_a_distilled_student_from_a_teacher_then_cancel_it(
+    slurm_cluster, sample_db, tmp_path, monkeypatch
+):
     monkeypatch.setenv("KDGAT_QUEUE_CACHE_SECONDS", "0")
     db = tmp_path / "mlflow.db"
-    shutil.copyfile(sample_db[len("sqlite:///"):], db)
+    shutil.copyfile(sample_db[len("sqlite:///") :], db)
     with open_db(str(db)) as tdb:
         runs = tdb.runs(arrow=True)
     teacher = runs.filter(pc.and_(pc.equal(runs["stage"], "curriculum"), pc.equal(runs["model_size"], "teacher")))
@@ -39,8 +41,12 @@ async def test_submit_a_distilled_student_from_a_teacher_then_cancel_it(slurm_cl
     async with app.run_test(size=(120, 40)) as pilot:
         await runs_ready(pilot)
         app.open_submit(run_id=teacher_id)
-        await wait_for(pilot, lambda: isinstance(app.screen, SubmitScreen) and app.screen.plan is not None,
-                       timeout=60, what="the rendered script")
+        await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, SubmitScreen) and app.screen.plan is not None,
+            timeout=60,
+            what="the rendered script",
+        )
         submit = app.screen
         assert submit.plan.title.startswith("train a distilled student curriculum from this teacher")
         script = submit.plan.scripts[0]
@@ -68,5 +74,12 @@ async def test_submit_a_distilled_student_from_a_teacher_then_cancel_it(slurm_cl
             await wait_for(pilot, lambda: isinstance(app.screen, Confirm), what="the cancel confirmation")
             assert f"scancel {job_id}" in screen_text(app)
             await pilot.press("y")
-            await wait_for(pilot, lambda: next((r.state for r in jobs.rows if r.job == job_id), "") not in
-                           ("PENDING", "RUNNING", "CONFIGURING"), timeout=60, what="the job to end")
+            await wait_for(
+                pilot,
+                lambda: (
+                    next((r.state for r in jobs.rows if r.job == job_id), "")
+                    not in ("PENDING", "RUNNING", "CONFIGURING")
+                ),
+                timeout=60,
+                what="the job to end",
+            )

@@ -3,6 +3,7 @@
 The test process reads them through DuckDB only: a process must never open one SQLite file through both MLflow
 (Python's sqlite3) and DuckDB's scanner (their SQLite copies do not see each other's locks).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Writes a small, deterministic DB: teachers, students, KD students (teacher_run_id), seeds, histories with a repeated
 # step, NaN and inf metrics, a failed, a running and a deleted run, and a run in a deleted experiment.
-WRITE_FIXTURE = r'''
+WRITE_FIXTURE = r"""
 import sys, json
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -90,10 +91,10 @@ old = client.create_experiment("old-experiment")
 run("hcrl_sa", "teacher", "evaluation", seed=9, metrics={"f1": 0.999}, experiment=old, key="in_deleted_experiment")
 client.delete_experiment(old)
 json.dump(ids, open(sys.argv[2], "w"))
-'''
+"""
 
 # What MLflow itself answers on a DB (run in its own process): the reference the views are checked against.
-DUMP_SEARCH_RUNS = r'''
+DUMP_SEARCH_RUNS = r"""
 import sys, json, math
 import mlflow
 mlflow.set_tracking_uri("sqlite:///" + sys.argv[1])
@@ -119,10 +120,10 @@ res = {
     "kd": rows(mlflow.search_runs(search_all_experiments=True, filter_string="tags.use_kd = 'True' AND tags.status = 'complete'")),
 }
 json.dump(res, open(sys.argv[2], "w"))
-'''
+"""
 
 # Changes a copy of the fixture the ways a live DB changes between two reads of the cache.
-MUTATE_FIXTURE = r'''
+MUTATE_FIXTURE = r"""
 import sys, json
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -149,13 +150,14 @@ else:
     c.delete_tag(ids["hcrl_sa/teacher_autoencoder"], "note")
     c.log_metric(ids["hcrl_sa/teacher_curriculum"], "f1", 0.7, timestamp=1_900_000_000_000, step=5)
     c.set_tag(ids["hcrl_ch/teacher_curriculum"], "status", "failed")
-'''
+"""
 
 
 def run_python(code: str, *args: str, timeout: int = 180) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=str(REPO)
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"fixture script failed:\n{proc.stderr[-3000:]}")
 
@@ -194,12 +196,12 @@ def query_cache_dir(tmp_path, monkeypatch) -> Path:
 
 
 # The tracking writer's sample DB (kdgat_core.tracking.sample, written through open_run), small, plus MLflow's answers.
-WRITE_SAMPLE = r'''
+WRITE_SAMPLE = r"""
 import sys, json
 from kdgat_core.tracking.sample import write_sample_runs
 runs = write_sample_runs("sqlite:///" + sys.argv[1], datasets=("hcrl_sa",), seeds=(0, 1), epochs=3)
 json.dump({"deleted": runs.deleted_run_ids, "failed": runs.failed_run_ids}, open(sys.argv[2], "w"))
-'''
+"""
 
 
 @pytest.fixture(scope="session")

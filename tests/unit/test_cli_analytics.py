@@ -1,4 +1,5 @@
 """The analytics commands as a user runs them: a real `kdgat` process, its stdout, stderr and exit code."""
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,14 @@ def kdgat(*args, env=None, cache_dir=None):
     if cache_dir is not None:
         full_env["KDGAT_CACHE_DIR"] = str(cache_dir)
     full_env.pop("MLFLOW_TRACKING_URI", None) if "MLFLOW_TRACKING_URI" not in (env or {}) else None
-    return subprocess.run([sys.executable, "-m", "kdgat_core.cli", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, cwd=str(REPO), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "kdgat_core.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=str(REPO),
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -30,14 +37,28 @@ def uri(fixture_db):
 
 def test_leaderboard_formats(uri, fixture_db, tmp_path):
     ids = fixture_db[1]
-    res = kdgat("leaderboard", "-u", uri, "--dataset", "hcrl_sa", "--stage", "evaluation", "--top", "3", "-f", "csv",
-                cache_dir=tmp_path)
+    res = kdgat(
+        "leaderboard",
+        "-u",
+        uri,
+        "--dataset",
+        "hcrl_sa",
+        "--stage",
+        "evaluation",
+        "--top",
+        "3",
+        "-f",
+        "csv",
+        cache_dir=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
     assert [r["run_id"] for r in rows] == [ids["eval_seed1"], ids["eval_seed2"], ids["eval_seed0"]]
     assert [float(r["f1"]) for r in rows] == [0.95, 0.94, 0.93]
     out = tmp_path / "board.json"
-    res = kdgat("leaderboard", "-u", uri, "--metric", "val_loss", "--no-kd", "-f", "json", "-o", out, cache_dir=tmp_path)
+    res = kdgat(
+        "leaderboard", "-u", uri, "--metric", "val_loss", "--no-kd", "-f", "json", "-o", out, cache_dir=tmp_path
+    )
     assert res.returncode == 0 and res.stdout == "" and "wrote" in res.stderr
     board = json.loads(out.read_text())
     assert board[0]["val_loss"] == 0.2 and all(r["use_kd"] == "False" for r in board)
@@ -49,16 +70,19 @@ def test_leaderboard_formats(uri, fixture_db, tmp_path):
     assert "Leaderboard by f1" in table and "hcrl_sa/teacher_evaluation" in table
 
 
-@pytest.mark.parametrize("args,message", [
-    (["query", "SELEC * FROM runs"], "kdgat: SQL syntax error"),
-    (["query", "DROP TABLE ml.runs"], "kdgat: Refused"),
-    (["query", "SELECT * FROM read_csv('/etc/passwd')"], "kdgat: Refused: table function read_csv()"),
-    (["compare", "hcrl_sa/teacher_curiculum", "hcrl_sa/teacher_curriculum"], "kdgat: No run matches"),
-    (["leaderboard", "--metric", "f_1"], "kdgat: Unknown metric 'f_1'"),
-    (["leaderboard", "--stage", "training"], "kdgat: Unknown stage 'training'"),
-    (["sweep", "--param", "train.lrr"], "kdgat: Unknown param 'train.lrr'"),
-    (["dataset", "nope"], "kdgat: No runs for dataset 'nope'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["query", "SELEC * FROM runs"], "kdgat: SQL syntax error"),
+        (["query", "DROP TABLE ml.runs"], "kdgat: Refused"),
+        (["query", "SELECT * FROM read_csv('/etc/passwd')"], "kdgat: Refused: table function read_csv()"),
+        (["compare", "hcrl_sa/teacher_curiculum", "hcrl_sa/teacher_curriculum"], "kdgat: No run matches"),
+        (["leaderboard", "--metric", "f_1"], "kdgat: Unknown metric 'f_1'"),
+        (["leaderboard", "--stage", "training"], "kdgat: Unknown stage 'training'"),
+        (["sweep", "--param", "train.lrr"], "kdgat: Unknown param 'train.lrr'"),
+        (["dataset", "nope"], "kdgat: No runs for dataset 'nope'"),
+    ],
+)
 def test_bad_input_is_one_sentence_on_stderr(uri, tmp_path, args, message):
     res = kdgat(*args[:1], "-u", uri, *args[1:], cache_dir=tmp_path)
     assert res.returncode == 2
@@ -85,15 +109,41 @@ def test_query_runs_view_as_written(uri, tmp_path):
 
 
 def test_compare_diff_sweep_dataset_runs(uri, tmp_path):
-    out = kdgat("compare", "-u", uri, "hcrl_sa/teacher_curriculum", "hcrl_sa/student_curriculum_kd", "-f", "csv",
-                cache_dir=tmp_path).stdout
+    out = kdgat(
+        "compare",
+        "-u",
+        uri,
+        "hcrl_sa/teacher_curriculum",
+        "hcrl_sa/student_curriculum_kd",
+        "-f",
+        "csv",
+        cache_dir=tmp_path,
+    ).stdout
     f1 = next(r for r in csv.DictReader(io.StringIO(out)) if r["metric"] == "f1")
     assert (f1["a"], f1["b"], f1["better"]) == ("0.91", "0.89", "a")
-    out = kdgat("diff", "-u", uri, "hcrl_sa/teacher_curriculum", "hcrl_sa/student_curriculum", "-f", "csv",
-                cache_dir=tmp_path).stdout
-    assert [r["key"] for r in csv.DictReader(io.StringIO(out))] == ["gat.heads", "gat.hidden", "gat.layers", "model_size"]
-    out = kdgat("sweep", "-u", uri, "--param", "lr", "--stage", "evaluation", "--model-size", "teacher", "-f", "json",
-                cache_dir=tmp_path).stdout
+    out = kdgat(
+        "diff", "-u", uri, "hcrl_sa/teacher_curriculum", "hcrl_sa/student_curriculum", "-f", "csv", cache_dir=tmp_path
+    ).stdout
+    assert [r["key"] for r in csv.DictReader(io.StringIO(out))] == [
+        "gat.heads",
+        "gat.hidden",
+        "gat.layers",
+        "model_size",
+    ]
+    out = kdgat(
+        "sweep",
+        "-u",
+        uri,
+        "--param",
+        "lr",
+        "--stage",
+        "evaluation",
+        "--model-size",
+        "teacher",
+        "-f",
+        "json",
+        cache_dir=tmp_path,
+    ).stdout
     assert [(r["train.lr"], r["count"]) for r in json.loads(out)] == [("0.0005", 1), ("0.001", 3)]
     out = kdgat("dataset", "-u", uri, "hcrl_ch", "-f", "csv", cache_dir=tmp_path).stdout
     assert sum(int(r["failed"]) for r in csv.DictReader(io.StringIO(out))) == 1

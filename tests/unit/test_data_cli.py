@@ -1,4 +1,5 @@
 """`kdgat synth`, `kdgat graphs`, `kdgat datasets`, `kdgat ingest` as a user runs them (real console script)."""
+
 from __future__ import annotations
 
 import csv
@@ -25,13 +26,29 @@ def test_synth_then_graphs_builds_then_reads_the_cache(tmp_path):
     done = kdgat("synth", tmp_path / "root", "--scale", "0.3", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "wrote 14 files" in done.stdout
-    args = ("graphs", "synthetic", "--window", "50", "--data-root", tmp_path / "root", "--cache-dir", tmp_path / "cache",
-            "-f", "csv")
+    args = (
+        "graphs",
+        "synthetic",
+        "--window",
+        "50",
+        "--data-root",
+        tmp_path / "root",
+        "--cache-dir",
+        tmp_path / "cache",
+        "-f",
+        "csv",
+    )
     first = kdgat(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     got = {r["split"]: r for r in rows(first.stdout)}
-    assert list(got) == ["train", "val", "test_01_known_vehicle_known_attack", "test_02_unknown_vehicle_known_attack",
-                         "test_03_known_vehicle_unknown_attack", "test_04_unknown_vehicle_unknown_attack"]
+    assert list(got) == [
+        "train",
+        "val",
+        "test_01_known_vehicle_known_attack",
+        "test_02_unknown_vehicle_known_attack",
+        "test_03_known_vehicle_unknown_attack",
+        "test_04_unknown_vehicle_unknown_attack",
+    ]
     assert {r["source"] for r in got.values()} == {"built"}
     assert int(got["train"]["graphs"]) > int(got["val"]["graphs"]) > 0
     assert int(got["test_01_known_vehicle_known_attack"]["attack_graphs"]) > 0
@@ -44,7 +61,8 @@ def test_synth_then_graphs_builds_then_reads_the_cache(tmp_path):
 def test_a_dataset_registered_in_kdgat_toml_works_without_code_changes(tmp_path):
     (tmp_path / "kdgat.toml").write_text(
         '[data]\nroot = "root"\n\n[datasets.my_car]\ntest_splits = ["test_01_known_vehicle_known_attack"]\n'
-        'description = "our own captures"\n')
+        'description = "our own captures"\n'
+    )
     raw = tmp_path / "raw"
     assert kdgat("synth", raw, "--format", "candump", "--scale", "0.2", cwd=tmp_path).returncode == 0
     ingest = kdgat("ingest", "my_car", "--raw", raw, cwd=tmp_path)

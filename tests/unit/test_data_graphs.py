@@ -1,4 +1,5 @@
 """load_graphs on synthetic data: splits, vocabulary and OOV, temporal validation, dedupe, batches, cache behaviour."""
+
 from __future__ import annotations
 
 import os
@@ -54,7 +55,7 @@ def test_validation_is_the_temporal_tail_without_overlap(graphs):
         train_ends = [int(s) + W for s, r in zip(graphs.train.start, train_rec) if r == rec]
         val_starts = [int(s) for s, r in zip(graphs.val.start, val_rec) if r == rec]
         assert train_ends and val_starts
-        assert max(train_ends) <= min(val_starts)   # no message of a validation window is in a training window
+        assert max(train_ends) <= min(val_starts)  # no message of a validation window is in a training window
     assert len(graphs.val) == pytest.approx(len(graphs.train) / 3, rel=0.2)
 
 
@@ -97,8 +98,10 @@ def test_batches_carry_whole_graphs_with_offsets(graphs):
 
 def test_an_epoch_of_shuffled_batches_covers_every_graph_once_and_is_reproducible(graphs):
     gs = graphs.train
+
     def epoch(seed):
         return [b.y.tolist() for b in gs.batches(16, shuffle=True, generator=torch.Generator().manual_seed(seed))]
+
     a, b = epoch(1), epoch(1)
     assert a == b
     assert sum(len(x) for x in a) == len(gs)

@@ -1,4 +1,5 @@
 """Window graphs: the vectorised builder equals a slow, obviously-correct pure-Python reference on small inputs."""
+
 from __future__ import annotations
 
 import math
@@ -9,17 +10,23 @@ import pytest
 
 from kdgat_core.data.canonical import Messages
 from kdgat_core.data.windows import (
-    CALIBRATION_FRACTION, EDGE_FEATURES, NODE_FEATURES, OOV_INDEX, build_window_graphs, vocab_index, window_starts,
+    CALIBRATION_FRACTION,
+    EDGE_FEATURES,
+    NODE_FEATURES,
+    OOV_INDEX,
+    build_window_graphs,
+    vocab_index,
+    window_starts,
 )
 
 
 def random_messages(n: int, seed: int, n_ids: int = 6) -> Messages:
     rng = np.random.default_rng(seed)
     ids = rng.choice(np.array([0x000, 0x0A1, 0x123, 0x2B0, 0x316, 0x7FF, 0x43F, 0x5AA][:n_ids], np.uint32), size=n)
-    gaps = rng.choice([0.0, 0.0002, 0.0005, 0.001, 0.003], size=n)     # includes equal timestamps
+    gaps = rng.choice([0.0, 0.0002, 0.0005, 0.001, 0.003], size=n)  # includes equal timestamps
     ts = 1.5e9 + np.cumsum(gaps)
     dlc = rng.choice([8, 8, 8, 4, 2, 0], size=n).astype(np.uint8)
-    payload = rng.integers(0, 4, size=(n, 8)).astype(np.uint8) * 60    # few values: repeats and changes both occur
+    payload = rng.integers(0, 4, size=(n, 8)).astype(np.uint8) * 60  # few values: repeats and changes both occur
     payload[np.arange(8)[None, :] >= dlc[:, None]] = 0
     label = (rng.random(n) < 0.1).astype(np.uint8)
     return Messages(ts, ids, payload, dlc, label)
@@ -54,14 +61,14 @@ def reference(m: Messages, W: int, S: int, vocab: list[int], lo: int = 0, hi: in
         gap_prev.append(ts[i] - ts[0] if j is None else ts[i] - ts[j])
         changed.append(0.0 if j is None else sum(a != b for a, b in zip(pay[i], pay[j])) / 8)
         last_seen[ids[i]] = i
-    calib = min(n, max(2, int(n * 0.15)))        # the leading messages that calibrate the baselines
+    calib = min(n, max(2, int(n * 0.15)))  # the leading messages that calibrate the baselines
     periods = {}
     for c in set(ids):
         gaps = [gap_prev[i] for i in range(calib) if ids[i] == c and not first[i]]
         periods[c] = statistics.median(gaps) if gaps else None
     rel = [0.0 if first[i] or periods[ids[i]] is None else log_ratio(gap_prev[i], periods[ids[i]]) for i in range(n)]
     msg_gaps = [ts[i + 1] - ts[i] for i in range(n - 1)]
-    med = statistics.median(msg_gaps[:max(calib - 1, 1)])
+    med = statistics.median(msg_gaps[: max(calib - 1, 1)])
     graphs = []
     s = lo
     while s + W <= hi:
@@ -73,17 +80,22 @@ def reference(m: Messages, W: int, S: int, vocab: list[int], lo: int = 0, hi: in
             gp = [gap_prev[i] for i in occ]
             rl = [rel[i] for i in occ]
             share = ids[:calib].count(c) / calib
-            feats.append([
-                len(occ) / W,
-                *[statistics.mean(pay[i][k] for i in occ) / 255 for k in range(8)],
-                (occ[0] - s) / (W - 1), (occ[-1] - s) / (W - 1),
-                g(statistics.mean(gp)), g(statistics.pstdev(gp)),
-                statistics.mean(rl) / 10, statistics.pstdev(rl) / 10,
-                statistics.mean(changed[i] for i in occ),
-                statistics.mean(int(m.dlc[i]) for i in occ) / 8,
-                min(1.0, max(0.0, (math.log10(share) + 6) / 6)) if share else 0.0,
-                0.0 if c in vocab else 1.0,
-            ])
+            feats.append(
+                [
+                    len(occ) / W,
+                    *[statistics.mean(pay[i][k] for i in occ) / 255 for k in range(8)],
+                    (occ[0] - s) / (W - 1),
+                    (occ[-1] - s) / (W - 1),
+                    g(statistics.mean(gp)),
+                    g(statistics.pstdev(gp)),
+                    statistics.mean(rl) / 10,
+                    statistics.pstdev(rl) / 10,
+                    statistics.mean(changed[i] for i in occ),
+                    statistics.mean(int(m.dlc[i]) for i in occ) / 8,
+                    min(1.0, max(0.0, (math.log10(share) + 6) / 6)) if share else 0.0,
+                    0.0 if c in vocab else 1.0,
+                ]
+            )
         pairs: dict[tuple[int, int], list[int]] = {}
         for t in range(W - 1):
             pairs.setdefault((nodes.index(ids[s + t]), nodes.index(ids[s + t + 1])), []).append(t)
@@ -91,14 +103,20 @@ def reference(m: Messages, W: int, S: int, vocab: list[int], lo: int = 0, hi: in
         for (a, b), ts_ in sorted(pairs.items()):
             gaps = [msg_gaps[s + t] for t in ts_]
             edges.append((a, b))
-            efeats.append([
-                len(ts_) / (W - 1), g(statistics.mean(gaps)), g(statistics.pstdev(gaps)),
-                ts_[0] / max(W - 2, 1), ts_[-1] / max(W - 2, 1),
-                statistics.mean(0.0 if med <= 0 else log_ratio(x, med) for x in gaps) / 10,
-            ])
+            efeats.append(
+                [
+                    len(ts_) / (W - 1),
+                    g(statistics.mean(gaps)),
+                    g(statistics.pstdev(gaps)),
+                    ts_[0] / max(W - 2, 1),
+                    ts_[-1] / max(W - 2, 1),
+                    statistics.mean(0.0 if med <= 0 else log_ratio(x, med) for x in gaps) / 10,
+                ]
+            )
         labels = [int(m.label[i]) for i in win]
-        graphs.append(dict(start=s, nodes=nodes, x=feats, edges=edges, e=efeats, y=int(any(labels)),
-                           frac=sum(labels) / W))
+        graphs.append(
+            dict(start=s, nodes=nodes, x=feats, edges=edges, e=efeats, y=int(any(labels)), frac=sum(labels) / W)
+        )
         s += S
     return graphs
 
@@ -112,7 +130,7 @@ def graph(out, k):
 @pytest.mark.parametrize("window,stride,seed", [(7, 7, 0), (7, 3, 1), (10, 10, 2), (5, 1, 3), (2, 2, 4)])
 def test_vectorised_graphs_equal_the_reference(window, stride, seed):
     m = random_messages(83, seed)
-    m.id[:6] = m.id[0]   # so some ids never appear in the calibration part (the first 12 messages)
+    m.id[:6] = m.id[0]  # so some ids never appear in the calibration part (the first 12 messages)
     vocab = [0x0A1, 0x123, 0x316]
     out = build_window_graphs(m, window, stride, np.array(vocab, np.uint32))
     ref = reference(m, window, stride, vocab)
@@ -130,7 +148,7 @@ def test_vectorised_graphs_equal_the_reference(window, stride, seed):
 
 
 def test_calibration_fraction_is_the_documented_one():
-    assert CALIBRATION_FRACTION == 0.15   # the reference above hard-codes it; docs/data.md quotes it
+    assert CALIBRATION_FRACTION == 0.15  # the reference above hard-codes it; docs/data.md quotes it
 
 
 def test_a_part_of_a_recording_keeps_recording_wide_context():
@@ -149,10 +167,10 @@ def test_every_message_is_in_exactly_one_window_or_the_trailing_remainder(n, win
     out = build_window_graphs(m, window, window, np.zeros(0, np.uint32))
     counts = np.zeros(n, int)
     for s in out.start:
-        counts[s:s + window] += 1
+        counts[s : s + window] += 1
     whole = (n // window) * window
     assert (counts[:whole] == 1).all()
-    assert (counts[whole:] == 0).all() and n - whole < window      # the remainder: fewer than W trailing messages
+    assert (counts[whole:] == 0).all() and n - whole < window  # the remainder: fewer than W trailing messages
     # node occurrence counts add up to the window in every graph
     per_graph = np.add.reduceat(out.x[:, 0] * window, out.node_ptr[:-1]) if out.num_graphs else []
     np.testing.assert_allclose(per_graph, window)

@@ -4,6 +4,7 @@ The fixture (`fixture_db` in tests/unit/conftest.py) is written by MLflow's own 
 process reads it only through DuckDB. Each docstring with examples is one test, with ``db = open_db(<fixture>)`` in
 its globals, so a user pasting an example into a notebook sees what the docstring shows.
 """
+
 from __future__ import annotations
 
 import doctest
@@ -18,8 +19,18 @@ from kdgat_core.query import TrackingDB, open_db
 # Whitespace differences in DataFrame reprs are not what the examples are about; "..." stands for elided output.
 OPTIONS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 # The notebook API of docs/INTERFACES.md: each of these must show a runnable example.
-PUBLIC_METHODS = ("runs", "leaderboard", "compare", "config_diff", "sweep", "dataset_summary", "lineage", "history",
-                  "sql", "resolve_run")
+PUBLIC_METHODS = (
+    "runs",
+    "leaderboard",
+    "compare",
+    "config_diff",
+    "sweep",
+    "dataset_summary",
+    "lineage",
+    "history",
+    "sql",
+    "resolve_run",
+)
 
 
 def _query_modules():
@@ -55,8 +66,9 @@ def stable_pandas_display():
     """DataFrame reprs depend on pandas' display options and the terminal width: pin them while examples run."""
     import pandas as pd
 
-    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_rows", 60,
-                           "display.max_colwidth", 80):
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 50, "display.max_rows", 60, "display.max_colwidth", 80
+    ):
         yield
 
 

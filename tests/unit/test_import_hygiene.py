@@ -1,5 +1,6 @@
 """The reader side starts fast: importing the CLI, `kdgat query` and `kdgat leaderboard` never load torch,
 torch_geometric or mlflow. Checked in a fresh interpreter, the only way to prove a deferred import defers."""
+
 from __future__ import annotations
 
 import json
@@ -35,11 +36,17 @@ sys.stderr.write("\nLOADED " + json.dumps({"code": code, "loaded": loaded}) + "\
 
 def _probe(argv, cache_dir) -> dict:
     env = dict(os.environ, KDGAT_CACHE_DIR=str(cache_dir))
-    res = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv)], capture_output=True, text=True, env=env,
-                         cwd=str(REPO), timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(argv)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(REPO),
+        timeout=120,
+    )
     line = [ln for ln in res.stderr.splitlines() if ln.startswith("LOADED ")]
     assert line, res.stderr[-2000:]
-    return json.loads(line[-1][len("LOADED "):])
+    return json.loads(line[-1][len("LOADED ") :])
 
 
 def test_importing_the_cli_and_query_layer_loads_no_heavy_module(tmp_path):
@@ -47,10 +54,13 @@ def test_importing_the_cli_and_query_layer_loads_no_heavy_module(tmp_path):
     assert not set(out["loaded"]) & set(HEAVY), out
 
 
-@pytest.mark.parametrize("argv", [
-    ["leaderboard", "--metric", "f1", "--dataset", "hcrl_sa", "-f", "csv"],
-    ["query", "SELECT run_name, f1 FROM runs ORDER BY f1 DESC LIMIT 3"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["leaderboard", "--metric", "f1", "--dataset", "hcrl_sa", "-f", "csv"],
+        ["query", "SELECT run_name, f1 FROM runs ORDER BY f1 DESC LIMIT 3"],
+    ],
+)
 def test_reader_commands_load_no_heavy_module(fixture_db, tmp_path, argv):
     out = _probe([argv[0], "-u", f"sqlite:///{fixture_db[0]}", *argv[1:]], tmp_path)
     assert out["code"] in (0, None), out
@@ -89,11 +99,17 @@ def test_refreshing_the_read_cache_never_imports_pandas(db_copy, tmp_path):
     env = dict(os.environ, KDGAT_CACHE_DIR=str(tmp_path / "cache"))
 
     def refresh() -> dict:
-        res = subprocess.run([sys.executable, "-c", REFRESH_PROBE, str(path)], capture_output=True, text=True,
-                             env=env, cwd=str(REPO), timeout=120)
+        res = subprocess.run(
+            [sys.executable, "-c", REFRESH_PROBE, str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=str(REPO),
+            timeout=120,
+        )
         line = [ln for ln in res.stderr.splitlines() if ln.startswith("LOADED ")]
         assert line, res.stderr[-2000:]
-        return json.loads(line[-1][len("LOADED "):])
+        return json.loads(line[-1][len("LOADED ") :])
 
     first = refresh()
     assert first["mode"] == "full"

@@ -1,4 +1,5 @@
 """Ingest: synthetic -> each raw format -> ingest -> parquet equals the generator's table; bad input; atomic writes."""
+
 from __future__ import annotations
 
 import os
@@ -58,41 +59,65 @@ CTT_OK = "timestamp,arbitration_id,data_field,attack\n"
 
 
 def test_the_layout_variants_users_have_are_read(tmp_path):
-    write(tmp_path / "raw/test_01_known_vehicle_known_attack/a.csv", CTT_OK +
-          "1.5,0x1A0,00 11 22 33,0\n1.6,1a0,,1\n\n1.7,7FF,FFFFFFFFFFFFFFFF,1\n")
-    write(tmp_path / "raw/train_01_attack_free/b.csv",
-          "1478198376.389427,0316,8,05,21,68,09,21,21,00,6f,R\n1478198376.389636,018f,2,fe,5b,T\n"
-          "1478198376.389800,0000,0,R\n")
-    write(tmp_path / "raw/train_01_attack_free/normal.txt",
-          "Timestamp: 1479121434.850202        ID: 0350    000    DLC: 8    05 28 84 66 6d 00 00 a2\n")
-    write(tmp_path / "raw/train_02_with_attacks/c.log",
-          "(1698232894.363802) can0 153#208010FF00FFB05E\n(1698232894.363900) vcan0 12345678#\n"
-          "(1698232894.364000) can0 0F0#R\n(1698232894.364100) can1 1A1##1DEADBEEF\n")
+    write(
+        tmp_path / "raw/test_01_known_vehicle_known_attack/a.csv",
+        CTT_OK + "1.5,0x1A0,00 11 22 33,0\n1.6,1a0,,1\n\n1.7,7FF,FFFFFFFFFFFFFFFF,1\n",
+    )
+    write(
+        tmp_path / "raw/train_01_attack_free/b.csv",
+        "1478198376.389427,0316,8,05,21,68,09,21,21,00,6f,R\n1478198376.389636,018f,2,fe,5b,T\n"
+        "1478198376.389800,0000,0,R\n",
+    )
+    write(
+        tmp_path / "raw/train_01_attack_free/normal.txt",
+        "Timestamp: 1479121434.850202        ID: 0350    000    DLC: 8    05 28 84 66 6d 00 00 a2\n",
+    )
+    write(
+        tmp_path / "raw/train_02_with_attacks/c.log",
+        "(1698232894.363802) can0 153#208010FF00FFB05E\n(1698232894.363900) vcan0 12345678#\n"
+        "(1698232894.364000) can0 0F0#R\n(1698232894.364100) can1 1A1##1DEADBEEF\n",
+    )
     results = {r.recording: r for r in ingest("synthetic", tmp_path / "raw", tmp_path / "root")}
     folder = tmp_path / "root" / "synthetic"
     a = pq.read_table(folder / "test_01_known_vehicle_known_attack__a.parquet").to_pylist()
-    assert [(r["id"], r["data_field"], r["label"]) for r in a] == [(0x1A0, "00112233", 0), (0x1A0, "", 1),
-                                                                 (0x7FF, "FFFFFFFFFFFFFFFF", 1)]
+    assert [(r["id"], r["data_field"], r["label"]) for r in a] == [
+        (0x1A0, "00112233", 0),
+        (0x1A0, "", 1),
+        (0x7FF, "FFFFFFFFFFFFFFFF", 1),
+    ]
     b = pq.read_table(folder / "train_01_attack_free__b.parquet").to_pylist()
-    assert [(r["id"], r["data_field"], r["label"]) for r in b] == [(0x316, "0521680921210" "06F", 0),
-                                                                 (0x18F, "FE5B", 1), (0, "", 0)]
+    assert [(r["id"], r["data_field"], r["label"]) for r in b] == [
+        (0x316, "052168092121006F", 0),
+        (0x18F, "FE5B", 1),
+        (0, "", 0),
+    ]
     assert b[0]["timestamp"] == 1478198376.389427
     n = pq.read_table(folder / "train_01_attack_free__normal.parquet").to_pylist()
     assert [(r["id"], r["data_field"]) for r in n] == [(0x350, "052884666D0000A2")]
     c = pq.read_table(folder / "train_02_with_attacks__c.parquet").to_pylist()
     assert [(r["id"], r["data_field"], r["label"]) for r in c] == [
-        (0x153, "208010FF00FFB05E", 0), (0x12345678, "", 0), (0x0F0, "", 0), (0x1A1, "DEADBEEF", 0)]
+        (0x153, "208010FF00FFB05E", 0),
+        (0x12345678, "", 0),
+        (0x0F0, "", 0),
+        (0x1A1, "DEADBEEF", 0),
+    ]
     assert results["c"].format == "candump" and results["b"].format == "hcrl" and results["a"].format == "csv"
 
 
 def test_candump_labels_come_from_a_sidecar_or_the_label_flag(tmp_path):
-    log = write(tmp_path / "raw/test_01_known_vehicle_known_attack/x.log",
-                "(1.000001) can0 100#00\n(1.000002) can0 000#0000000000000000\n")
+    log = write(
+        tmp_path / "raw/test_01_known_vehicle_known_attack/x.log",
+        "(1.000001) can0 100#00\n(1.000002) can0 000#0000000000000000\n",
+    )
     ingest("synthetic", tmp_path / "raw", tmp_path / "flag", label=1)
-    assert pq.read_table(tmp_path / "flag/synthetic/test_01_known_vehicle_known_attack__x.parquet")["label"].to_pylist() == [1, 1]
+    assert pq.read_table(tmp_path / "flag/synthetic/test_01_known_vehicle_known_attack__x.parquet")[
+        "label"
+    ].to_pylist() == [1, 1]
     write(log.with_name("x.log.labels"), "0\n1\n")
     ingest("synthetic", tmp_path / "raw", tmp_path / "side")
-    assert pq.read_table(tmp_path / "side/synthetic/test_01_known_vehicle_known_attack__x.parquet")["label"].to_pylist() == [0, 1]
+    assert pq.read_table(tmp_path / "side/synthetic/test_01_known_vehicle_known_attack__x.parquet")[
+        "label"
+    ].to_pylist() == [0, 1]
     write(log.with_name("x.log.labels"), "0\n")
     with pytest.raises(KdgatError, match="1 labels for 2 frame lines"):
         ingest("synthetic", tmp_path / "raw", tmp_path / "bad")
@@ -120,8 +145,10 @@ def test_malformed_lines_are_named_counted_and_skipped_or_fatal_with_strict(case
 
 
 def test_hcrl_dlc_that_disagrees_with_the_bytes_is_malformed(tmp_path):
-    write(tmp_path / "raw/train_01_attack_free/h.csv",
-          "1.0,0316,8,05,21,68,09,21,21,00,6f,R\n1.1,0316,8,05,21,68,R\n1.2,0316,2,05,21,R\n")
+    write(
+        tmp_path / "raw/train_01_attack_free/h.csv",
+        "1.0,0316,8,05,21,68,09,21,21,00,6f,R\n1.1,0316,8,05,21,68,R\n1.2,0316,2,05,21,R\n",
+    )
     (res,) = ingest("synthetic", tmp_path / "raw", tmp_path / "root")
     assert res.messages == 2 and res.problems == ["train_01_attack_free/h.csv:2: DLC 8 disagrees with the 3 data bytes"]
 

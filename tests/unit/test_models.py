@@ -1,4 +1,5 @@
 """The nn.Modules on small hand-made window graphs: shapes, learning, the KD loss formulas, preset sizes."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,13 @@ def window(n: int, attack: int, gen: torch.Generator) -> Data:
     x = torch.randn(n, NODE_DIM, generator=gen) * 0.3 + 2.0 * attack
     ei = torch.stack([torch.arange(n - 1), torch.arange(1, n)])
     ei = torch.cat([ei, ei.flip(0)], 1)
-    return Data(x=x, node_id=ids, edge_index=ei, edge_attr=torch.randn(ei.size(1), EDGE_DIM, generator=gen),
-                y=torch.tensor([attack]))
+    return Data(
+        x=x,
+        node_id=ids,
+        edge_index=ei,
+        edge_attr=torch.randn(ei.size(1), EDGE_DIM, generator=gen),
+        y=torch.tensor([attack]),
+    )
 
 
 @pytest.fixture
@@ -143,6 +149,7 @@ def test_student_preset_has_at_least_5x_fewer_parameters(arch):
             return CANGraphGAT(40, 8, 2, g.hidden, g.layers, g.heads, g.embedding_dim)
         v = cfg.vgae
         return CANGraphVGAE(40, 8, 2, v.hidden_dims, v.latent_dim, v.heads, v.embedding_dim)
+
     assert count_parameters(build("teacher")) >= 5 * count_parameters(build("student"))
 
 
@@ -156,5 +163,5 @@ def test_id_mask_hides_whole_windows_only_in_training(batch):
     per_window = [masked[batch.batch == g] for g in range(batch.num_graphs)]
     hidden = [bool((w == 0).all()) for w in per_window]
     assert any(hidden) and not all(hidden)
-    for g, w in enumerate(per_window):   # a window is either fully hidden or untouched
+    for g, w in enumerate(per_window):  # a window is either fully hidden or untouched
         assert hidden[g] or torch.equal(w, batch.node_id[batch.batch == g])

@@ -1,10 +1,10 @@
 """The wide-table read cache answers exactly what a fresh read of the DB answers, as the DB changes under it."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-
 
 from kdgat_core.query import open_db
 from tests.unit.conftest import MUTATE_FIXTURE, run_python
@@ -12,7 +12,9 @@ from tests.unit.conftest import MUTATE_FIXTURE, run_python
 
 def _rows(table) -> list[dict]:
     """Rows with NaN made comparable (NaN != NaN would make equal tables look different)."""
-    return [{k: ("NaN" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table.to_pylist()]
+    return [
+        {k: ("NaN" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in table.to_pylist()
+    ]
 
 
 def _digest(path) -> str:
@@ -34,9 +36,13 @@ def _cached_and_uncached(path):
 
 def _answers(db) -> list:
     """What users see through the methods that read the wide table."""
-    return [_rows(db.runs(arrow=True)), _rows(db.leaderboard("f1", top=50, arrow=True)),
-            _rows(db.sql("SELECT run_name, dataset, status, f1 FROM runs ORDER BY run_id", arrow=True)),
-            _rows(db.sweep("train.lr", "f1", arrow=True)), _rows(db.lineage(arrow=True))]
+    return [
+        _rows(db.runs(arrow=True)),
+        _rows(db.leaderboard("f1", top=50, arrow=True)),
+        _rows(db.sql("SELECT run_name, dataset, status, f1 FROM runs ORDER BY run_id", arrow=True)),
+        _rows(db.sweep("train.lr", "f1", arrow=True)),
+        _rows(db.lineage(arrow=True)),
+    ]
 
 
 def test_cache_equals_uncached_as_runs_are_added_changed_finished_and_deleted(db_copy, query_cache_dir, tmp_path):

@@ -1,4 +1,5 @@
 """Reading is read-only: refused SQL, missing or foreign files, and a DB locked by a writer."""
+
 from __future__ import annotations
 
 import hashlib
@@ -70,9 +71,13 @@ def test_lockdown_holds_even_without_the_parser_check(db_copy, tmp_path):
     path, _ = db_copy
     before = _digest(path)
     with open_db(path) as db:
-        for sql in ("SELECT * FROM read_csv('/etc/passwd')", f"COPY (SELECT 1) TO '{tmp_path}/x.csv'",
-                    "SET enable_external_access = true", "INSERT INTO ml.tags VALUES ('k', 'v', 'r')",
-                    f"ATTACH '{tmp_path}/new.db' AS n"):
+        for sql in (
+            "SELECT * FROM read_csv('/etc/passwd')",
+            f"COPY (SELECT 1) TO '{tmp_path}/x.csv'",
+            "SET enable_external_access = true",
+            "INSERT INTO ml.tags VALUES ('k', 'v', 'r')",
+            f"ATTACH '{tmp_path}/new.db' AS n",
+        ):
             with pytest.raises(Exception):
                 db.con.execute(sql)
         with pytest.raises(KdgatError, match="SQL error"):
@@ -101,28 +106,48 @@ def test_no_other_extension_loads_despite_unsigned_extensions(db_copy, tmp_path)
     probe.close()
     before = _digest(path)
     with open_db(path) as db:
-        attempts = [f"LOAD '{renamed}'", f"LOAD '{unsigned}'", "LOAD httpfs", "INSTALL httpfs",
-                    f"INSTALL '{renamed}'", f"FORCE INSTALL '{unsigned}'"]
+        attempts = [
+            f"LOAD '{renamed}'",
+            f"LOAD '{unsigned}'",
+            "LOAD httpfs",
+            "INSTALL httpfs",
+            f"INSTALL '{renamed}'",
+            f"FORCE INSTALL '{unsigned}'",
+        ]
         for sql in attempts:
             with pytest.raises(KdgatError, match="Refused"):
                 db.sql(sql)
             with pytest.raises(duckdb.PermissionException):
                 db.con.execute(sql)  # the parser check aside, DuckDB itself refuses
-        for sql in ("SET allow_unsigned_extensions = false", "SET enable_external_access = true",
-                    "RESET enable_external_access"):
+        for sql in (
+            "SET allow_unsigned_extensions = false",
+            "SET enable_external_access = true",
+            "RESET enable_external_access",
+        ):
             with pytest.raises(duckdb.Error, match="configuration has been locked"):
                 db.con.execute(sql)
         assert db.sql("SELECT count(*) AS n FROM runs").n[0] == 18  # still usable
     assert _digest(path) == before
-    assert sorted(p.name for p in renamed.parent.iterdir()) == ["other_scanner.duckdb_extension", "unsigned.duckdb_extension"]
+    assert sorted(p.name for p in renamed.parent.iterdir()) == [
+        "other_scanner.duckdb_extension",
+        "unsigned.duckdb_extension",
+    ]
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT run_name, f1 FROM runs ORDER BY f1 DESC LIMIT 3",
-    "WITH best AS (SELECT * FROM runs WHERE f1 > 0.9) SELECT count(*) FROM best",
-    "DESCRIBE runs", "SHOW TABLES", "SUMMARIZE params", "PRAGMA table_info('runs')", "VALUES (1, 2)",
-    "SELECT * FROM range(3)", "SELECT count(*) FROM ml.latest_metrics",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT run_name, f1 FROM runs ORDER BY f1 DESC LIMIT 3",
+        "WITH best AS (SELECT * FROM runs WHERE f1 > 0.9) SELECT count(*) FROM best",
+        "DESCRIBE runs",
+        "SHOW TABLES",
+        "SUMMARIZE params",
+        "PRAGMA table_info('runs')",
+        "VALUES (1, 2)",
+        "SELECT * FROM range(3)",
+        "SELECT count(*) FROM ml.latest_metrics",
+    ],
+)
 def test_read_only_statements_are_allowed(fixture_db, sql):
     with open_db(fixture_db[0]) as db:
         assert len(db.sql(sql, arrow=True).column_names) >= 1
@@ -192,7 +217,9 @@ con.execute("ROLLBACK")
 
 
 def _hold_lock(path, seconds):
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 

@@ -1,8 +1,9 @@
 """The query layer's views and methods, cross-checked against what MLflow itself answers on the same DB."""
+
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -19,7 +20,7 @@ def _ms(value) -> int | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return round(value.timestamp() * 1000)
 
 
@@ -51,10 +52,10 @@ def test_wide_table_equals_mlflow_search_runs(fixture_db, mlflow_answers):
         assert _ms(m["start_time"]) == _ms(t["start_time"]) and _ms(m["end_time"]) == _ms(t["end_time"])
         for key, value in t.items():
             if key.startswith("metrics."):
-                name = key[len("metrics."):]
+                name = key[len("metrics.") :]
                 col = name if name in METRIC_COLUMNS else key
             elif key.startswith("tags."):
-                name = key[len("tags."):]
+                name = key[len("tags.") :]
                 col = name if name in TAG_COLUMNS else key
             elif key.startswith("params."):
                 col = key
@@ -87,13 +88,21 @@ def test_leaderboard_equals_mlflow_order_by(fixture_db, mlflow_answers, path):
 def test_leaderboard_paths_agree_on_every_filter(fixture_db):
     with open_db(fixture_db[0], cache=False) as sqlite_path, open_db(fixture_db[0]) as cached:
         cached.wide(arrow=True)
-        for kw in ({}, {"metric": "val_loss"}, {"metric": "fpr", "top": 3}, {"kd": True}, {"kd": False, "top": 50},
-                   {"status": "complete", "model_size": "student"}, {"metric": "auc"},
-                   {"metric": "test_01_known_vehicle_known_attack/f1"}):
+        for kw in (
+            {},
+            {"metric": "val_loss"},
+            {"metric": "fpr", "top": 3},
+            {"kd": True},
+            {"kd": False, "top": 50},
+            {"status": "complete", "model_size": "student"},
+            {"metric": "auc"},
+            {"metric": "test_01_known_vehicle_known_attack/f1"},
+        ):
             a = sqlite_path.leaderboard(**kw, arrow=True).to_pylist()
             b = cached.leaderboard(**kw, arrow=True).to_pylist()
-            assert [(r["run_id"], repr(r[kw.get("metric", "f1")])) for r in a] == \
-                   [(r["run_id"], repr(r[kw.get("metric", "f1")])) for r in b], kw
+            assert [(r["run_id"], repr(r[kw.get("metric", "f1")])) for r in a] == [
+                (r["run_id"], repr(r[kw.get("metric", "f1")])) for r in b
+            ], kw
 
 
 def test_lower_is_better_sorts_ascending_and_inf_nan_last(db):
@@ -114,9 +123,20 @@ def test_runs_view_works_as_written_in_kdgat_query(db, mlflow_answers):
     got = db.sql("SELECT * FROM runs WHERE dataset = 'hcrl_sa'")
     want = [r["run_id"] for r in mlflow_answers["all"] if r.get("tags.dataset") == "hcrl_sa"]
     assert sorted(got.run_id) == sorted(want)
-    assert list(got.columns[:9]) == ["run_id", "run_name", "experiment_id", "experiment", "mlflow_status", "lifecycle",
-                                     "start_time", "end_time", "duration_s"]
-    assert {"dataset", "stage", "model_size", "use_kd", "teacher_run_id", "status", "f1", "precision_"} <= set(got.columns)
+    assert list(got.columns[:9]) == [
+        "run_id",
+        "run_name",
+        "experiment_id",
+        "experiment",
+        "mlflow_status",
+        "lifecycle",
+        "start_time",
+        "end_time",
+        "duration_s",
+    ]
+    assert {"dataset", "stage", "model_size", "use_kd", "teacher_run_id", "status", "f1", "precision_"} <= set(
+        got.columns
+    )
 
 
 def test_params_tags_metrics_views(db, fixture_db, mlflow_answers):
@@ -127,7 +147,9 @@ def test_params_tags_metrics_views(db, fixture_db, mlflow_answers):
     assert lr == [ref["params.train.lr"]]
     assert db.sql(f"SELECT value FROM tags WHERE run_id = '{tid}' AND key = 'stage'").value.tolist() == ["curriculum"]
     sid = ids["hcrl_sa/student_evaluation"]
-    special = db.sql(f"SELECT key, value FROM metrics WHERE run_id = '{sid}' AND key IN ('auc', 'val_loss') ORDER BY key")
+    special = db.sql(
+        f"SELECT key, value FROM metrics WHERE run_id = '{sid}' AND key IN ('auc', 'val_loss') ORDER BY key"
+    )
     assert math.isnan(special.value[0]) and special.value[1] == math.inf
     # deleted runs and runs of deleted experiments are in no view
     hidden = (ids["deleted_run"], ids["in_deleted_experiment"])
@@ -161,7 +183,10 @@ def test_lineage(db, fixture_db):
     edges = db.lineage(dataset="hcrl_sa")
     assert len(edges) == 4
     cur = edges[edges.stage == "curriculum"].iloc[0]
-    assert (cur.teacher_run_id, cur.student_run_id) == (ids["hcrl_sa/teacher_curriculum"], ids["hcrl_sa/student_curriculum_kd"])
+    assert (cur.teacher_run_id, cur.student_run_id) == (
+        ids["hcrl_sa/teacher_curriculum"],
+        ids["hcrl_sa/student_curriculum_kd"],
+    )
     assert cur.delta_f1 == pytest.approx(0.89 - 0.91)
     around = db.lineage(run="hcrl_sa/teacher_evaluation" if False else ids["eval_seed0"])
     assert around.student_name.tolist() == ["hcrl_sa/student_evaluation_kd"]
@@ -207,7 +232,10 @@ def test_by_config_groups_seeds(db):
 def test_dataset_summary(db):
     s = db.dataset_summary("hcrl_ch")
     assert s[["stage", "model_size", "runs", "complete", "failed"]].values.tolist() == [
-        ["autoencoder", "teacher", 1, 1, 0], ["curriculum", "teacher", 1, 1, 0], ["curriculum", "student", 1, 0, 1]]
+        ["autoencoder", "teacher", 1, 1, 0],
+        ["curriculum", "teacher", 1, 1, 0],
+        ["curriculum", "student", 1, 0, 1],
+    ]
     assert s.best_run.tolist()[:2] == ["hcrl_ch/teacher_autoencoder", "hcrl_ch/teacher_curriculum"]
     with pytest.raises(KdgatError, match="No runs for dataset 'nope'.*hcrl_ch, hcrl_sa"):
         db.dataset_summary("nope")
@@ -250,8 +278,9 @@ def test_a_db_written_by_kdgats_tracking_writer_reads_like_mlflow_says(sample_db
         assert not set(ids["deleted"]) & {r["run_id"] for r in runs}
         assert {r["run_id"] for r in runs if r["status"] == "failed"} == set(ids["failed"])
         board = db.leaderboard("f1", top=10, dataset="hcrl_sa", stage="evaluation", arrow=True).to_pylist()
-        assert [r["run_id"] for r in board] == [r["run_id"] for r in answers["leaderboard"]
-                                                if r["metrics.f1"] != "NaN"][:10]
+        assert [r["run_id"] for r in board] == [
+            r["run_id"] for r in answers["leaderboard"] if r["metrics.f1"] != "NaN"
+        ][:10]
         for r, t in zip(runs, answers["all"]):
             assert all(_same(r[k], t[f"metrics.{k}"]) for k in METRIC_COLUMNS if f"metrics.{k}" in t)
             assert all(_same(r[k], t[f"tags.{k}"]) for k in TAG_COLUMNS if f"tags.{k}" in t)

@@ -1,4 +1,5 @@
 """The local executor (machines without SLURM) and the queue join: real bash jobs, no scheduler needed."""
+
 from __future__ import annotations
 
 import os
@@ -22,22 +23,26 @@ KDGAT = str(Path(sys.executable).parent / "kdgat")
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A project using the local executor; its 'kdgat' fails curriculum, sleeps in fusion, succeeds otherwise."""
     fake = tmp_path / "fake_kdgat"
-    fake.write_text(textwrap.dedent("""\
+    fake.write_text(
+        textwrap.dedent("""\
         #!/bin/bash
         echo "ran $* job=$SLURM_JOB_ID task=${SLURM_ARRAY_TASK_ID:-}"
         case "$2" in
           curriculum) echo "curriculum broke" >&2; exit 3 ;;
           fusion) echo $$ > "$(dirname "$0")/fusion.pid"; sleep 30 ;;
         esac
-    """))
+    """)
+    )
     fake.chmod(0o755)
-    (tmp_path / "kdgat.toml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "kdgat.toml").write_text(
+        textwrap.dedent(f"""\
         [tracking]
         uri = "mlflow.db"
         [cluster]
         executor = "local"
         kdgat = "{fake}"
-    """))
+    """)
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
@@ -105,8 +110,17 @@ def test_queue_marks_a_run_lost_when_its_job_ended_but_the_run_says_running(proj
     def runs(uri: str, job_ids) -> list[dict]:
         assert ok in job_ids
         assert uri == f"sqlite:///{project / 'mlflow.db'}"
-        return [{"run_id": "abc123", "slurm_job_id": ok, "status": "running", "start_time": "2026-01-01T00:00:00",
-                 "metric_key": "val_f1", "metric_value": 0.91234, "metric_step": 4}]
+        return [
+            {
+                "run_id": "abc123",
+                "slurm_job_id": ok,
+                "status": "running",
+                "start_time": "2026-01-01T00:00:00",
+                "metric_key": "val_f1",
+                "metric_value": 0.91234,
+                "metric_step": 4,
+            }
+        ]
 
     row = next(r for r in job_table(runs=runs) if r.job == ok)
     assert (row.run, row.run_id, row.metric) == ("lost", "abc123", "val_f1=0.9123 @4")
@@ -119,8 +133,13 @@ def test_queue_marks_a_run_lost_when_its_job_ended_but_the_run_says_running(proj
 
 def test_cli_jobs_logs_cancel_on_the_local_executor(project: Path):
     env = {**os.environ, "KDGAT_QUEUE_CACHE_SECONDS": "0"}
-    sub = subprocess.run([KDGAT, "submit", "autoencoder", "--dataset", "synthetic", "--preset", "teacher"],
-                         capture_output=True, text=True, timeout=60, env=env)
+    sub = subprocess.run(
+        [KDGAT, "submit", "autoencoder", "--dataset", "synthetic", "--preset", "teacher"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert sub.returncode == 0, sub.stderr
     assert sub.stdout.startswith("Submitted synthetic/teacher_autoencoder as job L")
     job = sub.stdout.split(" as job ")[1].split()[0]
@@ -144,8 +163,13 @@ def test_depending_on_an_unknown_job_is_refused(project: Path):
 def test_scheduler_text_parsing():
     assert normalize_state("CANCELLED by 0") == "CANCELLED"
     assert normalize_state("COMPLETED+") == "COMPLETED"
-    assert [short_elapsed(t) for t in ("00:00:07", "00:01:05", "01:00:00", "1-02:03:04", "0:05")] == \
-        ["0:07", "1:05", "1:00:00", "1-02:03:04", "0:05"]
+    assert [short_elapsed(t) for t in ("00:00:07", "00:01:05", "01:00:00", "1-02:03:04", "0:05")] == [
+        "0:07",
+        "1:05",
+        "1:00:00",
+        "1-02:03:04",
+        "0:05",
+    ]
     assert expand_array("0-3") == [0, 1, 2, 3]
     assert expand_array("1,3,5") == [1, 3, 5]
     assert expand_array("0-6:3%2") == [0, 3, 6]

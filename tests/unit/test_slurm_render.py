@@ -1,4 +1,5 @@
 """Rendering sbatch scripts: what lands in the script, quoting and injection, StrictUndefined, resources, the DAG."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,6 @@ from kdgat_core.config import KdgatError, Settings, Stage, load_settings, preset
 from kdgat_core.slurm import plan_pipeline, prepare_job, render_sbatch
 from kdgat_core.slurm.resources import parse_pairs, resolve_resources
 
-
 KDGAT = str(Path(sys.executable).parent / "kdgat")
 
 
@@ -27,20 +27,24 @@ def write_settings(folder: Path, text: str = "") -> Settings:
 def project(tmp_path: Path) -> Path:
     """A project folder whose kdgat.toml points jobs at an argv recorder instead of the real kdgat."""
     recorder = tmp_path / "record_argv"
-    recorder.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
-                        "open(os.environ['ARGV_OUT'], 'w').write(json.dumps(sys.argv[1:]))\n")
+    recorder.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\nopen(os.environ['ARGV_OUT'], 'w').write(json.dumps(sys.argv[1:]))\n"
+    )
     recorder.chmod(0o755)
     return tmp_path
 
 
 def cluster_toml(project: Path, extra: str = "") -> Settings:
-    return write_settings(project, f"""
+    return write_settings(
+        project,
+        f"""
         [tracking]
         uri = "db/mlflow.db"
         [cluster]
-        kdgat = "{project / 'record_argv'}"
+        kdgat = "{project / "record_argv"}"
         {extra}
-    """)
+    """,
+    )
 
 
 def run_script(script: str, project: Path, env: dict[str, str] | None = None) -> list[str]:
@@ -48,8 +52,14 @@ def run_script(script: str, project: Path, env: dict[str, str] | None = None) ->
     path = project / "job.sh"
     path.write_text(script)
     out = project / "argv.json"
-    proc = subprocess.run(["bash", str(path)], cwd=project, capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "ARGV_OUT": str(out), **(env or {})})
+    proc = subprocess.run(
+        ["bash", str(path)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "ARGV_OUT": str(out), **(env or {})},
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(out.read_text())
 
@@ -83,15 +93,18 @@ def test_hostile_values_stay_inert_text(project: Path):
     assert not list(project.glob("pwned*")), "a value in the script was executed"
 
 
-@pytest.mark.parametrize("field, value", [
-    ("partition", "debug\n#SBATCH --uid=0"),
-    ("account", "lab; rm -rf ~"),
-    ("time", "1:00:00 --wrap=id"),
-    ("mem", "$(id)"),
-    ("qos", "`id`"),
-    ("extra", ["--exclusive\n#SBATCH --uid=0"]),
-    ("extra", ["--wrap=rm -rf ~"]),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("partition", "debug\n#SBATCH --uid=0"),
+        ("account", "lab; rm -rf ~"),
+        ("time", "1:00:00 --wrap=id"),
+        ("mem", "$(id)"),
+        ("qos", "`id`"),
+        ("extra", ["--exclusive\n#SBATCH --uid=0"]),
+        ("extra", ["--wrap=rm -rf ~"]),
+    ],
+)
 def test_sbatch_values_are_validated(project: Path, field: str, value):
     settings = cluster_toml(project)
     with pytest.raises(KdgatError, match="Refusing"):
@@ -112,7 +125,9 @@ def test_a_newline_in_the_run_name_cannot_inject_a_directive(project: Path):
 def test_a_missing_template_variable_is_an_error_not_an_empty_string(project: Path):
     own = project / "my_templates"
     own.mkdir()
-    (own / "curriculum.sh.j2").write_text('{% extends "base.sh.j2" %}{% block before %}echo {{ job.no_such_thing }}{% endblock %}\n')
+    (own / "curriculum.sh.j2").write_text(
+        '{% extends "base.sh.j2" %}{% block before %}echo {{ job.no_such_thing }}{% endblock %}\n'
+    )
     settings = cluster_toml(project, 'templates = "my_templates"')
     with pytest.raises(KdgatError, match="no_such_thing"):
         render_sbatch(preset("gat,teacher", dataset="synthetic"), None, settings)
@@ -121,7 +136,9 @@ def test_a_missing_template_variable_is_an_error_not_an_empty_string(project: Pa
 def test_a_users_template_folder_overrides_one_stage_and_keeps_the_shipped_base(project: Path):
     own = project / "my_templates"
     own.mkdir()
-    (own / "fusion.sh.j2").write_text('{% extends "base.sh.j2" %}{% block before %}echo our-own-fusion-setup{% endblock %}\n')
+    (own / "fusion.sh.j2").write_text(
+        '{% extends "base.sh.j2" %}{% block before %}echo our-own-fusion-setup{% endblock %}\n'
+    )
     settings = cluster_toml(project, 'templates = "my_templates"')
     fusion = render_sbatch(preset("dqn,teacher", dataset="synthetic"), None, settings)
     curriculum = render_sbatch(preset("gat,teacher", dataset="synthetic"), None, settings)
@@ -130,11 +147,14 @@ def test_a_users_template_folder_overrides_one_stage_and_keeps_the_shipped_base(
 
 
 def test_environment_setup_from_the_cluster_section(project: Path):
-    settings = cluster_toml(project, textwrap.dedent("""\
+    settings = cluster_toml(
+        project,
+        textwrap.dedent("""\
         modules = ["cuda/12.1", "python/3.11"]
         venv = "/opt/my env"
         exports = { HF_HOME = "/scratch/hf cache" }
-    """).replace("\n", "\n        "))
+    """).replace("\n", "\n        "),
+    )
     script = render_sbatch(preset("vgae,teacher", dataset="synthetic"), None, settings)
     assert "module load cuda/12.1\nmodule load python/3.11\n" in script
     assert "source '/opt/my env/bin/activate'" in script
@@ -164,14 +184,18 @@ def test_resource_defaults_per_stage_then_kdgat_toml_then_the_call():
     evaluation = resolve_resources(Stage.EVALUATION, "student")
     assert (training.time, training.mem, training.cpus, training.gpus) == ("06:00:00", "128G", 16, 1)
     assert (evaluation.time, evaluation.mem, evaluation.cpus, evaluation.gpus) == ("02:00:00", "32G", 8, 1)
-    cluster = {"resources": {"partition": "gpu", "account": "lab", "curriculum": {"mem": "64G", "student": {"mem": "16G"}}}}
+    cluster = {
+        "resources": {"partition": "gpu", "account": "lab", "curriculum": {"mem": "64G", "student": {"mem": "16G"}}}
+    }
     assert resolve_resources("curriculum", "teacher", cluster).mem == "64G"
     student = resolve_resources("curriculum", "student", cluster)
     assert (student.mem, student.partition, student.account) == ("16G", "gpu", "lab")
     assert resolve_resources("fusion", "student", cluster).mem == "128G"
     called = resolve_resources("curriculum", "student", cluster, {"mem": "2G", "gpus": "0"})
     assert (called.mem, called.gres_request) == ("2G", None)
-    prep = resolve_resources("preprocess", "teacher", {"resources": {"partition": "gpu", "preprocess": {"partition": "cpu"}}})
+    prep = resolve_resources(
+        "preprocess", "teacher", {"resources": {"partition": "gpu", "preprocess": {"partition": "cpu"}}}
+    )
     assert (prep.gpus, prep.gres_request, prep.partition, prep.cpus) == (0, None, "cpu", 8)
     with pytest.raises(KdgatError, match="Unknown resource"):
         resolve_resources("curriculum", "student", None, {"memory": "2G"})
@@ -181,7 +205,11 @@ def test_resource_defaults_per_stage_then_kdgat_toml_then_the_call():
 
 def test_resource_pairs_split_only_before_another_key():
     assert parse_pairs(["mem=8G,time=10", "partition=gpu,debug", "constraint=a100|h100"]) == {
-        "mem": "8G", "time": "10", "partition": "gpu,debug", "constraint": "a100|h100"}
+        "mem": "8G",
+        "time": "10",
+        "partition": "gpu,debug",
+        "constraint": "a100|h100",
+    }
     with pytest.raises(KdgatError):
         parse_pairs(["mem"])
 
@@ -190,15 +218,24 @@ def test_pipeline_dag_order_and_edges():
     plan = plan_pipeline("synthetic", ["student", "teacher"], kd=True, variant="tiny")
     names = [p.key for p in plan]
     assert names == [
-        "synthetic/preprocess", "synthetic/teacher_autoencoder", "synthetic/teacher_curriculum", "synthetic/teacher_fusion",
-        "synthetic/teacher_evaluation", "synthetic/student_autoencoder_kd", "synthetic/student_curriculum_kd",
-        "synthetic/student_fusion_kd", "synthetic/student_evaluation_kd",
+        "synthetic/preprocess",
+        "synthetic/teacher_autoencoder",
+        "synthetic/teacher_curriculum",
+        "synthetic/teacher_fusion",
+        "synthetic/teacher_evaluation",
+        "synthetic/student_autoencoder_kd",
+        "synthetic/student_curriculum_kd",
+        "synthetic/student_fusion_kd",
+        "synthetic/student_evaluation_kd",
     ]
     after = {p.key: p.after for p in plan}
     assert after["synthetic/preprocess"] == [] and plan[0].preprocess
     assert after["synthetic/teacher_autoencoder"] == ["synthetic/preprocess"]
     assert after["synthetic/teacher_fusion"] == ["synthetic/teacher_curriculum"]
-    assert set(after["synthetic/student_curriculum_kd"]) == {"synthetic/student_autoencoder_kd", "synthetic/teacher_curriculum"}
+    assert set(after["synthetic/student_curriculum_kd"]) == {
+        "synthetic/student_autoencoder_kd",
+        "synthetic/teacher_curriculum",
+    }
     # every distilled stage waits for the teacher's same stage: `--teacher auto` finds it when the job starts
     assert after["synthetic/student_evaluation_kd"] == ["synthetic/student_fusion_kd", "synthetic/teacher_evaluation"]
     # every parent comes earlier in submission order
@@ -215,10 +252,14 @@ def test_pipeline_without_kd_keeps_sizes_independent_and_rejects_nonsense():
     plan = plan_pipeline("synthetic", ["teacher", "student"], kd=False, preprocess=False)
     assert not any(p.cfg.kd.enabled for p in plan)
     assert [p.after for p in plan if p.cfg.stage == "autoencoder"] == [[], []]
-    assert plan_pipeline("synthetic", ["student"], stages=["autoencoder", "curriculum"])[2].after == ["synthetic/student_autoencoder"]
+    assert plan_pipeline("synthetic", ["student"], stages=["autoencoder", "curriculum"])[2].after == [
+        "synthetic/student_autoencoder"
+    ]
     # without the autoencoder in it, a pipeline has no preprocessing head (the cache was built before)
     assert [p.key for p in plan_pipeline("synthetic", ["teacher"], stages=["fusion", "evaluation"])] == [
-        "synthetic/teacher_fusion", "synthetic/teacher_evaluation"]
+        "synthetic/teacher_fusion",
+        "synthetic/teacher_evaluation",
+    ]
     with pytest.raises(KdgatError, match="student"):
         plan_pipeline("synthetic", ["teacher"], kd=True)
     with pytest.raises(KdgatError, match="model size"):
@@ -227,9 +268,13 @@ def test_pipeline_without_kd_keeps_sizes_independent_and_rejects_nonsense():
 
 def test_dry_run_cli_prints_the_dag_and_every_script(project: Path):
     cluster_toml(project)
-    proc = subprocess.run([KDGAT, "submit", "pipeline", "--dataset", "synthetic",
-                           "--sizes", "teacher,student", "--kd", "--dry-run"], cwd=project, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [KDGAT, "submit", "pipeline", "--dataset", "synthetic", "--sizes", "teacher,student", "--kd", "--dry-run"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("#!/bin/bash") == 9
     assert "record_argv graphs synthetic --window 100 --stride 100 --max-messages 0" in proc.stdout
@@ -240,17 +285,29 @@ def test_dry_run_cli_prints_the_dag_and_every_script(project: Path):
 
 def test_cli_refuses_bad_input_with_one_sentence(project: Path):
     cluster_toml(project)
-    proc = subprocess.run([KDGAT, "submit", "curriculum", "--dataset", "synthetic",
-                           "--preset", "vgae,teacher", "--dry-run"], cwd=project, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [KDGAT, "submit", "curriculum", "--dataset", "synthetic", "--preset", "vgae,teacher", "--dry-run"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "is for the autoencoder stage" in proc.stderr
-    proc = subprocess.run([KDGAT, "submit", "curriculum", "--dataset", "synthetic",
-                           "-R", "partition=a b", "--dry-run"], cwd=project, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [KDGAT, "submit", "curriculum", "--dataset", "synthetic", "-R", "partition=a b", "--dry-run"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "Refusing partition" in proc.stderr
 
 
 def test_importing_the_slurm_layer_loads_no_heavy_modules():
-    code = "import sys, kdgat_core.slurm; print([m for m in ('torch', 'torch_geometric', 'mlflow') if m in sys.modules])"
+    code = (
+        "import sys, kdgat_core.slurm; print([m for m in ('torch', 'torch_geometric', 'mlflow') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -1,5 +1,6 @@
 """Unknown-vehicle handling in the stages: per-recording normalisation of the VGAE score and the fusion's
 fallback to one fixed alpha. Synthetic scores, no data files."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -12,11 +13,21 @@ torch = pytest.importorskip("torch")
 from kdgat_core.config import KdgatError  # noqa: E402
 from kdgat_core.data.windows import CALIBRATION_FRACTION  # noqa: E402
 from kdgat_core.stages.fusion import (  # noqa: E402
-    FusionInputs, FusionPolicy, best_fixed_alpha, choose_deployment, fused_score, split_halves,
+    FusionInputs,
+    FusionPolicy,
+    best_fixed_alpha,
+    choose_deployment,
+    fused_score,
+    split_halves,
 )
 from kdgat_core.stages.metrics import youden_threshold  # noqa: E402
 from kdgat_core.stages.scoring import (  # noqa: E402
-    VGAECalibration, VGAEScores, calibration_part, check_score_norm, normalise_by_recording, robust_baseline,
+    VGAECalibration,
+    VGAEScores,
+    calibration_part,
+    check_score_norm,
+    normalise_by_recording,
+    robust_baseline,
 )
 
 WINDOW = 100
@@ -28,8 +39,7 @@ def _windows(recordings: dict[str, int], offset: int = 0) -> SimpleNamespace:
     for i, n in enumerate(recordings.values()):
         starts += [offset + k * WINDOW for k in range(n)]
         rec += [i] * n
-    return SimpleNamespace(start=torch.tensor(starts), recording_index=torch.tensor(rec),
-                           recordings=list(recordings))
+    return SimpleNamespace(start=torch.tensor(starts), recording_index=torch.tensor(rec), recordings=list(recordings))
 
 
 def _two_vehicles(seed: int = 0):
@@ -43,7 +53,7 @@ def _two_vehicles(seed: int = 0):
         attacks = r * n + np.arange(int(0.3 * n), n, 2)
         y[attacks] = 1
         log_err[attacks, 0] += 1.5
-    log_err[n:] += 2.0                                   # the unknown vehicle's offset
+    log_err[n:] += 2.0  # the unknown vehicle's offset
     scores = VGAEScores(np.exp(log_err).sum(1), np.exp(log_err), rng.normal(0, 1, (2 * n, 2)))
     return scores, np.repeat([0, 1], n), y
 
@@ -52,7 +62,7 @@ def test_calibration_part_is_the_start_of_each_recording_even_across_splits():
     test = _windows({"t/a": 100, "t/b": 20})
     parts = calibration_part([test], WINDOW)[0]
     rec = test.recording_index.numpy()[parts]
-    assert (rec == 0).sum() == 15 and (rec == 1).sum() == 3        # 15% of each recording's windows
+    assert (rec == 0).sum() == 15 and (rec == 1).sum() == 3  # 15% of each recording's windows
     assert (test.start.numpy()[parts] < CALIBRATION_FRACTION * np.array([10_000, 2_000])[rec]).all()
     # a training recording's validation windows are its end; its calibration part lies in the training split
     train, val = _windows({"r": 80}), _windows({"r": 20}, offset=80 * WINDOW)
@@ -66,7 +76,7 @@ def test_recording_normalisation_removes_a_vehicle_offset_without_labels():
     # raw: one threshold cannot serve both cars (the unknown car's normals score above the known car's attacks)
     thr = youden_threshold(y[rec == 0], raw[rec == 0])
     assert ((raw[rec == 1] >= thr) == 1).all()
-    calib = np.concatenate([np.arange(0, 60), np.arange(200, 260)])    # the first 30%: normal traffic only
+    calib = np.concatenate([np.arange(0, 60), np.arange(200, 260)])  # the first 30%: normal traffic only
     log_terms = np.concatenate([np.log(scores.errors), scores.latent], axis=1)
     baselines = {r: robust_baseline(log_terms[calib][rec[calib] == r]) for r in (0, 1)}
     norm = normalise_by_recording(scores, rec, baselines)
@@ -89,7 +99,7 @@ def test_unknown_score_norm_is_one_sentence():
 def test_calibration_keeps_its_score_norm_and_reads_old_checkpoints():
     cal = VGAECalibration.fit(np.array([0, 0, 1, 1]), np.array([1.0, 1.2, 3.0, 3.5]), "recording")
     assert VGAECalibration.from_dict(cal.to_dict()).score_norm == "recording"
-    old = {"threshold": 2.0, "slope": 1.0, "intercept": 0.0}            # written before score_norm existed
+    old = {"threshold": 2.0, "slope": 1.0, "intercept": 0.0}  # written before score_norm existed
     assert VGAECalibration.from_dict(old).score_norm == "none"
 
 
@@ -107,7 +117,7 @@ def test_best_fixed_alpha_breaks_ties_towards_an_even_blend():
     y = np.array([0, 1, 0, 1])
     both_right = np.array([0.1, 0.9, 0.1, 0.9])
     alphas = np.linspace(0, 1, 11)
-    assert best_fixed_alpha(alphas, both_right, both_right, y) == 0.5       # every alpha ties
+    assert best_fixed_alpha(alphas, both_right, both_right, y) == 0.5  # every alpha ties
     # only the GAT is right: every alpha above 0.5 follows it; the most even of those wins
     assert best_fixed_alpha(alphas, both_right, 1 - both_right, y) == pytest.approx(0.6)
 
@@ -119,13 +129,12 @@ def test_a_bandit_worse_than_a_fixed_alpha_is_not_deployed():
     fit_idx, check_idx = split_halves(len(val.y), val.y, 0)
     alphas = np.linspace(0, 1, 11)
     rng = np.random.default_rng(1)
-    bad_bandit = fused_score(alphas[rng.integers(0, 11, len(check_idx))], val.p_gat[check_idx],
-                             val.s_vgae[check_idx])
+    bad_bandit = fused_score(alphas[rng.integers(0, 11, len(check_idx))], val.p_gat[check_idx], val.s_vgae[check_idx])
     fixed, use_fixed = choose_deployment(alphas, val, fit_idx, check_idx, bad_bandit)
     assert use_fixed
     yc = val.y[check_idx]
     deployed = fused_score(fixed, val.p_gat[check_idx], val.s_vgae[check_idx])
-    for a in (0.0, 1.0):                         # never worse than a single model on the check half
+    for a in (0.0, 1.0):  # never worse than a single model on the check half
         assert f1_score(yc, deployed >= 0.5) >= f1_score(yc, fused_score(a, val.p_gat, val.s_vgae)[check_idx] >= 0.5)
     # a bandit that is right everywhere is kept
     oracle = val.y[check_idx].astype(float)
@@ -134,8 +143,9 @@ def test_a_bandit_worse_than_a_fixed_alpha_is_not_deployed():
 
 def test_a_fixed_alpha_policy_ignores_the_q_network():
     q = torch.nn.Linear(1, 3)
-    policy = FusionPolicy(q, np.array([0.0, 0.5, 1.0], np.float32), np.zeros(1, np.float32), np.ones(1, np.float32),
-                          fixed_alpha=0.5)
+    policy = FusionPolicy(
+        q, np.array([0.0, 0.5, 1.0], np.float32), np.zeros(1, np.float32), np.ones(1, np.float32), fixed_alpha=0.5
+    )
     val = _inputs(10)
     fused, alpha = policy.fuse(val)
     assert (alpha == 0.5).all()
@@ -152,4 +162,4 @@ def test_inference_ids_setting_is_checked_and_old_runs_keep_their_ids():
         check_inference_ids("hide", 0.0)
     with pytest.raises(KdgatError, match="gat.inference_ids must be one of keep, hide"):
         check_inference_ids("drop", 0.5)
-    assert gat_hides_ids({"inference_ids": "hide"}) and not gat_hides_ids({})   # runs from before the setting
+    assert gat_hides_ids({"inference_ids": "hide"}) and not gat_hides_ids({})  # runs from before the setting

@@ -1,4 +1,5 @@
 """Synthetic CAN traffic: deterministic, periodic, and with attacks that look like the published ones."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,11 @@ import pytest
 from kdgat_core.config import TEST_SPLITS_BASE, TRAIN_SPLITS, KdgatError
 from kdgat_core.data.canonical import list_recordings
 from kdgat_core.data.synthetic import (
-    DOS_ID, dataset_tables, generate_recording, vehicles, write_dataset,
+    DOS_ID,
+    dataset_tables,
+    generate_recording,
+    vehicles,
+    write_dataset,
 )
 
 
@@ -18,8 +23,12 @@ def tables():
 
 
 def cols(table):
-    return (table["timestamp"].to_numpy(), table["id"].to_numpy(), table["label"].to_numpy(),
-            table["data_field"].to_pylist())
+    return (
+        table["timestamp"].to_numpy(),
+        table["id"].to_numpy(),
+        table["label"].to_numpy(),
+        table["data_field"].to_pylist(),
+    )
 
 
 def test_same_seed_same_bytes_other_seed_other_traffic(tmp_path):
@@ -53,7 +62,7 @@ def test_normal_traffic_is_periodic_with_own_periods_and_sorted(tables):
     for can_id, period in zip(car.ids[fast], car.periods[fast]):
         gaps = np.diff(ts[ids == can_id])
         assert np.median(gaps) == pytest.approx(period, rel=0.05)
-        assert gaps.std() > 0   # jitter
+        assert gaps.std() > 0  # jitter
 
 
 def test_attacks_are_injected_like_the_real_ones(tables):

@@ -1,4 +1,5 @@
 """The tracking writer against real MLflow SQLite files: conventions, exit handling, artifacts, lookups."""
+
 from __future__ import annotations
 
 import json
@@ -75,16 +76,25 @@ def test_open_run_writes_tags_params_history_and_final_metrics(tmp_path):
     with open_run(cfg, tracking_uri=uri, extra_tags={"note": "first"}) as run:
         for epoch in range(4):
             run.log_metrics({"train_loss": 1.0 / (epoch + 1), "val_f1": 0.5 + epoch / 10}, step=epoch)
-        run.log_final({"f1": 0.91, "precision_": 0.9, scenario_metric("test_02_unknown_vehicle_known_attack", "f1"): 0.8})
+        run.log_final(
+            {"f1": 0.91, "precision_": 0.9, scenario_metric("test_02_unknown_vehicle_known_attack", "f1"): 0.8}
+        )
         assert _client(uri).get_run(run.run_id).data.tags[Tag.STATUS.value] == RunStatus.RUNNING.value
 
     got = _client(uri).get_run(run.run_id)
     tags = got.data.tags
     assert got.info.status == MlflowStatus.FINISHED.value
     assert got.info.run_name == "hcrl_sa/teacher_curriculum"
-    assert {Tag.DATASET: "hcrl_sa", Tag.STAGE: "curriculum", Tag.MODEL_SIZE: "teacher", Tag.USE_KD: "False",
-            Tag.MODEL_ARCH: "gat", Tag.RUN_ID: run.run_id, Tag.STATUS: "complete", Tag.SEED: "7"}.items() \
-        <= {Tag(k): v for k, v in tags.items() if k in Tag.values()}.items()
+    assert {
+        Tag.DATASET: "hcrl_sa",
+        Tag.STAGE: "curriculum",
+        Tag.MODEL_SIZE: "teacher",
+        Tag.USE_KD: "False",
+        Tag.MODEL_ARCH: "gat",
+        Tag.RUN_ID: run.run_id,
+        Tag.STATUS: "complete",
+        Tag.SEED: "7",
+    }.items() <= {Tag(k): v for k, v in tags.items() if k in Tag.values()}.items()
     assert tags["note"] == "first"
     assert Tag.ERROR_MSG.value not in tags and Tag.TEACHER_RUN_ID.value not in tags
     assert tags[Tag.START_TIME.value] <= tags[Tag.END_TIME.value]
@@ -180,8 +190,13 @@ CHILD = textwrap.dedent("""
 def test_sigterm_in_child_process_leaves_run_killed_with_end_time(tmp_path, uri):
     marker = tmp_path / "run_id.txt"
     env = {**os.environ, "SLURM_JOB_ID": "4242"}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, uri, str(marker)], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, uri, str(marker)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 90
         while not marker.exists() and time.monotonic() < deadline and child.poll() is None:
