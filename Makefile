@@ -1,10 +1,10 @@
-# kdgat: `make demo` runs the most complete real path; `make test` sets up and runs the tests.
+# kdgat: `make demo` runs the most complete real path; `make test` sets up, checks the house rules, runs the tests.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kdgat-installed
 
-.PHONY: all install test demo bench clean
+.PHONY: all install lint test demo bench clean
 
 all: test
 
@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The house rules (CONTRIBUTING.md): style, types, and the import contracts of the layer table in pyproject.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -23,4 +30,4 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache demo_out
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache demo_out

@@ -1,6 +1,7 @@
 """`kdgat submit | jobs | logs | cancel | reconcile`: SLURM jobs (or the local executor) tied to their MLflow runs.
 
-Thin: parses arguments and prints what kdgat_core.slurm returns. mlflow is imported only by `reconcile`.
+Thin: parses arguments and prints what kdgat_core.slurm returns, joined with the runs kdgat_core.query reads.
+mlflow is imported only by `reconcile` (kdgat_core.tracking).
 """
 
 from __future__ import annotations
@@ -199,10 +200,11 @@ def jobs_command(
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """The queue and recent history (one squeue + one sacct call) joined with the runs; lost runs flagged."""
+    from kdgat_core.query.jobs import runs_of_jobs
     from kdgat_core.slurm import job_table
 
     while True:
-        rows = [r.to_dict() for r in job_table(tracking_uri, include_ended=not active)]
+        rows = [r.to_dict() for r in job_table(tracking_uri, include_ended=not active, runs=runs_of_jobs)]
         if limit:
             rows = rows[:limit]
         if watch and sys.stdout.isatty():
@@ -265,9 +267,10 @@ def reconcile_command(
     output: OutputOpt = None,
 ) -> None:
     """Mark lost runs (tagged running, but their job has ended) as failed, through MLflow's client."""
-    from kdgat_core.slurm import reconcile
+    from kdgat_core.slurm import ended_jobs
+    from kdgat_core.tracking import reconcile
 
-    lost = reconcile(tracking_uri, dry_run=dry_run)
+    lost = reconcile(ended_jobs(tracking_uri), tracking_uri, dry_run=dry_run)
     if not lost and fmt is OutputFormat.table:
         typer.echo("No lost runs.")
         return
