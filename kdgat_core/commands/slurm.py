@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -20,9 +20,13 @@ from kdgat_core.config import (
     TEACHER_AUTO,
     KdgatError,
     ModelSize,
+    PipelineConfig,
     Stage,
     preset,
 )
+
+if TYPE_CHECKING:  # kdgat_core.slurm loads when a job command runs
+    from kdgat_core.slurm import Submission
 
 PIPELINE = "pipeline"
 
@@ -45,7 +49,7 @@ ExecutorOpt = Annotated[
 ]
 
 
-def _stage_config(stage: Stage, preset_name: str | None, dataset: str):
+def _stage_config(stage: Stage, preset_name: str | None, dataset: str) -> PipelineConfig:
     """The PipelineConfig for one stage from --preset (`<arch>,<size>[,variant]`, or just `<size>[,variant]`)."""
     parts = [p.strip() for p in (preset_name or ModelSize.TEACHER.value).split(",") if p.strip()]
     if parts and parts[0] in ModelSize.values():
@@ -59,7 +63,7 @@ def _stage_config(stage: Stage, preset_name: str | None, dataset: str):
     return cfg
 
 
-def _dag_rows(subs) -> list[dict]:
+def _dag_rows(subs: list[Submission]) -> list[dict[str, object]]:
     names = {s.run_name: s.job_id for s in subs}
     rows = []
     for i, s in enumerate(subs, 1):

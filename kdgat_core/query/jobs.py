@@ -11,6 +11,7 @@ from typing import Any
 
 from kdgat_core.config import Metric, Tag, sqlite_path
 from kdgat_core.query.db import TrackingDB, open_db
+from kdgat_core.query.sql_text import in_list
 
 _open_dbs: dict[str, TrackingDB] = {}
 
@@ -27,11 +28,10 @@ def job_runs(db: TrackingDB, job_ids: Sequence[str]) -> list[dict[str, Any]]:
     (f1 among metrics logged together, as a finished run's final metrics are)."""
     if not job_ids:
         return []
-    ids = ", ".join("'" + j.replace("'", "''") + "'" for j in job_ids)  # ids were validated: digits, L, _
     job_tag, status_tag, start_tag = Tag.SLURM_JOB_ID.value, Tag.STATUS.value, Tag.START_TIME.value
     table = db.sql(
         f"""
-        WITH j AS (SELECT run_id, value AS slurm_job_id FROM tags WHERE key = '{job_tag}' AND value IN ({ids})),
+        WITH j AS (SELECT run_id, value AS slurm_job_id FROM tags WHERE key = '{job_tag}' AND value IN {in_list(job_ids)}),
              t AS (SELECT run_id, max(CASE WHEN key = '{status_tag}' THEN value END) AS status,
                           max(CASE WHEN key = '{start_tag}' THEN value END) AS start_time
                    FROM tags WHERE run_id IN (SELECT run_id FROM j) GROUP BY run_id),

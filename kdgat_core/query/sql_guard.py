@@ -105,14 +105,16 @@ def table_names(sql: str) -> set[str]:
 def _nodes(sql: str) -> list[tuple[str, str]]:
     con = duckdb.connect()
     try:
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+        row = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        assert row is not None  # a scalar SELECT returns one row
+        tree = json.loads(row[0])
     finally:
         con.close()
     if tree.get("error"):
         raise KdgatError(f"SQL syntax error: {tree.get('error_message', 'cannot parse')}")
     out: list[tuple[str, str]] = []
 
-    def walk(node) -> None:
+    def walk(node: object) -> None:
         if isinstance(node, dict):
             kind = node.get("type")
             if kind == "TABLE_FUNCTION" and isinstance(node.get("function"), dict):
