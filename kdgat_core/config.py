@@ -218,6 +218,25 @@ def bool_tag(value: bool) -> str:
     return "True" if value else "False"
 
 
+# How other writers spell a boolean tag: every reader matches these case-insensitively (`True`, `true`, `1` agree)
+TRUE_SPELLINGS: tuple[str, ...] = ("true", "1", "yes")
+FALSE_SPELLINGS: tuple[str, ...] = ("false", "0", "no")
+# The tags that hold a boolean (readers show them as bool_tag spells them, whatever the writer wrote)
+BOOL_TAGS: tuple[str, ...] = (Tag.USE_KD.value,)
+
+
+def parse_bool_tag(value: object) -> bool | None:
+    """True / False for any spelling in TRUE_SPELLINGS / FALSE_SPELLINGS (any case), None for anything else."""
+    if isinstance(value, bool):
+        return value
+    low = str(value).strip().lower() if value is not None else ""
+    if low in TRUE_SPELLINGS:
+        return True
+    if low in FALSE_SPELLINGS:
+        return False
+    return None
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Dataset registry
 # ----------------------------------------------------------------------------------------------------------------------
@@ -629,10 +648,53 @@ def load_settings(start: Path | None = None) -> Settings:
     if path is None:
         return Settings()
     try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise KdgatError(f"Cannot read {path}: it is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
+    except OSError as exc:
+        raise KdgatError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    except tomllib.TOMLDecodeError as exc:
         raise KdgatError(f"Cannot read {path}: {exc}.") from None
+    validate_settings(raw, path)
     return Settings(path=path, raw=raw)
+
+
+def validate_settings(raw: dict[str, Any], path: Path | str = SETTINGS_FILE) -> None:
+    """Check kdgat.toml against its schema (pydantic): an unknown key or a value of the wrong type is named."""
+    from pydantic import ValidationError
+
+    from kdgat_core.settings_schema import SettingsFile
+
+    try:
+        SettingsFile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        where = f"[{'.'.join(loc[:-1])}] " if len(loc) > 1 else ""
+        key = loc[-1] if loc else "?"
+        if err["type"] == "extra_forbidden":
+            place = f"in {where.strip()}" if where else "at the top level"
+            known = ", ".join(known_settings_keys(loc[:-1]))
+            raise KdgatError(f"{path}: unknown key '{key}' {place}; known keys there: {known}.") from None
+        given = err.get("input")
+        raise KdgatError(f"{path}: {where}{key} = {given!r} is invalid: {err['msg'].lower()}.") from None
+
+
+def known_settings_keys(loc: list[str]) -> list[str]:
+    """The keys the kdgat.toml schema allows at a location (`[]` top level, `['tracking']`, `['datasets', 'x']`)."""
+    from kdgat_core.settings_schema import SettingsFile
+
+    model: Any = SettingsFile
+    for part in loc:
+        fields = getattr(model, "model_fields", {})
+        if part in fields:
+            model = fields[part].annotation
+        # dict[str, Model] (datasets) and Optional[...]: step into the model they hold
+        for arg in getattr(model, "__args__", ()):
+            for inner in (arg, *getattr(arg, "__args__", ())):
+                if hasattr(inner, "model_fields"):
+                    model = inner
+    return list(getattr(model, "model_fields", {}))
 
 
 @dataclass(frozen=True)
