@@ -6,6 +6,7 @@ Nothing here imports torch, torch_geometric, mlflow or duckdb: the reader side i
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -121,6 +122,12 @@ class Tag(StrEnum):
     GIT_COMMIT = "git_commit"
     SEED = "seed"
     ARTIFACT_DIR = "artifact_dir"  # absolute path of experimentruns/<dataset>/<size>_<stage>[_kd]/<run_id>/
+
+
+# Set at a run's start: the process and host that run it. A run tagged running whose process is gone (same host,
+# pid dead or reused) is lost, whatever the executor; kept out of Tag so the `runs` view's columns stay as they are.
+PID_TAG = "pid"
+HOST_TAG = "host"
 
 
 # The convention tags that the `runs` view turns into columns, in display order.
@@ -475,6 +482,63 @@ class PipelineConfig:
             for k, v in mine.items()
             if k not in ("dataset", "stage", "model_size") and theirs.get(k) != v
         ]
+
+
+# Ranges a `kdgat run` config must satisfy, checked before a run is opened: (low, high, low inclusive, high inclusive)
+_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "data.window": (2, math.inf, True, False),
+    "data.stride": (1, math.inf, True, False),
+    "data.val_fraction": (0, 1, False, False),
+    "data.max_messages": (0, math.inf, True, False),
+    "train.epochs": (1, math.inf, True, False),
+    "train.lr": (0, 10, False, True),
+    "train.weight_decay": (0, math.inf, True, False),
+    "train.batch_size": (1, math.inf, True, False),
+    "train.patience": (0, math.inf, True, False),
+    "train.threads": (0, math.inf, True, False),
+    "kd.temperature": (0, math.inf, False, False),
+    "kd.alpha": (0, 1, True, True),
+    "dqn.episodes": (1, math.inf, True, False),
+    "dqn.batch_size": (1, math.inf, True, False),
+    "dqn.buffer_size": (1, math.inf, True, False),
+    "dqn.num_alphas": (2, math.inf, True, False),
+    "dqn.gamma": (0, 1, True, True),
+    "dqn.epsilon_start": (0, 1, True, True),
+    "dqn.epsilon_end": (0, 1, True, True),
+    "dqn.epsilon_decay": (0, 1, False, True),
+    "eval.fpr_budget": (0, 1, False, False),
+}
+_RANGE_SUFFIXES: dict[str, tuple[float, float, bool, bool]] = {
+    ".dropout": (0, 1, True, False),
+    ".hidden": (1, math.inf, True, False),
+    ".layers": (1, math.inf, True, False),
+    ".heads": (1, math.inf, True, False),
+    ".latent_dim": (1, math.inf, True, False),
+    ".embedding_dim": (1, math.inf, True, False),
+}
+
+
+def validate_config(cfg: PipelineConfig) -> None:
+    """Every value finite and in its range: a mistake is one sentence before a run is opened, not a FAILED run."""
+    for key, value in cfg.flatten().items():
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise KdgatError(f"{key} must be a finite number, not {v}.")
+        rule = _RANGES.get(key) or next((r for suf, r in _RANGE_SUFFIXES.items() if key.endswith(suf)), None)
+        if key.endswith("hidden_dims"):
+            rule = (1, math.inf, True, False)
+        if rule is None or isinstance(value, bool):
+            continue
+        lo, hi, lo_in, hi_in = rule
+        for v in values:
+            if not isinstance(v, (int, float)):
+                continue
+            ok = (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
+            if not ok:
+                left, right = "[" if lo_in else "(", "]" if hi_in else ")"
+                shown_hi = "inf" if hi == math.inf else f"{hi:g}"
+                raise KdgatError(f"{key} must be in {left}{lo:g}, {shown_hi}{right}, got {v}.")
 
 
 def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
