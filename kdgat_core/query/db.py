@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 
+from kdgat_core import mlflow_schema
 from kdgat_core.config import (
     BOOL_TAGS,
     FALSE_SPELLINGS,
@@ -962,15 +963,32 @@ class TrackingDB:
             "(SELECT max(start_time) FROM runs) AS newest_start_ms"
         ).to_pylist()[0]
         counts = {k: (v if k == "schema_version" or v is None else int(v)) for k, v in counts.items()}
-        journal = "wal" if Path(str(self.path) + "-wal").exists() else "rollback journal"
+        journal = "wal" if _header_journal(self.path) == "wal" else "rollback journal"
+        reader = self._reader
+        advice = ""
+        if reader.schema_state != mlflow_schema.CURRENT:
+            advice = mlflow_schema.advice(reader.schema_state, self.path, reader.schema_revision)
         return {
             "path": str(self.path),
             "exists": self.path.exists(),
             "size_bytes": self.path.stat().st_size,
             "journal": journal,
             "cache_dir": str(self._cache.dir) if self._cache else None,
+            "schema_state": reader.schema_state,
+            "schema_advice": advice,
             **counts,
         }
+
+
+def _header_journal(path: Path) -> str:
+    """'wal' when the file's header says WAL mode (bytes 18-19 are 2), which the -wal file no longer shows: readers
+    remove it when idle."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+    except OSError:
+        return ""
+    return "wal" if len(head) == 20 and head[18] == 2 and head[19] == 2 else "rollback journal"
 
 
 def _unique_labels(labels: list[str]) -> list[str]:
