@@ -331,8 +331,9 @@ def file_signature(path: Path) -> list:
         header = fh.read(100)
     sig: list = [st.st_size, st.st_mtime_ns, st.st_ino, header[24:28].hex(), header[92:96].hex()]
     wal = Path(str(path) + "-wal")
-    if wal.exists():
-        ws = os.stat(wal)
+    ws = os.stat(wal) if wal.exists() else None
+    # an empty -wal holds no commits: readers create and remove one (connection.remove_idle_wal_files)
+    if ws is not None and ws.st_size > 0:
         sig += [ws.st_size, ws.st_mtime_ns]
     return sig
 
