@@ -63,9 +63,11 @@ def test_output_refuses_the_tracking_db_and_existing_files(capsys, tmp_path, db_
 
 def test_backup_writes_only_regular_files(capsys, tmp_path, db_copy):
     db, _ = db_copy
-    if os.path.exists("/dev/full"):
-        assert_one_sentence(kdgat(capsys, tmp_path, "backup", "/dev/full", "--force", "-u", db), "not a regular file")
-        assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    # a FIFO stands in for a device node like /dev/full: a regression must not replace a real one on this machine
+    special = tmp_path / "device"
+    os.mkfifo(special)
+    assert_one_sentence(kdgat(capsys, tmp_path, "backup", special, "--force", "-u", db), "not a regular file")
+    assert stat.S_ISFIFO(os.stat(special).st_mode)
     folder = tmp_path / "backups"
     folder.mkdir()
     assert_one_sentence(kdgat(capsys, tmp_path, "backup", folder, "--force", "-u", db), "is a directory")
