@@ -167,7 +167,13 @@ def export(table: pa.Table, path: Path, tracking_db: str) -> Path:
 
             pq.write_table(table, target)
         else:
-            target.write_text(json.dumps(table.to_pylist(), default=str, indent=1) + "\n")
+            from kdgat_core.query.encode import json_records
+
+            target.write_text(
+                json_records(
+                    table.column_names, [list(r) for r in zip(*(c.to_pylist() for c in table.columns))], indent=1
+                )
+            )
     except OSError as exc:
         raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
     return target
