@@ -98,6 +98,16 @@ def resolve_db(uri_or_path: str | os.PathLike | None = None) -> ResolvedDB:
     return ResolvedDB(path=path, uri=resolved.value, source=resolved.source)
 
 
+class QueryTimeout(KdgatError):
+    """A user query ran past its time limit and was stopped."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        super().__init__(
+            f"The query ran longer than {seconds:g} s and was stopped; narrow it (WHERE, LIMIT) or raise --timeout."
+        )
+
+
 def is_locked_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     return "database is locked" in text or "sqlite_busy" in text or "database table is locked" in text
@@ -147,6 +157,37 @@ class Reader:
     def fetch(self, sql: str, params: list | None = None) -> pa.Table:
         """Run one DuckDB query and return Arrow, retrying with backoff while a writer holds the SQLite lock."""
         return self.retry(lambda: self.con.execute(sql, params or []).to_arrow_table())
+
+    def fetch_stoppable(self, sql: str, timeout_s: float | None = None) -> pa.Table:
+        """`fetch` in a worker thread, so that Ctrl-C (KeyboardInterrupt, re-raised) and `timeout_s` stop DuckDB's
+        query (`con.interrupt()`) instead of waiting for it: DuckDB checks no Python signal while it runs.
+        Raises QueryTimeout when the query ran longer than `timeout_s` (None or 0: no limit)."""
+        import threading
+
+        done: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                done["table"] = self.fetch(sql)
+            except BaseException as exc:  # handed to the caller's thread
+                done["error"] = exc
+
+        worker = threading.Thread(target=work, name="kdgat-sql", daemon=True)
+        worker.start()
+        try:
+            worker.join(timeout_s or None)
+        except KeyboardInterrupt:
+            self.con.interrupt()
+            worker.join(5.0)
+            raise
+        if worker.is_alive():
+            self.con.interrupt()
+            worker.join()
+            if "table" not in done:
+                raise QueryTimeout(timeout_s or 0.0)
+        if "error" in done:
+            raise done["error"]  # type: ignore[misc]
+        return done["table"]  # type: ignore[return-value]
 
     def fetch_many(self, queries: list[str], rows: bool = False) -> list:
         """Independent queries at once, one DuckDB cursor (own SQLite connection) and thread each: each is a whole

@@ -896,8 +896,11 @@ class TrackingDB:
         return self._out(table, arrow)
 
     # -- SQL ----------------------------------------------------------------------------------------------------------
-    def sql(self, query: str, arrow: bool = False):
+    def sql(self, query: str, arrow: bool = False, timeout_s: float | None = None):
         """Run one read-only SELECT against the views (runs, params, tags, metrics, metric_history, lineage, runs_wide).
+
+        A query running longer than `timeout_s` seconds (None: no limit) is stopped with a KdgatError; Ctrl-C stops
+        it too (KeyboardInterrupt, raised once DuckDB has let go).
 
         >>> db.sql("SELECT stage, count(*) AS n FROM runs WHERE dataset = 'hcrl_ch' GROUP BY stage ORDER BY stage")
                  stage  n
@@ -910,7 +913,7 @@ class TrackingDB:
             self.wide(arrow=True)
             self._sync_views()
         try:
-            table = self._reader.fetch(statement)
+            table = self._reader.fetch_stoppable(statement, timeout_s)
         except duckdb.Error as exc:
             raise KdgatError(f"SQL error: {one_line(exc)}") from None
         return self._out(table, arrow)
