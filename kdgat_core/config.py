@@ -674,6 +674,8 @@ def sqlite_path(uri: str, must_exist: bool = True) -> Path | None:
         return None
     else:
         path = Path(uri)
+    if must_exist and path.is_dir():
+        raise KdgatError(f"Tracking database {path} is a directory, not an MLflow SQLite file; check --tracking-uri.")
     if must_exist and not path.is_file():
         raise KdgatError(
             f"Tracking database {path} does not exist; check --tracking-uri, {ENV_TRACKING_URI} or kdgat.toml."

@@ -85,6 +85,8 @@ def resolve_db(uri_or_path: str | os.PathLike | None = None) -> ResolvedDB:
             f"Tracking database {path} does not exist (URI from {resolved.source}); check --tracking-uri, "
             f"{ENV_TRACKING_URI} or kdgat.toml."
         )
+    if path.is_dir():
+        raise KdgatError(f"Tracking database {path} is a directory, not an MLflow SQLite file; check --tracking-uri.")
     if not path.is_file():
         raise KdgatError(f"Tracking database {path} is not a file.")
     try:
@@ -145,7 +147,8 @@ class Reader:
         try:
             names = {r["name"] for r in self.fetch_sqlite_rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except duckdb.Error as exc:
-            raise KdgatError(f"{self.db.path} cannot be read as SQLite: {str(exc).splitlines()[0]}.") from None
+            why = str(exc).splitlines()[0].rsplit(": ", 1)[-1].rstrip(".")  # SQLite's reason, not DuckDB's query
+            raise KdgatError(f"{self.db.path} cannot be read as SQLite ({why}); it is truncated or corrupt.") from None
         missing = [t for t in MLFLOW_TABLES if t not in names]
         if missing:
             raise KdgatError(
