@@ -37,7 +37,8 @@ from kdgat_core.query.connection import (
     sqlite_in_list,
     sqlite_literal,
 )
-from kdgat_core.query.sql_guard import check_user_sql, one_line, table_names
+from kdgat_core.query.sql_guard import check_user_sql, one_line, summarized_query, table_names
+from kdgat_core.query.summarize import summary_sql
 from kdgat_core.query.wide import (
     BASE_COLUMNS,
     BASE_TYPES,
@@ -913,6 +914,11 @@ class TrackingDB:
             self.wide(arrow=True)
             self._sync_views()
         try:
+            source = summarized_query(statement) if statement.lstrip()[:9].upper() == "SUMMARIZE" else None
+            if source is not None:
+                # DuckDB's own SUMMARIZE fails on any NaN or inf ("STDDEV_SAMP is out of range"): ours says nan
+                columns = [(r["column_name"], r["column_type"]) for r in self._reader.fetch_rows(f"DESCRIBE {source}")]
+                statement = summary_sql(columns, source)
             table = self._reader.fetch_stoppable(statement, timeout_s)
         except duckdb.Error as exc:
             raise KdgatError(f"SQL error: {one_line(exc)}") from None
