@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from kdgat_core.commands.options import FormatOpt, OutputOpt, TrackingUriOpt
+from kdgat_core.commands.options import MAX_ROWS, ForceOpt, FormatOpt, OutputOpt, TrackingUriOpt
 from kdgat_core.commands.output import OutputFormat, emit
 from kdgat_core.config import (
     STAGE_ARCH,
@@ -195,12 +195,15 @@ def submit_command(
 
 def jobs_command(
     active: Annotated[bool, typer.Option("--active", "-a", help="Only pending and running jobs.")] = False,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many jobs, newest first (0 = all).")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", help="At most this many jobs, newest first (0 = all).", min=0, max=MAX_ROWS)
+    ] = 50,
     watch: Annotated[
         float, typer.Option("--watch", "-w", help="Refresh every N seconds until Ctrl-C (0 = once).")
     ] = 0.0,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """The queue and recent history (one squeue + one sacct call) joined with the runs; lost runs flagged."""
@@ -269,12 +272,22 @@ def reconcile_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
-    """Mark lost runs (tagged running, but their job has ended) as failed, through MLflow's client."""
+    """Mark lost runs (tagged running, but their job has ended or their process is gone) as failed, through MLflow."""
     from kdgat_core.slurm import ended_jobs
+    from kdgat_core.slurm.local import run_process_gone
     from kdgat_core.tracking import reconcile
 
-    lost = reconcile(ended_jobs(tracking_uri), tracking_uri, dry_run=dry_run)
+    notes: list[str] = []
+    try:
+        ended = ended_jobs(tracking_uri)
+    except KdgatError as exc:  # the scheduler cannot be asked: the process check still runs
+        ended = {}
+        notes.append(f"{str(exc).rstrip('.')}; only runs whose process is gone from this host were checked.")
+    lost = reconcile(ended, tracking_uri, dry_run=dry_run, process_gone=run_process_gone)
+    for note in notes:
+        typer.echo(f"kdgat: {note}", err=True)
     if not lost and fmt is OutputFormat.table:
         typer.echo("No lost runs.")
         return
