@@ -6,15 +6,15 @@ import pyarrow as pa
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from kdgat_core.config import METRIC_PREFIX, STANDARD_METRICS, metric_direction
 from kdgat_tui.runs_model import column_widths
+from kdgat_tui.screens.base import KdgatScreen
 from kdgat_tui.widgets.arrow_table import ArrowTable
 
 
-class DiffScreen(Screen):
+class DiffScreen(KdgatScreen):
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Back"),
         Binding("a", "toggle_all", "All params", tooltip="Show every param, not only those that differ"),

@@ -10,6 +10,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from kdgat_tui.screens.base import KdgatScreen, is_mutating
+
 FILTER_HELP = """\
 Filter (/): terms are ANDed.
   hcrl_sa            free text on run names and tags (case-insensitive); !word excludes
@@ -43,12 +45,11 @@ def screen_classes():
 
 
 def key_rows(screen_cls, readonly: bool) -> list[tuple[str, str, str]]:
-    """(key, what, why) for a screen class's bindings; mutating ones vanish under --readonly."""
-    mutating = getattr(screen_cls, "MUTATING", set()) | {"submit", "cancel_job", "confirm_submit"}
+    """(key, what, why) for a screen class's bindings; the ones it declares mutating vanish under --readonly."""
     rows = []
     for b in screen_cls.BINDINGS:
         binding = b if isinstance(b, Binding) else Binding(*b)
-        if readonly and binding.action.split("(")[0] in mutating:
+        if readonly and is_mutating(screen_cls, binding.action):
             continue
         rows.append((_key_label(binding.key), binding.description, binding.tooltip or ""))
     return rows
@@ -58,7 +59,7 @@ def _key_label(key: str) -> str:
     return ", ".join(k.replace("ctrl+", "ctrl-") for k in key.split(","))
 
 
-class HelpScreen(Screen):
+class HelpScreen(KdgatScreen):
     BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "Back")]
 
     def __init__(self, current: Screen | None = None) -> None:

@@ -9,10 +9,10 @@ import pyarrow as pa
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import Footer, RichLog, Static
 
 from kdgat_tui.runs_model import column_widths
+from kdgat_tui.screens.base import KdgatScreen
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.dialogs import Confirm
 
@@ -20,8 +20,8 @@ COLUMNS = ("job", "name", "state", "run", "elapsed", "node", "reason", "metric",
 TAIL_BYTES = 64 * 1024
 
 
-class JobsScreen(Screen):
-    MUTATING = {"cancel_job"}
+class JobsScreen(KdgatScreen):
+    MUTATING = frozenset({"cancel_job"})
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Back"),
         Binding("o", "log", "Log", tooltip="Tail the job's stdout and stderr"),
@@ -47,9 +47,6 @@ class JobsScreen(Screen):
         interval = max(self.app.refresh_s or 0, 2.0) if self.app.refresh_s else 0
         if interval:
             self.set_interval(interval, self.action_refresh)
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (action in self.MUTATING and self.app.readonly)
 
     def action_refresh(self) -> None:
         self.load()
@@ -140,7 +137,7 @@ class JobsScreen(Screen):
         self.app.call_from_thread(self.action_refresh)
 
 
-class LogScreen(Screen):
+class LogScreen(KdgatScreen):
     """`o` on a job: the end of its stdout and stderr, followed while the job writes."""
 
     BINDINGS = [

@@ -8,15 +8,15 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import Footer, Static, Tree
 
 from kdgat_core.config import PIPELINE_ORDER, Metric, metric_direction
+from kdgat_tui.screens.base import KdgatScreen
 
 KEY_METRIC = {"autoencoder": Metric.AUC.value}  # the VGAE logs no F1: it is judged by AUC
 
 
-class LineageScreen(Screen):
+class LineageScreen(KdgatScreen):
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Back"),
         Binding("enter", "open", "Open run", show=True),

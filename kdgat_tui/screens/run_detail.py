@@ -11,12 +11,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from kdgat_core.config import METRIC_PREFIX, PARAM_PREFIX, STANDARD_METRICS, TAG_PREFIX, Metric, Tag, metric_direction
 from kdgat_tui.runs_model import column_widths as _widths
 from kdgat_tui.runs_model import fixed4
+from kdgat_tui.screens.base import KdgatScreen
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.curves import Curves
 
@@ -27,7 +27,8 @@ TABS = ("overview", "params", "scenarios", "curves", "artifacts")
 CURVE_PLOTS = (("loss", (Metric.TRAIN_LOSS.value, Metric.VAL_LOSS.value)), ("F1", (Metric.VAL_F1.value,)))
 
 
-class RunDetailScreen(Screen):
+class RunDetailScreen(KdgatScreen):
+    MUTATING = frozenset({"submit"})
     BINDINGS = [
         Binding("escape,q", "back", "Back"),
         Binding("1", "tab('overview')", "Overview", show=False),
@@ -69,9 +70,7 @@ class RunDetailScreen(Screen):
     def on_mount(self) -> None:
         self.load()
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "submit" and self.app.readonly:
-            return False
+    def action_state(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "teacher" and not (self.row or {}).get(Tag.TEACHER_RUN_ID.value):
             return None  # shown dimmed: this run has no teacher
         return True

@@ -9,19 +9,18 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 
 from kdgat_core.config import RunStatus, Tag
 from kdgat_tui.run_filter import FilterError
 from kdgat_tui.runs_model import QUICK_COLUMNS, RunsModel, View, column_of_header
+from kdgat_tui.screens.base import KdgatScreen
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.dialogs import Pick, PickMany
 
-MUTATING_ACTIONS = {"submit"}
 
-
-class RunsScreen(Screen):
+class RunsScreen(KdgatScreen):
+    MUTATING = frozenset({"submit"})
     clock = staticmethod(time.time)  # one seam for "now", so snapshot tests can fix the status line's time
     BINDINGS = [
         Binding("/", "filter", "Filter", tooltip="Free text, or dataset=hcrl_sa f1>0.9 status!=failed"),
@@ -218,10 +217,6 @@ class RunsScreen(Screen):
         self.action_open_run()
 
     # ---- actions ---------------------------------------------------------------------------------------------
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # --readonly: the key disappears from the footer, help and palette
-        return not (action in MUTATING_ACTIONS and self.app.readonly)
-
     def action_filter(self) -> None:
         row = self.query_one("#filter-row")
         row.remove_class("hidden")

@@ -10,11 +10,11 @@ import pyarrow as pa
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import Footer, Static, TextArea
 
 from kdgat_core.config import resolve_cache_dir
 from kdgat_tui.runs_model import column_widths
+from kdgat_tui.screens.base import KdgatScreen
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.dialogs import Ask, Pick
 
@@ -31,7 +31,7 @@ def history_file() -> Path:
     return resolve_cache_dir() / "tui" / "sql_history.jsonl"
 
 
-class SqlConsole(Screen):
+class SqlConsole(KdgatScreen):
     clock = staticmethod(__import__("time").perf_counter)  # seam for snapshot tests (query times vary)
     BINDINGS = [
         Binding(

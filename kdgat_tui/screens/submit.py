@@ -13,7 +13,6 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from kdgat_core.config import (
@@ -27,6 +26,7 @@ from kdgat_core.config import (
     Tag,
     preset,
 )
+from kdgat_tui.screens.base import KdgatScreen
 from kdgat_tui.widgets.dialogs import Confirm, Pick
 
 # What a next stage inherits from the run it follows: how to train and on what data, not the model's size.
@@ -110,8 +110,8 @@ def plans_for_run(row: dict) -> list[Plan]:
     return plans
 
 
-class SubmitScreen(Screen):
-    MUTATING = {"confirm_submit"}
+class SubmitScreen(KdgatScreen):
+    MUTATING = frozenset({"confirm_submit"})
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Back"),
         Binding("s", "confirm_submit", "Submit…", tooltip="Submit what is shown, after a confirmation"),
@@ -132,11 +132,9 @@ class SubmitScreen(Screen):
             yield Static("", id="script", markup=False)
         yield Footer()
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+    def action_state(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.MUTATING:
-            if self.app.readonly:
-                return False
-            return None if self.plan is None or not self.plan.scripts else True
+            return None if self.plan is None or not self.plan.scripts else True  # dimmed until a script is ready
         return True
 
     def on_mount(self) -> None:
