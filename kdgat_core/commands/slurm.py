@@ -176,8 +176,21 @@ def register(app: typer.Typer) -> None:
                 raise KdgatError("--kd trains a student from a teacher: use a student preset (e.g. --preset student).")
             cfg.kd.enabled = True
             cfg.kd.teacher_run_id = teacher or TEACHER_AUTO
+        parts = [p.strip() for p in (preset_name or "").split(",") if p.strip()]
+        variant = (
+            parts[-1]
+            if parts and parts[-1] not in (*ModelSize.values(), *(a.value for a in STAGE_ARCH.values()))
+            else None
+        )
         sub = submit(
-            cfg, after=after, array=array, dry_run=dry_run, resources=res, tracking_uri=tracking_uri, executor=executor
+            cfg,
+            after=after,
+            array=array,
+            dry_run=dry_run,
+            resources=res,
+            tracking_uri=tracking_uri,
+            executor=executor,
+            variant=variant,
         )
         if dry_run:
             sys.stdout.write(sub.job.script)

@@ -16,7 +16,7 @@ from kdgat_tui.runs_model import column_widths
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.dialogs import Confirm
 
-COLUMNS = ("job", "name", "state", "run", "elapsed", "node", "reason", "metric", "run_id")
+COLUMNS = ("job", "name", "state", "run", "elapsed", "node", "why", "metric", "run_id")
 TAIL_BYTES = 64 * 1024
 
 
