@@ -97,6 +97,42 @@ class RunStatus(StrEnum):
     LOST = "lost"
 
 
+class FailureCause(StrEnum):
+    """Why a run or job failed, as `kdgat failures` groups them (scheduler facts first, then the run's error)."""
+
+    OOM = "oom"  # the job exceeded its memory request (SLURM killed it)
+    TIMEOUT = "timeout"  # the job hit its time limit
+    NODE_FAIL = "node_fail"
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
+    CUDA_OOM = "cuda_oom"  # torch ran out of GPU memory
+    NAN_LOSS = "nan_loss"  # a loss metric became NaN
+    EXCEPTION = "exception"  # a Python exception (class and message in error_msg)
+    FAILED = "failed"  # failed for a reason neither the scheduler nor the run recorded
+
+
+# A retry's run carries the id of the run it retries (kdgat resubmit): lineage and the TUI show retries.
+RETRY_OF_TAG = "retry_of"
+ENV_RETRY_OF = "KDGAT_RETRY_OF"  # how a resubmitted job hands that id to its run
+
+
+def retry_of_value(by_task: dict[str, str]) -> str:
+    """What ENV_RETRY_OF holds: the retried run's id, or for an array `task=run,task=run` (one per retried index)."""
+    if list(by_task) == [""]:
+        return by_task[""]
+    return ",".join(f"{task}={run}" for task, run in by_task.items())
+
+
+def retry_of_for_task(value: str, task: str | None) -> str | None:
+    """The run one job (or array task) retries, from ENV_RETRY_OF."""
+    if not value:
+        return None
+    if "=" not in value:
+        return value
+    pairs = dict(p.split("=", 1) for p in value.split(",") if "=" in p)
+    return pairs.get(task or "")
+
+
 class MlflowStatus(StrEnum):
     RUNNING = "RUNNING"
     SCHEDULED = "SCHEDULED"

@@ -221,6 +221,7 @@ def prepare_job(
     workdir: str | None = None,
     preprocess: bool = False,
     variant: str | None = None,
+    exports: Mapping[str, str] | None = None,
 ) -> RenderedJob:
     """Validate everything that goes into the script, then render the stage's template.
 
@@ -271,7 +272,7 @@ def prepare_job(
             "setup": cluster.setup,
             "venv": cluster.venv,
             "conda_env": cluster.conda_env,
-            "exports": cluster.exports,
+            "exports": {**cluster.exports, **dict(exports or {})},
         },
         "tracking_uri": absolute_tracking_uri(tracking_uri, settings),
         "workdir": workdir or cluster.workdir or str(Path.cwd()),

@@ -96,6 +96,7 @@ def submit(
     preprocess: bool = False,
     variant: str | None = None,
     extra_record: Mapping[str, Any] | None = None,
+    exports: Mapping[str, str] | None = None,
 ) -> Submission:
     """Render the stage's script and hand it to the scheduler (sbatch --parsable, or the local executor).
 
@@ -104,7 +105,14 @@ def submit(
     if cfg.kd.enabled and not cfg.kd.teacher_run_id:
         cfg.kd.teacher_run_id = TEACHER_AUTO
     job = prepare_job(
-        cfg, resources, settings, array=array, tracking_uri=tracking_uri, preprocess=preprocess, variant=variant
+        cfg,
+        resources,
+        settings,
+        array=array,
+        tracking_uri=tracking_uri,
+        preprocess=preprocess,
+        variant=variant,
+        exports=exports,
     )
     after = [str(a) for a in (after or [])]
     if dry_run:

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from kdgat_core.config import (
+    ENV_RETRY_OF,
     MLFLOW_RUN_NAME_TAG,
+    RETRY_OF_TAG,
     TEACHER_AUTO,
     KdgatError,
     MlflowStatus,
@@ -31,6 +33,7 @@ from kdgat_core.config import (
     RunStatus,
     Tag,
     bool_tag,
+    retry_of_for_task,
 )
 from kdgat_core.tracking.store import Store, get_store, with_retry
 
@@ -273,6 +276,9 @@ def open_run(
             Tag.GIT_COMMIT: git_commit(),
             Tag.SEED: cfg.train.seed,
             Tag.ARTIFACT_DIR: str(artifact_dir),
+            RETRY_OF_TAG: retry_of_for_task(  # set by `kdgat resubmit`
+                os.environ.get(ENV_RETRY_OF, ""), os.environ.get("SLURM_ARRAY_TASK_ID")
+            ),
         }
         merged = {str(k): v for k, v in tags.items()}
         merged.update({str(k): v for k, v in (extra_tags or {}).items()})
