@@ -157,6 +157,16 @@ def failures(db: TrackingDB, since: str | None = None) -> list[dict[str, Any]]:
     return db._reader.fetch_rows(sql)
 
 
+def job_row(db: TrackingDB, ref: str) -> dict[str, Any] | None:
+    """One row of the `jobs` view by job id (1234, 1234_5), raw id or run id prefix."""
+    rows = db._reader.fetch_rows(
+        "SELECT job_id, raw_id, run_id, coalesce(cause, '') AS cause, max_rss_mb FROM jobs "
+        "WHERE job_id = ? OR raw_id = ? OR starts_with(coalesce(run_id, ''), ?) ORDER BY job_id LIMIT 1",
+        [ref, ref, ref],
+    )
+    return rows[0] if rows else None
+
+
 def _since_sql(since: str) -> str:
     """`2026-12-01`, `3d`, `12h` or `90m` as a DuckDB timestamp expression."""
     import re
@@ -245,6 +255,10 @@ def _mem_request(mb: float) -> str:
     return f"{max(256, math.ceil(mb / 256) * 256)}M"
 
 
+def _span(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{math.ceil(seconds / 60)} min"
+
+
 def _time_request(seconds: float) -> str:
     minutes = max(5, math.ceil(seconds / 60 / 5) * 5)
     return f"{minutes // 60:02d}:{minutes % 60:02d}:00"
@@ -285,7 +299,7 @@ def advise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             notes.append(f"{len(timeouts)} hit the time limit: time={suggest['time']}")
         elif done and limit and longest * TIME_HEADROOM < limit * 0.5:
             suggest["time"] = _time_request(longest * TIME_HEADROOM)
-            notes.append(f"longest {longest // 60} min of {limit // 60} min: --time {suggest['time']}")
+            notes.append(f"longest {_span(longest)} of {_span(limit)}: --time {suggest['time']}")
         if done and cpus > 1 and busy < cpus * 0.5:
             suggest["cpus"] = str(max(1, math.ceil(busy * 1.25)))
             notes.append(f"{cpus} CPUs, {busy:.1f} busy on average: --cpus-per-task {suggest['cpus']}")
@@ -353,6 +367,7 @@ __all__ = [
     "efficiency_rows",
     "failures",
     "group_failures",
+    "job_row",
     "since_for_sacct",
     "suggested_resources",
     "toml_snippet",
