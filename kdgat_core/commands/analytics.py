@@ -226,7 +226,7 @@ def register(app: typer.Typer) -> None:
         sql: Annotated[
             str,
             typer.Argument(
-                help="One read-only SELECT over the views runs, params, tags, metrics, metric_history, lineage, runs_wide."
+                help="One read-only SELECT over the views runs, params, tags, metrics, metric_history, lineage, runs_wide, jobs."
             ),
         ],
         tracking_uri: TrackingUriOpt = None,
@@ -234,6 +234,15 @@ def register(app: typer.Typer) -> None:
         output: OutputOpt = None,
     ) -> None:
         """Run SQL against the read-only views, e.g. kdgat query "SELECT * FROM runs WHERE dataset = 'hcrl_sa'"."""
+        from kdgat_core.query.sql_guard import check_user_sql, table_names
+
+        if "jobs" in table_names(check_user_sql(sql)):  # the scheduler's facts (one sacct call), only when asked for
+            from kdgat_core.commands.cluster import open_with_jobs
+
+            with open_with_jobs(tracking_uri) as db:
+                table = db.sql(sql, arrow=True)
+            emit(table, fmt, output)
+            return
         with _open(tracking_uri) as db:
             table = db.sql(sql, arrow=True)
         emit(table, fmt, output)

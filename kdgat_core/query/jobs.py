@@ -141,7 +141,8 @@ def failures(db: TrackingDB, since: str | None = None) -> list[dict[str, Any]]:
                    run_status, error_msg, cause, cancelled_by, req_mem_mb, max_rss_mb, elapsed_s, time_limit_s,
                    try_cast(nullif(end_time, '') AS TIMESTAMP) AS end_time,
                    try_cast(nullif(start_time, '') AS TIMESTAMP) AS start_time
-            FROM j WHERE cause IS NOT NULL OR run_status = '{RunStatus.LOST}'),
+            FROM j WHERE (cause IS NOT NULL OR run_status = '{RunStatus.LOST}')
+              AND (run_id IS NOT NULL OR stage IS NOT NULL)),  -- kdgat's jobs of this project, not every job
         from_runs AS (
             SELECT NULL AS job_id, r.{Tag.SLURM_JOB_ID} AS raw_id, r.run_id, r.run_name, r.dataset, r.stage,
                    r.model_size, NULL AS variant, NULL AS state, NULL AS exit_code, r.status AS run_status,
@@ -295,7 +296,8 @@ def advise(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 f"--mem {suggest['mem']} would do"
             )
         if timeouts:
-            suggest["time"] = _time_request(max(limit, longest) * 2)
+            hit = max((r["time_limit_s"] or 0) for r in timeouts)
+            suggest["time"] = _time_request(max(hit * 2, longest * TIME_HEADROOM))
             notes.append(f"{len(timeouts)} hit the time limit: time={suggest['time']}")
         elif done and limit and longest * TIME_HEADROOM < limit * 0.5:
             suggest["time"] = _time_request(longest * TIME_HEADROOM)
