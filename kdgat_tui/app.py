@@ -83,6 +83,11 @@ class KdgatApp(App):
 
         self.push_screen(JobsScreen())
 
+    def open_failures(self) -> None:
+        from kdgat_tui.screens.failures import FailuresScreen
+
+        self.push_screen(FailuresScreen())
+
     def open_sql(self, query: str | None = None) -> None:
         from kdgat_tui.screens.sql_console import SqlConsole
 

@@ -163,6 +163,66 @@ class Source:
             return None
         return {run for run, job in running_jobs.items() if is_lost(RUNNING_STATUS, jobs.get(job))}
 
+    def job_facts(self) -> dict[str, dict]:
+        """run id -> the scheduler's facts about its job (cause, mem_eff, cpu_eff, time_eff), from kdgat_core.query's
+        `jobs` view fed with one cached sacct call; {} where SLURM or its accounting is absent."""
+        try:
+            from kdgat_core.query.jobs import attach_jobs, run_job_facts
+            from kdgat_core.slurm.accounting import job_facts
+            from kdgat_core.slurm.scheduler import SlurmScheduler
+
+            if not SlurmScheduler.available():
+                return {}
+            facts = job_facts(tracking_uri=self.uri)
+        except Exception:
+            return {}
+        if not facts:
+            return {}
+
+        def read():
+            attach_jobs(self.db, facts)
+            return run_job_facts(self.db)
+
+        try:
+            return self._call(read)
+        except Exception:
+            return {}  # a locked DB: the columns wait for the next refresh
+
+    def failure_groups(self) -> list:
+        """Failed and lost runs grouped by cause (kdgat_core.query over the scheduler's facts), like `kdgat failures`."""
+        from kdgat_core.query.jobs import attach_jobs, failures, group_failures
+
+        facts: list[dict] = []
+        try:
+            from kdgat_core.slurm.accounting import job_facts
+            from kdgat_core.slurm.scheduler import SlurmScheduler
+
+            if SlurmScheduler.available():
+                facts = job_facts(tracking_uri=self.uri, refresh=True)
+        except Exception:
+            facts = []  # the scheduler does not answer: runs alone still show their causes
+
+        def read():
+            attach_jobs(self.db, facts)
+            return failures(self.db)
+
+        return group_failures(self._call(read))
+
+    def plan_retries(self, rows: list[dict]) -> list:
+        """What resubmitting these failure rows would submit (rendered, nothing queued)."""
+        from kdgat_core.slurm.resubmit import FailedJob, plan_retries
+
+        failed = [
+            FailedJob(str(r["job_id"]), str(r.get("cause") or r.get("group")), r.get("run_id"), r.get("max_rss_mb"))
+            for r in rows
+        ]
+        return plan_retries(failed, tracking_uri=self.uri)
+
+    def submit_retries(self, retries: list) -> list:
+        from kdgat_core.slurm.resubmit import submit_retries
+
+        return submit_retries(retries, tracking_uri=self.uri)
+
     # ---- one run and its neighbours ------------------------------------------------------------------------------
     def run_row(self, run_id: str) -> dict:
         rows = self._call(lambda: self.db.runs_table(run_ids=[run_id], arrow=True)).to_pylist()

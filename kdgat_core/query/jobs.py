@@ -158,6 +158,12 @@ def failures(db: TrackingDB, since: str | None = None) -> list[dict[str, Any]]:
     return db._reader.fetch_rows(sql)
 
 
+def run_job_facts(db: TrackingDB) -> dict[str, dict[str, Any]]:
+    """run id -> cause and efficiency of the job that ran it (needs attach_jobs)."""
+    rows = db._reader.fetch_rows("SELECT run_id, cause, mem_eff, cpu_eff, time_eff FROM jobs WHERE run_id IS NOT NULL")
+    return {r.pop("run_id"): r for r in rows}
+
+
 def job_row(db: TrackingDB, ref: str) -> dict[str, Any] | None:
     """One row of the `jobs` view by job id (1234, 1234_5), raw id or run id prefix."""
     rows = db._reader.fetch_rows(
@@ -370,6 +376,7 @@ __all__ = [
     "failures",
     "group_failures",
     "job_row",
+    "run_job_facts",
     "since_for_sacct",
     "suggested_resources",
     "toml_snippet",

@@ -4,6 +4,7 @@ Real sbatch/squeue/sacct/scancel behind one small interface, or the local execut
 Importing this package never imports torch, torch_geometric or mlflow (the TUI calls `job_table`).
 """
 
+from kdgat_core.slurm.accounting import JobUsage, job_usage
 from kdgat_core.slurm.queue import JobRow, LostRun, cancel, find_lost_runs, job_logs, job_table, reconcile
 from kdgat_core.slurm.render import ClusterSettings, RenderedJob, prepare_job, render_sbatch
 from kdgat_core.slurm.resources import Resources, resolve_resources
@@ -17,6 +18,7 @@ __all__ = [
     "ClusterSettings",
     "Job",
     "JobRow",
+    "JobUsage",
     "LostRun",
     "PlannedJob",
     "RenderedJob",
@@ -26,6 +28,7 @@ __all__ = [
     "find_lost_runs",
     "job_logs",
     "job_table",
+    "job_usage",
     "plan_pipeline",
     "prepare_job",
     "queue",

@@ -8,7 +8,7 @@ from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Input
 
-COMMANDS = ("runs", "jobs", "sql", "lineage", "diff", "submit", "filter", "help", "quit")
+COMMANDS = ("runs", "jobs", "failures", "sql", "lineage", "diff", "submit", "filter", "help", "quit")
 
 
 class CommandLine(ModalScreen[str | None]):
@@ -52,6 +52,8 @@ def dispatch(app, text: str) -> None:
             app.pop_screen()
     elif cmd == "jobs":
         app.open_jobs()
+    elif cmd == "failures":
+        app.open_failures()
     elif cmd == "sql":
         app.open_sql(rest or None)
     elif cmd == "lineage":
