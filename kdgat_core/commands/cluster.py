@@ -11,7 +11,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from kdgat_core.cli import FormatOpt, OutputFormat, OutputOpt, TrackingUriOpt, emit, write_output
+from kdgat_core.commands.options import FormatOpt, OutputOpt, TrackingUriOpt
+from kdgat_core.commands.output import OutputFormat, emit, write_output
 from kdgat_core.config import FailureCause, KdgatError, Stage
 
 SinceOpt = Annotated[
@@ -35,7 +36,7 @@ def open_with_jobs(tracking_uri: str | None, since: str | None = None, refresh: 
     return db
 
 
-def efficiency(
+def efficiency_command(
     since: SinceOpt = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only jobs of this dataset.")] = None,
     per_job: Annotated[bool, typer.Option("--jobs", help="One row per job instead of advice per stage.")] = False,
@@ -64,7 +65,7 @@ def efficiency(
     emit(advice, fmt, output, title="efficiency per stage and preset")
 
 
-def failures(
+def failures_command(
     since: SinceOpt = None,
     logs: Annotated[int, typer.Option("--lines", help="Last lines of one log per group (0: none).")] = LOG_LINES,
     fmt: FormatOpt = OutputFormat.table,
@@ -138,7 +139,7 @@ def _log_tail(runs: list[dict[str, Any]], tracking_uri: str | None, lines: int) 
     return None
 
 
-def resubmit(
+def resubmit_command(
     runs: Annotated[
         Optional[list[str]], typer.Argument(help="Run ids (or prefixes) or job ids (1234, 1234_5) to resubmit.")
     ] = None,
@@ -240,10 +241,18 @@ def _target(db: Any, rows: list[dict[str, Any]], ref: str) -> dict[str, Any]:
     return job
 
 
-def register(app: typer.Typer) -> None:
-    app.command("efficiency")(efficiency)
-    app.command("failures")(failures)
-    app.command("resubmit")(resubmit)
+def suggested_resources_for(
+    stage: str, model_size: str, variant: str | None, tracking_uri: str | None
+) -> dict[str, str]:
+    """`kdgat submit -R suggested`: the efficiency advice for this stage and preset as resource pairs."""
+    from kdgat_core.query.jobs import advise, efficiency_rows, suggested_resources
 
-
-__all__ = ["efficiency", "failures", "open_with_jobs", "register", "resubmit"]
+    with open_with_jobs(tracking_uri) as db:
+        rows = efficiency_rows(db)
+    pairs = suggested_resources(advise(rows), stage, model_size, variant)
+    if not pairs:
+        what = f"{stage} {model_size}" + (f" ({variant})" if variant else "")
+        typer.echo(f"kdgat: no suggestion for {what} yet (see `kdgat efficiency`): its usual request.", err=True)
+    else:
+        typer.echo(f"kdgat: suggested resources {','.join(f'{k}={v}' for k, v in pairs.items())}", err=True)
+    return pairs
