@@ -58,6 +58,7 @@ app.command("reconcile")(slurm.reconcile_command)
 app.command("efficiency")(cluster.efficiency_command)
 app.command("failures")(cluster.failures_command)
 app.command("resubmit")(cluster.resubmit_command)
+app.command("watch")(cluster.watch_command)
 
 
 def main() -> None:

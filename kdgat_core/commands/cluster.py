@@ -6,7 +6,13 @@ from kdgat_core.query (the `jobs` view); this module passes the one to the other
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -256,3 +262,158 @@ def suggested_resources_for(
     else:
         typer.echo(f"kdgat: suggested resources {','.join(f'{k}={v}' for k, v in pairs.items())}", err=True)
     return pairs
+
+
+# --- kdgat watch ---------------------------------------------------------------------------------------------------
+WATCH_STATE = ".watch_state.json"  # next to the tracking DB's experimentruns/: the keys already alerted
+WEBHOOK_TIMEOUT_S = 5.0
+
+
+def watch_command(
+    interval: Annotated[float, typer.Option("--interval", "-i", help="Seconds between checks.")] = 0.0,
+    once: Annotated[bool, typer.Option("--once", help="Check once, alert what is new, and exit.")] = False,
+    state: Annotated[
+        Optional[Path], typer.Option("--state", help="Where the alerted events are remembered across restarts.")
+    ] = None,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Alert on job and run events (rules and sinks in kdgat.toml [watch]): a terminal line and the bell, tmux,
+    a command, a webhook. Survives a locked tracking DB and a silent scheduler; never alerts twice for one event."""
+    from kdgat_core.config import load_settings
+    from kdgat_core.query.events import Rules
+    from kdgat_core.slurm.render import artifact_root
+
+    settings = load_settings()
+    section = settings.section("watch")
+    rules = Rules.from_settings(section)
+    sinks = Sinks.from_settings(section)
+    every = interval or float(section.get("interval", 10))
+    path = state or artifact_root(tracking_uri, settings) / WATCH_STATE
+    seen, first = _load_state(path)
+    if first:
+        typer.echo(f"kdgat watch: remembering what already happened; alerts start now ({path}).", err=True)
+    warned: set[str] = set()
+    while True:
+        found = _check(tracking_uri, rules, warned)
+        if found is not None:
+            from kdgat_core.query.events import new_events
+
+            fresh = new_events(found, seen)
+            if not first:
+                for event in fresh:
+                    sinks.send(event)
+            seen |= {e.key for e in fresh}
+            if fresh or first:
+                _save_state(path, seen)
+            first = False
+        if once:
+            return
+        time.sleep(max(every, 1.0))
+
+
+def _check(tracking_uri: str | None, rules: Any, warned: set[str]) -> list[Any] | None:
+    """The current events, or None when the tracking DB cannot be read this time (said once per kind of trouble)."""
+    from kdgat_core.query import open_db
+    from kdgat_core.query.events import events
+    from kdgat_core.query.jobs import attach_jobs
+
+    facts: list[dict[str, Any]] = []
+    try:
+        from kdgat_core.slurm.accounting import job_facts
+        from kdgat_core.slurm.scheduler import SlurmScheduler
+
+        if SlurmScheduler.available():
+            facts = job_facts(tracking_uri=tracking_uri, refresh=True)
+        warned.discard("scheduler")
+    except Exception as exc:  # a silent scheduler: runs alone this time
+        _warn_once(warned, "scheduler", f"the scheduler does not answer ({_first(exc)}); checking runs only")
+    try:
+        with open_db(tracking_uri, lock_retry_s=2.0) as db:
+            attach_jobs(db, facts)
+            found = events(db, rules)
+        warned.discard("db")
+        return found
+    except Exception as exc:  # locked, briefly unreadable or not there yet: try again next time
+        _warn_once(warned, "db", f"cannot read the tracking DB ({_first(exc)}); retrying")
+        return None
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(".") if text else type(exc).__name__
+
+
+def _warn_once(warned: set[str], what: str, text: str) -> None:
+    if what not in warned:
+        warned.add(what)
+        typer.echo(f"kdgat watch: {text}", err=True)
+
+
+def _load_state(path: Path) -> tuple[set[str], bool]:
+    """(keys alerted before, True when there is no state yet)."""
+    try:
+        data = json.loads(path.read_text())
+        return set(data.get("seen", [])), False
+    except FileNotFoundError:
+        return set(), True
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return set(), True  # an unreadable state starts over quietly rather than alerting everything again
+
+
+def _save_state(path: Path, seen: set[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({"seen": sorted(seen), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    tmp.replace(path)  # atomic: a watcher killed mid-write never loses what it had alerted
+
+
+@dataclass
+class Sinks:
+    """Where an alert goes: kdgat.toml [watch] terminal (default true), tmux (default true inside tmux), command
+    (run with the event as JSON on stdin and KDGAT_EVENT in its environment), webhook (a JSON POST)."""
+
+    terminal: bool = True
+    tmux: bool = True
+    command: str | None = None
+    webhook: str | None = None
+
+    @classmethod
+    def from_settings(cls, section: dict[str, Any]) -> Sinks:
+        webhook = section.get("webhook")
+        if webhook is not None and not str(webhook).startswith(("http://", "https://")):
+            raise KdgatError(f"kdgat.toml [watch] webhook must be an http(s) URL, not {webhook!r}.")
+        return cls(
+            terminal=bool(section.get("terminal", True)),
+            tmux=bool(section.get("tmux", True)),
+            command=str(section["command"]) if section.get("command") else None,
+            webhook=str(webhook) if webhook else None,
+        )
+
+    def send(self, event: Any) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {event.text}"
+        if self.terminal:
+            sys.stdout.write(line + ("\a" if sys.stdout.isatty() else "") + "\n")
+            sys.stdout.flush()
+        if self.tmux and os.environ.get("TMUX"):
+            _quiet_run(["tmux", "display-message", f"kdgat: {event.text}"])
+        payload = json.dumps(event.to_dict())
+        if self.command:
+            _quiet_run(["sh", "-c", self.command], stdin=payload, env={**os.environ, "KDGAT_EVENT": event.text})
+        if self.webhook:
+            import urllib.request
+
+            request = urllib.request.Request(
+                self.webhook, data=payload.encode(), headers={"Content-Type": "application/json"}, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
+                    response.read()
+            except OSError as exc:
+                typer.echo(f"kdgat watch: webhook {self.webhook} failed ({_first(exc)}).", err=True)
+
+
+def _quiet_run(argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None) -> None:
+    try:
+        subprocess.run(argv, input=stdin, text=True, capture_output=True, timeout=30, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        typer.echo(f"kdgat watch: {argv[0]} failed ({_first(exc)}).", err=True)
