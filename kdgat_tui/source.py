@@ -32,6 +32,7 @@ class Source:
         self._full_scan = 0.0
         self._rowid = 0
         self._recheck: set[str] = set()
+        self._seen_events: set[str] | None = None  # watch events already shown (None: not read yet)
 
     # ---- identity ----------------------------------------------------------------------------------------------
     @property
@@ -187,6 +188,32 @@ class Source:
             return self._call(read)
         except Exception:
             return {}  # a locked DB: the columns wait for the next refresh
+
+    def new_events(self) -> list:
+        """Events (`kdgat watch`'s rules from kdgat.toml [watch]) that appeared since the first call, each once.
+
+        The first call only remembers what already happened. Uses the `jobs` view job_facts attached last."""
+        try:
+            from kdgat_core.config import load_settings
+            from kdgat_core.query.events import Rules, events, new_events
+            from kdgat_core.query.jobs import attach_jobs
+
+            rules = Rules.from_settings(load_settings().section("watch"))
+
+            def read():
+                if not getattr(self.db, "_jobs_attached", False):
+                    attach_jobs(self.db, [])
+                return events(self.db, rules)
+
+            found = self._call(read)
+        except Exception:
+            return []  # a locked DB or a bad [watch] table: no events this time
+        if self._seen_events is None:
+            self._seen_events = {e.key for e in found}
+            return []
+        fresh = new_events(found, self._seen_events)
+        self._seen_events |= {e.key for e in fresh}
+        return fresh
 
     def failure_groups(self) -> list:
         """Failed and lost runs grouped by cause (kdgat_core.query over the scheduler's facts), like `kdgat failures`."""

@@ -89,6 +89,8 @@ def _q(value: str) -> str:
 def events(db: TrackingDB, rules: Rules | None = None) -> list[Event]:
     """Every event the store and the scheduler's facts show now (the caller drops the keys it has seen)."""
     rules = rules or Rules()
+    db.wide(arrow=True)
+    db._sync_views()  # the runs view reads the wide table: bring it up to date first
     read = db._reader.fetch_rows
     out: list[Event] = []
     kinds = set(rules.kinds)

@@ -63,6 +63,7 @@ class RunsScreen(Screen):
         self.loaded_at: float | None = None
         self.cached = False
         self._facts_at = float("-inf")  # when the scheduler's facts (efficiency, cause) were last asked for
+        self.last_event = ""  # the newest watch event, shown in the status line
 
     def compose(self) -> ComposeResult:
         yield Static("kdgat · loading runs…", id="status-line", markup=False)
@@ -157,6 +158,15 @@ class RunsScreen(Screen):
         facts = self.app.source.job_facts()
         if facts:
             self.app.call_from_thread(self._job_facts, facts)
+        fresh = self.app.source.new_events()  # what `kdgat watch` would alert, since this screen opened
+        if fresh:
+            self.app.call_from_thread(self._events, fresh)
+
+    def _events(self, fresh: list) -> None:
+        self.last_event = f"{datetime.now():%H:%M} {fresh[-1].text}"
+        for event in fresh[-3:]:
+            self.notify(event.text, title="kdgat watch", timeout=8)
+        self._status()
 
     def _job_facts(self, facts: dict[str, dict]) -> None:
         if self.model is not None and self.model.set_job_facts(facts):
@@ -208,6 +218,8 @@ class RunsScreen(Screen):
             parts.append(f"cached copy of {datetime.fromtimestamp(self.last_ok):%H:%M:%S}, updating…")
         elif self.last_ok:
             parts.append(f"updated {datetime.fromtimestamp(self.last_ok):%H:%M:%S}")
+        if self.last_event:
+            parts.append(self.last_event)
         line = self.query_one("#status-line", Static)
         line.update(" · ".join(parts))
         line.set_class(error is not None, "stale")

@@ -168,7 +168,7 @@ def jobs(slurm_cluster, tmp_path_factory):
         os.chdir(arrays)
         ids["array"] = submit(
             preset("vgae,student,tiny", dataset="synthetic").override(TINY),
-            array="0-2",
+            array="0-1",
             settings=load_settings(arrays),
             variant="tiny",
         ).job_id
@@ -217,9 +217,9 @@ def test_a_job_at_its_time_limit_is_triaged_and_resubmitted_with_more_time(jobs)
 
 def test_an_array_with_one_failed_task_resubmits_only_that_index(jobs):
     arrays, base = jobs["arrays"], jobs["array"]
-    tasks = [f"{base}_{i}" for i in range(3)]
+    tasks = [f"{base}_{i}" for i in range(2)]
     ended = wait_ended(tasks)
-    assert [ended[t] for t in tasks] == ["COMPLETED", "CANCELLED", "COMPLETED"]
+    assert [ended[t] for t in tasks] == ["COMPLETED", "CANCELLED"]
     dry = cli("resubmit", "--failed", "--dry-run", cwd=arrays).stdout
     assert f"retry of job {base}_1 (cancelled), array 1" in dry and "+  #SBATCH --array=1" in dry
     out = cli("resubmit", "--failed", "--yes", cwd=arrays).stdout
@@ -242,7 +242,8 @@ def test_efficiency_figures_match_what_the_job_measured_of_itself(jobs):
     assert usage.cpu_time_s == pytest.approx(cpu_s, rel=0.3)
     assert usage.max_rss_mb == pytest.approx(rss_mb, rel=0.2)  # the batch step: bash plus python
     assert usage.mem_eff == pytest.approx(usage.max_rss_mb / 1024)
-    assert 0.2 < usage.cpu_eff <= 1.0 and usage.time_eff == pytest.approx(usage.elapsed_s / 300)
+    assert usage.cpu_eff == pytest.approx(usage.cpu_time_s / usage.elapsed_s)  # one CPU asked for
+    assert usage.time_eff == pytest.approx(usage.elapsed_s / 300)
     per_job = json.loads(cli("efficiency", "--jobs", "--format", "json", cwd=main).stdout)
     assert {r["job_id"] for r in per_job} >= {jobs["oom"]}  # kdgat's own jobs, with their stage and preset
 

@@ -59,3 +59,24 @@ def test_efficiency_columns_show_and_filter_like_any_column():
     assert model.view().run_ids == ["a"]
     model.filter_text = "cause=oom"
     assert model.view().run_ids == ["b"]
+
+
+async def test_the_status_line_shows_what_kdgat_watch_would_alert(sample_db, tmp_path, monkeypatch):
+    import shutil
+
+    from kdgat_tui.screens import runs as runs_screen
+    from tests.unit.conftest import run_python
+    from tests.unit.test_watch import ADD_RUNS
+
+    monkeypatch.setattr(runs_screen, "FACTS_EVERY_S", 0.0)
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(sample_db[len("sqlite:///") :] if sample_db.startswith("sqlite:") else sample_db, db)
+    app = KdgatApp(tracking_uri=str(db), refresh_s=0)
+    async with app.run_test(size=(200, 48)) as pilot:
+        screen = await runs_ready(pilot)
+        await wait_for(pilot, lambda: app.source._seen_events is not None, what="the events seen at start")
+        assert screen.last_event == ""  # what happened before the screen opened is not news
+        run_python(ADD_RUNS, str(db), "hcrl_sa/teacher_fusion:complete:0.97:0.1")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: "hcrl_sa/teacher_fusion finished" in screen.last_event, timeout=60, what="event")
+        assert "hcrl_sa/teacher_fusion finished" in screen_text(app)
