@@ -246,6 +246,14 @@ def test_efficiency_figures_match_what_the_job_measured_of_itself(jobs):
     assert usage.time_eff == pytest.approx(usage.elapsed_s / 300)
     per_job = json.loads(cli("efficiency", "--jobs", "--format", "json", cwd=main).stdout)
     assert {r["job_id"] for r in per_job} >= {jobs["oom"]}  # kdgat's own jobs, with their stage and preset
+    assert job not in {r["job_id"] for r in per_job}  # a job kdgat did not submit has no stage to advise on
+    # the tiny autoencoder ran out of memory at 400M once: the suggestion asks for more, and submit applies it
+    advice = json.loads(cli("efficiency", "--format", "json", cwd=main).stdout)
+    row = next(r for r in advice if (r["stage"], r["model_size"], r["variant"]) == ("autoencoder", "student", "tiny"))
+    assert "ran out of memory" in row["advice"] and "mem=1024M" in row["suggested"]
+    args = ["submit", "autoencoder", "--preset", "vgae,student,tiny", "--dataset", "synthetic"]
+    dry = cli(*args, "-R", "suggested", "--dry-run", cwd=main)
+    assert "suggested resources mem=1024M" in dry.stderr and "#SBATCH --mem=1024M" in dry.stdout
 
 
 def test_a_request_no_node_can_run_is_refused_and_a_pending_reason_is_in_words(jobs):
