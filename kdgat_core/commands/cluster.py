@@ -92,7 +92,10 @@ def failures_command(
         flat = [
             {
                 "cause": g.cause,
-                **{k: r.get(k) for k in ("job_id", "run_id", "run_name", "state", "run_status", "error_msg")},
+                **{
+                    k: r.get(k)
+                    for k in ("job_id", "run_id", "run_name", "state", "run_status", "error_msg", "retried_by")
+                },
                 "cancelled_by": r.get("cancelled_by"),
             }
             for g in groups
@@ -109,6 +112,7 @@ def failures_command(
             parts.append(
                 f"  job {ident or '-':<10} {(r.get('run_id') or '')[:8]:<8} {r.get('run_name') or ''}"
                 + (f"  [{r['error_msg']}]" if r.get("error_msg") and g.cause != FailureCause.CANCELLED else "")
+                + (f"  -> resubmitted as job {r['retried_by']}" if r.get("retried_by") else "")
             )
         if g.count > 10:
             parts.append(f"  ... and {g.count - 10} more")
@@ -181,7 +185,7 @@ def resubmit_command(
         rows = find_failures(db, since=since)
         targets: list[dict[str, Any]] = []
         if failed:
-            targets = [
+            matching = [
                 r
                 for r in rows
                 if r.get("job_id")
@@ -189,8 +193,14 @@ def resubmit_command(
                 and (not dataset or r.get("dataset") == dataset)
                 and (not wanted_stage or r.get("stage") == wanted_stage)
             ]
+            targets = [r for r in matching if not r.get("retried_by")]  # each failure is retried once by --failed
             if not targets:
-                raise KdgatError("No failed jobs match; see `kdgat failures`.")
+                done = len(matching) - len(targets)
+                raise KdgatError(
+                    "No failed jobs match"
+                    + (f" that were not resubmitted already ({done} were; name them to retry again)" if done else "")
+                    + "; see `kdgat failures`."
+                )
         else:
             for ref in runs or []:
                 targets.append(_target(db, rows, ref))

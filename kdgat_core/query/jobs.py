@@ -52,6 +52,7 @@ FACT_TYPES: dict[str, str] = {
     "model_size": "VARCHAR",
     "variant": "VARCHAR",
     "run_name": "VARCHAR",
+    "retried_by": "VARCHAR",  # the job kdgat resubmitted this one as (kdgat resubmit), if any
 }
 # What the view adds from the run the job started (none before it opened one)
 RUN_COLUMNS = ("run_id", "run_status", "error_msg", "cause")
@@ -139,6 +140,7 @@ def failures(db: TrackingDB, since: str | None = None) -> list[dict[str, Any]]:
         from_jobs AS (
             SELECT job_id, raw_id, run_id, run_name, dataset, stage, model_size, variant, state, exit_code,
                    run_status, error_msg, cause, cancelled_by, req_mem_mb, max_rss_mb, elapsed_s, time_limit_s,
+                   retried_by,
                    try_cast(nullif(end_time, '') AS TIMESTAMP) AS end_time,
                    try_cast(nullif(start_time, '') AS TIMESTAMP) AS start_time
             FROM j WHERE (cause IS NOT NULL OR run_status = '{RunStatus.LOST}')
@@ -148,7 +150,7 @@ def failures(db: TrackingDB, since: str | None = None) -> list[dict[str, Any]]:
                    r.model_size, NULL AS variant, NULL AS state, NULL AS exit_code, r.status AS run_status,
                    r.error_msg, {cause_sql("NULL", "r.error_msg", "r.run_id", run_failed)} AS cause,
                    NULL AS cancelled_by, NULL AS req_mem_mb, NULL AS max_rss_mb, NULL AS elapsed_s,
-                   NULL AS time_limit_s, r.end_time, r.start_time
+                   NULL AS time_limit_s, NULL AS retried_by, r.end_time, r.start_time
             FROM runs r WHERE r.status = '{RunStatus.FAILED}'
               AND r.run_id NOT IN (SELECT run_id FROM j WHERE run_id IS NOT NULL))
         SELECT * EXCLUDE (cause), coalesce(cause, '{FailureCause.FAILED}') AS cause FROM (

@@ -281,6 +281,7 @@ def job_facts(
 
     settings = settings or load_settings()
     records = read_submissions(artifact_root(tracking_uri, settings))
+    retried_by = {str(old): job for job, rec in records.items() for old in rec.get("retry_of") or []}
     rows = []
     for job in job_usage(since=since, refresh=refresh):
         row = job.facts()
@@ -291,6 +292,7 @@ def job_facts(
             model_size=record.get("model_size"),
             variant=record.get("variant"),
             run_name=record.get("run_name"),
+            retried_by=retried_by.get(job.job_id),
         )
         rows.append(row)
     return rows

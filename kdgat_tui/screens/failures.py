@@ -15,7 +15,7 @@ from kdgat_tui.runs_model import column_widths
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.dialogs import Confirm
 
-COLUMNS = ("cause", "job", "run", "run_id", "state", "error")
+COLUMNS = ("cause", "job", "run", "run_id", "state", "retried", "error")
 LOG_LINES = 6
 
 
@@ -72,6 +72,7 @@ class FailuresScreen(Screen):
                 "run": pa.array([str(r.get("run_name") or "") for r in self.rows], pa.string()),
                 "run_id": pa.array([str(r.get("run_id") or "")[:8] for r in self.rows], pa.string()),
                 "state": pa.array([str(r.get("state") or r.get("run_status") or "") for r in self.rows], pa.string()),
+                "retried": pa.array([str(r.get("retried_by") or "") for r in self.rows], pa.string()),
                 "error": pa.array([str(r.get("error_msg") or "")[:80] for r in self.rows], pa.string()),
             }
         )

@@ -212,6 +212,10 @@ def test_a_job_at_its_time_limit_is_triaged_and_resubmitted_with_more_time(jobs)
     assert "-  #SBATCH --time=1" in out and "+  #SBATCH --time=00:02:00" in out
     retry = submitted_job(out)
     assert usage_of(retry).time_limit_s == 120
+    failures = json.loads(cli("failures", "--format", "json", cwd=main).stdout)
+    assert next(r for r in failures if r["job_id"] == job)["retried_by"] == retry
+    again = cli("resubmit", "--failed", "--cause", "timeout", "--yes", cwd=main, check=False)
+    assert again.returncode == 2 and "not resubmitted already (1 were" in again.stderr  # --failed retries once
     subprocess.run(["scancel", retry], check=True, timeout=30)  # it would train forever: its limit is what counts
 
 
