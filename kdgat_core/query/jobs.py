@@ -123,7 +123,7 @@ def attach_jobs(db: TrackingDB, facts: Sequence[Mapping[str, Any]]) -> None:
                r.error_msg,
                {cause_sql("f.job_cause", "r.error_msg", "r.run_id", run_failed)} AS cause
         FROM _kdgat_job_facts f LEFT JOIN newest n ON n.job = f.raw_id LEFT JOIN runs r ON r.run_id = n.run_id""")
-    db._jobs_attached = True
+    setattr(db, "_jobs_attached", True)  # noqa: B010 - failures() and events() attach an empty view otherwise
 
 
 # --- failures -----------------------------------------------------------------------------------------------------------

@@ -203,9 +203,10 @@ def parse_sacct(text: str) -> list[JobUsage]:
         jobs[f[1]] = job
         order.append(f[1])
     for f in step_rows:
-        job = jobs.get(f[1].split(".", 1)[0])
-        if job is None:
+        owner = jobs.get(f[1].split(".", 1)[0])
+        if owner is None:
             continue
+        job = owner
         job.steps.append(f[3])
         rss = size_mb(f[15]) if f[15] else None
         if rss is not None:

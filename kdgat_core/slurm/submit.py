@@ -29,6 +29,7 @@ from kdgat_core.config import (
     preset,
 )
 from kdgat_core.slurm.render import ClusterSettings, RenderedJob, artifact_root, prepare_job
+from kdgat_core.slurm.resources import Resources
 from kdgat_core.slurm.scheduler import Scheduler, scheduler_for
 
 JOBS_FILE = "kdgat_jobs.jsonl"
@@ -88,7 +89,7 @@ def submit(
     after: Sequence[str] | None = None,
     array: str | None = None,
     dry_run: bool = False,
-    resources: Mapping[str, Any] | None = None,
+    resources: Mapping[str, Any] | Resources | None = None,
     settings: Settings | None = None,
     tracking_uri: str | None = None,
     executor: str | None = None,
