@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -24,7 +25,9 @@ from typing import Any
 
 from kdgat_core.config import (
     ENV_RETRY_OF,
+    HOST_TAG,
     MLFLOW_RUN_NAME_TAG,
+    PID_TAG,
     RETRY_OF_TAG,
     TEACHER_AUTO,
     KdgatError,
@@ -276,6 +279,8 @@ def open_run(
             Tag.GIT_COMMIT: git_commit(),
             Tag.SEED: cfg.train.seed,
             Tag.ARTIFACT_DIR: str(artifact_dir),
+            PID_TAG: os.getpid(),
+            HOST_TAG: socket.gethostname(),
             RETRY_OF_TAG: retry_of_for_task(  # set by `kdgat resubmit`
                 os.environ.get(ENV_RETRY_OF, ""), os.environ.get("SLURM_ARRAY_TASK_ID")
             ),
