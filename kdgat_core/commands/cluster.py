@@ -32,12 +32,14 @@ def open_with_jobs(tracking_uri: str | None, since: str | None = None, refresh: 
     from kdgat_core.query import open_db
     from kdgat_core.query.jobs import attach_jobs, since_for_sacct
     from kdgat_core.slurm.accounting import job_facts
-    from kdgat_core.slurm.scheduler import SlurmScheduler
 
+    window = since_for_sacct(since)  # a bad --since is refused before anything is read
     db = open_db(tracking_uri)
-    facts = job_facts(tracking_uri=tracking_uri, since=since_for_sacct(since), refresh=refresh)
-    if not facts and not SlurmScheduler.available():
-        facts = []  # no SLURM here: runs alone still show their causes
+    try:
+        facts = job_facts(tracking_uri=tracking_uri, since=window, refresh=refresh)
+    except KdgatError as exc:  # the scheduler does not answer: the runs alone still show their causes
+        typer.echo(f"kdgat: {exc} Showing what the tracking DB alone says.", err=True)
+        facts = []
     attach_jobs(db, facts)
     return db
 
@@ -91,7 +93,8 @@ def failures_command(
     if fmt is not OutputFormat.table:
         flat = [
             {
-                "cause": g.cause,
+                "cause": r["cause"],
+                "group": g.cause,  # an exception groups by its class: "exception: ValueError"
                 **{
                     k: r.get(k)
                     for k in ("job_id", "run_id", "run_name", "state", "run_status", "error_msg", "retried_by")

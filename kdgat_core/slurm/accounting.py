@@ -10,8 +10,10 @@ with runs happens in kdgat_core.query (the `jobs` view), fed by the caller.
 from __future__ import annotations
 
 import getpass
+import os
 import pwd
 import re
+import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -123,17 +125,12 @@ def seconds(text: str) -> float:
 
 
 def size_mb(text: str, cpus: int = 1) -> float | None:
-    """`159392K`, `1.5G`, `100M`, `4000Mn`, `256Mc` (per CPU) in megabytes; None when empty."""
+    """`159392K`, `1.5G`, `100M`, `4000Mn`, `256Mc` (per CPU), plain bytes, in megabytes; None when empty."""
     m = re.fullmatch(r"([\d.]+)([KMGTP]?)([nc]?)", text.strip())
     if not m:
         return None
-    value = (
-        float(m.group(1))
-        * {"": 1 / 1024 / 1024, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2, "P": 1024**3}[m.group(2)]
-    )
-    if m.group(2) == "" and m.group(3) == "":
-        value = float(m.group(1)) / 1024 / 1024  # bytes
-    return value * (cpus if m.group(3) == "c" else 1)
+    per_mb = {"": 1 / 1024 / 1024, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2, "P": 1024**3}[m.group(2)]
+    return float(m.group(1)) * per_mb * (cpus if m.group(3) == "c" else 1)
 
 
 def tres(text: str) -> dict[str, str]:
@@ -245,8 +242,8 @@ def job_usage(
     """Every job of the user since `since` (a sacct time, default 7 days ago): one sacct call, cached a few seconds.
 
     An empty list where the cluster keeps no accounting (no slurmdbd)."""
-    import os
-
+    if shutil.which("sacct") is None:
+        return []  # no SLURM here: runs alone still tell their story
     user = user or getpass.getuser()
     window = since or HISTORY_WINDOW
     ttl = (

@@ -188,3 +188,23 @@ def test_advice_lowers_a_request_far_above_the_peak_and_the_toml_stores_it():
     assert row["advice"].startswith("asked 32.0G, peak 3.1G over 12 runs: --mem 4G would do")
     assert "--cpus-per-task 4" in row["advice"] and "--time 00:45:00" in row["advice"]
     assert toml_snippet([row]) == ('[cluster.resources.curriculum.teacher]\nmem = "4G"\ntime = "00:45:00"\ncpus = 4\n')
+
+
+def test_failures_on_a_machine_without_slurm_come_from_the_runs_alone(jobs_db, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path, ids = jobs_db
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # no sacct, no sbatch
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "kdgat"), "failures", "-u", str(path), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    causes = {r["run_id"]: r["cause"] for r in json.loads(proc.stdout)}
+    assert causes == {ids["cuda"]: "cuda_oom", ids["exception"]: "exception", ids["nan"]: "nan_loss"}
