@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from kdgat_core.commands.options import FormatOpt, OutputOpt, TrackingUriOpt
+from kdgat_core.commands.options import ForceOpt, FormatOpt, OutputOpt, TrackingUriOpt
 from kdgat_core.commands.output import OutputFormat, emit, write_output
 from kdgat_core.config import FailureCause, KdgatError, Stage
 
@@ -25,6 +26,7 @@ SinceOpt = Annotated[
     Optional[str], typer.Option("--since", help="Only jobs since a date (2026-12-01) or an age (3d, 12h, 90m).")
 ]
 LOG_LINES = 5
+JOB_ID = re.compile(r"\d{1,12}(_\d{1,6})?")  # 1234 or 1234_5: anything else names a run
 
 
 def open_with_jobs(tracking_uri: str | None, since: str | None = None, refresh: bool = False) -> Any:
@@ -53,10 +55,13 @@ def efficiency_command(
     ] = False,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """What jobs used of what they asked for (sacct), with seff-style advice per stage and preset."""
     from kdgat_core.query.jobs import advise, efficiency_rows, toml_snippet
+
+    _check_output(output, force, tracking_uri)
 
     with open_with_jobs(tracking_uri, since) as db:
         rows = efficiency_rows(db, since=since, dataset=dataset)
@@ -78,11 +83,14 @@ def failures_command(
     logs: Annotated[int, typer.Option("--lines", help="Last lines of one log per group (0: none).")] = LOG_LINES,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """Failed and lost runs (and jobs that failed before opening a run) grouped by cause."""
     from kdgat_core.query.jobs import failures as find_failures
     from kdgat_core.query.jobs import group_failures
+
+    _check_output(output, force, tracking_uri)
 
     with open_with_jobs(tracking_uri, since) as db:
         rows = find_failures(db, since=since)
@@ -125,6 +133,14 @@ def failures_command(
             parts += [f"    {line}" for line in tail[1]]
         parts.append("")
     write_output("\n".join(parts), output)
+
+
+def _check_output(output: Path | None, force: bool, tracking_uri: str | None) -> None:
+    """A bad --output is refused before the scheduler is asked anything."""
+    if output is not None:
+        from kdgat_core.safe_io import check_output_path
+
+        check_output_path(output, force=force, tracking_uri=tracking_uri)
 
 
 def _log_tail(runs: list[dict[str, Any]], tracking_uri: str | None, lines: int) -> tuple[str, list[str]] | None:
@@ -184,6 +200,11 @@ def resubmit_command(
     if cause:
         FailureCause.parse(cause, "cause")
     wanted_stage = Stage.parse(stage, "stage").value if stage else None
+    if runs:  # a run that does not exist is named before the scheduler is asked anything
+        from kdgat_core.query import open_db
+
+        with open_db(tracking_uri) as plain:
+            runs = [ref if JOB_ID.fullmatch(ref) else plain.resolve_run(ref) for ref in runs]
     with open_with_jobs(tracking_uri, since, refresh=True) as db:
         rows = find_failures(db, since=since)
         targets: list[dict[str, Any]] = []
