@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kdgat_core.config import KdgatError, RunStatus, Tag
+from kdgat_core.query.sql_text import literal
 
 if TYPE_CHECKING:
     from kdgat_core.query.db import TrackingDB
@@ -80,10 +81,6 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _q(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def events(db: TrackingDB, rules: Rules | None = None) -> list[Event]:
@@ -171,7 +168,7 @@ def events(db: TrackingDB, rules: Rules | None = None) -> list[Event]:
             cond = f"m.value > {rule.above}" if rule.above is not None else f"m.value < {rule.below}"
             for r in read(
                 f"SELECT m.run_id, r.run_name, m.value FROM metrics m JOIN runs r ON r.run_id = m.run_id "
-                f"WHERE m.key = {_q(rule.metric)} AND NOT isnan(m.value) AND {cond}"
+                f"WHERE m.key = {literal(rule.metric)} AND NOT isnan(m.value) AND {cond}"
             ):
                 out.append(
                     Event(

@@ -1,8 +1,9 @@
-"""The `jobs` view: the scheduler's facts per job (what kdgat_core.slurm.accounting read from sacct), joined with runs.
+"""Jobs and runs, the query side: the runs scheduler jobs started (what `kdgat jobs` and the TUI's jobs screen join
+with the queue), and the `jobs` view over the scheduler's facts per job (what kdgat_core.slurm.accounting read from
+sacct), with each failure's cause, efficiency advice, and failures grouped by cause.
 
-The caller (CLI or TUI) hands the facts in; this module never calls the scheduler. On top of the view: each failed
-job's or run's cause (a column, so SQL can filter and count it), efficiency per stage and preset with seff-style
-advice, and failures grouped by cause.
+`kdgat_core.slurm.job_table(runs=runs_of_jobs)` does the queue join; the caller (CLI or TUI) hands the facts in for
+the view: this module never calls the scheduler, so the scheduler side never imports the query layer.
 
     db.attach_jobs(facts)          # facts: list of dicts, JobUsage.facts() of kdgat_core.slurm.accounting
     db.sql("SELECT job_id, mem_eff, cause FROM jobs JOIN runs USING (run_id) WHERE mem_eff < 0.3")
@@ -13,12 +14,58 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kdgat_core.config import FailureCause, RunStatus, Tag
+from kdgat_core.config import FailureCause, Metric, RunStatus, Tag, sqlite_path
+from kdgat_core.query.db import TrackingDB, open_db
+from kdgat_core.query.sql_text import in_list, literal
 
-if TYPE_CHECKING:
-    from kdgat_core.query.db import TrackingDB
+_open_dbs: dict[str, TrackingDB] = {}
+
+
+def _tracking_db(tracking_uri: str) -> TrackingDB:
+    """One read-only TrackingDB per URI and process: `jobs --watch` and the TUI do not reopen it every refresh."""
+    if tracking_uri not in _open_dbs:
+        _open_dbs[tracking_uri] = open_db(tracking_uri)
+    return _open_dbs[tracking_uri]
+
+
+def job_runs(db: TrackingDB, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Runs tagged with one of these job ids: run_id, slurm_job_id, status, start_time and the newest metric
+    (f1 among metrics logged together, as a finished run's final metrics are)."""
+    if not job_ids:
+        return []
+    job_tag, status_tag, start_tag = Tag.SLURM_JOB_ID.value, Tag.STATUS.value, Tag.START_TIME.value
+    table = db.sql(
+        f"""
+        WITH j AS (SELECT run_id, value AS slurm_job_id FROM tags WHERE key = '{job_tag}' AND value IN {in_list(job_ids)}),
+             t AS (SELECT run_id, max(CASE WHEN key = '{status_tag}' THEN value END) AS status,
+                          max(CASE WHEN key = '{start_tag}' THEN value END) AS start_time
+                   FROM tags WHERE run_id IN (SELECT run_id FROM j) GROUP BY run_id),
+             m AS (SELECT run_id, key, value, step,
+                          row_number() OVER (PARTITION BY run_id ORDER BY timestamp DESC,
+                              key = '{Metric.F1}' DESC, key = '{Metric.VAL_F1}' DESC, step DESC, key) AS rn
+                   FROM metrics WHERE run_id IN (SELECT run_id FROM j))
+        SELECT j.run_id, j.slurm_job_id, t.status, t.start_time,
+               m.key AS metric_key, m.value AS metric_value, m.step AS metric_step
+        FROM j LEFT JOIN t ON t.run_id = j.run_id LEFT JOIN m ON m.run_id = j.run_id AND m.rn = 1""",
+        arrow=True,
+    )
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows
+
+
+def runs_of_jobs(tracking_uri: str, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """`job_runs` for a tracking URI (a `kdgat_core.slurm.RunsReader`): no runs while nothing has been tracked."""
+    if not job_ids:
+        return []
+    path = sqlite_path(tracking_uri, must_exist=False)
+    if path is not None and not path.is_file():
+        return []  # nothing tracked yet: the queue alone is still worth showing
+    return job_runs(_tracking_db(tracking_uri), job_ids)
+
+
+# --- the jobs view ----------------------------------------------------------------------------------------------
 
 # The facts the slurm layer provides per job, with their DuckDB types (the view's first columns, in this order).
 FACT_TYPES: dict[str, str] = {
@@ -243,7 +290,7 @@ def efficiency_rows(db: TrackingDB, since: str | None = None, dataset: str | Non
     """Per job of the `jobs` view: stage, size, variant, state and the efficiency figures (needs attach_jobs)."""
     conds = ["stage IS NOT NULL"]
     if dataset:
-        conds.append(f"dataset = '{dataset.replace(chr(39), chr(39) * 2)}'")
+        conds.append(f"dataset = {literal(dataset)}")
     if since:
         conds.append(f"try_cast(nullif(submit_time, '') AS TIMESTAMP) >= {_since_sql(since)}")
     return db._reader.fetch_rows(
@@ -378,7 +425,9 @@ __all__ = [
     "failures",
     "group_failures",
     "job_row",
+    "job_runs",
     "run_job_facts",
+    "runs_of_jobs",
     "since_for_sacct",
     "suggested_resources",
     "toml_snippet",
