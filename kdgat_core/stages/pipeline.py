@@ -57,6 +57,11 @@ def run_pipeline(
     return {"results": results, "timings": timings, "wall": total_wall, "cpu": total_cpu}
 
 
+def _cell(v: float | None) -> str:
+    """A table cell: an undefined metric (no attack window in the scenario) is said, not printed as 0."""
+    return "undef." if v is None or v != v else f"{v:.3f}"
+
+
 def results_table(results: dict[tuple[str, bool, str], Any], scenarios: list[str]) -> str:
     """Markdown: one row per (model, size, KD), F1 / accuracy per test scenario, from the evaluation runs."""
     head = "| model | size | KD | params | " + " | ".join(f"{s[:7]} F1 / acc" for s in scenarios) + " |"
@@ -67,9 +72,9 @@ def results_table(results: dict[tuple[str, bool, str], Any], scenarios: list[str
             params = results[(size, kd, stage.value)].metrics.get(Metric.NUM_PARAMETERS.value)
             cells = []
             for s in scenarios:
-                f1 = ev[scenario_metric(s, f"{prefix}_f1" if prefix else "f1")]
-                acc = ev[scenario_metric(s, f"{prefix}_accuracy" if prefix else "accuracy")]
-                cells.append(f"{f1:.3f} / {acc:.3f}")
+                f1 = ev.get(scenario_metric(s, f"{prefix}_f1" if prefix else "f1"))
+                acc = ev.get(scenario_metric(s, f"{prefix}_accuracy" if prefix else "accuracy"))
+                cells.append(f"{_cell(f1)} / {_cell(acc)}")
             label = f"{stage} ({STAGE_ARCH[stage]})"
             lines.append(
                 f"| {label} | {size} | {'yes' if kd else 'no'} | {int(params) if params else ''} | "
