@@ -228,7 +228,7 @@ def _build_train(cfg: PipelineConfig, recs: list[Recording]) -> dict:
         ctx = recording_context(m, calib)
         inj_g, fam, orig = empty_graphs(), np.zeros(0, np.int64), np.zeros(0, bool)
         if inject and cut < n:
-            inj = inject_tail(m, ctx, cut, W, cfg.data.injection_seed, r.key)
+            inj = inject_tail(m, ctx, cut, W, cfg.data.injection_seed, r.key, first=i)
             if inj.bursts:
                 im = inj.messages
                 inj_g = build_window_graphs(im, W, S, vocab, i, lo=cut, hi=len(im), ctx=recording_context(im, calib))

@@ -42,9 +42,13 @@ def _victims(ctx: RecordingContext, lo: int, hi: int) -> np.ndarray:
     return np.intersect1d(frequent, present)
 
 
-def inject_tail(m: Messages, ctx: RecordingContext, cut: int, window: int, seed: int, name: str) -> Injected:
+def inject_tail(
+    m: Messages, ctx: RecordingContext, cut: int, window: int, seed: int, name: str, first: int = 0
+) -> Injected:
     """One burst per block of BLOCK_WINDOWS * window messages of [cut, n) that holds no labelled attack (a shorter
-    tail is one block; a tail shorter than the shortest burst gets none)."""
+    tail is one block; a tail shorter than the shortest burst gets none). Families follow one shuffle of FAMILIES
+    drawn from `seed` alone, starting at position `first` (the recording's index: short tails of several recordings
+    still meet every family)."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     n = len(m)
     block = min(BLOCK_WINDOWS * window, n - cut)  # a tail shorter than one block is one block
@@ -56,8 +60,8 @@ def inject_tail(m: Messages, ctx: RecordingContext, cut: int, window: int, seed:
     keep = np.ones(n, bool)
     add_ts, add_id, add_pay, add_dlc, add_fam = [], [], [], [], []
     bursts: list[tuple[str, int, float, float]] = []
-    order = rng.permutation(len(FAMILIES))
-    k = 0
+    order = np.random.default_rng(seed).permutation(len(FAMILIES))
+    k = first
     for b0 in range(cut, n - block + 1, block):
         if m.label[b0 : b0 + block].any():
             continue

@@ -262,8 +262,11 @@ def anomaly_scores(
 
 
 # --- the per-id timing score ------------------------------------------------------------------------------------------
-_COUNT, _REL_MEAN, _REL_STD = (NODE_FEATURES.index(f) for f in ("count_frac", "gap_rel_mean", "gap_rel_std"))
-REL_UNITS = 10.0  # gap_rel_mean and gap_rel_std are log2 ratios / 10
+_COUNT, _REL_MEAN, _REL_STD, _SHARE = (
+    NODE_FEATURES.index(f) for f in ("count_frac", "gap_rel_mean", "gap_rel_std", "id_share")
+)
+REL_UNITS = 10.0  # gap_rel_mean and gap_rel_std are log2 ratios / 10; an id the calibration part never sent counts
+# as the clip value (its period is unknown: infinitely off), else a fuzzed window would look calmer than a normal one
 
 
 @dataclass
@@ -275,15 +278,17 @@ class TimingScores:
 
 
 def timing_raw(graphset: Any) -> np.ndarray:
-    """Per window: sum over its ids of count_frac x (|gap_rel_mean| + gap_rel_std), in log2 units. Each id's
-    inter-arrival times against its calibration period (the node features): an id sent faster or slower than its
-    own usual period, or irregularly, raises it (a replayed id, a delayed bus, a masquerading sender's phase)."""
+    """Per window: sum over its ids of count_frac x (|gap_rel_mean| + gap_rel_std), in log2 units (REL_UNITS for an id
+    the calibration part never sent). Each id's inter-arrival times against its calibration period (the node
+    features): an id sent faster or slower than its own usual period, or irregularly, raises it (a replayed id, a
+    delayed bus, a masquerading sender's phase)."""
     x = graphset.x.numpy()
     ptr = graphset.node_ptr.numpy()
     g = len(ptr) - 1
     if g <= 0:
         return np.zeros(0)
-    per_node = x[:, _COUNT] * (np.abs(x[:, _REL_MEAN]) + x[:, _REL_STD]) * REL_UNITS
+    off = np.where(x[:, _SHARE] > 0, np.abs(x[:, _REL_MEAN]) + x[:, _REL_STD], 1.0)
+    per_node = x[:, _COUNT] * off * REL_UNITS
     return np.bincount(np.repeat(np.arange(g), np.diff(ptr)), weights=per_node, minlength=g)
 
 
