@@ -350,6 +350,9 @@ class DQNConfig:
     episodes: int = 50
     # the per-id timing score as a third fusion input (its weight, possibly 0, is chosen on validation)
     timing_input: bool = True
+    # the VGAE and timing thresholds: best validation F1 among those flagging at most this share of validation normals
+    # (subtle injected attacks would otherwise pull them down to false alarms on every tenth normal window)
+    max_val_fpr: float = 0.01
 
 
 @dataclass

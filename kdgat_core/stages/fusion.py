@@ -450,6 +450,8 @@ def run_fusion(
         raise KdgatError("dqn.gamma must be 0: fusion is a contextual bandit (one decision per window, no next state).")
     if d.num_alphas < 2:
         raise KdgatError("dqn.num_alphas must be at least 2 (alpha = 0 and alpha = 1).")
+    if not 0.0 < d.max_val_fpr <= 1.0:
+        raise KdgatError(f"dqn.max_val_fpr must be in (0, 1], got {d.max_val_fpr}.")
     gen = seed_everything(cfg.train.seed)
     vgae_run = resolve_prerequisite(cfg, Stage.AUTOENCODER, tracking_uri)
     gat_run = resolve_prerequisite(cfg, Stage.CURRICULUM, tracking_uri)
@@ -476,9 +478,13 @@ def run_fusion(
         term_weights, term_aucs = choose_term_weights(y_all[fit_idx], v.errors[fit_idx])
     cal = VGAECalibration(0.0, 1.0, 0.0, norm, term_weights)
     vscore = cal.window_score(v)
-    cal = VGAECalibration.fit(y_all[fit_idx], vscore[fit_idx], norm, threshold_rule="f1")
+    cal = VGAECalibration.fit(y_all[fit_idx], vscore[fit_idx], norm, "f1", d.max_val_fpr)
     cal.term_weights = term_weights
-    tcal = VGAECalibration.fit(y_all[fit_idx], t.score[fit_idx], "recording", "f1") if d.timing_input else None
+    tcal = (
+        VGAECalibration.fit(y_all[fit_idx], t.score[fit_idx], "recording", "f1", d.max_val_fpr)
+        if d.timing_input
+        else None
+    )
     inputs = INPUTS_3 if tcal is not None else INPUTS_2
     val = FusionInputs(
         fusion_state(p_all, v, cal, t, tcal),

@@ -28,16 +28,20 @@ def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
     return float((thr[i] + lower.max()) / 2) if len(lower) else float(thr[i])
 
 
-def f1_threshold(y: np.ndarray, score: np.ndarray) -> float:
-    """The score threshold with the best F1 (attack when score >= threshold), midway to the next lower score;
-    without both classes, Youden's fallback (the 99th percentile)."""
+def f1_threshold(y: np.ndarray, score: np.ndarray, max_fpr: float = 1.0) -> float:
+    """The score threshold with the best F1 (attack when score >= threshold) among those that flag at most `max_fpr`
+    of the normal windows, midway to the next lower score; without both classes, Youden's fallback (the 99th
+    percentile)."""
     y = np.asarray(y).astype(int)
     score = np.asarray(score, dtype=float)
     if len(np.unique(y)) < 2:
         return youden_threshold(y, score)
-    precision, recall, thr = skm.precision_recall_curve(y, score)
-    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
-    best = float(thr[int(np.argmax(f1))])
+    fpr, tpr, thr = skm.roc_curve(y, score, drop_intermediate=False)
+    pos, neg = int(y.sum()), int((y == 0).sum())
+    tp, fp = tpr * pos, fpr * neg
+    f1 = 2 * tp / np.maximum(2 * tp + fp + (pos - tp), 1e-12)
+    f1[(fpr > max_fpr) | ~np.isfinite(thr)] = -1.0
+    best = float(thr[int(np.argmax(f1))]) if f1.max() >= 0 else float(score.max()) + 1e-9
     lower = score[score < best]
     return float((best + lower.max()) / 2) if len(lower) else best
 

@@ -352,9 +352,15 @@ class VGAECalibration:
 
     @classmethod
     def fit(
-        cls, y: np.ndarray, score: np.ndarray, score_norm: str = "none", threshold_rule: str = "youden"
+        cls,
+        y: np.ndarray,
+        score: np.ndarray,
+        score_norm: str = "none",
+        threshold_rule: str = "youden",
+        max_fpr: float = 1.0,
     ) -> VGAECalibration:
-        thr = youden_threshold(y, score) if threshold_rule == "youden" else f1_threshold(y, score)
+        """`threshold_rule`: "youden", or "f1" (the best F1 flagging at most `max_fpr` of the normal windows)."""
+        thr = youden_threshold(y, score) if threshold_rule == "youden" else f1_threshold(y, score, max_fpr)
         log_s = np.log(np.maximum(score, 1e-12))
         log_thr = float(np.log(max(thr, 1e-12)))
         if len(np.unique(y)) == 2:
