@@ -170,6 +170,9 @@ FUSION_BEATS_BEST_TAG = "fusion_beats_best_single"
 FUSION_POLICY_TAG = "fusion_policy"
 # The third fusion input beside the GAT and the VGAE: the unsupervised per-id timing score (stages.scoring)
 TIMING_SCORE = "timing"
+# Logged per test scenario by the evaluation (`<scenario>/attack_share`): the share of attack windows, from which the
+# trivial answers (everything an attack: F1 2p / (1 + p), accuracy p; everything normal: accuracy 1 - p) follow
+ATTACK_SHARE = "attack_share"
 # Set on an evaluation run whose scenarios leave metrics undefined (no attack window: F1, recall, AUC ...):
 # "<scenario>/<metric>,..."; those metrics are not logged as numbers
 UNDEFINED_METRICS_TAG = "undefined_metrics"

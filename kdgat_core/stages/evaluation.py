@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from kdgat_core.config import (
+    ATTACK_SHARE,
     TIMING_SCORE,
     UNDEFINED_METRICS_TAG,
     Arch,
@@ -147,6 +148,7 @@ def run_evaluation(
         scenario_final = {scenario_metric(scenario, k): v for k, v in m.items()}
         for name, sm in single_m.items():
             scenario_final.update({scenario_metric(scenario, f"{name}_{k}"): sm[str(k)] for k in SINGLE_MODEL_METRICS})
+        scenario_final[scenario_metric(scenario, ATTACK_SHARE)] = float(inp.y.mean())
         gone = undefined(scenario_final)
         if gone:
             undefined_names += gone
