@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -22,7 +23,7 @@ from kdgat_core.data.windows import calibration_size
 def dataset_summary(name: str, folder: Path, splits: tuple[str, ...], train_splits: tuple[str, ...] = ()) -> dict:
     """One row of `kdgat datasets` for a dataset folder (which may be missing). `shared_train_test`: test recordings
     whose messages equal a training recording's (training keeps it; the test scenario leaves it out)."""
-    row = {
+    row: dict[str, Any] = {
         "dataset": name,
         "status": "missing",
         "recordings": 0,

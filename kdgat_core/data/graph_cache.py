@@ -234,7 +234,7 @@ def _build_train(cfg: PipelineConfig, recs: list[Recording]) -> dict:
                 inj_g = build_window_graphs(im, W, S, vocab, i, lo=cut, hi=len(im), ctx=recording_context(im, calib))
                 cols = inj_g.start[:, None] + np.arange(W)[None, :]
                 fam = inj.family[cols].max(axis=1).astype(np.int64) if len(cols) else fam
-                orig = inj.original_attack[cols].any(axis=1) if len(cols) else orig
+                orig = np.asarray(inj.original_attack[cols].any(axis=1)) if len(cols) else orig
         return (
             build_window_graphs(m, W, S, vocab, recording=i, lo=0, hi=cut, ctx=ctx),
             build_window_graphs(m, W, S, vocab, recording=i, lo=cut, hi=n, ctx=ctx),

@@ -109,7 +109,7 @@ def weight_grid(k: int, steps: int) -> np.ndarray:
     return (np.array(rows, dtype=np.float32) / n).astype(np.float32)
 
 
-def fused_score(alpha: np.ndarray, p_gat: np.ndarray, s_vgae: np.ndarray) -> np.ndarray:
+def fused_score(alpha: np.ndarray | float, p_gat: np.ndarray, s_vgae: np.ndarray) -> np.ndarray:
     return alpha * p_gat + (1 - alpha) * s_vgae
 
 
@@ -171,7 +171,7 @@ def model_outputs(
         p,
         cal.probability(cal.window_score(v)),
         graphset.y.numpy(),
-        None if t is None else timing_cal.probability(t.score),
+        None if t is None or timing_cal is None else timing_cal.probability(t.score),
     )
 
 
@@ -182,7 +182,7 @@ class FusionPolicy:
 
     def __init__(
         self,
-        q: QNetwork,
+        q: torch.nn.Module | None,  # None only for a fixed policy (tests)
         alphas: np.ndarray,
         mean: np.ndarray,
         std: np.ndarray,
@@ -201,6 +201,8 @@ class FusionPolicy:
     @torch.no_grad()
     def choose(self, state: np.ndarray) -> np.ndarray:
         """Index of the greedy action per window."""
+        if self.q is None:
+            raise KdgatError("This fusion policy has no Q-network; it can only apply its fixed policy.")
         self.q.eval()
         x = torch.from_numpy((state - self.mean) / self.std).float()
         return self.q(x).argmax(-1).numpy() if len(x) else np.zeros(0, dtype=int)
@@ -467,13 +469,14 @@ def run_fusion(
         ps.append(attack_probability(gat_logits(gat, part, device, hide_ids=hide)))
         ys.append(part.y.numpy())
         fams.append(family)
-    v, t, p_all, y_all, family = _concat_vgae(vs), _concat_timing(ts), np.concatenate(ps), np.concatenate(ys), None
+    v, t, p_all, y_all = _concat_vgae(vs), _concat_timing(ts), np.concatenate(ps), np.concatenate(ys)
     family = np.concatenate(fams)
     fit_idx, check_idx = split_halves(len(y_all), y_all, cfg.train.seed)
     if len(fit_idx) == 0 or len(check_idx) == 0:
         raise KdgatError("The validation split is too small to fit and judge the fusion policy; use more data.")
     # the VGAE's term weights and every score's threshold and Platt calibration: on the fit half
-    term_weights, term_aucs = (None, {})
+    term_weights: list[float] | None = None
+    term_aucs: dict[str, float] = {}
     if v.normalised:
         term_weights, term_aucs = choose_term_weights(y_all[fit_idx], v.errors[fit_idx])
     cal = VGAECalibration(0.0, 1.0, 0.0, norm, term_weights)

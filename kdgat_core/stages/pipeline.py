@@ -90,16 +90,18 @@ def results_table(results: dict[tuple[str, bool, str], Any], scenarios: list[str
     )
     all_attack = [(None, None) if p is None else (2 * p / (1 + p), p) for p in share]
     all_normal = [(None, None) if p is None else (0.0 if p > 0 else None, 1 - p) for p in share]
-    for label, cells in (("everything an attack", all_attack), ("everything normal", all_normal)):
-        lines.append(f"| {label} | | | | " + " | ".join(f"{_cell(f)} / {_cell(a)}" for f, a in cells) + " |")
+    for label, trivial in (("everything an attack", all_attack), ("everything normal", all_normal)):
+        lines.append(f"| {label} | | | | " + " | ".join(f"{_cell(f)} / {_cell(a)}" for f, a in trivial) + " |")
     for size, kd in ROLES:
         ev = results[(size, kd, Stage.EVALUATION.value)].metrics
-        rows = [(f"{stage} ({STAGE_ARCH[stage]})", stage, prefix) for stage, prefix in TABLE_MODELS]
+        rows: list[tuple[str, Stage | None, str | None]] = [
+            (f"{stage} ({STAGE_ARCH[stage]})", stage, prefix) for stage, prefix in TABLE_MODELS
+        ]
         if any(scenario_metric(s, f"{TIMING_SCORE}_accuracy") in ev for s in scenarios):
             rows.insert(2, (f"{TIMING_SCORE} score", None, TIMING_SCORE))
         for label, stage, prefix in rows:
             params = results[(size, kd, stage.value)].metrics.get(Metric.NUM_PARAMETERS.value) if stage else None
-            cells = []
+            cells: list[str] = []
             for s in scenarios:
                 f1 = ev.get(scenario_metric(s, f"{prefix}_f1" if prefix else "f1"))
                 acc = ev.get(scenario_metric(s, f"{prefix}_accuracy" if prefix else "accuracy"))
