@@ -88,7 +88,7 @@ def results_table(results: dict[tuple[str, bool, str], Any], scenarios: list[str
     lines.append(
         "| published KD-GAT fusion | | | | " + " | ".join(f"{_cell(f)} / {_cell(a)}" for f, a in published) + " |"
     )
-    all_attack = [(None, None) if p is None else (2 * p / (1 + p), p) for p in share]
+    all_attack = [(None, None) if p is None else (2 * p / (1 + p) if p > 0 else None, p) for p in share]
     all_normal = [(None, None) if p is None else (0.0 if p > 0 else None, 1 - p) for p in share]
     for label, trivial in (("everything an attack", all_attack), ("everything normal", all_normal)):
         lines.append(f"| {label} | | | | " + " | ".join(f"{_cell(f)} / {_cell(a)}" for f, a in trivial) + " |")

@@ -142,3 +142,33 @@ def test_quirky_dataset_end_to_end(tmp_path, monkeypatch):
     whole = fj["validation_whole"]
     assert whole["fusion"]["f1"] >= max(whole[k]["f1"] for k in whole if k != "fusion") - 1e-12
     assert pq.read_table(folder / recording_file_name(TEST_03, "empty")).num_rows == 0  # the data is untouched
+
+
+def test_results_table_shows_published_trivial_and_undefined_cells():
+    from types import SimpleNamespace
+
+    from kdgat_core.config import Stage
+    from kdgat_core.stages.pipeline import ROLES, results_table
+
+    t01, t05 = "test_01_known_vehicle_known_attack", TEST_05
+    ev = {
+        scenario_metric(t01, "attack_share"): 0.25,
+        scenario_metric(t05, "attack_share"): 0.0,
+        scenario_metric(t01, "f1"): 0.9,
+        scenario_metric(t01, "accuracy"): 0.95,
+        scenario_metric(t05, "accuracy"): 0.99,  # its F1 is undefined, so not logged
+        scenario_metric(t01, "timing_f1"): 0.8,
+        scenario_metric(t01, "timing_accuracy"): 0.9,
+    }
+    results = {
+        (size, kd, stage.value): SimpleNamespace(metrics=ev if stage is Stage.EVALUATION else {"num_parameters": 7})
+        for size, kd in ROLES
+        for stage in Stage
+    }
+    table = results_table(results, [t01, t05])
+    lines = table.splitlines()
+    assert lines[2].startswith("| published KD-GAT fusion") and "n/a / n/a" in lines[2]
+    assert "| everything an attack | | | | 0.400 / 0.250 | n/a / 0.000 |" in lines
+    assert "| everything normal | | | | 0.000 / 0.750 | n/a / 1.000 |" in lines
+    assert any(line.startswith("| timing score | teacher") and "0.800 / 0.900" in line for line in lines)
+    assert any(line.startswith("| fusion (dqn) | teacher") and "0.900 / 0.950 | n/a / 0.990" in line for line in lines)
