@@ -31,6 +31,7 @@ from kdgat_core.config import (
     prerequisite_tag,
     scenario_metric,
 )
+from kdgat_core.models import CANGraphGAT, CANGraphVGAE
 from kdgat_core.stages import plots
 from kdgat_core.stages.fusion import DECISION, concat_inputs, load_fusion, model_outputs, validation_parts
 from kdgat_core.stages.metrics import classification_metrics, fpr_budget_threshold, headline, undefined
@@ -90,8 +91,8 @@ def run_evaluation(
             prerequisite_tag(Stage.FUSION): fusion_run,
         }
     )
-    vgae, vmeta = load_run_model(vgae_run, tracking_uri, Arch.VGAE.value, graphs, device)
-    gat, gmeta = load_run_model(gat_run, tracking_uri, Arch.GAT.value, graphs, device)
+    vgae, vmeta = load_run_model(vgae_run, tracking_uri, CANGraphVGAE, graphs, device)
+    gat, gmeta = load_run_model(gat_run, tracking_uri, CANGraphGAT, graphs, device)
     # the fusion run's calibrations (chosen on validation with its synthetic subtle attacks), else the VGAE run's
     cals = fmeta.get("calibrations") or {}
     cal = VGAECalibration.from_dict(cals.get(Arch.VGAE.value, vmeta["calibration"]))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from kdgat_core.config import (
     bool_tag,
     prerequisite_tag,
 )
-from kdgat_core.models import QNetwork, count_parameters
+from kdgat_core.models import CANGraphGAT, CANGraphVGAE, QNetwork, count_parameters
 from kdgat_core.stages import plots
 from kdgat_core.stages.metrics import classification_metrics, headline
 from kdgat_core.stages.prerequisites import checkpoint_payload, load_run_model, resolve_prerequisite
@@ -109,7 +109,11 @@ def weight_grid(k: int, steps: int) -> np.ndarray:
     return (np.array(rows, dtype=np.float32) / n).astype(np.float32)
 
 
-def fused_score(alpha: np.ndarray | float, p_gat: np.ndarray, s_vgae: np.ndarray) -> np.ndarray:
+# fused_score runs on numpy arrays (evaluation) and on tensors (the bandit's training loop)
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+def fused_score(alpha: ArrayT | float, p_gat: ArrayT, s_vgae: ArrayT) -> ArrayT:
     return alpha * p_gat + (1 - alpha) * s_vgae
 
 
@@ -145,8 +149,8 @@ def fixed_fuse(policy: list[float] | str, scores: np.ndarray) -> np.ndarray:
 
 
 def model_outputs(
-    vgae,
-    gat,
+    vgae: CANGraphVGAE,
+    gat: CANGraphGAT,
     cal: VGAECalibration,
     graphset: Any,
     device: torch.device,
@@ -218,8 +222,8 @@ class FusionPolicy:
         return (w * scores).sum(axis=1), w[:, 0]
 
 
-def load_fusion(run_id: str, tracking_uri: str | None, device="cpu") -> tuple[FusionPolicy, dict]:
-    q, meta = load_run_model(run_id, tracking_uri, Arch.DQN.value, device=device)
+def load_fusion(run_id: str, tracking_uri: str | None, device: torch.device | str = "cpu") -> tuple[FusionPolicy, dict]:
+    q, meta = load_run_model(run_id, tracking_uri, QNetwork, device=device)
     fixed = meta.get("fixed")
     policy = FusionPolicy(
         q.cpu(),
@@ -458,8 +462,8 @@ def run_fusion(
     vgae_run = resolve_prerequisite(cfg, Stage.AUTOENCODER, tracking_uri)
     gat_run = resolve_prerequisite(cfg, Stage.CURRICULUM, tracking_uri)
     run.set_tags({prerequisite_tag(Stage.AUTOENCODER): vgae_run, prerequisite_tag(Stage.CURRICULUM): gat_run})
-    vgae, vmeta = load_run_model(vgae_run, tracking_uri, Arch.VGAE.value, graphs, device)
-    gat, gmeta = load_run_model(gat_run, tracking_uri, Arch.GAT.value, graphs, device)
+    vgae, vmeta = load_run_model(vgae_run, tracking_uri, CANGraphVGAE, graphs, device)
+    gat, gmeta = load_run_model(gat_run, tracking_uri, CANGraphGAT, graphs, device)
     norm = VGAECalibration.from_dict(vmeta["calibration"]).score_norm
     hide, W = gat_hides_ids(gmeta), cfg.data.window
     vs, ts, ps, ys, fams = [], [], [], [], []
@@ -519,7 +523,7 @@ def run_fusion(
     train_cfg = dataclasses.replace(cfg.train, epochs=d.episodes)
     calibrations = {Arch.VGAE.value: cal.to_dict(), **({TIMING_SCORE: tcal.to_dict()} if tcal else {})}
 
-    def meta(fixed: list[float] | str | None = None) -> dict:
+    def meta(fixed: list[float] | str | None = None) -> dict[str, Any]:
         return {
             "alphas": weights[:, 0].tolist(),
             "weights": weights.tolist(),
