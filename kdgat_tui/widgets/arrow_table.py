@@ -45,7 +45,8 @@ class ArrowTable(DataTable):
         # widen the last whole column so no column shows cut at the right edge (a header read as `val_lo`)
         self.fit_right_edge = fit_right_edge
         self.prefix_columns = prefix_columns  # headers whose values read fine cut short (ids)
-        self._shown: tuple[pa.Table, list[int] | None] | None = None
+        self._shown: tuple[pa.Table, list[int] | None] | None = None  # what replace() was given
+        self._fitted_widths: list[int] | None = None
         self._styled_columns: dict[int, dict[str, str]] = {}
         kwargs.setdefault("cursor_type", "row")
         kwargs.setdefault("max_column_content_width", MAX_COLUMN_WIDTH)
@@ -75,8 +76,8 @@ class ArrowTable(DataTable):
         column = self.cursor_column
         same_columns = self.backend is not None and list(self.backend.columns) == table.column_names
         self._shown = (table, widths)
-        if self.fit_right_edge and widths is not None and self.size.width > 0:
-            widths = fit_widths(widths, self._viewport_width(table, widths), table.column_names, self.prefix_columns)
+        widths = self._fitted(table, widths)
+        self._fitted_widths = widths
         self.backend = self._backend(table, widths)
         self._find_styled_columns(table)
         if not same_columns:
@@ -103,8 +104,14 @@ class ArrowTable(DataTable):
         needs_v = rows > height or (total > width and rows > height - bar_h)
         return width - (bar_v if needs_v else 0)
 
+    def _fitted(self, table: pa.Table, widths: list[int] | None) -> list[int] | None:
+        if not self.fit_right_edge or widths is None or self.size.width <= 0:
+            return widths
+        return fit_widths(widths, self._viewport_width(table, widths), table.column_names, self.prefix_columns)
+
     def on_resize(self) -> None:
-        if self.fit_right_edge and self._shown is not None:
+        # only when the new size moves the right edge onto another column (not on every height change)
+        if self._shown is not None and self._fitted(*self._shown) != self._fitted_widths:
             self.replace(*self._shown)
 
     def update_cell_value(self, row: int, column: int, value) -> None:
