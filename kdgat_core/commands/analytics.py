@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from kdgat_core.commands.options import FormatOpt, OutputOpt, TrackingUriOpt
+from kdgat_core.commands.options import MAX_ROWS, ForceOpt, FormatOpt, OutputOpt, TrackingUriOpt
 from kdgat_core.commands.output import OutputFormat, emit, write_output
 from kdgat_core.config import SQL_TIMEOUT_S, KdgatError, ModelSize, RunStatus, Stage
 
@@ -49,7 +49,7 @@ def _filters(stage: str | None, model_size: str | None, status: str | None) -> d
 
 def leaderboard_command(
     metric: MetricOpt = "f1",
-    top: Annotated[int, typer.Option("--top", "-n", help="How many rows.")] = 10,
+    top: Annotated[int, typer.Option("--top", "-n", help="How many rows.", min=1, max=MAX_ROWS)] = 10,
     dataset: DatasetOpt = None,
     stage: StageOpt = None,
     model_size: SizeOpt = None,
@@ -61,6 +61,7 @@ def leaderboard_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """The best runs by a final metric (val_loss, fpr, fnr and other losses sort ascending).
 
@@ -102,6 +103,7 @@ def compare_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Two runs' final metrics side by side, with b - a and which run is better per metric."""
     with _open(tracking_uri) as db:
@@ -117,6 +119,7 @@ def diff_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """The config params that differ between runs (one column per run)."""
     with _open(tracking_uri) as db:
@@ -139,6 +142,7 @@ def sweep_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Per value of a param: count, mean, std, min and max of a final metric."""
     with _open(tracking_uri) as db:
@@ -152,6 +156,7 @@ def dataset_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """A dataset's runs by stage, model size and KD: counts per status and the best run of each group."""
     with _open(tracking_uri) as db:
@@ -166,6 +171,7 @@ def lineage_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Teacher -> student trees (from teacher_run_id tags) with each student's delta to its teacher."""
     with _open(tracking_uri) as db:
@@ -183,10 +189,13 @@ def runs_command(
     kd: KdOpt = None,
     status: StatusOpt = None,
     include_deleted: Annotated[bool, typer.Option("--include-deleted", help="Also list deleted runs.")] = False,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows (newest first).")] = None,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", help="At most this many rows (newest first).", min=0, max=MAX_ROWS)
+    ] = None,
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """List runs (newest first), e.g. kdgat runs --status failed."""
     with _open(tracking_uri) as db:
@@ -234,6 +243,7 @@ def query_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Run SQL against the read-only views, e.g. kdgat query "SELECT * FROM runs WHERE dataset = 'hcrl_sa'"."""
     text = _sql_text(sql, sql_file)
@@ -283,13 +293,20 @@ def backup_command(
 
 
 def doctor_command(
-    tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None
+    tracking_uri: TrackingUriOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Which tracking DB is in force and why, whether it exists, its MLflow schema version and row counts."""
-    from kdgat_core.config import resolve_tracking_uri, sqlite_path
+    from kdgat_core.config import load_settings, resolve_tracking_uri, sqlite_path
 
-    resolved = resolve_tracking_uri(tracking_uri)
+    settings = load_settings()
+    resolved = resolve_tracking_uri(tracking_uri, settings)
     rows = [{"check": "tracking URI", "value": resolved.value}, {"check": "chosen by", "value": resolved.source}]
+    rows.append({"check": "kdgat.toml", "value": str(settings.path) if settings.path else "none found"})
+    if settings.path is not None and not settings.section("tracking").get("uri"):
+        rows.append({"check": "note", "value": f"{settings.path} gives no tracking URI (no [tracking] uri)."})
     path = sqlite_path(resolved.value, must_exist=False)
     problem = None
     if path is None:
@@ -303,6 +320,7 @@ def doctor_command(
                     info = db.info()
                 labels = [
                     ("schema_version", "MLflow schema version (alembic)"),
+                    ("schema_state", "MLflow schema"),
                     ("journal", "journal"),
                     ("size_bytes", "size (bytes)"),
                     ("experiments", "experiments"),
@@ -316,6 +334,8 @@ def doctor_command(
                     ("cache_dir", "read cache"),
                 ]
                 rows += [{"check": label, "value": str(info.get(key))} for key, label in labels]
+                if info.get("schema_advice"):  # an older schema: readable, but MLflow will not write to it
+                    rows.append({"check": "note", "value": info["schema_advice"]})
             except KdgatError as exc:
                 problem = str(exc)
         else:

@@ -12,8 +12,6 @@ from typing import Any
 
 import typer
 
-from kdgat_core.config import KdgatError
-
 
 class OutputFormat(str, Enum):
     table = "table"
@@ -128,13 +126,18 @@ def emit(
     write_output(render(data, fmt, title), output)
 
 
-def write_output(text: str, output: Path | None = None) -> None:
-    """Print rendered text, or write it to --output (an unwritable path is one sentence, not a traceback)."""
+def write_output(text: str, output: Path | None = None, force: bool | None = None) -> None:
+    """Print rendered text, or write it to --output: never onto the tracking DB, never over an existing file without
+    --force, through a temporary file and a rename (kdgat_core.safe_io). `force` and the tracking URI default to the
+    running command's own --force and --tracking-uri options."""
     if output is not None:
-        try:
-            output.write_text(text)
-        except OSError as exc:
-            raise KdgatError(f"Cannot write {output}: {exc.strerror or exc}.") from None
+        from kdgat_core.commands.options import get_current_context
+        from kdgat_core.safe_io import write_text_output
+
+        ctx = get_current_context(silent=True)
+        params = ctx.params if ctx is not None else {}
+        force = bool(params.get("force")) if force is None else force
+        write_text_output(text, output, force=force, tracking_uri=params.get("tracking_uri"))
         typer.echo(f"wrote {output}", err=True)
     else:
         sys.stdout.write(text)

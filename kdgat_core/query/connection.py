@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from kdgat_core import mlflow_schema
 from kdgat_core.config import ENV_TRACKING_URI, KdgatError, resolve_tracking_uri, sqlite_path
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -124,6 +125,8 @@ class Reader:
         # in-memory default database: a user's CREATE (refused anyway) could never persist anywhere.
         # allow_unsigned_extensions: skips re-verifying the 35 MB scanner's signature on every open (0.2-0.5 s -> 1 ms);
         # the file is the pinned wheel's, and once external access is off no other extension loads (test_query_safety).
+        self._closed = False
+        _OPEN_READERS[db.path] = _OPEN_READERS.get(db.path, 0) + 1
         con = duckdb.connect(":memory:", config={"allow_unsigned_extensions": "true"})
         con.execute(f"LOAD '{_sql_str(str(scanner_extension_path()))}'")
         con.execute(
@@ -150,11 +153,20 @@ class Reader:
             why = str(exc).splitlines()[0].rsplit(": ", 1)[-1].rstrip(".")  # SQLite's reason, not DuckDB's query
             raise KdgatError(f"{self.db.path} cannot be read as SQLite ({why}); it is truncated or corrupt.") from None
         missing = [t for t in MLFLOW_TABLES if t not in names]
-        if missing:
+        if missing and not names & {"alembic_version", "experiments"}:
             raise KdgatError(
                 f"{self.db.path} is a SQLite file but not an MLflow tracking database (no "
                 f"{', '.join(missing)} table{'s' if len(missing) > 1 else ''})."
             )
+        revision = None
+        if "alembic_version" in names:
+            rows = self.fetch_sqlite_rows("SELECT version_num FROM alembic_version LIMIT 1")
+            revision = rows[0]["version_num"] if rows else None
+        self.schema_revision = revision
+        self.schema_state = mlflow_schema.classify(names, revision)
+        # an older revision is still readable (its tables are all there); the rest is one sentence with a remedy
+        if self.schema_state not in (mlflow_schema.CURRENT, mlflow_schema.OLDER):
+            raise KdgatError(mlflow_schema.advice(self.schema_state, self.db.path, revision, names))
 
     # -- reads --------------------------------------------------------------------------------------------------------
     def fetch(self, sql: str, params: list | None = None) -> pa.Table:
@@ -253,6 +265,55 @@ class Reader:
             self.con.close()
         except duckdb.Error:
             pass
+        if not self._closed:
+            self._closed = True
+            _release(self.db.path)
+
+
+# Readers open per file in this process: the -wal/-shm a reader leaves are removed only when the last one closes
+_OPEN_READERS: dict[Path, int] = {}
+# SQLite's lock bytes (os_unix.c): a write lock on the SHARED range is an EXCLUSIVE lock on the database
+_PENDING_BYTE, _SHARED_SIZE = 0x40000000, 510
+
+
+def _release(path: Path) -> None:
+    left = _OPEN_READERS.get(path, 1) - 1
+    if left > 0:
+        _OPEN_READERS[path] = left
+        return
+    _OPEN_READERS.pop(path, None)
+    remove_idle_wal_files(path)
+
+
+def remove_idle_wal_files(path: Path) -> bool:
+    """Remove an empty `-wal` and its `-shm` that a read-only connection leaves beside a WAL-mode database (SQLite
+    removes them when a writer closes; a reader may not). Done as SQLite does it: only while holding an EXCLUSIVE
+    lock on the database, which no other open connection allows (in WAL mode each holds a SHARED lock for its
+    lifetime) and which keeps new ones out until the files are gone. A WAL with data in it is never touched."""
+    import fcntl
+
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    try:
+        if not wal.exists() or wal.stat().st_size != 0:
+            return False
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _SHARED_SIZE, _PENDING_BYTE + 2, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        return False  # another connection is open: it (or the last writer) cleans up
+    try:
+        if wal.stat().st_size != 0:
+            return False
+        wal.unlink(missing_ok=True)
+        shm.unlink(missing_ok=True)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
 
 
 def result_rows(result: duckdb.DuckDBPyConnection) -> list[dict]:

@@ -23,7 +23,19 @@ from typing import Any
 
 import duckdb
 
-from kdgat_core.config import KdgatError, Metric, RunStatus, Tag, bool_tag, metric_direction
+from kdgat_core import mlflow_schema
+from kdgat_core.config import (
+    BOOL_TAGS,
+    FALSE_SPELLINGS,
+    TRUE_SPELLINGS,
+    KdgatError,
+    Metric,
+    RunStatus,
+    Tag,
+    bool_tag,
+    metric_direction,
+    parse_bool_tag,
+)
 from kdgat_core.query.connection import (
     ALIAS,
     Reader,
@@ -100,8 +112,26 @@ class RunFilter:
     def where(self, include_deleted: bool = False) -> str:
         """A DuckDB WHERE clause over the wide table."""
         conds = [] if include_deleted else ["lifecycle <> 'deleted'"]
-        conds += [f"{_quote(k)} = {_lit(v)}" for k, v in self.tag_pairs()]
+        conds += [tag_equals(_quote(k), k, v) for k, v in self.tag_pairs()]
         return " AND ".join(conds) or "TRUE"
+
+
+def tag_equals(expr: str, key: str, value: str) -> str:
+    """SQL (DuckDB and SQLite alike) for a tag's value equal to `value`; boolean tags in any spelling (True/true/1)."""
+    if key in BOOL_TAGS and parse_bool_tag(value) is not None:
+        spellings = TRUE_SPELLINGS if parse_bool_tag(value) else FALSE_SPELLINGS
+        return f"lower({expr}) IN ({', '.join(_lit(v) for v in spellings)})"
+    return f"{expr} = {_lit(value)}"
+
+
+def bool_tag_sql(expr: str) -> str:
+    """A boolean tag's value as bool_tag spells it, in SQL (what the wide table holds, for rows read around it)."""
+    t = ", ".join(_lit(v) for v in TRUE_SPELLINGS)
+    f = ", ".join(_lit(v) for v in FALSE_SPELLINGS)
+    return (
+        f"CASE WHEN lower({expr}) IN ({t}) THEN {_lit(bool_tag(True))} "
+        f"WHEN lower({expr}) IN ({f}) THEN {_lit(bool_tag(False))} ELSE {expr} END"
+    )
 
 
 class TrackingDB:
@@ -532,12 +562,12 @@ class TrackingDB:
             for i, (k, v) in enumerate(rest, 1):
                 sql += (
                     f"CROSS JOIN tags f{i} ON f{i}.key = {sqlite_literal(k)} AND f{i}.run_uuid = f0.run_uuid "
-                    f"AND f{i}.value = {sqlite_literal(v)} "
+                    f"AND {tag_equals(f'f{i}.value', k, v)} "
                 )
             sql += (
                 f"CROSS JOIN latest_metrics m ON m.key = {sqlite_literal(metric)} AND m.run_uuid = f0.run_uuid "
                 "CROSS JOIN runs r ON r.run_uuid = f0.run_uuid LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
-                f"WHERE +f0.key = {sqlite_literal(k0)} AND f0.value = {sqlite_literal(v0)}{visible}"
+                f"WHERE +f0.key = {sqlite_literal(k0)} AND {tag_equals('f0.value', k0, v0)}{visible}"
             )
         else:
             sql = (
@@ -589,7 +619,7 @@ class TrackingDB:
             f"""WITH b(rank, run_id, v, is_nan, run_name, start_ms) AS (VALUES {values}),
                      t AS (SELECT * FROM sqlite_query('{ALIAS}', {_lit(tags_sql)}))
                 SELECT CAST(b.rank AS BIGINT) AS rank, b.run_id, b.run_name, {tag(Tag.DATASET)} AS dataset,
-                       {tag(Tag.STAGE)} AS stage, {tag(Tag.MODEL_SIZE)} AS model_size, {tag(Tag.USE_KD)} AS use_kd,
+                       {tag(Tag.STAGE)} AS stage, {tag(Tag.MODEL_SIZE)} AS model_size, {bool_tag_sql(tag(Tag.USE_KD))} AS use_kd,
                        {tag(Tag.STATUS)} AS status, {value} AS {_quote(metric)},
                        epoch_ms(CAST(b.start_ms AS BIGINT)) AS start_time
                 FROM b LEFT JOIN t ON t.run_uuid = b.run_id
@@ -777,6 +807,8 @@ class TrackingDB:
         """
         wide = self._wide_current()
         mcol = self._metric_column(metric, wide.column_names)
+        if mcol is None:
+            self.check_metric(metric)  # a typo is a sentence, not a blank column (as in the leaderboard)
         direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
         flt = RunFilter(dataset=dataset)
         best = (
@@ -827,6 +859,8 @@ class TrackingDB:
         """
         wide = self._wide_current()
         mcol = self._metric_column(metric, wide.column_names)
+        if mcol is None:
+            self.check_metric(metric)
         sval, tval = (f"s.{_quote(mcol)}", f"t.{_quote(mcol)}") if mcol else ("NULL::DOUBLE", "NULL::DOUBLE")
         conds = ["coalesce(s.teacher_run_id, '') <> ''"]
         if not self.include_deleted:
@@ -938,15 +972,32 @@ class TrackingDB:
             "(SELECT max(start_time) FROM runs) AS newest_start_ms"
         ).to_pylist()[0]
         counts = {k: (v if k == "schema_version" or v is None else int(v)) for k, v in counts.items()}
-        journal = "wal" if Path(str(self.path) + "-wal").exists() else "rollback journal"
+        journal = "wal" if _header_journal(self.path) == "wal" else "rollback journal"
+        reader = self._reader
+        advice = ""
+        if reader.schema_state != mlflow_schema.CURRENT:
+            advice = mlflow_schema.advice(reader.schema_state, self.path, reader.schema_revision)
         return {
             "path": str(self.path),
             "exists": self.path.exists(),
             "size_bytes": self.path.stat().st_size,
             "journal": journal,
             "cache_dir": str(self._cache.dir) if self._cache else None,
+            "schema_state": reader.schema_state,
+            "schema_advice": advice,
             **counts,
         }
+
+
+def _header_journal(path: Path) -> str:
+    """'wal' when the file's header says WAL mode (bytes 18-19 are 2), which the -wal file no longer shows: readers
+    remove it when idle."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+    except OSError:
+        return ""
+    return "wal" if len(head) == 20 and head[18] == 2 and head[19] == 2 else "rollback journal"
 
 
 def _unique_labels(labels: list[str]) -> list[str]:
