@@ -14,7 +14,7 @@ from textual.widgets import Footer, Input, Label, Static
 
 from kdgat_core.config import RunStatus, Tag
 from kdgat_tui.run_filter import FilterError
-from kdgat_tui.runs_model import QUICK_COLUMNS, RunsModel, View, column_of_header
+from kdgat_tui.runs_model import HEADERS, QUICK_COLUMNS, RUN_ID, RunsModel, View, column_of_header
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.dialogs import Pick, PickMany
 
@@ -71,7 +71,12 @@ class RunsScreen(Screen):
             yield Label("/", id="filter-prompt")
             yield Input(placeholder="free text or dataset=hcrl_sa f1>0.9 status!=failed", id="filter")
         yield Static("", id="filter-error", classes="hidden", markup=False)
-        yield ArrowTable(id="runs", styled_values={Tag.STATUS.value: {RunStatus.LOST.value: "arrow-table--lost"}})
+        yield ArrowTable(
+            id="runs",
+            styled_values={Tag.STATUS.value: {RunStatus.LOST.value: "arrow-table--lost"}},
+            fit_right_edge=True,
+            prefix_columns=frozenset({HEADERS[RUN_ID]}),  # an id prefix names the run (kdgat takes prefixes)
+        )
         yield Footer()
 
     def on_mount(self) -> None:
