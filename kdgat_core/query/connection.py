@@ -140,7 +140,7 @@ class Reader:
         except duckdb.Error as exc:
             raise KdgatError(f"{self.db.path} cannot be read as SQLite: {str(exc).splitlines()[0]}.") from None
         missing = [t for t in MLFLOW_TABLES if t not in names]
-        if missing and not names & {"alembic_version", "experiments", "runs"}:
+        if missing and not names & {"alembic_version", "experiments"}:
             raise KdgatError(
                 f"{self.db.path} is a SQLite file but not an MLflow tracking database (no "
                 f"{', '.join(missing)} table{'s' if len(missing) > 1 else ''})."
