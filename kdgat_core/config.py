@@ -26,6 +26,8 @@ ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_DATA_ROOT = "KDGAT_DATA_ROOT"
 ENV_CACHE_DIR = "KDGAT_CACHE_DIR"
 ARTIFACT_ROOT_DIR = "experimentruns"
+# `kdgat query` and the TUI SQL console stop a user query after this long (a runaway recursive CTE never ends)
+SQL_TIMEOUT_S = 60.0
 # `--teacher auto`: the job finds its teacher when it starts (newest complete teacher run of the same dataset and stage)
 TEACHER_AUTO = "auto"
 # The data-preparation job at the head of a submitted pipeline (builds the graph cache on a CPU partition)
@@ -798,6 +800,8 @@ def sqlite_path(uri: str, must_exist: bool = True) -> Path | None:
         return None
     else:
         path = Path(uri)
+    if must_exist and path.is_dir():
+        raise KdgatError(f"Tracking database {path} is a directory, not an MLflow SQLite file; check --tracking-uri.")
     if must_exist and not path.is_file():
         raise KdgatError(
             f"Tracking database {path} does not exist; check --tracking-uri, {ENV_TRACKING_URI} or kdgat.toml."

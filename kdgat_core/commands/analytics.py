@@ -13,7 +13,7 @@ import typer
 
 from kdgat_core.commands.options import MAX_ROWS, ForceOpt, FormatOpt, OutputOpt, TrackingUriOpt
 from kdgat_core.commands.output import OutputFormat, emit, write_output
-from kdgat_core.config import KdgatError, ModelSize, RunStatus, Stage
+from kdgat_core.config import SQL_TIMEOUT_S, KdgatError, ModelSize, RunStatus, Stage
 
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only runs of this dataset (tag dataset).")]
 StageOpt = Annotated[
@@ -228,20 +228,53 @@ def runs_command(
 
 def query_command(
     sql: Annotated[
-        str,
+        Optional[str],
         typer.Argument(
-            help="One read-only SELECT over the views runs, params, tags, metrics, metric_history, lineage, runs_wide."
+            help="One read-only SELECT over the views runs, params, tags, metrics, metric_history, lineage, "
+            "runs_wide; '-' reads it from stdin."
         ),
-    ],
+    ] = None,
+    sql_file: Annotated[
+        Optional[Path], typer.Option("--file", help="Read the SQL from this file ('-': stdin), for long queries.")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Stop the query after this many seconds (0: no limit).")
+    ] = SQL_TIMEOUT_S,
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Run SQL against the read-only views, e.g. kdgat query "SELECT * FROM runs WHERE dataset = 'hcrl_sa'"."""
-    with _open(tracking_uri) as db:
-        table = db.sql(sql, arrow=True)
+    text = _sql_text(sql, sql_file)
+    if not timeout >= 0:  # also refuses nan
+        raise KdgatError(f"--timeout must be 0 (no limit) or a number of seconds, not {timeout:g}.")
+    try:
+        with _open(tracking_uri) as db:
+            table = db.sql(text, arrow=True, timeout_s=timeout or None)
+    except KeyboardInterrupt:
+        # 130 = 128 + SIGINT, the shell's code for Ctrl-C: scripts tell "stopped by the user" from bad input (2)
+        typer.echo("kdgat: query interrupted (Ctrl-C); nothing was printed or written.", err=True)
+        raise typer.Exit(130) from None
     emit(table, fmt, output)
+
+
+def _sql_text(sql: str | None, sql_file: Path | None) -> str:
+    """The SQL of `kdgat query`: the argument, or `--file` (a long query exceeds the argument length limit), or stdin."""
+    import sys
+
+    if (sql is None) == (sql_file is None):
+        raise KdgatError("Give the SQL as an argument, or with --file FILE (or '-' for stdin), not both or neither.")
+    if sql is not None and sql != "-":
+        return sql
+    try:
+        if sql == "-" or str(sql_file) == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
+        return sql_file.read_text(encoding="utf-8")  # type: ignore[union-attr]
+    except UnicodeDecodeError:
+        raise KdgatError(f"{sql_file or 'stdin'} is not UTF-8 text.") from None
+    except OSError as exc:
+        raise KdgatError(f"Cannot read {sql_file}: {exc.strerror or exc}.") from None
 
 
 def backup_command(

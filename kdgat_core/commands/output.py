@@ -5,7 +5,6 @@ written to stdout or --output, and `fail` for a one-sentence error. Rich and csv
 from __future__ import annotations
 
 import io
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -66,14 +65,6 @@ def _records(data: Any) -> tuple[list[str], list[list[Any]]]:
     raise TypeError(f"cannot format {type(data).__name__}")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
-
-
 def render(data: Any, fmt: OutputFormat, title: str | None = None) -> str:
     """Render tabular data as text in the requested format (the table format uses rich)."""
     cols, rows = _records(data)
@@ -87,28 +78,15 @@ def render(data: Any, fmt: OutputFormat, title: str | None = None) -> str:
             w.writerow(["" if v is None else v for v in r])
         return buf.getvalue()
     if fmt is OutputFormat.json:
-        return json.dumps([{c: _jsonable(v) for c, v in zip(cols, r)} for r in rows], indent=2, default=str) + "\n"
+        from kdgat_core.query.encode import json_records
+
+        return json_records(cols, rows)
     if fmt is OutputFormat.markdown:
         lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
         lines += ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in r) + " |" for r in rows]
         return ("" if not title else f"**{title}**\n\n") + "\n".join(lines) + "\n"
     if fmt is OutputFormat.latex:
-
-        def esc(s: str) -> str:
-            for a, b in (
-                ("\\", r"\textbackslash{}"),
-                ("&", r"\&"),
-                ("%", r"\%"),
-                ("$", r"\$"),
-                ("#", r"\#"),
-                ("_", r"\_"),
-                ("{", r"\{"),
-                ("}", r"\}"),
-                ("~", r"\textasciitilde{}"),
-                ("^", r"\^{}"),
-            ):
-                s = s.replace(a, b)
-            return s
+        from kdgat_core.query.encode import latex_escape as esc
 
         out = ["\\begin{table}[t]", "\\centering"]
         if title:

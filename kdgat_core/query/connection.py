@@ -86,6 +86,8 @@ def resolve_db(uri_or_path: str | os.PathLike | None = None) -> ResolvedDB:
             f"Tracking database {path} does not exist (URI from {resolved.source}); check --tracking-uri, "
             f"{ENV_TRACKING_URI} or kdgat.toml."
         )
+    if path.is_dir():
+        raise KdgatError(f"Tracking database {path} is a directory, not an MLflow SQLite file; check --tracking-uri.")
     if not path.is_file():
         raise KdgatError(f"Tracking database {path} is not a file.")
     try:
@@ -97,6 +99,16 @@ def resolve_db(uri_or_path: str | os.PathLike | None = None) -> ResolvedDB:
         what = "is empty" if not head else "is not a SQLite database"
         raise KdgatError(f"{path} {what}, so it is not an MLflow tracking database.")
     return ResolvedDB(path=path, uri=resolved.value, source=resolved.source)
+
+
+class QueryTimeout(KdgatError):
+    """A user query ran past its time limit and was stopped."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        super().__init__(
+            f"The query ran longer than {seconds:g} s and was stopped; narrow it (WHERE, LIMIT) or raise --timeout."
+        )
 
 
 def is_locked_error(exc: BaseException) -> bool:
@@ -138,7 +150,8 @@ class Reader:
         try:
             names = {r["name"] for r in self.fetch_sqlite_rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except duckdb.Error as exc:
-            raise KdgatError(f"{self.db.path} cannot be read as SQLite: {str(exc).splitlines()[0]}.") from None
+            why = str(exc).splitlines()[0].rsplit(": ", 1)[-1].rstrip(".")  # SQLite's reason, not DuckDB's query
+            raise KdgatError(f"{self.db.path} cannot be read as SQLite ({why}); it is truncated or corrupt.") from None
         missing = [t for t in MLFLOW_TABLES if t not in names]
         if missing and not names & {"alembic_version", "experiments"}:
             raise KdgatError(
@@ -159,6 +172,37 @@ class Reader:
     def fetch(self, sql: str, params: list | None = None) -> pa.Table:
         """Run one DuckDB query and return Arrow, retrying with backoff while a writer holds the SQLite lock."""
         return self.retry(lambda: self.con.execute(sql, params or []).to_arrow_table())
+
+    def fetch_stoppable(self, sql: str, timeout_s: float | None = None) -> pa.Table:
+        """`fetch` in a worker thread, so that Ctrl-C (KeyboardInterrupt, re-raised) and `timeout_s` stop DuckDB's
+        query (`con.interrupt()`) instead of waiting for it: DuckDB checks no Python signal while it runs.
+        Raises QueryTimeout when the query ran longer than `timeout_s` (None or 0: no limit)."""
+        import threading
+
+        done: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                done["table"] = self.fetch(sql)
+            except BaseException as exc:  # handed to the caller's thread
+                done["error"] = exc
+
+        worker = threading.Thread(target=work, name="kdgat-sql", daemon=True)
+        worker.start()
+        try:
+            worker.join(timeout_s or None)
+        except KeyboardInterrupt:
+            self.con.interrupt()
+            worker.join(5.0)
+            raise
+        if worker.is_alive():
+            self.con.interrupt()
+            worker.join()
+            if "table" not in done:
+                raise QueryTimeout(timeout_s or 0.0)
+        if "error" in done:
+            raise done["error"]  # type: ignore[misc]
+        return done["table"]  # type: ignore[return-value]
 
     def fetch_many(self, queries: list[str], rows: bool = False) -> list:
         """Independent queries at once, one DuckDB cursor (own SQLite connection) and thread each: each is a whole

@@ -49,7 +49,8 @@ from kdgat_core.query.connection import (
     sqlite_in_list,
     sqlite_literal,
 )
-from kdgat_core.query.sql_guard import check_user_sql, one_line, table_names
+from kdgat_core.query.sql_guard import check_user_sql, one_line, summarized_query, table_names
+from kdgat_core.query.summarize import summary_sql
 from kdgat_core.query.wide import (
     BASE_COLUMNS,
     BASE_TYPES,
@@ -930,8 +931,11 @@ class TrackingDB:
         return self._out(table, arrow)
 
     # -- SQL ----------------------------------------------------------------------------------------------------------
-    def sql(self, query: str, arrow: bool = False):
+    def sql(self, query: str, arrow: bool = False, timeout_s: float | None = None):
         """Run one read-only SELECT against the views (runs, params, tags, metrics, metric_history, lineage, runs_wide).
+
+        A query running longer than `timeout_s` seconds (None: no limit) is stopped with a KdgatError; Ctrl-C stops
+        it too (KeyboardInterrupt, raised once DuckDB has let go).
 
         >>> db.sql("SELECT stage, count(*) AS n FROM runs WHERE dataset = 'hcrl_ch' GROUP BY stage ORDER BY stage")
                  stage  n
@@ -944,7 +948,12 @@ class TrackingDB:
             self.wide(arrow=True)
             self._sync_views()
         try:
-            table = self._reader.fetch(statement)
+            source = summarized_query(statement) if statement.lstrip()[:9].upper() == "SUMMARIZE" else None
+            if source is not None:
+                # DuckDB's own SUMMARIZE fails on any NaN or inf ("STDDEV_SAMP is out of range"): ours says nan
+                columns = [(r["column_name"], r["column_type"]) for r in self._reader.fetch_rows(f"DESCRIBE {source}")]
+                statement = summary_sql(columns, source)
+            table = self._reader.fetch_stoppable(statement, timeout_s)
         except duckdb.Error as exc:
             raise KdgatError(f"SQL error: {one_line(exc)}") from None
         return self._out(table, arrow)

@@ -349,8 +349,12 @@ def test_pid_reuse_and_other_hosts_are_not_lost():
     from kdgat_core.slurm.local import run_process_gone
 
     here = socket.gethostname()
-    assert not run_process_gone(os.getpid(), here, (time.time() - 60) * 1000)  # alive, started before the run
-    assert run_process_gone(os.getpid(), here, (time.time() + 3600) * 1000)  # a pid reused after the run started
+    assert not run_process_gone(os.getpid(), here, time.time() * 1000)  # alive, started before the run (now)
+    from kdgat_core.slurm.local import _process_start_epoch
+
+    began = _process_start_epoch(os.getpid())
+    assert began is not None
+    assert run_process_gone(os.getpid(), here, (began - 3600) * 1000)  # this pid began an hour after the run: reused
     assert not run_process_gone(999_999_999, "another-host", None)  # another host cannot tell
     assert not run_process_gone("not-a-pid", here, None)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
