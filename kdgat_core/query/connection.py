@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
 from kdgat_core import mlflow_schema
 from kdgat_core.config import ENV_TRACKING_URI, KdgatError, resolve_tracking_uri, sqlite_path
+from kdgat_core.query.sql_text import literal
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # The tables kdgat reads; a file without them is not an MLflow tracking store.
@@ -25,23 +28,28 @@ ALIAS = "ml"
 # SQLite waits this long for a writer's lock inside one query before DuckDB sees "database is locked".
 BUSY_TIMEOUT_MS = 2000
 DEFAULT_LOCK_RETRY_S = 30.0
+T = TypeVar("T")
 
 
 class LazyModule:
     """A module imported on first attribute use. `kdgat leaderboard` never needs pyarrow (0.2 s of its 0.3 s imports):
     DuckDB hands it plain Python rows."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str) -> None:
         self._name = name
 
-    def __getattr__(self, attr: str):
+    def __getattr__(self, attr: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(self._name), attr)
 
 
-pa = LazyModule("pyarrow")
-pc = LazyModule("pyarrow.compute")
+if TYPE_CHECKING:  # the type checker sees the modules; at run time they load on first attribute use
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    pa = LazyModule("pyarrow")
+    pc = LazyModule("pyarrow.compute")
 
 
 def scanner_extension_path() -> Path:
@@ -128,9 +136,9 @@ class Reader:
         self._closed = False
         _OPEN_READERS[db.path] = _OPEN_READERS.get(db.path, 0) + 1
         con = duckdb.connect(":memory:", config={"allow_unsigned_extensions": "true"})
-        con.execute(f"LOAD '{_sql_str(str(scanner_extension_path()))}'")
+        con.execute(f"LOAD {literal(str(scanner_extension_path()))}")
         con.execute(
-            f"ATTACH '{_sql_str(str(db.path))}' AS {ALIAS} (TYPE sqlite, READ_ONLY, busy_timeout {BUSY_TIMEOUT_MS})"
+            f"ATTACH {literal(str(db.path))} AS {ALIAS} (TYPE sqlite, READ_ONLY, busy_timeout {BUSY_TIMEOUT_MS})"
         )
         # one SQLite connection per query: with 1 + threads connections a waiting writer can deadlock with us
         con.execute("SET sqlite_disable_multithreaded_scans = true")
@@ -179,7 +187,7 @@ class Reader:
         Raises QueryTimeout when the query ran longer than `timeout_s` (None or 0: no limit)."""
         import threading
 
-        done: dict[str, object] = {}
+        done: dict[str, Any] = {}  # "table" or "error", handed over from the worker thread
 
         def work() -> None:
             try:
@@ -201,8 +209,8 @@ class Reader:
             if "table" not in done:
                 raise QueryTimeout(timeout_s or 0.0)
         if "error" in done:
-            raise done["error"]  # type: ignore[misc]
-        return done["table"]  # type: ignore[return-value]
+            raise done["error"]
+        return done["table"]
 
     def fetch_many(self, queries: list[str], rows: bool = False) -> list:
         """Independent queries at once, one DuckDB cursor (own SQLite connection) and thread each: each is a whole
@@ -212,7 +220,7 @@ class Reader:
             return [self.fetch_rows(q) if rows else self.fetch(q) for q in queries]
         from concurrent.futures import ThreadPoolExecutor
 
-        def one(sql: str):
+        def one(sql: str) -> Any:
             cur = self.con.cursor()
             try:
                 return self.retry(lambda: result_rows(cur.execute(sql)) if rows else cur.execute(sql).to_arrow_table())
@@ -226,7 +234,7 @@ class Reader:
         """Like `fetch`, as a list of dicts (no pyarrow import)."""
         return self.retry(lambda: result_rows(self.con.execute(sql, params or [])))
 
-    def retry(self, action):
+    def retry(self, action: Callable[[], T]) -> T:
         """`action()`, retried with backoff while a writer holds the SQLite lock (it must be safe to repeat)."""
         deadline = time.monotonic() + self.lock_retry_s
         delay = 0.05
@@ -250,7 +258,7 @@ class Reader:
         sqlite_query returns every column as text; `types` casts named columns back. Select REAL columns through
         `exact_real()`: SQLite's default text form keeps 15 digits and would change the values.
         """
-        table = self.fetch(f"SELECT * FROM sqlite_query('{ALIAS}', '{_sql_str(sqlite_sql)}')")
+        table = self.fetch(f"SELECT * FROM sqlite_query('{ALIAS}', {literal(sqlite_sql)})")
         for name, typ in (types or {}).items():
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, table[name].cast(typ))
@@ -258,7 +266,7 @@ class Reader:
 
     def fetch_sqlite_rows(self, sqlite_sql: str) -> list[dict]:
         """`fetch_sqlite` as a list of dicts of text values (no pyarrow import)."""
-        return self.fetch_rows(f"SELECT * FROM sqlite_query('{ALIAS}', '{_sql_str(sqlite_sql)}')")
+        return self.fetch_rows(f"SELECT * FROM sqlite_query('{ALIAS}', {literal(sqlite_sql)})")
 
     def close(self) -> None:
         try:
@@ -325,22 +333,3 @@ def result_rows(result: duckdb.DuckDBPyConnection) -> list[dict]:
 def register_arrow(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
     """Expose an Arrow table as a view. `con.register` would import pandas (0.4 s) to check the object's type."""
     con.from_arrow(table).create_view(name, replace=True)
-
-
-def _sql_str(text: str) -> str:
-    """Escape for a single-quoted SQL string literal."""
-    return text.replace("'", "''")
-
-
-def sqlite_literal(value: str) -> str:
-    """A SQLite string literal (used in SQL run through sqlite_query, which takes no bind parameters)."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def exact_real(column: str) -> str:
-    """SQLite text for a REAL that parses back to the same double (20 digits; measured: 0 of 200k values differ)."""
-    return f"printf('%!.20e', {column})"
-
-
-def sqlite_in_list(values) -> str:
-    return "(" + ",".join(sqlite_literal(v) for v in values) + ")" if values else "(NULL)"
