@@ -1,4 +1,5 @@
-"""Opening an MLflow SQLite file read-only through DuckDB's sqlite scanner, locked down, with retries on a locked DB.
+"""Opening an MLflow store (a SQLite file or a PostgreSQL database; see `stores`) read-only through DuckDB, locked
+down, with retries on a locked DB.
 
 Everything that touches the tracking file goes through `Reader.fetch`, so every read gets the same retry policy.
 Never open the same file through Python's sqlite3 (or MLflow) in a process that reads it here: the two bundled SQLite
@@ -10,19 +11,15 @@ from __future__ import annotations
 import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-from kdgat_core.config import ENV_TRACKING_URI, KdgatError, resolve_tracking_uri, sqlite_path
+from kdgat_core.config import KdgatError
+from kdgat_core.query.stores import ALIAS, SqliteStore, Store, _sql_str, extension_path, resolve_store  # noqa: F401
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
-# The tables kdgat reads; a file without them is not an MLflow tracking store.
+# The tables kdgat reads; a store without them is not an MLflow tracking store.
 MLFLOW_TABLES = ("experiments", "runs", "tags", "params", "metrics", "latest_metrics", "alembic_version")
-ALIAS = "ml"
-# SQLite waits this long for a writer's lock inside one query before DuckDB sees "database is locked".
-BUSY_TIMEOUT_MS = 2000
 DEFAULT_LOCK_RETRY_S = 30.0
 
 
@@ -45,80 +42,38 @@ pc = LazyModule("pyarrow.compute")
 
 def scanner_extension_path() -> Path:
     """The sqlite scanner shipped inside the `duckdb-extension-sqlite-scanner` wheel (loaded offline, no ~/.duckdb)."""
-    try:
-        import duckdb_extension_sqlite_scanner as wheel
-    except ImportError:
-        raise KdgatError(
-            "The duckdb-extension-sqlite-scanner package is missing; reinstall kdgat (pip install -e .)."
-        ) from None
-    root = Path(wheel.__file__).resolve().parent / "extensions"
-    wanted = root / f"v{duckdb.__version__}" / "sqlite_scanner.duckdb_extension"
-    if wanted.is_file():
-        return wanted
-    found = sorted(root.glob("*/sqlite_scanner.duckdb_extension"))
-    raise KdgatError(
-        f"The sqlite scanner for DuckDB {duckdb.__version__} is not installed (found: "
-        f"{', '.join(p.parent.name for p in found) or 'none'}); install duckdb-extension-sqlite-scanner=={duckdb.__version__}."
-    )
+    return extension_path("sqlite")
 
 
-@dataclass(frozen=True)
-class ResolvedDB:
-    path: Path  # absolute path of the SQLite file
-    uri: str  # the tracking URI as given or resolved
-    source: str  # why this URI is in force (for `kdgat doctor`)
+# The resolved store (kept under its old name: `resolve_db` and `ResolvedDB` are what callers import)
+ResolvedDB = Store
 
 
-def resolve_db(uri_or_path: str | os.PathLike | None = None) -> ResolvedDB:
-    """Resolve like the CLI does, then insist on an existing SQLite file; never creates one."""
-    given = None if uri_or_path is None else str(uri_or_path)
-    resolved = resolve_tracking_uri(given)
-    path = sqlite_path(resolved.value, must_exist=False)
-    if path is None:
-        raise KdgatError(
-            f"Tracking URI '{resolved.value}' (from {resolved.source}) is not a SQLite store; kdgat reads "
-            "MLflow SQLite files (sqlite:///path/mlflow.db)."
-        )
-    path = path.expanduser().absolute()
-    if not path.exists():
-        raise KdgatError(
-            f"Tracking database {path} does not exist (URI from {resolved.source}); check --tracking-uri, "
-            f"{ENV_TRACKING_URI} or kdgat.toml."
-        )
-    if not path.is_file():
-        raise KdgatError(f"Tracking database {path} is not a file.")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
-    except OSError as exc:
-        raise KdgatError(f"Cannot read tracking database {path}: {exc.strerror or exc}.") from None
-    if head != SQLITE_MAGIC:
-        what = "is empty" if not head else "is not a SQLite database"
-        raise KdgatError(f"{path} {what}, so it is not an MLflow tracking database.")
-    return ResolvedDB(path=path, uri=resolved.value, source=resolved.source)
+def resolve_db(uri_or_path: str | os.PathLike | None = None, read_uri: str | None = None) -> Store:
+    """Resolve like the CLI does, then insist on a readable store (an existing SQLite file, or a PostgreSQL URI)."""
+    return resolve_store(uri_or_path, read_uri)
 
 
 def is_locked_error(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "database is locked" in text or "sqlite_busy" in text or "database table is locked" in text
+    return SqliteStore.is_locked_error(SqliteStore("", ""), exc)
 
 
 class Reader:
-    """One in-memory DuckDB connection with the tracking file attached read-only, and a locked configuration."""
+    """One in-memory DuckDB connection with the tracking store attached read-only, and a locked configuration."""
 
-    def __init__(self, db: ResolvedDB, lock_retry_s: float = DEFAULT_LOCK_RETRY_S):
+    def __init__(self, db: Store, lock_retry_s: float = DEFAULT_LOCK_RETRY_S):
         self.db = db
+        self.store = db
         self.lock_retry_s = lock_retry_s
         # in-memory default database: a user's CREATE (refused anyway) could never persist anywhere.
         # allow_unsigned_extensions: skips re-verifying the 35 MB scanner's signature on every open (0.2-0.5 s -> 1 ms);
         # the file is the pinned wheel's, and once external access is off no other extension loads (test_query_safety).
         con = duckdb.connect(":memory:", config={"allow_unsigned_extensions": "true"})
-        con.execute(f"LOAD '{_sql_str(str(scanner_extension_path()))}'")
-        con.execute(
-            f"ATTACH '{_sql_str(str(db.path))}' AS {ALIAS} (TYPE sqlite, READ_ONLY, busy_timeout {BUSY_TIMEOUT_MS})"
-        )
-        # one SQLite connection per query: with 1 + threads connections a waiting writer can deadlock with us
-        con.execute("SET sqlite_disable_multithreaded_scans = true")
+        try:
+            db.attach(con)
+        except BaseException:
+            con.close()
+            raise
         # never resolve unknown table names to Python variables of the caller
         con.execute("SET python_enable_replacements = false")
         con.execute("SET enable_external_access = false")
@@ -133,13 +88,15 @@ class Reader:
 
     def _check_mlflow_schema(self) -> None:
         try:
-            names = {r["name"] for r in self.fetch_sqlite_rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            names = {r["name"] for r in self.fetch_native_rows(self.store.tables_sql())}
         except duckdb.Error as exc:
-            raise KdgatError(f"{self.db.path} cannot be read as SQLite: {str(exc).splitlines()[0]}.") from None
+            what = "SQLite" if self.store.kind == "sqlite" else "an MLflow store"
+            raise KdgatError(f"{self.db.display} cannot be read as {what}: {self.store.describe_error(exc)}.") from None
         missing = [t for t in MLFLOW_TABLES if t not in names]
         if missing:
+            what = "a SQLite file" if self.store.kind == "sqlite" else "a PostgreSQL database"
             raise KdgatError(
-                f"{self.db.path} is a SQLite file but not an MLflow tracking database (no "
+                f"{self.db.display} is {what} but not an MLflow tracking database (no "
                 f"{', '.join(missing)} table{'s' if len(missing) > 1 else ''})."
             )
 
@@ -178,31 +135,35 @@ class Reader:
             try:
                 return action()
             except duckdb.Error as exc:
-                if not is_locked_error(exc):
+                if not self.store.is_locked_error(exc):
                     raise
                 if time.monotonic() >= deadline:
                     raise KdgatError(
-                        f"The tracking database {self.db.path} is locked by a writer; retried for "
+                        f"The tracking database {self.db.display} is locked by a writer; retried for "
                         f"{self.lock_retry_s:g} s. Try again, or read a copy made with `kdgat backup`."
                     ) from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
 
-    def fetch_sqlite(self, sqlite_sql: str, types: dict[str, pa.DataType] | None = None) -> pa.Table:
-        """Run `sqlite_sql` inside SQLite (its indexes apply; DuckDB's scanner pushes no filters down).
+    def fetch_native(self, native_sql: str, types: dict[str, pa.DataType] | None = None) -> pa.Table:
+        """Run `native_sql` inside the store (its indexes apply; the scanners' filters do not reach them).
 
         sqlite_query returns every column as text; `types` casts named columns back. Select REAL columns through
-        `exact_real()`: SQLite's default text form keeps 15 digits and would change the values.
+        `store.exact_real()`: SQLite's default text form keeps 15 digits and would change the values.
         """
-        table = self.fetch(f"SELECT * FROM sqlite_query('{ALIAS}', '{_sql_str(sqlite_sql)}')")
+        table = self.fetch(f"SELECT * FROM {self.store.native(native_sql)}")
         for name, typ in (types or {}).items():
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, table[name].cast(typ))
         return table
 
-    def fetch_sqlite_rows(self, sqlite_sql: str) -> list[dict]:
-        """`fetch_sqlite` as a list of dicts of text values (no pyarrow import)."""
-        return self.fetch_rows(f"SELECT * FROM sqlite_query('{ALIAS}', '{_sql_str(sqlite_sql)}')")
+    def fetch_native_rows(self, native_sql: str) -> list[dict]:
+        """`fetch_native` as a list of dicts (text values from SQLite; no pyarrow import)."""
+        return self.fetch_rows(f"SELECT * FROM {self.store.native(native_sql)}")
+
+    # the names the SQLite-only code used
+    fetch_sqlite = fetch_native
+    fetch_sqlite_rows = fetch_native_rows
 
     def close(self) -> None:
         try:
@@ -222,11 +183,6 @@ def register_arrow(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -
     con.from_arrow(table).create_view(name, replace=True)
 
 
-def _sql_str(text: str) -> str:
-    """Escape for a single-quoted SQL string literal."""
-    return text.replace("'", "''")
-
-
 def sqlite_literal(value: str) -> str:
     """A SQLite string literal (used in SQL run through sqlite_query, which takes no bind parameters)."""
     return "'" + str(value).replace("'", "''") + "'"
@@ -234,7 +190,7 @@ def sqlite_literal(value: str) -> str:
 
 def exact_real(column: str) -> str:
     """SQLite text for a REAL that parses back to the same double (20 digits; measured: 0 of 200k values differ)."""
-    return f"printf('%!.20e', {column})"
+    return SqliteStore.exact_real(SqliteStore("", ""), column)
 
 
 def sqlite_in_list(values) -> str:

@@ -30,8 +30,10 @@ def cached_wide(
     include_deleted: bool = False,
 ) -> CachedWide | None:
     """The last wide table `TrackingDB.wide()` cached for this DB, or None when there is none; no DuckDB connection."""
-    path = resolve_db(uri_or_path).path
-    cache = WideCache(None, path, Path(cache_dir) if cache_dir is not None else None)
+    store = resolve_db(uri_or_path)
+    if store.kind != "sqlite":
+        return None  # the read cache keeps SQLite stores only (a server's database is read live)
+    cache = WideCache(None, store, Path(cache_dir) if cache_dir is not None else None)
     loaded = cache.load()
     if loaded is None:
         return None
