@@ -69,6 +69,7 @@ def board_native(
 ) -> pa.Table | list[dict]:
     """An indexed join inside the store: scan the most selective input once, look the rest up by primary key."""
     store = db._reader.store
+    join = store.ordered_join
     pairs = flt.tag_pairs()
     direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
     visible = (
@@ -88,17 +89,17 @@ def board_native(
         sql = pick + "FROM tags f0 "
         for i, (k, v) in enumerate(rest, 1):
             sql += (
-                f"CROSS JOIN tags f{i} ON f{i}.key = {sqlite_literal(k)} AND f{i}.run_uuid = f0.run_uuid "
+                f"{join} tags f{i} ON f{i}.key = {sqlite_literal(k)} AND f{i}.run_uuid = f0.run_uuid "
                 f"AND f{i}.value = {sqlite_literal(v)} "
             )
         sql += (
-            f"CROSS JOIN latest_metrics m ON m.key = {sqlite_literal(metric)} AND m.run_uuid = f0.run_uuid "
-            "CROSS JOIN runs r ON r.run_uuid = f0.run_uuid LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
+            f"{join} latest_metrics m ON m.key = {sqlite_literal(metric)} AND m.run_uuid = f0.run_uuid "
+            f"{join} runs r ON r.run_uuid = f0.run_uuid LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
             f"WHERE {store.no_index('f0.key')} = {sqlite_literal(k0)} AND f0.value = {sqlite_literal(v0)}{visible}"
         )
     else:
         sql = (
-            pick + "FROM latest_metrics m CROSS JOIN runs r ON r.run_uuid = m.run_uuid "
+            pick + f"FROM latest_metrics m {join} runs r ON r.run_uuid = m.run_uuid "
             "LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
             f"WHERE {store.no_index('m.key')} = {sqlite_literal(metric)}{visible}"
         )

@@ -109,6 +109,9 @@ class Store:
         """Native SQL for a row's insertion-ordered id, where the store has one; else a constant 0."""
         return "0"
 
+    # an inner join whose order the planner keeps (SQLite's CROSS JOIN ... ON); PostgreSQL plans joins itself
+    ordered_join = "JOIN"
+
     def is_locked_error(self, exc: BaseException) -> bool:
         """True for errors a retry can cure (a writer's lock)."""
         return False
@@ -180,6 +183,8 @@ class SqliteStore(Store):
 
     def row_number(self, table: str) -> str:
         return "rowid"
+
+    ordered_join = "CROSS JOIN"
 
     def is_locked_error(self, exc: BaseException) -> bool:
         text = str(exc).lower()
