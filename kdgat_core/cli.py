@@ -208,9 +208,9 @@ if __name__ == "__main__":
 
 
 def _register_commands() -> None:
-    from kdgat_core.commands import analytics, data, slurm, train
+    from kdgat_core.commands import analytics, data, slurm, store, train
 
-    for module in (analytics, data, train, slurm):
+    for module in (analytics, data, train, slurm, store):
         module.register(app)
 
 

@@ -257,23 +257,37 @@ def register(app: typer.Typer) -> None:
     def doctor(
         tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None
     ) -> None:
-        """Which tracking DB is in force and why, whether it exists, its MLflow schema version and row counts."""
+        """Which stores are in force and why (the writers' tracking URI, the reader's), the backend and its server,
+        whether the reader's connection is read-only, MLflow's schema version and row counts. Passwords are masked."""
         from kdgat_core.config import resolve_tracking_uri, sqlite_path
+        from kdgat_core.query.stores import is_postgres_uri, is_server_uri, mask_uri, resolve_reader_uri
 
         resolved = resolve_tracking_uri(tracking_uri)
-        rows = [{"check": "tracking URI", "value": resolved.value}, {"check": "chosen by", "value": resolved.source}]
-        path = sqlite_path(resolved.value, must_exist=False)
+        read = resolve_reader_uri(tracking_uri)
+        rows = [
+            {"check": "tracking URI", "value": mask_uri(resolved.value)},
+            {"check": "chosen by", "value": resolved.source},
+            {"check": "read URI", "value": mask_uri(read.value) if read != resolved else "(the tracking URI)"},
+        ]
+        if read != resolved:
+            rows.append({"check": "read URI chosen by", "value": read.source})
+        reader_uri = read.value
         problem = None
-        if path is None:
-            problem = f"'{resolved.value}' is not a SQLite URI; kdgat's reader needs sqlite:///path."
-        else:
-            rows.append({"check": "file", "value": str(path.expanduser().absolute())})
-            rows.append({"check": "exists", "value": "yes" if path.is_file() else "no"})
-            if path.is_file():
+        path = None if is_postgres_uri(reader_uri) or is_server_uri(reader_uri) else sqlite_path(reader_uri, False)
+        if is_postgres_uri(reader_uri) or path is not None:
+            if path is not None:
+                rows.append({"check": "backend", "value": "sqlite"})
+                rows.append({"check": "file", "value": str(path.expanduser().absolute())})
+                rows.append({"check": "exists", "value": "yes" if path.is_file() else "no"})
+            if path is None or path.is_file():
                 try:
                     with _open(tracking_uri) as db:
                         info = db.info()
                     labels = [
+                        ("backend", "backend"),
+                        ("server_version", "server"),
+                        ("role", "role"),
+                        ("read_only", "read-only"),
                         ("schema_version", "MLflow schema version (alembic)"),
                         ("journal", "journal"),
                         ("size_bytes", "size (bytes)"),
@@ -287,11 +301,22 @@ def register(app: typer.Typer) -> None:
                         ("tags", "tags"),
                         ("cache_dir", "read cache"),
                     ]
-                    rows += [{"check": label, "value": str(info.get(key))} for key, label in labels]
+                    if path is not None:
+                        labels = labels[1:]  # the backend row is already there
+                        rows.append({"check": "read-only", "value": "yes (READ_ONLY attach)"})
+                    rows += [{"check": label, "value": str(info.get(key))} for key, label in labels if key in info]
                 except KdgatError as exc:
                     problem = str(exc)
             else:
                 problem = f"Tracking database {path} does not exist; nothing has been tracked there yet."
+        elif is_server_uri(reader_uri):
+            rows.append({"check": "backend", "value": "MLflow tracking server (writers only)"})
+            problem = (
+                f"'{mask_uri(reader_uri)}' is an MLflow server; kdgat reads its database: set [tracking] read_uri in "
+                "kdgat.toml, KDGAT_READ_URI or --read-uri (e.g. postgresql://reader@host/mlflow)."
+            )
+        else:
+            problem = f"'{mask_uri(reader_uri)}' is not a store kdgat reads (sqlite:///path or postgresql://...)."
         if problem:
             rows.append({"check": "problem", "value": problem})
         emit(rows, fmt, output, title="kdgat doctor")

@@ -69,7 +69,7 @@ _RUN_STATE_COLUMNS = (
 
 
 class TrackingDB:
-    """A read-only view of one MLflow SQLite tracking store. Use `open_db()` to get one; close it when done.
+    """A read-only view of one MLflow tracking store (SQLite or PostgreSQL). Use `open_db()`; close it when done.
 
     >>> db.runs(dataset="hcrl_sa", stage="evaluation", model_size="teacher")[["run_name", "status", "f1"]]
                          run_name    status    f1
@@ -794,11 +794,14 @@ def open_db(
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     lock_retry_s: float | None = None,
+    read_uri: str | None = None,
 ) -> TrackingDB:
-    """Open an MLflow SQLite tracking store read-only.
+    """Open an MLflow tracking store read-only: a SQLite file or a PostgreSQL database.
 
-    `uri_or_path` is a ``sqlite:///`` URI or a path; None resolves like the CLI (``MLFLOW_TRACKING_URI``, kdgat.toml,
-    ``sqlite:///mlflow.db``). A missing file is an error (no empty DB is created). ``cache=False`` skips the read cache
+    `uri_or_path` is a ``sqlite:///`` URI, a path or a ``postgresql://`` URI (``postgresql+psycopg2://`` too; the
+    password from the URI, ``PGPASSFILE``/``~/.pgpass`` or ``PGPASSWORD``). None resolves like the CLI: the read URI
+    (``read_uri``, ``KDGAT_READ_URI``, kdgat.toml ``[tracking] read_uri``), else the tracking URI
+    (``MLFLOW_TRACKING_URI``, kdgat.toml, ``sqlite:///mlflow.db``). A missing file is an error (no empty DB is created). ``cache=False`` skips the read cache
     of the wide table (every call rebuilds it); ``cache_dir`` defaults to ``config.resolve_cache_dir()``.
 
     >>> open_db("/nonexistent/mlflow.db")
@@ -807,7 +810,7 @@ def open_db(
     kdgat_core.config.KdgatError: Tracking database /nonexistent/mlflow.db does not exist (URI from the --tracking-uri flag); check --tracking-uri, MLFLOW_TRACKING_URI or kdgat.toml.
     """
     return TrackingDB(
-        resolve_db(uri_or_path),
+        resolve_db(uri_or_path, read_uri),
         include_deleted=include_deleted,
         cache=cache,
         cache_dir=cache_dir,

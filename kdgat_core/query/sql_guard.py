@@ -38,6 +38,13 @@ ALLOWED_TABLE_FUNCTIONS = frozenset(
     }
 )
 
+# Table functions that reach another database (any file or DSN) or run raw SQL inside the attached store.
+OTHER_DATABASE_FUNCTIONS = frozenset(
+    f"{engine}_{verb}"
+    for engine in ("sqlite", "postgres", "mysql")
+    for verb in ("scan", "scan_pushdown", "query", "execute", "attach")
+)
+
 _REFUSED_KINDS = {
     "INSERT": "writes",
     "UPDATE": "writes",
@@ -84,6 +91,11 @@ def check_user_sql(sql: str) -> str:
             "(or WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE)."
         )
     for name in table_functions(stmt.query):
+        if name.lower() in OTHER_DATABASE_FUNCTIONS:
+            raise KdgatError(
+                f"Refused: table function {name}() reaches another database or runs SQL inside the tracking store; "
+                "kdgat query reads the views runs, params, tags, metrics, metric_history, lineage."
+            )
         if name.lower() not in ALLOWED_TABLE_FUNCTIONS:
             raise KdgatError(
                 f"Refused: table function {name}() is not allowed in kdgat query (it can read files or "

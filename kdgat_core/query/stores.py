@@ -277,11 +277,19 @@ def extension_path(name: str) -> Path:
     )
 
 
+_READ_URI_FLAG: list[str] = []  # `kdgat --read-uri URI ...` (set by the CLI's callback)
+
+
+def set_read_uri_flag(uri: str | None) -> None:
+    _READ_URI_FLAG[:] = [uri] if uri else []
+
+
 def resolve_read_uri(flag: str | None = None, settings=None):
     """--read-uri > KDGAT_READ_URI > kdgat.toml ([tracking] read_uri); None when none is set (the reader then uses
     the tracking URI)."""
     from kdgat_core.config import Resolved, load_settings
 
+    flag = flag or (_READ_URI_FLAG[0] if _READ_URI_FLAG else None)
     if flag:
         return Resolved(flag, "the --read-uri flag")
     env = os.environ.get(ENV_READ_URI)
@@ -298,13 +306,20 @@ def resolve_read_uri(flag: str | None = None, settings=None):
     return None
 
 
+def resolve_reader_uri(given: str | None = None, read_uri: str | None = None):
+    """The URI a reader opens, and why: --read-uri; else an explicit URI or path (unless it names an MLflow server);
+    else KDGAT_READ_URI or kdgat.toml's read_uri; else the tracking URI, resolved like the CLI."""
+    if read_uri or _READ_URI_FLAG:
+        return resolve_read_uri(read_uri)
+    if given and not is_server_uri(given):
+        return resolve_tracking_uri(given)
+    return resolve_read_uri() or resolve_tracking_uri(given)
+
+
 def resolve_store(uri_or_path: str | os.PathLike | None = None, read_uri: str | None = None) -> Store:
-    """The store a reader opens: --read-uri, else an explicit URI or path, else the read URI of the environment or
-    kdgat.toml, else the tracking URI (resolved like the CLI). A SQLite file must exist (none is created); a server URI is refused in one sentence."""
-    given = None if uri_or_path is None else str(uri_or_path)
-    resolved = resolve_read_uri(read_uri) if read_uri or given is None else None
-    if resolved is None:
-        resolved = resolve_tracking_uri(given)
+    """The store a reader opens (see `resolve_reader_uri`). A SQLite file must exist (none is created); a server URI
+    is refused in one sentence that says what to set."""
+    resolved = resolve_reader_uri(None if uri_or_path is None else str(uri_or_path), read_uri)
     uri = resolved.value
     if is_postgres_uri(uri):
         return PostgresStore(uri=uri, source=resolved.source)
