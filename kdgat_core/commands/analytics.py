@@ -11,8 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from kdgat_core.cli import FormatOpt, OutputFormat, OutputOpt, TrackingUriOpt, emit, write_output
-from kdgat_core.config import KdgatError, ModelSize, RunStatus, Stage
+from kdgat_core.commands.options import FormatOpt, OutputOpt, TrackingUriOpt
+from kdgat_core.commands.output import OutputFormat, emit, write_output
+from kdgat_core.config import ModelSize, RunStatus, Stage
 
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only runs of this dataset (tag dataset).")]
 StageOpt = Annotated[
@@ -46,282 +47,221 @@ def _filters(stage: str | None, model_size: str | None, status: str | None) -> d
     }
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("leaderboard")
-    def leaderboard(
-        metric: MetricOpt = "f1",
-        top: Annotated[int, typer.Option("--top", "-n", help="How many rows.")] = 10,
-        dataset: DatasetOpt = None,
-        stage: StageOpt = None,
-        model_size: SizeOpt = None,
-        kd: KdOpt = None,
-        status: StatusOpt = None,
-        by_config: Annotated[
-            bool, typer.Option("--by-config", help="Group runs that differ only in seed: mean, std, n.")
-        ] = False,
-        tracking_uri: TrackingUriOpt = None,
-        fmt: FormatOpt = OutputFormat.table,
-        output: OutputOpt = None,
-    ) -> None:
-        """The best runs by a final metric (val_loss, fpr, fnr and other losses sort ascending).
+def leaderboard_command(
+    metric: MetricOpt = "f1",
+    top: Annotated[int, typer.Option("--top", "-n", help="How many rows.")] = 10,
+    dataset: DatasetOpt = None,
+    stage: StageOpt = None,
+    model_size: SizeOpt = None,
+    kd: KdOpt = None,
+    status: StatusOpt = None,
+    by_config: Annotated[
+        bool, typer.Option("--by-config", help="Group runs that differ only in seed: mean, std, n.")
+    ] = False,
+    tracking_uri: TrackingUriOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+) -> None:
+    """The best runs by a final metric (val_loss, fpr, fnr and other losses sort ascending).
 
-        Example: kdgat leaderboard --metric f1 --dataset hcrl_sa --stage evaluation --top 10
-        """
-        with _open(tracking_uri) as db:
-            kwargs = dict(
-                metric=metric,
-                top=top,
-                dataset=dataset,
-                kd=kd,
-                by_config=by_config,
-                **_filters(stage, model_size, status),
-            )
-            # plain rows: no pyarrow import (0.2 s); an empty board comes as Arrow so its header still prints
-            table = db.leaderboard(**kwargs, rows=True) or db.leaderboard(**kwargs, arrow=True)
-        where = ", ".join(
-            f"{k}={v}"
-            for k, v in (
-                ("dataset", dataset),
-                ("stage", stage),
-                ("model_size", model_size),
-                ("kd", kd),
-                ("status", status),
-            )
-            if v is not None
+    Example: kdgat leaderboard --metric f1 --dataset hcrl_sa --stage evaluation --top 10
+    """
+    with _open(tracking_uri) as db:
+        kwargs = dict(
+            metric=metric,
+            top=top,
+            dataset=dataset,
+            kd=kd,
+            by_config=by_config,
+            **_filters(stage, model_size, status),
         )
-        emit(
-            table,
-            fmt,
-            output,
-            title=f"Leaderboard by {metric}{' per config' if by_config else ''}{' (' + where + ')' if where else ''}",
+        # plain rows: no pyarrow import (0.2 s); an empty board comes as Arrow so its header still prints
+        table = db.leaderboard(**kwargs, rows=True) or db.leaderboard(**kwargs, arrow=True)
+    where = ", ".join(
+        f"{k}={v}"
+        for k, v in (
+            ("dataset", dataset),
+            ("stage", stage),
+            ("model_size", model_size),
+            ("kd", kd),
+            ("status", status),
         )
+        if v is not None
+    )
+    emit(
+        table,
+        fmt,
+        output,
+        title=f"Leaderboard by {metric}{' per config' if by_config else ''}{' (' + where + ')' if where else ''}",
+    )
 
-    @app.command("compare")
-    def compare(
-        run_a: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name (newest).")],
-        run_b: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name (newest).")],
-        tracking_uri: TrackingUriOpt = None,
-        fmt: FormatOpt = OutputFormat.table,
-        output: OutputOpt = None,
-    ) -> None:
-        """Two runs' final metrics side by side, with b - a and which run is better per metric."""
-        with _open(tracking_uri) as db:
-            table = db.compare(run_a, run_b, arrow=True)
-        meta = table.schema.metadata or {}
-        title = f"a = {meta.get(b'kdgat.a', b'').decode()}   b = {meta.get(b'kdgat.b', b'').decode()}"
-        emit(table, fmt, output, title=title)
 
-    @app.command("diff")
-    def diff(
-        runs: Annotated[list[str], typer.Argument(help="Two or more runs (id, prefix or name).")],
-        all_params: Annotated[
-            bool, typer.Option("--all", help="Show every param, not only those that differ.")
-        ] = False,
-        tracking_uri: TrackingUriOpt = None,
-        fmt: FormatOpt = OutputFormat.table,
-        output: OutputOpt = None,
-    ) -> None:
-        """The config params that differ between runs (one column per run)."""
-        with _open(tracking_uri) as db:
-            table = db.config_diff(runs, all=all_params, arrow=True)
-        if table.num_rows == 0 and not all_params:
-            typer.echo("The runs' params are identical (use --all to list them).", err=True)
-        emit(table, fmt, output, title="Params" + ("" if all_params else " that differ"))
+def compare_command(
+    run_a: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name (newest).")],
+    run_b: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name (newest).")],
+    tracking_uri: TrackingUriOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+) -> None:
+    """Two runs' final metrics side by side, with b - a and which run is better per metric."""
+    with _open(tracking_uri) as db:
+        table = db.compare(run_a, run_b, arrow=True)
+    meta = table.schema.metadata or {}
+    title = f"a = {meta.get(b'kdgat.a', b'').decode()}   b = {meta.get(b'kdgat.b', b'').decode()}"
+    emit(table, fmt, output, title=title)
 
-    @app.command("sweep")
-    def sweep(
-        param: Annotated[
-            str, typer.Option("--param", "-p", help="Param key (dotted, e.g. train.lr; a unique leaf like lr works).")
-        ],
-        metric: MetricOpt = "f1",
-        dataset: DatasetOpt = None,
-        stage: StageOpt = None,
-        model_size: SizeOpt = None,
-        kd: KdOpt = None,
-        status: StatusOpt = None,
-        tracking_uri: TrackingUriOpt = None,
-        fmt: FormatOpt = OutputFormat.table,
-        output: OutputOpt = None,
-    ) -> None:
-        """Per value of a param: count, mean, std, min and max of a final metric."""
-        with _open(tracking_uri) as db:
-            table = db.sweep(param, metric, dataset=dataset, kd=kd, arrow=True, **_filters(stage, model_size, status))
-        emit(table, fmt, output, title=f"{metric} by {param}")
 
-    @app.command("dataset")
-    def dataset(
-        name: Annotated[str, typer.Argument(help="Dataset name, e.g. hcrl_sa.")],
-        metric: MetricOpt = "f1",
-        tracking_uri: TrackingUriOpt = None,
-        fmt: FormatOpt = OutputFormat.table,
-        output: OutputOpt = None,
-    ) -> None:
-        """A dataset's runs by stage, model size and KD: counts per status and the best run of each group."""
-        with _open(tracking_uri) as db:
-            table = db.dataset_summary(name, metric=metric, arrow=True)
-        emit(table, fmt, output, title=f"{name}: runs by stage, size and KD (best by {metric})")
+def diff_command(
+    runs: Annotated[list[str], typer.Argument(help="Two or more runs (id, prefix or name).")],
+    all_params: Annotated[bool, typer.Option("--all", help="Show every param, not only those that differ.")] = False,
+    tracking_uri: TrackingUriOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+) -> None:
+    """The config params that differ between runs (one column per run)."""
+    with _open(tracking_uri) as db:
+        table = db.config_diff(runs, all=all_params, arrow=True)
+    if table.num_rows == 0 and not all_params:
+        typer.echo("The runs' params are identical (use --all to list them).", err=True)
+    emit(table, fmt, output, title="Params" + ("" if all_params else " that differ"))
 
-    @app.command("lineage")
-    def lineage(
-        run: Annotated[
-            Optional[str], typer.Argument(help="Only the tree around this run (id, prefix or name).")
-        ] = None,
-        dataset: DatasetOpt = None,
-        metric: MetricOpt = "f1",
-        tracking_uri: TrackingUriOpt = None,
-        fmt: FormatOpt = OutputFormat.table,
-        output: OutputOpt = None,
-    ) -> None:
-        """Teacher -> student trees (from teacher_run_id tags) with each student's delta to its teacher."""
-        with _open(tracking_uri) as db:
-            table = db.lineage(run=run, dataset=dataset, metric=metric, arrow=True)
-        if fmt is not OutputFormat.table:
-            emit(table, fmt, output, title=f"Lineage ({metric})")
-            return
-        write_output(render_lineage_tree(table, metric), output)
 
-    @app.command("runs")
-    def runs(
-        dataset: DatasetOpt = None,
-        stage: StageOpt = None,
-        model_size: SizeOpt = None,
-        kd: KdOpt = None,
-        status: StatusOpt = None,
-        include_deleted: Annotated[bool, typer.Option("--include-deleted", help="Also list deleted runs.")] = False,
-        limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows (newest first).")] = None,
-        tracking_uri: TrackingUriOpt = None,
-        fmt: FormatOpt = OutputFormat.table,
-        output: OutputOpt = None,
-    ) -> None:
-        """List runs (newest first), e.g. kdgat runs --status failed."""
-        with _open(tracking_uri) as db:
-            table = db.runs(
-                dataset=dataset,
-                kd=kd,
-                include_deleted=include_deleted,
-                arrow=True,
-                **_filters(stage, model_size, status),
-            )
-        if limit is not None:
-            table = table.slice(0, max(limit, 0))
-        if fmt is OutputFormat.table:
-            keep = [
-                "run_id",
-                "run_name",
-                "status",
-                "mlflow_status",
-                "start_time",
-                "duration_s",
-                "f1",
-                "val_loss",
-                "error_msg",
-            ]
-            if include_deleted:
-                keep.insert(4, "lifecycle")
-            table = table.select([c for c in keep if c in table.column_names])
-        emit(table, fmt, output, title=f"{table.num_rows} runs")
+def sweep_command(
+    param: Annotated[
+        str, typer.Option("--param", "-p", help="Param key (dotted, e.g. train.lr; a unique leaf like lr works).")
+    ],
+    metric: MetricOpt = "f1",
+    dataset: DatasetOpt = None,
+    stage: StageOpt = None,
+    model_size: SizeOpt = None,
+    kd: KdOpt = None,
+    status: StatusOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+) -> None:
+    """Per value of a param: count, mean, std, min and max of a final metric."""
+    with _open(tracking_uri) as db:
+        table = db.sweep(param, metric, dataset=dataset, kd=kd, arrow=True, **_filters(stage, model_size, status))
+    emit(table, fmt, output, title=f"{metric} by {param}")
 
-    @app.command("query")
-    def query(
-        sql: Annotated[
-            str,
-            typer.Argument(
-                help="One read-only SELECT over the views runs, params, tags, metrics, metric_history, lineage, runs_wide."
-            ),
-        ],
-        tracking_uri: TrackingUriOpt = None,
-        fmt: FormatOpt = OutputFormat.table,
-        output: OutputOpt = None,
-    ) -> None:
-        """Run SQL against the read-only views, e.g. kdgat query "SELECT * FROM runs WHERE dataset = 'hcrl_sa'"."""
-        with _open(tracking_uri) as db:
-            table = db.sql(sql, arrow=True)
-        emit(table, fmt, output)
 
-    @app.command("backup")
-    def backup(
-        dest: Annotated[Path, typer.Argument(help="Where to write the copy (a new file).")],
-        force: Annotated[bool, typer.Option("--force", help="Overwrite DEST if it exists.")] = False,
-        tracking_uri: TrackingUriOpt = None,
-    ) -> None:
-        """A consistent copy of the tracking DB while writers are active (SQLite's online backup), integrity-checked."""
-        from kdgat_core.query.backup import backup_db
+def dataset_command(
+    name: Annotated[str, typer.Argument(help="Dataset name, e.g. hcrl_sa.")],
+    metric: MetricOpt = "f1",
+    tracking_uri: TrackingUriOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+) -> None:
+    """A dataset's runs by stage, model size and KD: counts per status and the best run of each group."""
+    with _open(tracking_uri) as db:
+        table = db.dataset_summary(name, metric=metric, arrow=True)
+    emit(table, fmt, output, title=f"{name}: runs by stage, size and KD (best by {metric})")
 
-        report = backup_db(tracking_uri, dest, force=force)
-        typer.echo(
-            f"backed up {report['source']} -> {report['dest']} ({report['pages']} pages, "
-            f"{report['bytes'] / 1e6:.1f} MB, {report['seconds']:.1f} s); integrity_check: ok"
+
+def lineage_command(
+    run: Annotated[Optional[str], typer.Argument(help="Only the tree around this run (id, prefix or name).")] = None,
+    dataset: DatasetOpt = None,
+    metric: MetricOpt = "f1",
+    tracking_uri: TrackingUriOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+) -> None:
+    """Teacher -> student trees (from teacher_run_id tags) with each student's delta to its teacher."""
+    with _open(tracking_uri) as db:
+        table = db.lineage(run=run, dataset=dataset, metric=metric, arrow=True)
+    if fmt is not OutputFormat.table:
+        emit(table, fmt, output, title=f"Lineage ({metric})")
+        return
+    write_output(render_lineage_tree(table, metric), output)
+
+
+def runs_command(
+    dataset: DatasetOpt = None,
+    stage: StageOpt = None,
+    model_size: SizeOpt = None,
+    kd: KdOpt = None,
+    status: StatusOpt = None,
+    include_deleted: Annotated[bool, typer.Option("--include-deleted", help="Also list deleted runs.")] = False,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows (newest first).")] = None,
+    tracking_uri: TrackingUriOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+) -> None:
+    """List runs (newest first), e.g. kdgat runs --status failed."""
+    with _open(tracking_uri) as db:
+        table = db.runs(
+            dataset=dataset,
+            kd=kd,
+            include_deleted=include_deleted,
+            arrow=True,
+            **_filters(stage, model_size, status),
         )
-
-    @app.command("doctor")
-    def doctor(
-        tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None
-    ) -> None:
-        """Which stores are in force and why (the writers' tracking URI, the reader's), the backend and its server,
-        whether the reader's connection is read-only, MLflow's schema version and row counts. Passwords are masked."""
-        from kdgat_core.config import resolve_tracking_uri, sqlite_path
-        from kdgat_core.query.stores import is_postgres_uri, is_server_uri, mask_uri, resolve_reader_uri
-
-        resolved = resolve_tracking_uri(tracking_uri)
-        read = resolve_reader_uri(tracking_uri)
-        rows = [
-            {"check": "tracking URI", "value": mask_uri(resolved.value)},
-            {"check": "chosen by", "value": resolved.source},
-            {"check": "read URI", "value": mask_uri(read.value) if read != resolved else "(the tracking URI)"},
+    if limit is not None:
+        table = table.slice(0, max(limit, 0))
+    if fmt is OutputFormat.table:
+        keep = [
+            "run_id",
+            "run_name",
+            "status",
+            "mlflow_status",
+            "start_time",
+            "duration_s",
+            "f1",
+            "val_loss",
+            "error_msg",
         ]
-        if read != resolved:
-            rows.append({"check": "read URI chosen by", "value": read.source})
-        reader_uri = read.value
-        problem = None
-        path = None if is_postgres_uri(reader_uri) or is_server_uri(reader_uri) else sqlite_path(reader_uri, False)
-        if is_postgres_uri(reader_uri) or path is not None:
-            if path is not None:
-                rows.append({"check": "backend", "value": "sqlite"})
-                rows.append({"check": "file", "value": str(path.expanduser().absolute())})
-                rows.append({"check": "exists", "value": "yes" if path.is_file() else "no"})
-            if path is None or path.is_file():
-                try:
-                    with _open(tracking_uri) as db:
-                        info = db.info()
-                    labels = [
-                        ("backend", "backend"),
-                        ("server_version", "server"),
-                        ("role", "role"),
-                        ("read_only", "read-only"),
-                        ("schema_version", "MLflow schema version (alembic)"),
-                        ("journal", "journal"),
-                        ("size_bytes", "size (bytes)"),
-                        ("experiments", "experiments"),
-                        ("deleted_experiments", "  deleted"),
-                        ("runs", "runs"),
-                        ("deleted_runs", "  deleted"),
-                        ("final_metrics", "final metric values"),
-                        ("metric_points", "metric points"),
-                        ("params", "params"),
-                        ("tags", "tags"),
-                        ("cache_dir", "read cache"),
-                    ]
-                    if path is not None:
-                        labels = labels[1:]  # the backend row is already there
-                        rows.append({"check": "read-only", "value": "yes (READ_ONLY attach)"})
-                    rows += [{"check": label, "value": str(info.get(key))} for key, label in labels if key in info]
-                except KdgatError as exc:
-                    problem = str(exc)
-            else:
-                problem = f"Tracking database {path} does not exist; nothing has been tracked there yet."
-        elif is_server_uri(reader_uri):
-            rows.append({"check": "backend", "value": "MLflow tracking server (writers only)"})
-            problem = (
-                f"'{mask_uri(reader_uri)}' is an MLflow server; kdgat reads its database: set [tracking] read_uri in "
-                "kdgat.toml, KDGAT_READ_URI or --read-uri (e.g. postgresql://reader@host/mlflow)."
-            )
-        else:
-            problem = f"'{mask_uri(reader_uri)}' is not a store kdgat reads (sqlite:///path or postgresql://...)."
-        if problem:
-            rows.append({"check": "problem", "value": problem})
-        emit(rows, fmt, output, title="kdgat doctor")
-        if problem:
-            raise typer.Exit(1)
+        if include_deleted:
+            keep.insert(4, "lifecycle")
+        table = table.select([c for c in keep if c in table.column_names])
+    emit(table, fmt, output, title=f"{table.num_rows} runs")
+
+
+def query_command(
+    sql: Annotated[
+        str,
+        typer.Argument(
+            help="One read-only SELECT over the views runs, params, tags, metrics, metric_history, lineage, runs_wide."
+        ),
+    ],
+    tracking_uri: TrackingUriOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+) -> None:
+    """Run SQL against the read-only views, e.g. kdgat query "SELECT * FROM runs WHERE dataset = 'hcrl_sa'"."""
+    with _open(tracking_uri) as db:
+        table = db.sql(sql, arrow=True)
+    emit(table, fmt, output)
+
+
+def backup_command(
+    dest: Annotated[Path, typer.Argument(help="Where to write the copy (a new file).")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite DEST if it exists.")] = False,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """A consistent copy of the tracking DB while writers are active (SQLite's online backup), integrity-checked."""
+    from kdgat_core.query.backup import backup_db
+
+    report = backup_db(tracking_uri, dest, force=force)
+    typer.echo(
+        f"backed up {report['source']} -> {report['dest']} ({report['pages']} pages, "
+        f"{report['bytes'] / 1e6:.1f} MB, {report['seconds']:.1f} s); integrity_check: ok"
+    )
+
+
+def doctor_command(
+    tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None
+) -> None:
+    """Which stores are in force and why (the writers' tracking URI, the reader's), the backend and its server,
+    whether the reader's connection is read-only, MLflow's schema version and row counts. Passwords are masked."""
+    from kdgat_core.commands.store import doctor_report
+
+    rows, problem = doctor_report(tracking_uri)
+    if problem:
+        rows.append({"check": "problem", "value": problem})
+    emit(rows, fmt, output, title="kdgat doctor")
+    if problem:
+        raise typer.Exit(1)
 
 
 def render_lineage_tree(table, metric: str) -> str:

@@ -1,4 +1,4 @@
-"""`kdgat` commands about the tracking store itself: the global `--read-uri`, and `kdgat migrate SRC DEST`."""
+"""`kdgat` options and commands about the tracking store itself: the global `--read-uri`, and `kdgat migrate`."""
 
 from __future__ import annotations
 
@@ -6,20 +6,78 @@ from typing import Annotated, Optional
 
 import typer
 
+ReadUriOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--read-uri",
+        help="The database readers open when jobs write through an MLflow server, e.g. "
+        "postgresql://reader@host/mlflow (else KDGAT_READ_URI, kdgat.toml \\[tracking] read_uri, the tracking URI).",
+    ),
+]
 
-def register(app: typer.Typer) -> None:
-    @app.callback()
-    def _options(
-        read_uri: Annotated[
-            Optional[str],
-            typer.Option(
-                "--read-uri",
-                help="The database readers open when jobs write through an MLflow server, e.g. "
-                "postgresql://reader@host/mlflow (else KDGAT_READ_URI, kdgat.toml \\[tracking] read_uri, the tracking URI).",
-            ),
-        ] = None,
-    ) -> None:
-        """kdgat: CAN intrusion-detection experiments on GNNs - data, training, tracking, analytics, SLURM."""
-        from kdgat_core.query.stores import set_read_uri_flag
 
-        set_read_uri_flag(read_uri)
+def global_options(read_uri: ReadUriOpt = None) -> None:
+    """kdgat: CAN intrusion-detection experiments on GNNs - data, training, tracking, analytics, SLURM."""
+    from kdgat_core.query.stores import set_read_uri_flag
+
+    set_read_uri_flag(read_uri)
+
+
+def doctor_report(tracking_uri: str | None) -> tuple[list[dict], str | None]:
+    """`kdgat doctor`'s rows (check, value) and the problem found, if any; every URI with its password masked."""
+    from kdgat_core.config import KdgatError, resolve_tracking_uri, sqlite_path
+    from kdgat_core.query import open_db
+    from kdgat_core.query.stores import is_postgres_uri, is_server_uri, mask_uri, resolve_reader_uri
+
+    resolved = resolve_tracking_uri(tracking_uri)
+    read = resolve_reader_uri(tracking_uri)
+    rows = [
+        {"check": "tracking URI", "value": mask_uri(resolved.value)},
+        {"check": "chosen by", "value": resolved.source},
+        {"check": "read URI", "value": mask_uri(read.value) if read != resolved else "(the tracking URI)"},
+    ]
+    if read != resolved:
+        rows.append({"check": "read URI chosen by", "value": read.source})
+    uri = read.value
+    if is_server_uri(uri):
+        rows.append({"check": "backend", "value": "MLflow tracking server (writers only)"})
+        return rows, (
+            f"'{mask_uri(uri)}' is an MLflow server; kdgat reads its database: set [tracking] read_uri in "
+            "kdgat.toml, KDGAT_READ_URI or --read-uri (e.g. postgresql://reader@host/mlflow)."
+        )
+    path = None if is_postgres_uri(uri) else sqlite_path(uri, must_exist=False)
+    if path is None and not is_postgres_uri(uri):
+        return rows, f"'{mask_uri(uri)}' is not a store kdgat reads (sqlite:///path or postgresql://...)."
+    labels = [
+        ("backend", "backend"),
+        ("server_version", "server"),
+        ("role", "role"),
+        ("read_only", "read-only"),
+        ("schema_version", "MLflow schema version (alembic)"),
+        ("journal", "journal"),
+        ("size_bytes", "size (bytes)"),
+        ("experiments", "experiments"),
+        ("deleted_experiments", "  deleted"),
+        ("runs", "runs"),
+        ("deleted_runs", "  deleted"),
+        ("final_metrics", "final metric values"),
+        ("metric_points", "metric points"),
+        ("params", "params"),
+        ("tags", "tags"),
+        ("cache_dir", "read cache"),
+    ]
+    if path is not None:
+        rows.append({"check": "backend", "value": "sqlite"})
+        rows.append({"check": "file", "value": str(path.expanduser().absolute())})
+        rows.append({"check": "exists", "value": "yes" if path.is_file() else "no"})
+        if not path.is_file():
+            return rows, f"Tracking database {path} does not exist; nothing has been tracked there yet."
+        rows.append({"check": "read-only", "value": "yes (READ_ONLY attach)"})
+        labels = labels[1:]
+    try:
+        with open_db(tracking_uri) as db:
+            info = db.info()
+    except KdgatError as exc:
+        return rows, str(exc)
+    rows += [{"check": label, "value": str(info.get(key))} for key, label in labels if key in info]
+    return rows, None
