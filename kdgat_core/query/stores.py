@@ -16,43 +16,30 @@ from pathlib import Path
 
 import duckdb
 
-from kdgat_core.config import ENV_TRACKING_URI, KdgatError, resolve_tracking_uri, sqlite_path
+from kdgat_core.config import (  # noqa: F401 - the URI helpers are re-exported for the query layer's callers
+    ENV_READ_URI,
+    ENV_TRACKING_URI,
+    KdgatError,
+    is_postgres_uri,
+    is_server_uri,
+    libpq_dsn,
+    mask_secret,
+    mask_uri,
+    read_uri_flag,
+    resolve_read_uri,
+    resolve_tracking_uri,
+    set_read_uri_flag,
+    sqlite_path,
+)
 
 ALIAS = "ml"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # SQLite waits this long for a writer's lock inside one query before DuckDB sees "database is locked".
 BUSY_TIMEOUT_MS = 2000
-# URI schemes of PostgreSQL as MLflow (SQLAlchemy) and libpq spell them.
-_PG_SCHEME = re.compile(r"^(postgresql|postgres)(\+[a-z0-9_]+)?://", re.IGNORECASE)
-_HTTP_SCHEME = re.compile(r"^(https?|databricks|file)[:+]", re.IGNORECASE)
-ENV_READ_URI = "KDGAT_READ_URI"
 
 
 def _sql_str(text: str) -> str:
     return text.replace("'", "''")
-
-
-def mask_uri(uri: str) -> str:
-    """The URI with its password replaced by *** (for messages, `kdgat doctor` and the TUI's title)."""
-    try:
-        parts = urllib.parse.urlsplit(uri)
-    except ValueError:
-        return uri
-    out = uri
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-        out = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    # a password given as a query parameter (libpq accepts ?password=...)
-    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", out)
-
-
-def is_postgres_uri(uri: str) -> bool:
-    return bool(_PG_SCHEME.match(uri or ""))
-
-
-def is_server_uri(uri: str) -> bool:
-    """An MLflow tracking server (or another non-database URI): writers can use it, a reader cannot."""
-    return bool(_HTTP_SCHEME.match(uri or ""))
 
 
 @dataclass(frozen=True)
@@ -127,20 +114,6 @@ class Store:
         return None
 
 
-def mask_secret(text: str, uri: str) -> str:
-    """`text` with the URI's password (wherever it appears) replaced by ***."""
-    try:
-        password = urllib.parse.urlsplit(uri).password
-    except ValueError:
-        password = None
-    if password:
-        text = text.replace(password, "***")
-        unquoted = urllib.parse.unquote(password)
-        if unquoted != password:
-            text = text.replace(unquoted, "***")
-    return re.sub(r"(?i)(password=)[^&\s\"']*", r"\1***", text)
-
-
 @dataclass(frozen=True)
 class SqliteStore(Store):
     """An MLflow SQLite file, through DuckDB's sqlite scanner."""
@@ -213,7 +186,7 @@ class PostgresStore(Store):
     @property
     def dsn(self) -> str:
         """What libpq takes: the URI without SQLAlchemy's +driver part."""
-        return _PG_SCHEME.sub("postgresql://", self.uri, count=1)
+        return libpq_dsn(self.uri)
 
     @property
     def cache_key(self) -> tuple[str, str]:
@@ -277,39 +250,10 @@ def extension_path(name: str) -> Path:
     )
 
 
-_READ_URI_FLAG: list[str] = []  # `kdgat --read-uri URI ...` (set by the CLI's callback)
-
-
-def set_read_uri_flag(uri: str | None) -> None:
-    _READ_URI_FLAG[:] = [uri] if uri else []
-
-
-def resolve_read_uri(flag: str | None = None, settings=None):
-    """--read-uri > KDGAT_READ_URI > kdgat.toml ([tracking] read_uri); None when none is set (the reader then uses
-    the tracking URI)."""
-    from kdgat_core.config import Resolved, load_settings
-
-    flag = flag or (_READ_URI_FLAG[0] if _READ_URI_FLAG else None)
-    if flag:
-        return Resolved(flag, "the --read-uri flag")
-    env = os.environ.get(ENV_READ_URI)
-    if env:
-        return Resolved(env, f"the {ENV_READ_URI} environment variable")
-    settings = settings or load_settings()
-    uri = settings.section("tracking").get("read_uri")
-    if uri:
-        uri = str(uri)
-        path = sqlite_path(uri, must_exist=False)
-        if path is not None and not path.is_absolute() and settings.path is not None:
-            uri = "sqlite:///" + str((settings.path.parent / path).resolve())
-        return Resolved(uri, f"{settings.path} ([tracking] read_uri)")
-    return None
-
-
 def resolve_reader_uri(given: str | None = None, read_uri: str | None = None):
     """The URI a reader opens, and why: --read-uri; else an explicit URI or path (unless it names an MLflow server);
     else KDGAT_READ_URI or kdgat.toml's read_uri; else the tracking URI, resolved like the CLI."""
-    if read_uri or _READ_URI_FLAG:
+    if read_uri or read_uri_flag():
         return resolve_read_uri(read_uri)
     if given and not is_server_uri(given):
         return resolve_tracking_uri(given)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdgat_core.config import KdgatError, sqlite_path
+from kdgat_core.config import KdgatError, is_postgres_uri, libpq_dsn, mask_secret, mask_uri, sqlite_path
 
 BATCH = 5000
 VERIFY_ALL_UP_TO = 5000  # runs; above this a fixed random sample of VERIFY_SAMPLE runs is compared
@@ -45,14 +45,10 @@ class MigrationReport:
 
 
 def _mask(uri: str) -> str:
-    from kdgat_core.query.stores import mask_uri
-
     return mask_uri(uri)
 
 
 def _pg_connect(uri: str):
-    from kdgat_core.query.stores import PostgresStore, is_postgres_uri, mask_secret
-
     if not is_postgres_uri(uri):
         raise KdgatError(f"DEST '{_mask(uri)}' is not a PostgreSQL URI (postgresql://user@host/db).")
     try:
@@ -60,7 +56,7 @@ def _pg_connect(uri: str):
     except ImportError:
         raise KdgatError("psycopg2 is missing; pip install psycopg2-binary.") from None
     try:
-        return psycopg2.connect(PostgresStore(uri=uri, source="").dsn)
+        return psycopg2.connect(libpq_dsn(uri))
     except psycopg2.Error as exc:
         reason = mask_secret(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, uri)
         raise KdgatError(f"Cannot connect to {_mask(uri)}: {reason}") from None
@@ -226,6 +222,19 @@ def migrate(
         report.seconds = time.perf_counter() - t0
         progress(f"committed {sum(report.tables.values()):,} rows in {report.seconds:.1f} s; verifying")
         _verify_counts(scon, cur, report)
+    except KdgatError:
+        pg.rollback()
+        raise
+    except Exception as exc:
+        import psycopg2
+
+        pg.rollback()
+        if not isinstance(exc, psycopg2.Error | sqlite3.Error):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KdgatError(
+            f"Migration failed and was rolled back (DEST is unchanged): {mask_secret(first, dest)}"
+        ) from None
     except BaseException:
         pg.rollback()
         raise
@@ -291,10 +300,8 @@ def verify_search_runs(src_path: Path, dest: str, progress: Callable[[str], None
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
 
-    from kdgat_core.query.stores import PostgresStore
-
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    dest_uri = "postgresql+psycopg2://" + PostgresStore(uri=dest, source="").dsn[len("postgresql://") :]
+    dest_uri = "postgresql+psycopg2://" + libpq_dsn(dest)[len("postgresql://") :]
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="kdgat-migrate-") as tmp:
         os.chdir(tmp)  # MLflow makes a folder named after a file: URI's directory in the working directory
