@@ -93,6 +93,17 @@ class PgServer:
 
     new_store = new_database
 
+    def copy_database(self, source: str, name: str) -> str:
+        """A copy of database `source` (CREATE DATABASE ... TEMPLATE: well under a second) as `name`."""
+        with self._lock:
+            self.execute(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{source}' "
+                "AND pid <> pg_backend_pid()",
+                f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+                f"CREATE DATABASE {name} OWNER {ROLE} TEMPLATE {source}",
+            )
+        return self.uri(name)
+
     def checksums(self, database: str) -> dict[str, str]:
         """md5 of every row of every table in the public schema, per table (order-independent)."""
         tables = [

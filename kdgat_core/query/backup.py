@@ -26,6 +26,10 @@ class _Restarted(Exception):
 
 def backup_db(tracking_uri: str | None, dest: str | os.PathLike, force: bool = False) -> dict:
     src_db = resolve_db(tracking_uri)
+    if src_db.path is None:
+        raise KdgatError(
+            f"kdgat backup copies SQLite files; back up {src_db.display} with pg_dump (see docs/deploy.md)."
+        )
     dest = Path(dest).expanduser().absolute()
     if dest == src_db.path:
         raise KdgatError("Backup destination is the tracking database itself; choose another file.")

@@ -98,7 +98,7 @@ class TrackingDB:
         self._reader_obj: Reader | None = None
         self._cache = (
             WideCache(lambda: self._reader, resolved, Path(cache_dir) if cache_dir is not None else None)
-            if cache and resolved.kind == "sqlite"
+            if cache
             else None
         )
         self._wide: pa.Table | None = None
@@ -431,7 +431,7 @@ class TrackingDB:
         if self._wide is not None:
             table = boards.board_from(self, self._wide, None, metric, top, flt, rows)
         else:
-            board = self._cache.fresh_board() if self._cache is not None else None
+            board = self._cache.fresh_board(live=True) if self._cache is not None else None
             if board is not None:
                 table = boards.board_from(self, None, board, metric, top, flt, rows)
             else:

@@ -21,7 +21,7 @@ from kdgat_core.query.wide import WideCache, visible_rows
 class CachedWide:
     table: pa.Table  # visible runs (deleted ones dropped), as `TrackingDB.wide(arrow=True)` returns them
     written_at: float  # when the cache was written (epoch seconds)
-    fresh: bool  # True when the tracking file has not changed since
+    fresh: bool  # True when the tracking file has not changed since (a database server: False, checked on refresh)
 
 
 def cached_wide(
@@ -31,8 +31,6 @@ def cached_wide(
 ) -> CachedWide | None:
     """The last wide table `TrackingDB.wide()` cached for this DB, or None when there is none; no DuckDB connection."""
     store = resolve_db(uri_or_path)
-    if store.kind != "sqlite":
-        return None  # the read cache keeps SQLite stores only (a server's database is read live)
     cache = WideCache(None, store, Path(cache_dir) if cache_dir is not None else None)
     loaded = cache.load()
     if loaded is None:

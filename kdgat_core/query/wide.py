@@ -401,8 +401,9 @@ class WideCache:
         _wait_for_write(self.dir)
 
     def is_current(self, cached: CachedTable) -> bool:
-        """True when the tracking file has not been written since `cached` was."""
-        return cached.meta.get("file_sig") == self.store.signature()
+        """True when the tracking file has not been written since `cached` was (a database server: unknown here)."""
+        sig = self.store.signature()
+        return sig is not None and cached.meta.get("file_sig") == sig
 
     def _save_in_background(self, wide: pa.Table, state: DBState, file_sig: list) -> None:
         _wait_for_write(self.dir)  # one writer per directory at a time
@@ -447,14 +448,19 @@ class WideCache:
         except OSError:
             pass  # a cache that cannot be written only costs time next run
 
-    def fresh_board(self) -> tuple[Path, list[str]] | None:
-        """(parquet file, its columns) of the leaderboard columns if the cache is current; reads no DB rows."""
+    def fresh_board(self, live: bool = False) -> tuple[Path, list[str]] | None:
+        """(parquet file, its columns) of the leaderboard columns if the cache is current; reads no DB rows. A database
+        server's cache is checked only with `live` (one query on the connection: its snapshot)."""
         _wait_for_write(self.dir)
         try:
             sig = self.store.signature()
             meta = json.loads((self.dir / "board.json").read_text())
         except (OSError, ValueError):
             return None
+        if sig is None:
+            if not live:
+                return None
+            sig = self._signature()
         if (
             not isinstance(meta, dict)
             or meta.get("file_sig") != sig
@@ -469,13 +475,13 @@ class WideCache:
     # -- reading the tracking DB --------------------------------------------------------------------------------------
     def get(self) -> pa.Table:
         t0 = time.perf_counter()
-        sig = self.store.signature()  # before any read: a write during our reads shows up next time
+        sig = self._signature()  # before any read: a write during our reads shows up next time
         cached = self.load()
         if cached is not None and cached.meta.get("file_sig") == sig:
             self.stats = RefreshStats("fresh", seconds=time.perf_counter() - t0)
             return cached.table
         clock = _Clock()
-        changes = diff(self.reader, cached.state) if cached is not None else None
+        changes = self._diff(cached.state) if cached is not None else None
         clock.lap("find changes")
         details: dict = dict(changes.details) if changes else {}
         if (
@@ -501,7 +507,26 @@ class WideCache:
         self.stats = RefreshStats(mode, changed, removed, time.perf_counter() - t0, details)
         return wide
 
+    def _signature(self) -> list:
+        if self.store.kind == "sqlite":
+            return self.store.signature()
+        from kdgat_core.query import changes_pg
+
+        return [self.store.kind, changes_pg.snapshot(self.reader)]
+
+    def _diff(self, state: DBState):
+        if self.store.kind == "sqlite":
+            return diff(self.reader, state)
+        from kdgat_core.query import changes_pg
+
+        return changes_pg.diff(self.reader, state)
+
     def _full(self) -> tuple[pa.Table, DBState]:
+        if self.store.kind != "sqlite":
+            from kdgat_core.query import changes_pg
+
+            state, _, _ = changes_pg.read_state(self.reader)  # first, as below
+            return pivot(read_long_all(self.reader)), state
         state, _ = read_state(self.reader)  # first: a write racing the long reads is then seen next time
         long = read_long_all(self.reader)
         state.block_runs = block_owners_from_tags(long.tags)

@@ -195,14 +195,14 @@ def pg_fixture_db(pg_server, tmp_path_factory) -> tuple[str, dict]:
     """The same fixture content written by MLflow's client into PostgreSQL: (uri, {name-or-key: run_id})."""
     uri = pg_server.new_store("query_fixture")
     ids = tmp_path_factory.mktemp("query_fixture_pg") / "ids.json"
-    run_python(WRITE_FIXTURE, uri, str(ids))
+    run_python(WRITE_FIXTURE, uri, str(ids), timeout=600)
     return uri, json.loads(ids.read_text())
 
 
 @pytest.fixture(scope="session")
 def pg_mlflow_answers(pg_fixture_db, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("query_mlflow_pg") / "search_runs.json"
-    run_python(DUMP_SEARCH_RUNS, pg_fixture_db[0], str(out))
+    run_python(DUMP_SEARCH_RUNS, pg_fixture_db[0], str(out), timeout=600)
     return json.loads(out.read_text())
 
 

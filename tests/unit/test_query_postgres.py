@@ -136,3 +136,8 @@ def test_run_states_since_sees_new_and_changed_runs(pg_server, tmp_path):
         new = db.run_states_since(mark)
         assert new.num_rows == 1 and new["mlflow_status"].to_pylist() == ["FINISHED"]
         assert new["rowid"].to_pylist()[0] >= mark
+
+
+def test_backup_points_a_postgres_store_to_pg_dump(pg_fixture_db, tmp_path):
+    res = kdgat("backup", "-u", pg_fixture_db[0], tmp_path / "copy.db", cache_dir=tmp_path)
+    assert res.returncode == 2 and "pg_dump" in res.stderr and not (tmp_path / "copy.db").exists()
