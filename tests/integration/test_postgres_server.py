@@ -126,7 +126,8 @@ def test_sixteen_writers_through_the_server_while_kdgat_reads(lab, tmp_path):
         assert sorted(r["run_id"] for r in runs) == written
         assert {r["mlflow_status"] for r in runs} == {"FINISHED"} and {r["status"] for r in runs} == {"complete"}
         points = db.sql("SELECT key, count(*) AS n FROM metric_history GROUP BY key ORDER BY key")
-        assert points.to_dict("list") == {"key": ["train_loss", "val_loss"], "n": [len(written) * EPOCHS] * 2}
+        n = len(written)
+        assert points.to_dict("list") == {"key": ["f1", "train_loss", "val_loss"], "n": [n, n * EPOCHS, n * EPOCHS]}
         board = db.leaderboard("f1", top=1, dataset="synthetic", rows=True)
         assert board[0]["run_name"] == f"writer{WRITERS - 1}/run{RUNS_PER_WRITER - 1}"
 
