@@ -157,3 +157,18 @@ def test_kdgat_run_writes_through_the_server(lab, tiny_pipeline_db, tmp_path):
     assert res.returncode == 0, res.stderr
     rows = json.loads(res.stdout)
     assert [r["status"] for r in rows] == ["complete"] and rows[0]["model_size"] == "teacher"
+
+
+def test_migrate_the_tiny_pipeline_store(tiny_pipeline_db, pg_server, tmp_path):
+    """`kdgat migrate` moves a store `kdgat run` wrote (artifacts' URIs, inputs and all) and verifies it; kdgat then
+    prints the same leaderboard from both."""
+    p = tiny_pipeline_db
+    dest = pg_server.new_store("tiny_pipeline")
+    env = dict(p.env, KDGAT_CACHE_DIR=str(tmp_path / "cache"))
+    res = p.kdgat("migrate", p.uri, dest, env=env, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "row counts verified; search_runs agrees on" in res.stdout
+    boards = [
+        p.kdgat("leaderboard", "-u", uri, "-s", "evaluation", "-f", "json", env=env).stdout for uri in (p.uri, dest)
+    ]
+    assert json.loads(boards[0]) == json.loads(boards[1]) and json.loads(boards[0])
