@@ -44,6 +44,12 @@ class KdgatApp(App):
         self.source = source or Source(tracking_uri)
         self._slurm = slurm
         self.sub_title = ("read-only · " if readonly else "") + self.source.label
+        self.error_reason: str | None = None
+
+    def exit_with_error(self, reason: str) -> None:
+        """Leave the app; `main` prints `reason` on stderr after the terminal is restored (nothing cut at 80 columns)."""
+        self.error_reason = reason
+        self.exit(return_code=2)
 
     @property
     def slurm(self):
@@ -170,7 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     except KdgatError as exc:
         print(f"kdgat-tui: {exc}", file=sys.stderr)
         sys.exit(2)
-    KdgatApp(readonly=args.readonly, refresh_s=args.refresh, source=source).run()
+    app = KdgatApp(readonly=args.readonly, refresh_s=args.refresh, source=source)
+    app.run()
+    if app.error_reason:
+        print(f"kdgat-tui: {app.error_reason}", file=sys.stderr)
+        sys.exit(app.return_code or 2)
 
 
 if __name__ == "__main__":

@@ -47,25 +47,28 @@ class Term:
 
 def parse(text: str, columns: list[str]) -> list[Term]:
     """Split a filter string into terms; unknown columns are an error that names the known ones."""
-    try:
-        words = shlex.split(text)
-    except ValueError as exc:
-        raise FilterError(f"cannot read the filter: {exc}") from None
     known = set(columns)
-    terms: list[Term] = []
-    for word in words:
-        m = _TERM.match(word)
-        if m and m.group("value") != "":
-            key = resolve_column(m.group("key"), known)
-            if key is None:
-                shown = ", ".join(sorted(c for c in columns if not c.startswith("__"))[:12])
-                raise FilterError(f"unknown column '{m.group('key')}' (try: {shown}, ...)")
-            terms.append(Term(key, m.group("op").replace("==", "="), m.group("value")))
-        elif word.startswith("!") and len(word) > 1:
-            terms.append(Term(None, "~", word[1:], negate=True))
-        else:
-            terms.append(Term(None, "~", word))
-    return terms
+    return [_parse_word(word, columns, known) for word in _words(text)]
+
+
+def _words(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise FilterError(f"cannot read the filter: {str(exc).lower()}") from None
+
+
+def _parse_word(word: str, columns: list[str], known: set[str]) -> Term:
+    m = _TERM.match(word)
+    if m and m.group("value") != "":
+        key = resolve_column(m.group("key"), known)
+        if key is None:
+            shown = ", ".join(sorted(c for c in columns if not c.startswith("__"))[:12])
+            raise FilterError(f"unknown column '{m.group('key')}' (try: {shown}, ...)")
+        return Term(key, m.group("op").replace("==", "="), m.group("value"))
+    if word.startswith("!") and len(word) > 1:
+        return Term(None, "~", word[1:], negate=True)
+    return Term(None, "~", word)
 
 
 def resolve_column(name: str, known: set[str]) -> str | None:
@@ -77,15 +80,31 @@ def resolve_column(name: str, known: set[str]) -> str | None:
 
 
 def mask(table: pa.Table, text: str) -> pa.ChunkedArray | None:
-    """Boolean mask of the rows `text` keeps; None when the filter is empty."""
-    terms = parse(text, table.column_names)
-    if not terms:
-        return None
-    result = None
-    for term in terms:
-        m = _term_mask(table, term)
+    """Boolean mask of the rows `text` keeps; None when the filter is empty. A bad term raises FilterError."""
+    keep, problem = lenient_mask(table, text)
+    if problem:
+        raise FilterError(problem)
+    return keep
+
+
+def lenient_mask(table: pa.Table, text: str) -> tuple[pa.ChunkedArray | None, str | None]:
+    """(mask of the rows the good terms keep or None, one sentence about the first bad term or None).
+
+    A bad term is left out rather than emptying the table: while `/stage=fusion` is half typed the rows stay."""
+    try:
+        words = _words(text)
+    except FilterError as exc:
+        return None, f"filter ignored: {exc}"
+    columns, known = table.column_names, set(table.column_names)
+    result, problem = None, None
+    for word in words:
+        try:
+            m = _term_mask(table, _parse_word(word, columns, known))
+        except FilterError as exc:
+            problem = problem or f"'{word}' ignored: {exc}"
+            continue
         result = m if result is None else pc.and_kleene(result, m)
-    return pc.fill_null(result, False)
+    return (None if result is None else pc.fill_null(result, False)), problem
 
 
 def _term_mask(table: pa.Table, term: Term):

@@ -84,6 +84,7 @@ MAX_CHUNKS = 32
 class RunsModel:
     def __init__(self, base: pa.Table, metrics: list[str] | None = None) -> None:
         self.filter_text = ""
+        self.filter_problem: str | None = None  # the bad term of filter_text, left out of the filter
         self.quick: dict[str, str] = {}
         self.sort_key: str | None = "start_time"
         self.sort_desc = True
@@ -230,7 +231,7 @@ class RunsModel:
             # built on the first filter, not at start: the first paint does not wait for it
             self.base = _with_haystack(self.base)
         table = self.base
-        keep = run_filter.mask(table, self.filter_text)
+        keep, self.filter_problem = run_filter.lenient_mask(table, self.filter_text)
         for column, value in self.quick.items():
             if column in table.column_names:
                 m = pc.equal(pc.cast(table[column], pa.string()), value)

@@ -11,9 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from kdgat_core.commands.options import FormatOpt, OutputOpt, TrackingUriOpt
+from kdgat_core.commands.options import MAX_ROWS, ForceOpt, FormatOpt, OutputOpt, TrackingUriOpt
 from kdgat_core.commands.output import OutputFormat, emit, write_output
-from kdgat_core.config import ModelSize, RunStatus, Stage
+from kdgat_core.config import SQL_TIMEOUT_S, KdgatError, ModelSize, RunStatus, Stage
 
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only runs of this dataset (tag dataset).")]
 StageOpt = Annotated[
@@ -49,7 +49,7 @@ def _filters(stage: str | None, model_size: str | None, status: str | None) -> d
 
 def leaderboard_command(
     metric: MetricOpt = "f1",
-    top: Annotated[int, typer.Option("--top", "-n", help="How many rows.")] = 10,
+    top: Annotated[int, typer.Option("--top", "-n", help="How many rows.", min=1, max=MAX_ROWS)] = 10,
     dataset: DatasetOpt = None,
     stage: StageOpt = None,
     model_size: SizeOpt = None,
@@ -61,6 +61,7 @@ def leaderboard_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """The best runs by a final metric (val_loss, fpr, fnr and other losses sort ascending).
 
@@ -102,6 +103,7 @@ def compare_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Two runs' final metrics side by side, with b - a and which run is better per metric."""
     with _open(tracking_uri) as db:
@@ -117,6 +119,7 @@ def diff_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """The config params that differ between runs (one column per run)."""
     with _open(tracking_uri) as db:
@@ -139,6 +142,7 @@ def sweep_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Per value of a param: count, mean, std, min and max of a final metric."""
     with _open(tracking_uri) as db:
@@ -152,6 +156,7 @@ def dataset_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """A dataset's runs by stage, model size and KD: counts per status and the best run of each group."""
     with _open(tracking_uri) as db:
@@ -166,6 +171,7 @@ def lineage_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Teacher -> student trees (from teacher_run_id tags) with each student's delta to its teacher."""
     with _open(tracking_uri) as db:
@@ -183,10 +189,13 @@ def runs_command(
     kd: KdOpt = None,
     status: StatusOpt = None,
     include_deleted: Annotated[bool, typer.Option("--include-deleted", help="Also list deleted runs.")] = False,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows (newest first).")] = None,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", help="At most this many rows (newest first).", min=0, max=MAX_ROWS)
+    ] = None,
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """List runs (newest first), e.g. kdgat runs --status failed."""
     with _open(tracking_uri) as db:
@@ -219,19 +228,53 @@ def runs_command(
 
 def query_command(
     sql: Annotated[
-        str,
+        Optional[str],
         typer.Argument(
-            help="One read-only SELECT over the views runs, params, tags, metrics, metric_history, lineage, runs_wide."
+            help="One read-only SELECT over the views runs, params, tags, metrics, metric_history, lineage, "
+            "runs_wide; '-' reads it from stdin."
         ),
-    ],
+    ] = None,
+    sql_file: Annotated[
+        Optional[Path], typer.Option("--file", help="Read the SQL from this file ('-': stdin), for long queries.")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Stop the query after this many seconds (0: no limit).")
+    ] = SQL_TIMEOUT_S,
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Run SQL against the read-only views, e.g. kdgat query "SELECT * FROM runs WHERE dataset = 'hcrl_sa'"."""
-    with _open(tracking_uri) as db:
-        table = db.sql(sql, arrow=True)
+    text = _sql_text(sql, sql_file)
+    if not timeout >= 0:  # also refuses nan
+        raise KdgatError(f"--timeout must be 0 (no limit) or a number of seconds, not {timeout:g}.")
+    try:
+        with _open(tracking_uri) as db:
+            table = db.sql(text, arrow=True, timeout_s=timeout or None)
+    except KeyboardInterrupt:
+        # 130 = 128 + SIGINT, the shell's code for Ctrl-C: scripts tell "stopped by the user" from bad input (2)
+        typer.echo("kdgat: query interrupted (Ctrl-C); nothing was printed or written.", err=True)
+        raise typer.Exit(130) from None
     emit(table, fmt, output)
+
+
+def _sql_text(sql: str | None, sql_file: Path | None) -> str:
+    """The SQL of `kdgat query`: the argument, or `--file` (a long query exceeds the argument length limit), or stdin."""
+    import sys
+
+    if (sql is None) == (sql_file is None):
+        raise KdgatError("Give the SQL as an argument, or with --file FILE (or '-' for stdin), not both or neither.")
+    if sql is not None and sql != "-":
+        return sql
+    try:
+        if sql == "-" or str(sql_file) == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
+        return sql_file.read_text(encoding="utf-8")  # type: ignore[union-attr]
+    except UnicodeDecodeError:
+        raise KdgatError(f"{sql_file or 'stdin'} is not UTF-8 text.") from None
+    except OSError as exc:
+        raise KdgatError(f"Cannot read {sql_file}: {exc.strerror or exc}.") from None
 
 
 def backup_command(
@@ -250,7 +293,10 @@ def backup_command(
 
 
 def doctor_command(
-    tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None
+    tracking_uri: TrackingUriOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Which stores are in force and why (the writers' tracking URI, the reader's), the backend and its server,
     whether the reader's connection is read-only, MLflow's schema version and row counts. Passwords are masked."""

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from kdgat_core.commands.options import FormatOpt, OutputOpt, TrackingUriOpt
+from kdgat_core.commands.options import MAX_ROWS, ForceOpt, FormatOpt, OutputOpt, TrackingUriOpt
 from kdgat_core.commands.output import OutputFormat, emit
 from kdgat_core.config import (
     STAGE_ARCH,
@@ -190,12 +190,15 @@ def submit_command(
 
 def jobs_command(
     active: Annotated[bool, typer.Option("--active", "-a", help="Only pending and running jobs.")] = False,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many jobs, newest first (0 = all).")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", help="At most this many jobs, newest first (0 = all).", min=0, max=MAX_ROWS)
+    ] = 50,
     watch: Annotated[
         float, typer.Option("--watch", "-w", help="Refresh every N seconds until Ctrl-C (0 = once).")
     ] = 0.0,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """The queue and recent history (one squeue + one sacct call) joined with the runs; lost runs flagged."""
@@ -263,11 +266,15 @@ def reconcile_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
-    """Mark lost runs (tagged running, but their job has ended) as failed, through MLflow's client."""
+    """Mark lost runs (tagged running, but their job has ended or their process is gone) as failed, through MLflow."""
     from kdgat_core.slurm import reconcile
 
-    lost = reconcile(tracking_uri, dry_run=dry_run)
+    notes: list[str] = []
+    lost = reconcile(tracking_uri, dry_run=dry_run, warnings=notes)
+    for note in notes:
+        typer.echo(f"kdgat: {note}", err=True)
     if not lost and fmt is OutputFormat.table:
         typer.echo("No lost runs.")
         return

@@ -25,17 +25,21 @@ def global_options(read_uri: ReadUriOpt = None) -> None:
 
 def doctor_report(tracking_uri: str | None) -> tuple[list[dict], str | None]:
     """`kdgat doctor`'s rows (check, value) and the problem found, if any; every URI with its password masked."""
-    from kdgat_core.config import KdgatError, resolve_tracking_uri, sqlite_path
+    from kdgat_core.config import KdgatError, load_settings, resolve_tracking_uri, sqlite_path
     from kdgat_core.query import open_db
     from kdgat_core.query.stores import is_postgres_uri, is_server_uri, mask_uri, resolve_reader_uri
 
-    resolved = resolve_tracking_uri(tracking_uri)
+    settings = load_settings()
+    resolved = resolve_tracking_uri(tracking_uri, settings)
     read = resolve_reader_uri(tracking_uri)
     rows = [
         {"check": "tracking URI", "value": mask_uri(resolved.value)},
         {"check": "chosen by", "value": resolved.source},
-        {"check": "read URI", "value": mask_uri(read.value) if read != resolved else "(the tracking URI)"},
+        {"check": "kdgat.toml", "value": str(settings.path) if settings.path else "none found"},
     ]
+    if settings.path is not None and not settings.section("tracking").get("uri"):
+        rows.append({"check": "note", "value": f"{settings.path} gives no tracking URI (no [tracking] uri)."})
+    rows.append({"check": "read URI", "value": mask_uri(read.value) if read != resolved else "(the tracking URI)"})
     if read != resolved:
         rows.append({"check": "read URI chosen by", "value": read.source})
     uri = read.value
@@ -54,6 +58,7 @@ def doctor_report(tracking_uri: str | None) -> tuple[list[dict], str | None]:
         ("role", "role"),
         ("read_only", "read-only"),
         ("schema_version", "MLflow schema version (alembic)"),
+        ("schema_state", "MLflow schema"),
         ("journal", "journal"),
         ("size_bytes", "size (bytes)"),
         ("experiments", "experiments"),
@@ -80,6 +85,8 @@ def doctor_report(tracking_uri: str | None) -> tuple[list[dict], str | None]:
     except KdgatError as exc:
         return rows, str(exc)
     rows += [{"check": label, "value": str(info.get(key))} for key, label in labels if key in info]
+    if info.get("schema_advice"):  # an older schema: readable, but MLflow will not write to it
+        rows.append({"check": "note", "value": info["schema_advice"]})
     return rows, None
 
 

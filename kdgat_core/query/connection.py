@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from kdgat_core import mlflow_schema
 from kdgat_core.config import KdgatError
 from kdgat_core.query.stores import ALIAS, SqliteStore, Store, _sql_str, extension_path, resolve_store  # noqa: F401
 
@@ -54,6 +55,16 @@ def resolve_db(uri_or_path: str | os.PathLike | None = None, read_uri: str | Non
     return resolve_store(uri_or_path, read_uri)
 
 
+class QueryTimeout(KdgatError):
+    """A user query ran past its time limit and was stopped."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        super().__init__(
+            f"The query ran longer than {seconds:g} s and was stopped; narrow it (WHERE, LIMIT) or raise --timeout."
+        )
+
+
 def is_locked_error(exc: BaseException) -> bool:
     return SqliteStore.is_locked_error(SqliteStore("", ""), exc)
 
@@ -68,6 +79,9 @@ class Reader:
         # in-memory default database: a user's CREATE (refused anyway) could never persist anywhere.
         # allow_unsigned_extensions: skips re-verifying the 35 MB scanner's signature on every open (0.2-0.5 s -> 1 ms);
         # the file is the pinned wheel's, and once external access is off no other extension loads (test_query_safety).
+        self._closed = False
+        if db.path is not None:  # a file's -wal/-shm are tidied when its last reader closes
+            _OPEN_READERS[db.path] = _OPEN_READERS.get(db.path, 0) + 1
         con = duckdb.connect(":memory:", config={"allow_unsigned_extensions": "true"})
         try:
             db.attach(con)
@@ -91,20 +105,64 @@ class Reader:
         try:
             names = {r["name"] for r in self.fetch_native_rows(self.store.tables_sql())}
         except duckdb.Error as exc:
-            what = "SQLite" if self.store.kind == "sqlite" else "an MLflow store"
-            raise KdgatError(f"{self.db.display} cannot be read as {what}: {self.store.describe_error(exc)}.") from None
+            if self.store.kind != "sqlite":
+                raise KdgatError(
+                    f"{self.db.display} cannot be read as an MLflow store: {self.store.describe_error(exc)}."
+                ) from None
+            why = str(exc).splitlines()[0].rsplit(": ", 1)[-1].rstrip(".")  # SQLite's reason, not DuckDB's query
+            raise KdgatError(f"{self.db.path} cannot be read as SQLite ({why}); it is truncated or corrupt.") from None
         missing = [t for t in MLFLOW_TABLES if t not in names]
-        if missing:
+        if missing and not names & {"alembic_version", "experiments"}:
             what = "a SQLite file" if self.store.kind == "sqlite" else "a PostgreSQL database"
             raise KdgatError(
                 f"{self.db.display} is {what} but not an MLflow tracking database (no "
                 f"{', '.join(missing)} table{'s' if len(missing) > 1 else ''})."
             )
+        revision = None
+        if "alembic_version" in names:
+            rows = self.fetch_sqlite_rows("SELECT version_num FROM alembic_version LIMIT 1")
+            revision = rows[0]["version_num"] if rows else None
+        self.schema_revision = revision
+        self.schema_state = mlflow_schema.classify(names, revision)
+        # an older revision is still readable (its tables are all there); the rest is one sentence with a remedy
+        if self.schema_state not in (mlflow_schema.CURRENT, mlflow_schema.OLDER):
+            raise KdgatError(mlflow_schema.advice(self.schema_state, self.db.display, revision, names))
 
     # -- reads --------------------------------------------------------------------------------------------------------
     def fetch(self, sql: str, params: list | None = None) -> pa.Table:
         """Run one DuckDB query and return Arrow, retrying with backoff while a writer holds the SQLite lock."""
         return self.retry(lambda: self.con.execute(sql, params or []).to_arrow_table())
+
+    def fetch_stoppable(self, sql: str, timeout_s: float | None = None) -> pa.Table:
+        """`fetch` in a worker thread, so that Ctrl-C (KeyboardInterrupt, re-raised) and `timeout_s` stop DuckDB's
+        query (`con.interrupt()`) instead of waiting for it: DuckDB checks no Python signal while it runs.
+        Raises QueryTimeout when the query ran longer than `timeout_s` (None or 0: no limit)."""
+        import threading
+
+        done: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                done["table"] = self.fetch(sql)
+            except BaseException as exc:  # handed to the caller's thread
+                done["error"] = exc
+
+        worker = threading.Thread(target=work, name="kdgat-sql", daemon=True)
+        worker.start()
+        try:
+            worker.join(timeout_s or None)
+        except KeyboardInterrupt:
+            self.con.interrupt()
+            worker.join(5.0)
+            raise
+        if worker.is_alive():
+            self.con.interrupt()
+            worker.join()
+            if "table" not in done:
+                raise QueryTimeout(timeout_s or 0.0)
+        if "error" in done:
+            raise done["error"]  # type: ignore[misc]
+        return done["table"]  # type: ignore[return-value]
 
     def fetch_many(self, queries: list[str], rows: bool = False) -> list:
         """Independent queries at once, one DuckDB cursor (own SQLite connection) and thread each: each is a whole
@@ -171,6 +229,56 @@ class Reader:
             self.con.close()
         except duckdb.Error:
             pass
+        if not self._closed:
+            self._closed = True
+            if self.db.path is not None:
+                _release(self.db.path)
+
+
+# Readers open per file in this process: the -wal/-shm a reader leaves are removed only when the last one closes
+_OPEN_READERS: dict[Path, int] = {}
+# SQLite's lock bytes (os_unix.c): a write lock on the SHARED range is an EXCLUSIVE lock on the database
+_PENDING_BYTE, _SHARED_SIZE = 0x40000000, 510
+
+
+def _release(path: Path) -> None:
+    left = _OPEN_READERS.get(path, 1) - 1
+    if left > 0:
+        _OPEN_READERS[path] = left
+        return
+    _OPEN_READERS.pop(path, None)
+    remove_idle_wal_files(path)
+
+
+def remove_idle_wal_files(path: Path) -> bool:
+    """Remove an empty `-wal` and its `-shm` that a read-only connection leaves beside a WAL-mode database (SQLite
+    removes them when a writer closes; a reader may not). Done as SQLite does it: only while holding an EXCLUSIVE
+    lock on the database, which no other open connection allows (in WAL mode each holds a SHARED lock for its
+    lifetime) and which keeps new ones out until the files are gone. A WAL with data in it is never touched."""
+    import fcntl
+
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    try:
+        if not wal.exists() or wal.stat().st_size != 0:
+            return False
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _SHARED_SIZE, _PENDING_BYTE + 2, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        return False  # another connection is open: it (or the last writer) cleans up
+    try:
+        if wal.stat().st_size != 0:
+            return False
+        wal.unlink(missing_ok=True)
+        shm.unlink(missing_ok=True)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
 
 
 def result_rows(result: duckdb.DuckDBPyConnection) -> list[dict]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import duckdb
 
+from kdgat_core import mlflow_schema
 from kdgat_core.config import KdgatError, Metric, RunStatus, metric_direction
 from kdgat_core.query import leaderboard as boards
 from kdgat_core.query.connection import (
@@ -35,8 +36,9 @@ from kdgat_core.query.connection import (
     sqlite_in_list,
     sqlite_literal,
 )
-from kdgat_core.query.filters import RunFilter, _lit, _quote
-from kdgat_core.query.sql_guard import check_user_sql, one_line, table_names
+from kdgat_core.query.filters import RunFilter, _lit, _quote, bool_tag_sql, tag_equals  # noqa: F401 - re-exported
+from kdgat_core.query.sql_guard import check_user_sql, one_line, summarized_query, table_names
+from kdgat_core.query.summarize import summary_sql
 from kdgat_core.query.wide import (
     BASE_COLUMNS,
     BASE_TYPES,
@@ -597,6 +599,8 @@ class TrackingDB:
         """
         wide = self._wide_current()
         mcol = self._metric_column(metric, wide.column_names)
+        if mcol is None:
+            self.check_metric(metric)  # a typo is a sentence, not a blank column (as in the leaderboard)
         direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
         flt = RunFilter(dataset=dataset)
         best = (
@@ -647,6 +651,8 @@ class TrackingDB:
         """
         wide = self._wide_current()
         mcol = self._metric_column(metric, wide.column_names)
+        if mcol is None:
+            self.check_metric(metric)
         sval, tval = (f"s.{_quote(mcol)}", f"t.{_quote(mcol)}") if mcol else ("NULL::DOUBLE", "NULL::DOUBLE")
         conds = ["coalesce(s.teacher_run_id, '') <> ''"]
         if not self.include_deleted:
@@ -718,8 +724,11 @@ class TrackingDB:
         return self._out(table, arrow)
 
     # -- SQL ----------------------------------------------------------------------------------------------------------
-    def sql(self, query: str, arrow: bool = False):
+    def sql(self, query: str, arrow: bool = False, timeout_s: float | None = None):
         """Run one read-only SELECT against the views (runs, params, tags, metrics, metric_history, lineage, runs_wide).
+
+        A query running longer than `timeout_s` seconds (None: no limit) is stopped with a KdgatError; Ctrl-C stops
+        it too (KeyboardInterrupt, raised once DuckDB has let go).
 
         >>> db.sql("SELECT stage, count(*) AS n FROM runs WHERE dataset = 'hcrl_ch' GROUP BY stage ORDER BY stage")
                  stage  n
@@ -732,7 +741,12 @@ class TrackingDB:
             self.wide(arrow=True)
             self._sync_views()
         try:
-            table = self._reader.fetch(statement)
+            source = summarized_query(statement) if statement.lstrip()[:9].upper() == "SUMMARIZE" else None
+            if source is not None:
+                # DuckDB's own SUMMARIZE fails on any NaN or inf ("STDDEV_SAMP is out of range"): ours says nan
+                columns = [(r["column_name"], r["column_type"]) for r in self._reader.fetch_rows(f"DESCRIBE {source}")]
+                statement = summary_sql(columns, source)
+            table = self._reader.fetch_stoppable(statement, timeout_s)
         except duckdb.Error as exc:
             raise KdgatError(f"SQL error: {one_line(exc)}") from None
         return self._out(table, arrow)
@@ -754,7 +768,7 @@ class TrackingDB:
         store = self._reader.store
         out: dict[str, Any] = {"backend": store.kind, "uri": store.display}
         if self.path is not None:
-            journal = "wal" if Path(str(self.path) + "-wal").exists() else "rollback journal"
+            journal = "wal" if _header_journal(self.path) == "wal" else "rollback journal"
             out.update(
                 path=str(self.path), exists=self.path.exists(), size_bytes=self.path.stat().st_size, journal=journal
             )
@@ -775,7 +789,25 @@ class TrackingDB:
                 standby=bool(server["standby"]),
             )
         out["cache_dir"] = str(self._cache.dir) if self._cache else None
+        reader = self._reader
+        out["schema_state"] = reader.schema_state
+        out["schema_advice"] = (
+            mlflow_schema.advice(reader.schema_state, store.display, reader.schema_revision)
+            if reader.schema_state != mlflow_schema.CURRENT
+            else ""
+        )
         return {**out, **counts}
+
+
+def _header_journal(path: Path) -> str:
+    """'wal' when the file's header says WAL mode (bytes 18-19 are 2), which the -wal file no longer shows: readers
+    remove it when idle."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+    except OSError:
+        return ""
+    return "wal" if len(head) == 20 and head[18] == 2 and head[19] == 2 else "rollback journal"
 
 
 def _unique_labels(labels: list[str]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kdgat_core.config import Tag, bool_tag
+from kdgat_core.config import BOOL_TAGS, FALSE_SPELLINGS, TRUE_SPELLINGS, Tag, bool_tag, parse_bool_tag
 
 
 def _quote(name: str) -> str:
@@ -39,5 +39,23 @@ class RunFilter:
     def where(self, include_deleted: bool = False) -> str:
         """A DuckDB WHERE clause over the wide table."""
         conds = [] if include_deleted else ["lifecycle <> 'deleted'"]
-        conds += [f"{_quote(k)} = {_lit(v)}" for k, v in self.tag_pairs()]
+        conds += [tag_equals(_quote(k), k, v) for k, v in self.tag_pairs()]
         return " AND ".join(conds) or "TRUE"
+
+
+def tag_equals(expr: str, key: str, value: str) -> str:
+    """SQL (DuckDB and SQLite alike) for a tag's value equal to `value`; boolean tags in any spelling (True/true/1)."""
+    if key in BOOL_TAGS and parse_bool_tag(value) is not None:
+        spellings = TRUE_SPELLINGS if parse_bool_tag(value) else FALSE_SPELLINGS
+        return f"lower({expr}) IN ({', '.join(_lit(v) for v in spellings)})"
+    return f"{expr} = {_lit(value)}"
+
+
+def bool_tag_sql(expr: str) -> str:
+    """A boolean tag's value as bool_tag spells it, in SQL (what the wide table holds, for rows read around it)."""
+    t = ", ".join(_lit(v) for v in TRUE_SPELLINGS)
+    f = ", ".join(_lit(v) for v in FALSE_SPELLINGS)
+    return (
+        f"CASE WHEN lower({expr}) IN ({t}) THEN {_lit(bool_tag(True))} "
+        f"WHEN lower({expr}) IN ({f}) THEN {_lit(bool_tag(False))} ELSE {expr} END"
+    )

@@ -12,7 +12,7 @@ import duckdb
 
 from kdgat_core.config import Tag, metric_direction
 from kdgat_core.query.connection import pa, result_rows, sqlite_in_list, sqlite_literal
-from kdgat_core.query.filters import RunFilter, _lit, _quote
+from kdgat_core.query.filters import RunFilter, _lit, _quote, bool_tag_sql, tag_equals
 from kdgat_core.query.wide import PARAM_PREFIX
 
 if TYPE_CHECKING:
@@ -90,12 +90,12 @@ def board_native(
         for i, (k, v) in enumerate(rest, 1):
             sql += (
                 f"{join} tags f{i} ON f{i}.key = {sqlite_literal(k)} AND f{i}.run_uuid = f0.run_uuid "
-                f"AND f{i}.value = {sqlite_literal(v)} "
+                f"AND {tag_equals(f'f{i}.value', k, v)} "
             )
         sql += (
             f"{join} latest_metrics m ON m.key = {sqlite_literal(metric)} AND m.run_uuid = f0.run_uuid "
             f"{join} runs r ON r.run_uuid = f0.run_uuid LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
-            f"WHERE {store.no_index('f0.key')} = {sqlite_literal(k0)} AND f0.value = {sqlite_literal(v0)}{visible}"
+            f"WHERE {store.no_index('f0.key')} = {sqlite_literal(k0)} AND {tag_equals('f0.value', k0, v0)}{visible}"
         )
     else:
         sql = (
@@ -145,7 +145,7 @@ def board_native(
         f"""WITH b(rank, run_id, v, is_nan, run_name, start_ms) AS (VALUES {values}),
                  t AS (SELECT * FROM {store.native(tags_sql)})
             SELECT CAST(b.rank AS BIGINT) AS rank, b.run_id, b.run_name, {tag(Tag.DATASET)} AS dataset,
-                   {tag(Tag.STAGE)} AS stage, {tag(Tag.MODEL_SIZE)} AS model_size, {tag(Tag.USE_KD)} AS use_kd,
+                   {tag(Tag.STAGE)} AS stage, {tag(Tag.MODEL_SIZE)} AS model_size, {bool_tag_sql(tag(Tag.USE_KD))} AS use_kd,
                    {tag(Tag.STATUS)} AS status, {value} AS {_quote(metric)},
                    epoch_ms(CAST(b.start_ms AS BIGINT)) AS start_time
             FROM b LEFT JOIN t ON t.run_uuid = b.run_id

@@ -170,8 +170,9 @@ class SqliteStore(Store):
             header = fh.read(100)
         sig: list = [st.st_size, st.st_mtime_ns, st.st_ino, header[24:28].hex(), header[92:96].hex()]
         wal = Path(str(self.file) + "-wal")
-        if wal.exists():
-            ws = os.stat(wal)
+        ws = os.stat(wal) if wal.exists() else None
+        # an empty -wal holds no commits: readers create and remove one (connection.remove_idle_wal_files)
+        if ws is not None and ws.st_size > 0:
             sig += [ws.st_size, ws.st_mtime_ns]
         return sig
 
@@ -285,6 +286,8 @@ def resolve_store(uri_or_path: str | os.PathLike | None = None, read_uri: str | 
             f"Tracking database {path} does not exist (URI from {resolved.source}); check --tracking-uri, "
             f"{ENV_TRACKING_URI} or kdgat.toml."
         )
+    if path.is_dir():
+        raise KdgatError(f"Tracking database {path} is a directory, not an MLflow SQLite file; check --tracking-uri.")
     if not path.is_file():
         raise KdgatError(f"Tracking database {path} is not a file.")
     try:

@@ -25,13 +25,22 @@ from pathlib import Path
 
 import duckdb
 
-from kdgat_core.config import CONVENTION_TAGS, STANDARD_METRICS, Tag, resolve_cache_dir
+from kdgat_core.config import (
+    BOOL_TAGS,
+    CONVENTION_TAGS,
+    FALSE_SPELLINGS,
+    STANDARD_METRICS,
+    TRUE_SPELLINGS,
+    Tag,
+    bool_tag,
+    resolve_cache_dir,
+)
 from kdgat_core.query import arrays
 from kdgat_core.query.changes import TAG_ROW_HASH, DBState, block_owners_from_tags, diff, read_state
 from kdgat_core.query.connection import ALIAS, Reader, pa, pc, sqlite_in_list
 from kdgat_core.query.stores import SqliteStore, Store
 
-CACHE_FORMAT = 6
+CACHE_FORMAT = 7  # 7: boolean tags spelled as bool_tag spells them
 # Convention tags whose names clash with run fields; they stay available as `tags.<name>` columns.
 SHADOWED_TAGS = (Tag.RUN_ID.value, Tag.START_TIME.value, Tag.END_TIME.value)
 TAG_COLUMNS: tuple[str, ...] = tuple(t.value for t in CONVENTION_TAGS if t.value not in SHADOWED_TAGS)
@@ -247,10 +256,19 @@ def finish(table: pa.Table) -> pa.Table:
         typ = pa.float64() if c.startswith(METRIC_PREFIX) else pa.string()
         columns.append(pc.cast(table[c], typ))
         fields.append(pa.field(c, typ))
+    columns = [_bool_spelling(c) if f.name in BOOL_TAGS else c for c, f in zip(columns, fields)]
     out = pa.table(columns, schema=pa.schema(fields))
     if out.num_rows:
         out = out.take(pc.sort_indices(_order_keys(out), sort_keys=ROW_ORDER))
     return out.combine_chunks()
+
+
+def _bool_spelling(col):
+    """A boolean tag as bool_tag spells it ('True'/'False') whatever the writer wrote ('true', '1'); other text kept."""
+    low = pc.utf8_lower(col)
+    true = pc.fill_null(pc.is_in(low, value_set=pa.array(TRUE_SPELLINGS)), False)
+    false = pc.fill_null(pc.is_in(low, value_set=pa.array(FALSE_SPELLINGS)), False)
+    return pc.if_else(true, bool_tag(True), pc.if_else(false, bool_tag(False), col))
 
 
 ROW_ORDER = [("deleted", "ascending"), ("start_time", "descending"), ("run_id", "ascending")]

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from kdgat_core.config import (
+    HOST_TAG,
+    PID_TAG,
     KdgatError,
     Metric,
     MlflowStatus,
@@ -23,8 +25,9 @@ from kdgat_core.config import (
     Settings,
     Tag,
     load_settings,
+    sqlite_path,
 )
-from kdgat_core.slurm.local import LOCAL_PREFIX, LocalScheduler
+from kdgat_core.slurm.local import LOCAL_PREFIX, LocalScheduler, run_process_gone
 from kdgat_core.slurm.render import ClusterSettings, absolute_tracking_uri, artifact_root
 from kdgat_core.slurm.resources import check
 from kdgat_core.slurm.scheduler import Job, SlurmScheduler, scheduler_for
@@ -250,17 +253,43 @@ class LostRun:
     job_state: str
 
 
-def find_lost_runs(tracking_uri: str | None = None, settings: Settings | None = None) -> list[LostRun]:
-    """Runs tagged running whose job has ended, read through MLflow's client (this is the writer's process)."""
+def _check_store_file(uri: str) -> None:
+    """A SQLite store that reconcile can look at: a missing, empty or non-file path is a sentence, not 'no lost runs'."""
+    path = sqlite_path(uri, must_exist=False)
+    if path is None:
+        return
+    if not path.exists():
+        raise KdgatError(
+            f"Tracking database {path} does not exist; check --tracking-uri, MLFLOW_TRACKING_URI or kdgat.toml."
+        )
+    if not path.is_file():
+        raise KdgatError(f"Tracking database {path} is {'a directory' if path.is_dir() else 'not a regular file'}.")
+    if path.stat().st_size == 0:
+        raise KdgatError(f"Tracking database {path} is empty (0 bytes), so it is not an MLflow tracking database.")
+
+
+def find_lost_runs(
+    tracking_uri: str | None = None, settings: Settings | None = None, warnings: list[str] | None = None
+) -> list[LostRun]:
+    """Runs tagged running whose job has ended, or whose process (pid and host tags) is gone from this host, read
+    through MLflow's client (this is the writer's process). A scheduler that cannot be asked is noted in `warnings`;
+    the process check still runs."""
     from kdgat_core.tracking import get_store, with_retry
 
     settings = settings or load_settings()
     uri = absolute_tracking_uri(tracking_uri, settings)
+    _check_store_file(uri)
     store = get_store(uri, create=False)
     if store is None:
         return []
     jobs = {}
-    for job in scheduler_jobs(settings, tracking_uri, refresh=True):
+    try:
+        found = scheduler_jobs(settings, tracking_uri, refresh=True)
+    except KdgatError as exc:
+        found = []
+        if warnings is not None:
+            warnings.append(f"{str(exc).rstrip('.')}; only runs whose process is gone from this host were checked.")
+    for job in found:
         jobs[job.raw_id] = job
         jobs.setdefault(job.job_id, job)
     runs = with_retry(
@@ -272,18 +301,25 @@ def find_lost_runs(tracking_uri: str | None = None, settings: Settings | None = 
     )
     lost = []
     for run in runs:
-        job_id = run.data.tags.get(Tag.SLURM_JOB_ID.value)
+        tags = run.data.tags
+        job_id = tags.get(Tag.SLURM_JOB_ID.value)
         job = jobs.get(job_id or "")
         if job_id and is_lost(RunStatus.RUNNING.value, job):
             lost.append(LostRun(run.info.run_id, run.info.run_name or "", job_id, job.state))
+        elif run_process_gone(tags.get(PID_TAG), tags.get(HOST_TAG), run.info.start_time):
+            where = f"pid {tags.get(PID_TAG)} on {tags.get(HOST_TAG)}"
+            lost.append(LostRun(run.info.run_id, run.info.run_name or "", job_id or "", f"process gone ({where})"))
     return lost
 
 
 def reconcile(
-    tracking_uri: str | None = None, settings: Settings | None = None, dry_run: bool = False
+    tracking_uri: str | None = None,
+    settings: Settings | None = None,
+    dry_run: bool = False,
+    warnings: list[str] | None = None,
 ) -> list[LostRun]:
     """Mark every lost run failed (status tag, end_time, error_msg; MLflow status FAILED). Returns them."""
-    lost = find_lost_runs(tracking_uri, settings)
+    lost = find_lost_runs(tracking_uri, settings, warnings)
     if dry_run or not lost:
         return lost
     from mlflow.entities import RunTag
@@ -294,7 +330,12 @@ def reconcile(
     store = get_store(absolute_tracking_uri(tracking_uri, settings), create=False)
     assert store is not None
     for run in lost:
-        message = f"job {run.job_id} ended {run.job_state} without closing its run (lost; marked by kdgat reconcile)"
+        message = (
+            f"job {run.job_id} ended {run.job_state} without closing its run (lost; marked by kdgat reconcile)"
+            if run.job_id and not run.job_state.startswith("process gone")
+            else f"its {run.job_state.removeprefix('process gone ')} ended without closing the run "
+            "(lost; marked by kdgat reconcile)"
+        )
         tags = [
             RunTag(Tag.STATUS.value, RunStatus.FAILED.value),
             RunTag(Tag.END_TIME.value, utc_now_iso()),

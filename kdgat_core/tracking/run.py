@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from kdgat_core.config import (
+    HOST_TAG,
     MLFLOW_RUN_NAME_TAG,
+    PID_TAG,
     TEACHER_AUTO,
     KdgatError,
     MlflowStatus,
@@ -273,6 +276,8 @@ def open_run(
             Tag.GIT_COMMIT: git_commit(),
             Tag.SEED: cfg.train.seed,
             Tag.ARTIFACT_DIR: str(artifact_dir),
+            PID_TAG: os.getpid(),
+            HOST_TAG: socket.gethostname(),
         }
         merged = {str(k): v for k, v in tags.items()}
         merged.update({str(k): v for k, v in (extra_tags or {}).items()})

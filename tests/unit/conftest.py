@@ -179,7 +179,7 @@ def mlflow_answers(sqlite_mlflow_answers) -> dict:
 def sqlite_fixture_db(tmp_path_factory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("query_fixture")
     db, ids = folder / "mlflow.db", folder / "ids.json"
-    run_python(WRITE_FIXTURE, str(db), str(ids))
+    run_python(WRITE_FIXTURE, str(db), str(ids), timeout=600)
     return db, json.loads(ids.read_text())
 
 
