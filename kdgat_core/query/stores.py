@@ -239,7 +239,7 @@ def extension_path(name: str) -> Path:
         raise KdgatError(
             f"The {package.replace('_', '-')} package is missing; reinstall kdgat (pip install -e .)."
         ) from None
-    root = Path(wheel.__file__).resolve().parent / "extensions"
+    root = Path(str(wheel.__file__)).resolve().parent / "extensions"
     wanted = root / f"v{duckdb.__version__}" / f"{name}_scanner.duckdb_extension"
     if wanted.is_file():
         return wanted
