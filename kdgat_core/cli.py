@@ -61,7 +61,7 @@ app.command("reconcile")(slurm.reconcile_command)
 
 def main() -> None:
     """Entry point: user mistakes become one sentence on stderr and exit code 2, never a traceback."""
-    from kdgat_core.commands.options import click_exceptions
+    from kdgat_core.commands.click_compat import click_exceptions
 
     try:
         # standalone_mode=False: the parser hands its usage errors here instead of printing a multi-line box

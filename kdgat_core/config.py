@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Names
@@ -49,7 +49,7 @@ class StrEnum(str, Enum):
         return [m.value for m in cls]
 
     @classmethod
-    def parse(cls, value: str, what: str | None = None):
+    def parse(cls, value: str, what: str | None = None) -> Self:
         try:
             return cls(value)
         except ValueError:
@@ -91,6 +91,9 @@ STAGE_NEEDS: dict[Stage, tuple[Stage, ...]] = {
     Stage.EVALUATION: (Stage.AUTOENCODER, Stage.CURRICULUM, Stage.FUSION),
 }
 PIPELINE_ORDER: tuple[Stage, ...] = (Stage.AUTOENCODER, Stage.CURRICULUM, Stage.FUSION, Stage.EVALUATION)
+
+# Column prefixes of the wide runs table, as mlflow.search_runs spells them: params.train.lr, metrics.f1, tags.x
+PARAM_PREFIX, METRIC_PREFIX, TAG_PREFIX = "params.", "metrics.", "tags."
 
 
 class RunStatus(StrEnum):

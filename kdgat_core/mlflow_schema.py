@@ -48,6 +48,8 @@ def revisions() -> Revisions:
     version = "3.17.2"
     try:
         spec = importlib.util.find_spec("mlflow")  # finds the package without importing it
+        if spec is None:
+            raise ImportError("mlflow is not installed")
         package = Path(next(iter(spec.submodule_search_locations or [])))
         found = re.search(r"VERSION\s*=\s*['\"]([^'\"]+)", (package / "version.py").read_text(encoding="utf-8"))
         version = found.group(1) if found else "(unknown version)"
@@ -61,10 +63,11 @@ def revisions() -> Revisions:
                 parent[rev.group(1)] = value[0] if value else None
         heads = set(parent) - {p for p in parent.values() if p}
         if len(heads) == 1:
-            chain, rev = [], heads.pop()
-            while rev is not None and rev in parent:
-                chain.append(rev)
-                rev = parent[rev]
+            chain: list[str] = []
+            node: str | None = heads.pop()
+            while node is not None and node in parent:
+                chain.append(node)
+                node = parent[node]
             return Revisions(tuple(reversed(chain)), chain[0], version)
     except (ImportError, OSError, StopIteration, TypeError, ValueError):
         pass

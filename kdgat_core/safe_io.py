@@ -83,7 +83,7 @@ def check_output_path(
     return target
 
 
-def atomic_write(target: Path, write: Callable[[Path], None], shown: object = None) -> None:
+def atomic_write(target: Path, write: Callable[[Path], object], shown: object = None) -> None:
     """Call `write(tmp)` on a temporary file beside `target`, then rename it over `target` (readers never see half a
     file, and a failed write leaves the old file as it was)."""
     shown = target if shown is None else shown

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kdgat_core.config import METRIC_PREFIX, PARAM_PREFIX, TAG_PREFIX
+
 # Words people type for columns whose stored names differ.
 COLUMN_ALIASES: dict[str, str] = {
     "size": "model_size",
@@ -73,7 +75,8 @@ def _parse_word(word: str, columns: list[str], known: set[str]) -> Term:
 
 def resolve_column(name: str, known: set[str]) -> str | None:
     low = name.lower()
-    for candidate in (name, low, COLUMN_ALIASES.get(low, ""), f"metrics.{name}", f"params.{name}", f"tags.{name}"):
+    aliased = COLUMN_ALIASES.get(low, "")
+    for candidate in (name, low, aliased, METRIC_PREFIX + name, PARAM_PREFIX + name, TAG_PREFIX + name):
         if candidate and candidate in known:
             return candidate
     return None

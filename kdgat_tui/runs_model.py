@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kdgat_core.config import STANDARD_METRICS, Metric, RunStatus, Tag, metric_direction
+from kdgat_core.config import METRIC_PREFIX, PARAM_PREFIX, STANDARD_METRICS, Metric, RunStatus, Tag, metric_direction
 from kdgat_tui import run_filter
 from kdgat_tui.run_filter import HAYSTACK
 
@@ -40,7 +40,6 @@ HEADERS = {
 STANDARD = {m.value for m in STANDARD_METRICS}
 DEFAULT_METRICS = (Metric.F1.value, Metric.ACCURACY.value, Metric.AUC.value, Metric.VAL_LOSS.value)
 # Columns a run's seed lives in: runs equal in everything else form one group in the "by config" view.
-PARAM_PREFIX, METRIC_PREFIX = "params.", "metrics."
 # Params that tell runs of one configuration apart without changing it (as kdgat_core.query's by-config leaderboard).
 NOT_CONFIG_LEAVES = ("seed", Tag.TEACHER_RUN_ID.value)
 GROUP_BY = (Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value)

@@ -7,13 +7,19 @@ Results stay Arrow tables on this path: importing pandas would cost ~0.4 s of ev
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from kdgat_core.commands.options import MAX_ROWS, ForceOpt, FormatOpt, OutputOpt, TrackingUriOpt
 from kdgat_core.commands.output import OutputFormat, emit, write_output
 from kdgat_core.config import SQL_TIMEOUT_S, KdgatError, ModelSize, RunStatus, Stage
+
+if TYPE_CHECKING:  # imported by the commands that run, not when the CLI starts
+    import pyarrow as pa
+    from rich.tree import Tree
+
+    from kdgat_core.query import TrackingDB
 
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only runs of this dataset (tag dataset).")]
 StageOpt = Annotated[
@@ -32,7 +38,7 @@ MetricOpt = Annotated[
 ]
 
 
-def _open(tracking_uri: str | None):
+def _open(tracking_uri: str | None) -> TrackingDB:
     from kdgat_core.query import open_db
 
     return open_db(tracking_uri)
@@ -310,20 +316,20 @@ def doctor_command(
         raise typer.Exit(1)
 
 
-def render_lineage_tree(table, metric: str) -> str:
+def render_lineage_tree(table: pa.Table, metric: str) -> str:
     """A rich Tree: teacher -> students, each student with its metric and its delta to the teacher."""
     import io
 
     from rich.console import Console
     from rich.tree import Tree
 
-    def fmt(v) -> str:
+    def fmt(v: float | None) -> str:
         return "-" if v is None or v != v else f"{v:.4f}"
 
     root = Tree(f"lineage ({metric}; delta = student - teacher)")
     if table.num_rows == 0:
         root.add("no KD students (no run has a teacher_run_id tag)")
-    teachers: dict[str, object] = {}
+    teachers: dict[str, Tree] = {}
     for row in table.to_pylist():
         tid = row["teacher_run_id"]
         if tid not in teachers:

@@ -7,24 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-# Typer vendors click (typer._click) from 0.20 on; older Typer uses click itself: the parser's exceptions and context
-try:
-    from typer._click import exceptions as click_exceptions
-    from typer._click.globals import get_current_context
-except ImportError:  # pragma: no cover - older Typer
-    from click import exceptions as click_exceptions  # type: ignore[no-redef]
-    from click import get_current_context  # type: ignore[no-redef]
-
-__all__ = [
-    "MAX_ROWS",
-    "ForceOpt",
-    "FormatOpt",
-    "OutputOpt",
-    "TrackingUriOpt",
-    "click_exceptions",
-    "get_current_context",
-]
-
 from kdgat_core.commands.output import OutputFormat
 
 TrackingUriOpt = Annotated[

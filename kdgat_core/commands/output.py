@@ -8,7 +8,7 @@ import io
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -21,7 +21,7 @@ class OutputFormat(str, Enum):
     latex = "latex"
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print one sentence on stderr and exit non-zero."""
     typer.echo(f"kdgat: {message}", err=True)
     raise typer.Exit(code)
@@ -56,12 +56,12 @@ def _records(data: Any) -> tuple[list[str], list[list[Any]]]:
         cols = [str(c) for c in data.columns]
         return cols, [list(t) for t in data.itertuples(index=False, name=None)]
     if isinstance(data, list):
-        cols: list[str] = []
+        keys: list[str] = []
         for row in data:
             for k in row:
-                if k not in cols:
-                    cols.append(k)
-        return cols, [[row.get(c) for c in cols] for row in data]
+                if k not in keys:
+                    keys.append(k)
+        return keys, [[row.get(c) for c in keys] for row in data]
     raise TypeError(f"cannot format {type(data).__name__}")
 
 
@@ -131,7 +131,7 @@ def write_output(text: str, output: Path | None = None, force: bool | None = Non
     --force, through a temporary file and a rename (kdgat_core.safe_io). `force` and the tracking URI default to the
     running command's own --force and --tracking-uri options."""
     if output is not None:
-        from kdgat_core.commands.options import get_current_context
+        from kdgat_core.commands.click_compat import get_current_context
         from kdgat_core.safe_io import write_text_output
 
         ctx = get_current_context(silent=True)

@@ -103,7 +103,10 @@ def _label(text: str, normal: tuple[str, ...] = ("0",), attack: tuple[str, ...] 
     raise MalformedLine(f"label '{s}' is not one of {', '.join(normal + attack)}")
 
 
-def parse_ctt(line: str):
+ParsedLine = tuple[float, int, str, int]  # timestamp, CAN id, payload hex, label
+
+
+def parse_ctt(line: str) -> ParsedLine:
     """can-train-and-test: `timestamp,arbitration_id,data_field,attack`."""
     fields = line.split(",")
     if len(fields) != 4:
@@ -111,7 +114,7 @@ def parse_ctt(line: str):
     return _timestamp(fields[0]), _can_id(fields[1]), _payload(fields[2]), _label(fields[3])
 
 
-def parse_hcrl(line: str):
+def parse_hcrl(line: str) -> ParsedLine:
     """HCRL Car-Hacking: `Timestamp,CAN ID,DLC,DATA[0],...,DATA[DLC-1],Flag` (or the `Timestamp: ... ID: ...` text)."""
     if line.startswith("Timestamp:"):
         m = _HCRL_TXT.match(line.strip())
@@ -139,7 +142,7 @@ def parse_hcrl(line: str):
     return _timestamp(fields[0]), _can_id(fields[1]), _payload("".join(data)), _label(fields[-1], ("R",), ("T",))
 
 
-def parse_candump(line: str):
+def parse_candump(line: str) -> ParsedLine:
     """SocketCAN `candump -l`: `(1698232894.363802) can0 153#208010FF00FFB05E` (`ID#R` remote, `ID##F<data>` FD)."""
     m = _CANDUMP.match(line.strip())
     if not m:
@@ -152,7 +155,7 @@ def parse_candump(line: str):
     return _timestamp(ts), _can_id(can_id), _payload(data), 0
 
 
-PARSERS: dict[str, Callable] = {"csv": parse_ctt, "hcrl": parse_hcrl, "candump": parse_candump}
+PARSERS: dict[str, Callable[[str], ParsedLine]] = {"csv": parse_ctt, "hcrl": parse_hcrl, "candump": parse_candump}
 assert tuple(PARSERS) == RAW_FORMATS
 
 
@@ -276,7 +279,10 @@ def ingest_file(
 
     parse = PARSERS[fmt]
     side = _sidecar_labels(path) if fmt == "candump" else None
-    ts, ids, data, labels = [], [], [], []
+    ts: list[float] = []
+    ids: list[int] = []
+    data: list[str] = []
+    labels: list[int] = []
     frame = -1  # index of the non-empty line (a candump sidecar has one label per frame line)
     for number, line in _lines(path, advance):
         if not line.strip():
@@ -322,7 +328,8 @@ def plan(dataset: str, raw: Path, out_root: Path, split: str | None = None) -> l
     dataset_spec(dataset)
     files = find_captures(raw)
     base = raw if raw.is_dir() else raw.parent
-    jobs, outputs = [], {}
+    jobs: list[tuple[Path, str, Path, str]] = []
+    outputs: dict[Path, Path] = {}
     for path in files:
         rel = path.relative_to(base)
         file_split = split or (rel.parts[0] if len(rel.parts) > 1 else None)

@@ -70,7 +70,9 @@ def vehicles(seed: int = 0) -> dict[str, Vehicle]:
     }
 
 
-def _normal_traffic(v: Vehicle, duration: float, rng: np.random.Generator):
+def _normal_traffic(
+    v: Vehicle, duration: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     ts_parts, idx_parts, k_parts = [], [], []
     for i, period in enumerate(v.periods):
         n = int(duration / period) + 1

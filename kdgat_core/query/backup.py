@@ -114,10 +114,10 @@ def _check_mlflow_store(src: sqlite3.Connection, path: Path) -> None:
 def _copy(src: sqlite3.Connection, tmp: Path) -> int:
     """Copy in steps; if writers keep restarting it, fall back to one step (holds the read lock for the copy)."""
     restarts = [0]
-    last_remaining = [None]
+    last_remaining: list[int | None] = [None]
     total = [0]
 
-    def progress(status, remaining, count):
+    def progress(status: int, remaining: int, count: int) -> None:
         total[0] = count
         if last_remaining[0] is not None and remaining > last_remaining[0]:
             restarts[0] += 1

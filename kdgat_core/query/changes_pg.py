@@ -84,9 +84,9 @@ def diff(reader: Reader, old: DBState) -> Changes:
     import time
 
     t0 = time.perf_counter()
-    if "xmin" not in old.watermarks:
-        return Changes(rebuild="the cached state is not a PostgreSQL one")
     new, touched, _ = read_state(reader, old)
+    if "xmin" not in old.watermarks:
+        return Changes(new, rebuild="the cached state is not a PostgreSQL one")
     details: dict = {"read state s": round(time.perf_counter() - t0, 4)}
     if new.watermarks["xmin"]["rowid"] < old.watermarks["xmin"]["rowid"]:
         return Changes(rebuild="transaction ids wrapped around", state=new, details=details)
@@ -109,4 +109,4 @@ def diff(reader: Reader, old: DBState) -> Changes:
     details["runs touched"] = len(touched)
     details["compare s"] = round(time.perf_counter() - t0 - details["read state s"], 4)
     # rows of runs no longer in `runs` (orphans an interrupted gc left) are no run's: nothing to re-read
-    return Changes((changed & set(now)) - removed, removed, "", new, details)
+    return Changes(new, (changed & set(now)) - removed, removed, "", details)

@@ -11,34 +11,42 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
 from kdgat_core import mlflow_schema
 from kdgat_core.config import KdgatError
+from kdgat_core.query.sql_text import in_list, literal
 from kdgat_core.query.stores import ALIAS, SqliteStore, Store, _sql_str, extension_path, resolve_store  # noqa: F401
 
 # The tables kdgat reads; a store without them is not an MLflow tracking store.
 MLFLOW_TABLES = ("experiments", "runs", "tags", "params", "metrics", "latest_metrics", "alembic_version")
 DEFAULT_LOCK_RETRY_S = 30.0
+T = TypeVar("T")
 
 
 class LazyModule:
     """A module imported on first attribute use. `kdgat leaderboard` never needs pyarrow (0.2 s of its 0.3 s imports):
     DuckDB hands it plain Python rows."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str) -> None:
         self._name = name
 
-    def __getattr__(self, attr: str):
+    def __getattr__(self, attr: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(self._name), attr)
 
 
-pa = LazyModule("pyarrow")
-pc = LazyModule("pyarrow.compute")
+if TYPE_CHECKING:  # the type checker sees the modules; at run time they load on first attribute use
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    pa = LazyModule("pyarrow")
+    pc = LazyModule("pyarrow.compute")
 
 
 def scanner_extension_path() -> Path:
@@ -139,7 +147,7 @@ class Reader:
         Raises QueryTimeout when the query ran longer than `timeout_s` (None or 0: no limit)."""
         import threading
 
-        done: dict[str, object] = {}
+        done: dict[str, Any] = {}  # "table" or "error", handed over from the worker thread
 
         def work() -> None:
             try:
@@ -161,8 +169,8 @@ class Reader:
             if "table" not in done:
                 raise QueryTimeout(timeout_s or 0.0)
         if "error" in done:
-            raise done["error"]  # type: ignore[misc]
-        return done["table"]  # type: ignore[return-value]
+            raise done["error"]
+        return done["table"]
 
     def fetch_many(self, queries: list[str], rows: bool = False) -> list:
         """Independent queries at once, one DuckDB cursor (own SQLite connection) and thread each: each is a whole
@@ -172,7 +180,7 @@ class Reader:
             return [self.fetch_rows(q) if rows else self.fetch(q) for q in queries]
         from concurrent.futures import ThreadPoolExecutor
 
-        def one(sql: str):
+        def one(sql: str) -> Any:
             cur = self.con.cursor()
             try:
                 return self.retry(lambda: result_rows(cur.execute(sql)) if rows else cur.execute(sql).to_arrow_table())
@@ -186,7 +194,7 @@ class Reader:
         """Like `fetch`, as a list of dicts (no pyarrow import)."""
         return self.retry(lambda: result_rows(self.con.execute(sql, params or [])))
 
-    def retry(self, action):
+    def retry(self, action: Callable[[], T]) -> T:
         """`action()`, retried with backoff while a writer holds the SQLite lock (it must be safe to repeat)."""
         deadline = time.monotonic() + self.lock_retry_s
         delay = 0.05
@@ -292,15 +300,11 @@ def register_arrow(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -
     con.from_arrow(table).create_view(name, replace=True)
 
 
-def sqlite_literal(value: str) -> str:
-    """A SQLite string literal (used in SQL run through sqlite_query, which takes no bind parameters)."""
-    return "'" + str(value).replace("'", "''") + "'"
+# the names callers used before kdgat_core.query.sql_text
+sqlite_literal = literal
+sqlite_in_list = in_list
 
 
 def exact_real(column: str) -> str:
     """SQLite text for a REAL that parses back to the same double (20 digits; measured: 0 of 200k values differ)."""
     return SqliteStore.exact_real(SqliteStore("", ""), column)
-
-
-def sqlite_in_list(values) -> str:
-    return "(" + ",".join(sqlite_literal(v) for v in values) + ")" if values else "(NULL)"

@@ -23,7 +23,13 @@ from typing import Any
 import duckdb
 
 from kdgat_core import mlflow_schema
-from kdgat_core.config import KdgatError, Metric, RunStatus, metric_direction
+from kdgat_core.config import (
+    PIPELINE_ORDER,
+    KdgatError,
+    Metric,
+    RunStatus,
+    metric_direction,
+)
 from kdgat_core.query import leaderboard as boards
 from kdgat_core.query.connection import (
     ALIAS,
@@ -33,11 +39,10 @@ from kdgat_core.query.connection import (
     pc,
     register_arrow,
     resolve_db,
-    sqlite_in_list,
-    sqlite_literal,
 )
 from kdgat_core.query.filters import RunFilter, _lit, _quote, bool_tag_sql, tag_equals  # noqa: F401 - re-exported
 from kdgat_core.query.sql_guard import check_user_sql, one_line, summarized_query, table_names
+from kdgat_core.query.sql_text import decoded_metric, in_list, literal, quote_ident
 from kdgat_core.query.summarize import summary_sql
 from kdgat_core.query.wide import (
     BASE_COLUMNS,
@@ -170,7 +175,7 @@ class TrackingDB:
     def _create_views(self) -> None:
         con = self._reader.con
         # a typed, empty stand-in until the wide table is read (SQL only: registering Arrow imports pandas)
-        empty = ", ".join(f"CAST(NULL AS {t}) AS {_quote(c)}" for c, t in BASE_TYPES.items())
+        empty = ", ".join(f"CAST(NULL AS {t}) AS {quote_ident(c)}" for c, t in BASE_TYPES.items())
         con.execute(f"CREATE OR REPLACE VIEW _kdgat_wide AS SELECT {empty} WHERE false")
         self._create_wide_views()
         visible = (
@@ -205,7 +210,7 @@ class TrackingDB:
 
     def _create_wide_views(self) -> None:
         where = "" if self.include_deleted else " WHERE lifecycle <> 'deleted'"
-        cols = ", ".join(_quote(c) for c in BASE_COLUMNS)
+        cols = ", ".join(quote_ident(c) for c in BASE_COLUMNS)
         con = self._reader.con
         con.execute(f"CREATE OR REPLACE VIEW runs AS SELECT {cols} FROM _kdgat_wide{where}")
         con.execute(f"CREATE OR REPLACE VIEW runs_wide AS SELECT * FROM _kdgat_wide{where}")
@@ -274,7 +279,7 @@ class TrackingDB:
         """
         flt = RunFilter(dataset, stage, model_size, kd, status)
         show_deleted = self.include_deleted if include_deleted is None else include_deleted
-        cols = ", ".join(_quote(c) for c in BASE_COLUMNS)
+        cols = ", ".join(quote_ident(c) for c in BASE_COLUMNS)
         out = self._calc(
             f"SELECT {cols} FROM w WHERE {flt.where(show_deleted)} ORDER BY start_time DESC, run_id",
             w=self._wide_current(),
@@ -323,7 +328,7 @@ class TrackingDB:
             # missed until the TUI's periodic full read); the new watermark is the snapshot's oldest open transaction
             rowid, where = _PG_WATERMARK, f"CAST(CAST(r.xmin AS text) AS bigint) >= {int(after_rowid)}"
         if watch:
-            where = f"({where} OR r.run_uuid IN {sqlite_in_list(list(watch))})"
+            where = f"({where} OR r.run_uuid IN {in_list(list(watch))})"
         return self._reader.fetch_native(
             f"SELECT {_RUN_STATE_COLUMNS}, {rowid} AS rowid FROM runs r "
             f"LEFT JOIN experiments e ON e.experiment_id = r.experiment_id WHERE {where} AND {self._visible_sql()}",
@@ -349,14 +354,14 @@ class TrackingDB:
         low = ref.lower()
         if _HEX_ID.match(low):
             candidates = self._reader.fetch_sqlite(
-                f"{cols} WHERE r.run_uuid >= {sqlite_literal(low)} AND r.run_uuid < {sqlite_literal(low + '~')} "
+                f"{cols} WHERE r.run_uuid >= {literal(low)} AND r.run_uuid < {literal(low + '~')} "
                 "ORDER BY r.start_time DESC LIMIT 50"
             ).to_pylist()
             exact = [c for c in candidates if c["run_id"] == low]
             candidates = exact or candidates
         if not candidates:
             candidates = self._reader.fetch_sqlite(
-                f"{cols} WHERE r.name = {sqlite_literal(ref)} ORDER BY r.start_time DESC, r.run_uuid"
+                f"{cols} WHERE r.name = {literal(ref)} ORDER BY r.start_time DESC, r.run_uuid"
             ).to_pylist()
             by_name = True
         else:
@@ -438,7 +443,7 @@ class TrackingDB:
                 table = boards.board_from(self, None, board, metric, top, flt, rows)
             else:
                 table = boards.board_native(self, metric, top, flt, rows)
-        if (len(table) if rows else table.num_rows) == 0:
+        if (len(table) if isinstance(table, list) else table.num_rows) == 0:
             self.check_metric(metric)
         return table if rows else self._out(table, arrow)
 
@@ -448,9 +453,7 @@ class TrackingDB:
 
     def check_metric(self, metric: str) -> None:
         """Raise a clear error naming close matches if no run has logged `metric`."""
-        if self._reader.fetch_sqlite_rows(
-            f"SELECT 1 AS x FROM latest_metrics WHERE key = {sqlite_literal(metric)} LIMIT 1"
-        ):
+        if self._reader.fetch_sqlite_rows(f"SELECT 1 AS x FROM latest_metrics WHERE key = {literal(metric)} LIMIT 1"):
             return
         keys = [r["key"] for r in self._reader.fetch_sqlite_rows("SELECT DISTINCT key FROM latest_metrics")]
         close = difflib.get_close_matches(metric, keys, n=5, cutoff=0.5)
@@ -481,7 +484,7 @@ class TrackingDB:
         keys = [m for m in METRIC_COLUMNS] + sorted(
             {k for r in (a, b) for k, v in r.items() if k.startswith(METRIC_PREFIX) and v is not None}
         )
-        out = {"metric": [], "a": [], "b": [], "delta": [], "better": []}
+        out: dict[str, list[Any]] = {"metric": [], "a": [], "b": [], "delta": [], "better": []}
         for k in keys:
             va, vb = a.get(k), b.get(k)
             if va is None and vb is None:
@@ -561,10 +564,10 @@ class TrackingDB:
             self.check_metric(metric)
             raise KdgatError(f"No run in view has a final '{metric}'.")
         flt = RunFilter(dataset, stage, model_size, kd, status)
-        p, m = _quote(pcol), _quote(mcol)
+        p, m = quote_ident(pcol), quote_ident(mcol)
         label = pcol[len(PARAM_PREFIX) :]
         table = self._calc(
-            f"""SELECT {p} AS {_quote(label)}, count({m}) AS count, avg({m}) AS mean, stddev_samp({m}) AS std,
+            f"""SELECT {p} AS {quote_ident(label)}, count({m}) AS count, avg({m}) AS mean, stddev_samp({m}) AS std,
                        min({m}) AS min, max({m}) AS max
                 FROM w WHERE {flt.where(self.include_deleted)} AND {p} IS NOT NULL AND {m} IS NOT NULL AND NOT isnan({m})
                 GROUP BY {p} ORDER BY TRY_CAST({p} AS DOUBLE) NULLS LAST, {p}""",
@@ -605,30 +608,28 @@ class TrackingDB:
         flt = RunFilter(dataset=dataset)
         best = (
             (
-                f"first(run_name ORDER BY isnan({_quote(mcol)}), {_quote(mcol)} {direction}, start_time DESC) "
-                f"FILTER (WHERE {_quote(mcol)} IS NOT NULL)"
+                f"first(run_name ORDER BY isnan({quote_ident(mcol)}), {quote_ident(mcol)} {direction}, start_time DESC) "
+                f"FILTER (WHERE {quote_ident(mcol)} IS NOT NULL)"
             )
             if mcol
             else "NULL::VARCHAR"
         )
         best_v = (
             (
-                f"first({_quote(mcol)} ORDER BY isnan({_quote(mcol)}), {_quote(mcol)} {direction}, start_time DESC) "
-                f"FILTER (WHERE {_quote(mcol)} IS NOT NULL)"
+                f"first({quote_ident(mcol)} ORDER BY isnan({quote_ident(mcol)}), {quote_ident(mcol)} {direction}, start_time DESC) "
+                f"FILTER (WHERE {quote_ident(mcol)} IS NOT NULL)"
             )
             if mcol
             else "NULL::DOUBLE"
         )
-        order = " ".join(
-            f"WHEN '{s}' THEN {i}" for i, s in enumerate(("autoencoder", "curriculum", "fusion", "evaluation"))
-        )
+        order = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(PIPELINE_ORDER))
         statuses = ", ".join(
             f"count(*) FILTER (WHERE status = '{s.value}') AS {s.value}"
             for s in (RunStatus.COMPLETE, RunStatus.FAILED, RunStatus.RUNNING)
         )
         table = self._calc(
             f"""SELECT stage, model_size, use_kd, count(*) AS runs, {statuses},
-                       {best} AS best_run, {best_v} AS {_quote("best_" + metric)}
+                       {best} AS best_run, {best_v} AS {quote_ident("best_" + metric)}
                 FROM w WHERE {flt.where(self.include_deleted)}
                 GROUP BY stage, model_size, use_kd
                 ORDER BY CASE stage {order} ELSE 9 END, stage, model_size DESC, use_kd""",
@@ -653,23 +654,21 @@ class TrackingDB:
         mcol = self._metric_column(metric, wide.column_names)
         if mcol is None:
             self.check_metric(metric)
-        sval, tval = (f"s.{_quote(mcol)}", f"t.{_quote(mcol)}") if mcol else ("NULL::DOUBLE", "NULL::DOUBLE")
+        sval, tval = (f"s.{quote_ident(mcol)}", f"t.{quote_ident(mcol)}") if mcol else ("NULL::DOUBLE", "NULL::DOUBLE")
         conds = ["coalesce(s.teacher_run_id, '') <> ''"]
         if not self.include_deleted:
             conds.append("s.lifecycle <> 'deleted'")
         if dataset:
-            conds.append(f"s.dataset = {_lit(dataset)}")
+            conds.append(f"s.dataset = {literal(dataset)}")
         if run:
             rid = self.resolve_run(run)
-            conds.append(f"(s.run_id = {_lit(rid)} OR s.teacher_run_id = {_lit(rid)})")
-        order = " ".join(
-            f"WHEN '{s}' THEN {i}" for i, s in enumerate(("autoencoder", "curriculum", "fusion", "evaluation"))
-        )
+            conds.append(f"(s.run_id = {literal(rid)} OR s.teacher_run_id = {literal(rid)})")
+        order = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(PIPELINE_ORDER))
         teacher_visible = "" if self.include_deleted else " AND t.lifecycle <> 'deleted'"
         table = self._calc(
             f"""SELECT s.teacher_run_id, t.run_name AS teacher_name, s.run_id AS student_run_id,
-                       s.run_name AS student_name, s.dataset, s.stage, {tval} AS {_quote("teacher_" + metric)},
-                       {sval} AS {_quote("student_" + metric)}, {sval} - {tval} AS {_quote("delta_" + metric)}
+                       s.run_name AS student_name, s.dataset, s.stage, {tval} AS {quote_ident("teacher_" + metric)},
+                       {sval} AS {quote_ident("student_" + metric)}, {sval} - {tval} AS {quote_ident("delta_" + metric)}
                 FROM w s LEFT JOIN w t ON t.run_id = s.teacher_run_id{teacher_visible}
                 WHERE {" AND ".join(conds)}
                 ORDER BY s.dataset, CASE s.stage {order} ELSE 9 END, teacher_name, t.start_time DESC,
@@ -695,13 +694,9 @@ class TrackingDB:
         # +key: keep SQLite on the run_uuid index (the key index alone scans every run's points)
         inner = (
             f"SELECT step, {store.exact_real('value')} AS value, {store.flag('is_nan')} AS is_nan, timestamp "
-            f"FROM metrics WHERE run_uuid = {sqlite_literal(rid)} AND {store.no_index('key')} = {sqlite_literal(metric)}"
+            f"FROM metrics WHERE run_uuid = {literal(rid)} AND {store.no_index('key')} = {literal(metric)}"
         )
-        value = (
-            "CASE WHEN is_nan <> '0' THEN 'NaN'::DOUBLE WHEN CAST(value AS DOUBLE) >= 1.7976931348623157e308 "
-            "THEN 'inf'::DOUBLE WHEN CAST(value AS DOUBLE) <= -1.7976931348623157e308 THEN '-inf'::DOUBLE "
-            "ELSE CAST(value AS DOUBLE) END"
-        )
+        value = decoded_metric("value", "is_nan", text=True)
         table = self._reader.fetch(
             f"SELECT CAST(step AS BIGINT) AS step, max_by({value}, (CAST(timestamp AS BIGINT), CAST(value AS DOUBLE))) "
             f"AS value, epoch_ms(max(CAST(timestamp AS BIGINT))) AS timestamp "
@@ -711,7 +706,7 @@ class TrackingDB:
             keys = [
                 r["key"]
                 for r in self._reader.fetch_sqlite(
-                    f"SELECT key FROM latest_metrics WHERE run_uuid = {sqlite_literal(rid)} ORDER BY key"
+                    f"SELECT key FROM latest_metrics WHERE run_uuid = {literal(rid)} ORDER BY key"
                 ).to_pylist()
             ]
             close = difflib.get_close_matches(metric, keys, n=5, cutoff=0.5)

@@ -6,7 +6,7 @@ that would import pandas (0.4 s), too slow for `kdgat leaderboard` as a process.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import duckdb
 
@@ -15,8 +15,8 @@ from kdgat_core.query.connection import pa, result_rows, sqlite_in_list, sqlite_
 from kdgat_core.query.filters import RunFilter, _lit, _quote, bool_tag_sql, tag_equals
 from kdgat_core.query.wide import PARAM_PREFIX
 
-if TYPE_CHECKING:
-    from kdgat_core.query.db import TrackingDB
+# The TrackingDB these functions serve (not imported: db imports this module; the layer contract forbids the cycle)
+TrackingDB = Any
 
 # Params that tell runs of one configuration apart without changing it: the seed, and the teacher a student used.
 _NOT_CONFIG_PARAM_LEAVES = {Tag.SEED.value, Tag.TEACHER_RUN_ID.value}
@@ -32,13 +32,16 @@ def board_from(
     rows: bool = False,
 ) -> pa.Table | list[dict]:
     """Over the wide table (in memory) or the cache's parquet copy of its leaderboard columns."""
-    names = wide.column_names if wide is not None else board[1]
+    if wide is not None:
+        names, source = wide.column_names, "w"
+    else:
+        assert board is not None
+        names, source = board[1], f"read_parquet({_lit(str(board[0]))})"
     col = db._metric_column(metric, names)
     if col is None:
         return [] if rows else empty_board(db, metric)
     direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
     limit = f"LIMIT {int(top)}" if top else ""
-    source = "w" if wide is not None else f"read_parquet('{str(board[0]).replace(chr(39), chr(39) * 2)}')"
     sql = (
         f"SELECT row_number() OVER () AS rank, * FROM (SELECT run_id, run_name, dataset, stage, model_size, "
         f"use_kd, status, {_quote(col)} AS {_quote(metric)}, start_time FROM {source} "

@@ -211,7 +211,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         elif kind.name == "operator":
             word = piece.strip()[:1] if piece.strip().startswith(";") else piece.split()[0] if piece.split() else ""
         else:
-            word = _WORD.match(piece).group(0) if _WORD.match(piece) else piece.strip()
+            word = found.group(0) if (found := _WORD.match(piece)) else piece.strip()
         out.append((kind.name, word))
     return out
 
@@ -277,7 +277,9 @@ def summarized_query(sql: str) -> str | None:
     inner = {"error": False, "statements": [{"node": ref["query"], "named_param_map": []}]}
     con = duckdb.connect()
     try:
-        return con.execute("SELECT json_deserialize_sql(?::JSON)", [json.dumps(inner)]).fetchone()[0]
+        row = con.execute("SELECT json_deserialize_sql(?::JSON)", [json.dumps(inner)]).fetchone()
+        assert row is not None  # a scalar SELECT returns one row
+        return str(row[0])
     finally:
         con.close()
 
@@ -285,7 +287,9 @@ def summarized_query(sql: str) -> str | None:
 def _tree(sql: str) -> dict:
     con = duckdb.connect()
     try:
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+        row = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        assert row is not None  # a scalar SELECT returns one row
+        tree = json.loads(row[0])
     finally:
         con.close()
     if tree.get("error"):
@@ -298,7 +302,7 @@ def _nodes(sql: str) -> list[tuple[str, str, set[str]]]:
     tree = _tree(sql)
     out: list[tuple[str, str, set[str]]] = []
 
-    def walk(node) -> None:
+    def walk(node: object) -> None:
         if isinstance(node, dict):
             kind = node.get("type")
             qualifier = {str(node.get(k) or "").lower() for k in ("catalog_name", "schema_name")} - {""}

@@ -20,6 +20,7 @@ from kdgat_core.config import (  # noqa: F401 - the URI helpers are re-exported 
     ENV_READ_URI,
     ENV_TRACKING_URI,
     KdgatError,
+    Resolved,
     is_postgres_uri,
     is_server_uri,
     libpq_dsn,
@@ -251,11 +252,12 @@ def extension_path(name: str) -> Path:
     )
 
 
-def resolve_reader_uri(given: str | None = None, read_uri: str | None = None):
+def resolve_reader_uri(given: str | None = None, read_uri: str | None = None) -> Resolved:
     """The URI a reader opens, and why: --read-uri; else an explicit URI or path (unless it names an MLflow server);
     else KDGAT_READ_URI or kdgat.toml's read_uri; else the tracking URI, resolved like the CLI."""
-    if read_uri or read_uri_flag():
-        return resolve_read_uri(read_uri)
+    flagged = resolve_read_uri(read_uri) if read_uri or read_uri_flag() else None
+    if flagged is not None:
+        return flagged
     if given and not is_server_uri(given):
         return resolve_tracking_uri(given)
     return resolve_read_uri() or resolve_tracking_uri(given)

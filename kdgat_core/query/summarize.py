@@ -6,6 +6,8 @@ The output matches DuckDB's own SUMMARIZE (same columns, types and aggregates) f
 
 from __future__ import annotations
 
+from kdgat_core.query.sql_text import literal, quote_ident
+
 _NUMERIC = (
     "TINYINT",
     "SMALLINT",
@@ -23,14 +25,6 @@ _NUMERIC = (
 )
 _FLOATING = ("FLOAT", "DOUBLE")
 _TEMPORAL = ("DATE", "TIME", "TIMESTAMP")
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _is(type_name: str, kinds: tuple[str, ...]) -> bool:
@@ -60,8 +54,8 @@ def summary_sql(columns: list[tuple[str, str]], source_sql: str) -> str:
     for i, (name, typ) in enumerate(columns):
         c = f"_c{i}"  # positional aliases: the source may repeat a column name
         numeric, temporal = _is(typ, _NUMERIC), _is(typ, _TEMPORAL)
-        parts["column_name"].append(_literal(name))
-        parts["column_type"].append(_literal(typ))
+        parts["column_name"].append(literal(name))
+        parts["column_type"].append(literal(typ))
         parts["min"].append(f"min({c})::VARCHAR")
         parts["max"].append(f"max({c})::VARCHAR")
         parts["approx_unique"].append(f"approx_count_distinct({c})::BIGINT")
@@ -81,6 +75,6 @@ def summary_sql(columns: list[tuple[str, str]], source_sql: str) -> str:
             f"CAST(CASE WHEN count_star() > 0 THEN (1.0 - count({c})::DOUBLE / count_star()::DOUBLE) * 100.0 END "
             "AS DECIMAL(9,2))"
         )
-    select = ", ".join(f"unnest([{', '.join(v)}]) AS {_quote(k)}" for k, v in parts.items())
+    select = ", ".join(f"unnest([{', '.join(v)}]) AS {quote_ident(k)}" for k, v in parts.items())
     aliases = ", ".join(f"_c{i}" for i in range(len(columns)))
     return f"SELECT {select} FROM ({source_sql}) AS summarize_tbl({aliases})"

@@ -29,15 +29,19 @@ from kdgat_core.config import (
     BOOL_TAGS,
     CONVENTION_TAGS,
     FALSE_SPELLINGS,
+    METRIC_PREFIX,
+    PARAM_PREFIX,
     STANDARD_METRICS,
+    TAG_PREFIX,
     TRUE_SPELLINGS,
     Tag,
     bool_tag,
     resolve_cache_dir,
 )
 from kdgat_core.query import arrays
-from kdgat_core.query.changes import TAG_ROW_HASH, DBState, block_owners_from_tags, diff, read_state
-from kdgat_core.query.connection import ALIAS, Reader, pa, pc, sqlite_in_list
+from kdgat_core.query.changes import TAG_ROW_HASH, Changes, DBState, block_owners_from_tags, diff, read_state
+from kdgat_core.query.connection import ALIAS, Reader, pa, pc
+from kdgat_core.query.sql_text import MLFLOW_MAX_DOUBLE, exact_real, in_list  # noqa: F401
 from kdgat_core.query.stores import SqliteStore, Store
 
 CACHE_FORMAT = 7  # 7: boolean tags spelled as bool_tag spells them
@@ -58,7 +62,6 @@ RUN_COLUMNS: tuple[str, ...] = (
 )
 # The columns of the `runs` view, in order: run fields, convention tags, final standard metrics.
 BASE_COLUMNS: tuple[str, ...] = RUN_COLUMNS + TAG_COLUMNS + METRIC_COLUMNS
-PARAM_PREFIX, METRIC_PREFIX, TAG_PREFIX = "params.", "metrics.", "tags."
 # Above this share of changed runs a full rebuild is cheaper than per-run reads through SQLite's indexes.
 FULL_REBUILD_SHARE = 0.2
 ID_CHUNK = 2000
@@ -79,7 +82,7 @@ def base_schema() -> pa.Schema:
     return pa.schema([(c, arrow[t]) for c, t in BASE_TYPES.items()])
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> pa.Schema:
     if name == "BASE_SCHEMA":  # kept importable by name
         return base_schema()
     raise AttributeError(name)
@@ -125,7 +128,7 @@ def read_long_for(reader: Reader, run_ids: list[str]) -> LongRows:
     parts: dict[str, list[pa.Table]] = {"runs": [], "params": [], "tags": [], "latest": []}
     store = reader.store
     for i in range(0, max(len(run_ids), 1), ID_CHUNK):
-        ids = sqlite_in_list(run_ids[i : i + ID_CHUNK])
+        ids = in_list(run_ids[i : i + ID_CHUNK])
         parts["runs"].append(
             reader.fetch_sqlite(
                 _RUNS_SELECT.format(p="") + f" WHERE r.run_uuid IN {ids}",
@@ -153,16 +156,15 @@ def read_long_for(reader: Reader, run_ids: list[str]) -> LongRows:
     return LongRows(**{k: _concat(v) for k, v in parts.items()})
 
 
-def metric_values(value, is_nan) -> pa.ChunkedArray:
-    """MLflow stores NaN as 0 with is_nan=1 and +-inf as +-1.797e308: decode both."""
+def metric_values(value: pa.ChunkedArray, is_nan: pa.ChunkedArray) -> pa.ChunkedArray:
+    """MLflow stores NaN as 0 with is_nan=1 and +-inf as +-DBL_MAX: decode both (the SQL twin: sql_text.decoded_metric)."""
     import numpy as np
 
     value = pc.cast(value, pa.float64()).combine_chunks()
     is_nan = pc.cast(is_nan, pa.int64()).combine_chunks()
     v = arrays.values(value).copy()
-    big = 1.7976931348623157e308
-    v[v >= big] = np.inf
-    v[v <= -big] = -np.inf
+    v[v >= MLFLOW_MAX_DOUBLE] = np.inf
+    v[v <= -MLFLOW_MAX_DOUBLE] = -np.inf
     nan = arrays.valid(is_nan) & (arrays.values(is_nan) != 0)
     v[nan] = np.nan
     return pa.chunked_array([arrays.array(v, mask_valid=arrays.valid(value) | nan)])
@@ -173,7 +175,7 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables([t.cast(tables[0].schema) for t in tables]) if len(tables) > 1 else tables[0]
 
 
-def _strings(arr) -> pa.ChunkedArray:
+def _strings(arr: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.cast(arr, pa.string())
 
 
@@ -263,7 +265,7 @@ def finish(table: pa.Table) -> pa.Table:
     return out.combine_chunks()
 
 
-def _bool_spelling(col):
+def _bool_spelling(col: pa.ChunkedArray) -> pa.ChunkedArray:
     """A boolean tag as bool_tag spells it ('True'/'False') whatever the writer wrote ('true', '1'); other text kept."""
     low = pc.utf8_lower(col)
     true = pc.fill_null(pc.is_in(low, value_set=pa.array(TRUE_SPELLINGS)), False)
@@ -423,14 +425,14 @@ class WideCache:
         sig = self.store.signature()
         return sig is not None and cached.meta.get("file_sig") == sig
 
-    def _save_in_background(self, wide: pa.Table, state: DBState, file_sig: list) -> None:
+    def _save_in_background(self, wide: pa.Table, state: DBState, file_sig: list | None) -> None:
         _wait_for_write(self.dir)  # one writer per directory at a time
         thread = threading.Thread(target=self._save, args=(wide, state, file_sig), name="kdgat-cache-write")
         with _WRITES_LOCK:
             _WRITES[self.dir] = thread
         thread.start()
 
-    def _save(self, wide: pa.Table, state: DBState, file_sig: list) -> None:
+    def _save(self, wide: pa.Table, state: DBState, file_sig: list | None) -> None:
         import pyarrow.parquet as pq
 
         meta = {
@@ -461,8 +463,8 @@ class WideCache:
             for old in self.dir.glob("board-*.parquet"):
                 if old != board:
                     old.unlink(missing_ok=True)
-            for old in ("tagsig.arrow",):  # format 4's file
-                (self.dir / old).unlink(missing_ok=True)
+            for old_name in ("tagsig.arrow",):  # format 4's file
+                (self.dir / old_name).unlink(missing_ok=True)
         except OSError:
             pass  # a cache that cannot be written only costs time next run
 
@@ -513,6 +515,7 @@ class WideCache:
             clock.lap("full read")
             mode, changed, removed = "full", wide.num_rows, 0
         else:
+            assert cached is not None  # changes come from comparing with a cached state
             wide, state = cached.table, changes.state
             if changes.changed or changes.removed:
                 delta = pivot(read_long_for(self.reader, sorted(changes.changed)))
@@ -525,14 +528,14 @@ class WideCache:
         self.stats = RefreshStats(mode, changed, removed, time.perf_counter() - t0, details)
         return wide
 
-    def _signature(self) -> list:
+    def _signature(self) -> list | None:
         if self.store.kind == "sqlite":
             return self.store.signature()
         from kdgat_core.query import changes_pg
 
         return [self.store.kind, changes_pg.snapshot(self.reader)]
 
-    def _diff(self, state: DBState):
+    def _diff(self, state: DBState) -> Changes:
         if self.store.kind == "sqlite":
             return diff(self.reader, state)
         from kdgat_core.query import changes_pg
@@ -554,7 +557,7 @@ class WideCache:
 class _Clock:
     """Named laps, reported in RefreshStats.details['timings'] (benchmarks print them)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.t = time.perf_counter()
         self.laps: dict[str, float] = {}
 

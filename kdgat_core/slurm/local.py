@@ -226,7 +226,7 @@ class LocalScheduler:
             if record["state"] in ENDED_STATES:
                 continue
             pid = record.get("pid")
-            if _pid_alive(pid):
+            if pid is not None and _pid_alive(pid):
                 try:
                     os.killpg(pid, signal.SIGTERM)  # the runner is a session leader: its group is the whole job
                 except ProcessLookupError:

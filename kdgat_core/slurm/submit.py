@@ -28,9 +28,10 @@ from kdgat_core.config import (
     load_settings,
     preset,
 )
+from kdgat_core.slurm.executor import scheduler_for
 from kdgat_core.slurm.render import ClusterSettings, RenderedJob, artifact_root, prepare_job
 from kdgat_core.slurm.resources import check
-from kdgat_core.slurm.scheduler import Scheduler, scheduler_for
+from kdgat_core.slurm.scheduler import Scheduler
 
 JOBS_FILE = "kdgat_jobs.jsonl"
 LOCAL_JOBS_DIR = ".local_jobs"

@@ -23,6 +23,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kdgat_core.config import KdgatError, is_postgres_uri, libpq_dsn, mask_secret, mask_uri, sqlite_path
 
@@ -48,7 +49,7 @@ def _mask(uri: str) -> str:
     return mask_uri(uri)
 
 
-def _pg_connect(uri: str):
+def _pg_connect(uri: str) -> Any:
     if not is_postgres_uri(uri):
         raise KdgatError(f"DEST '{_mask(uri)}' is not a PostgreSQL URI (postgresql://user@host/db).")
     try:
@@ -78,7 +79,7 @@ def _sqlite_open(src: str) -> tuple[sqlite3.Connection, Path]:
     return con, path
 
 
-def _fk_order(cur, tables: list[str]) -> list[str]:
+def _fk_order(cur: Any, tables: list[str]) -> list[str]:
     """Tables ordered so that every table comes after the tables its foreign keys point to."""
     cur.execute(
         """SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c
@@ -100,7 +101,7 @@ def _fk_order(cur, tables: list[str]) -> list[str]:
     return out
 
 
-def _pg_columns(cur, table: str) -> dict[str, str]:
+def _pg_columns(cur: Any, table: str) -> dict[str, str]:
     cur.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
@@ -109,7 +110,7 @@ def _pg_columns(cur, table: str) -> dict[str, str]:
     return dict(cur.fetchall())
 
 
-def _convert(value, pg_type: str):
+def _convert(value: Any, pg_type: str) -> Any:
     if value is None:
         return None
     if pg_type == "boolean":
@@ -248,7 +249,7 @@ def migrate(
     return report
 
 
-def _seeded_rows(scon: sqlite3.Connection, cur, table: str) -> bool:
+def _seeded_rows(scon: sqlite3.Connection, cur: Any, table: str) -> bool:
     """True when every row DEST holds in `table` is also in SRC (rows `mlflow db upgrade` writes, such as the default
     workspace): those are replaced by SRC's. Compared as text, over the columns both have."""
     pg_cols = _pg_columns(cur, table)
@@ -264,12 +265,12 @@ def _seeded_rows(scon: sqlite3.Connection, cur, table: str) -> bool:
     return all(tuple(str(v) for v in r) in src_rows for r in dest_rows)
 
 
-def _only_default_experiment(cur) -> bool:
+def _only_default_experiment(cur: Any) -> bool:
     cur.execute("SELECT count(*) FROM experiments WHERE experiment_id = 0 AND name = 'Default'")
     return cur.fetchone()[0] == 1
 
 
-def _advance_sequences(cur, tables: list[str]) -> None:
+def _advance_sequences(cur: Any, tables: list[str]) -> None:
     """Serial columns continue after the highest copied id (MLflow creates experiments by their sequence)."""
     for table in tables:
         cur.execute(
@@ -285,7 +286,7 @@ def _advance_sequences(cur, tables: list[str]) -> None:
             )
 
 
-def _verify_counts(scon: sqlite3.Connection, cur, report: MigrationReport) -> None:
+def _verify_counts(scon: sqlite3.Connection, cur: Any, report: MigrationReport) -> None:
     for table in report.tables:
         want = scon.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
         cur.execute(f'SELECT count(*) FROM "{table}"')
@@ -333,8 +334,8 @@ def verify_search_runs(src_path: Path, dest: str, progress: Callable[[str], None
     return len(ids)
 
 
-def _runs_dict(runs) -> dict[str, dict]:
-    def clean(value):
+def _runs_dict(runs: Any) -> dict[str, dict]:
+    def clean(value: Any) -> Any:
         return "NaN" if isinstance(value, float) and math.isnan(value) else value
 
     return {

@@ -18,10 +18,10 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdgat_core.config import (
     HOST_TAG,
@@ -36,6 +36,10 @@ from kdgat_core.config import (
     bool_tag,
 )
 from kdgat_core.tracking.store import Store, get_store, with_retry
+
+if TYPE_CHECKING:  # mlflow loads when a run starts, not on import
+    from mlflow.entities import Metric as MlflowMetric
+    from mlflow.entities import Param, RunTag
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +204,13 @@ class TrackedRun:
             if m.step >= self._last_point.get(m.key, (-1, 0.0))[0]:
                 self._last_point[m.key] = (m.step, m.value)
 
-    def _batch(self, metrics=(), params=(), tags=(), deadline_s: float | None = None) -> None:
+    def _batch(
+        self,
+        metrics: Iterable[MlflowMetric] = (),
+        params: Iterable[Param] = (),
+        tags: Iterable[RunTag] = (),
+        deadline_s: float | None = None,
+    ) -> None:
         kwargs = {} if deadline_s is None else {"deadline_s": deadline_s}
         with_retry(
             self.store.client.log_batch,

@@ -45,7 +45,7 @@ RETRY_MAX_DELAY = 5.0
 _LOCK_MESSAGES = ("database is locked", "database table is locked", "database schema has changed")
 
 
-def is_lock_error(exc: BaseException) -> bool:
+def is_lock_error(exc: BaseException | None) -> bool:
     """True for SQLite lock contention, whichever layer (sqlite3, SQLAlchemy, MLflow) wrapped it."""
     seen = 0
     while exc is not None and seen < 5:

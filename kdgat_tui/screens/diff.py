@@ -9,11 +9,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from kdgat_core.config import STANDARD_METRICS, metric_direction
+from kdgat_core.config import METRIC_PREFIX, STANDARD_METRICS, metric_direction
 from kdgat_tui.runs_model import column_widths
 from kdgat_tui.widgets.arrow_table import ArrowTable
-
-METRIC = "metrics."
 
 
 class DiffScreen(Screen):
@@ -78,7 +76,7 @@ class DiffScreen(Screen):
 def metrics_side_by_side(rows: list[dict]) -> pa.Table:
     """metric | run 1 | run 2 (Δ) | ...: standard metrics first, then the rest any of the runs logged."""
     keys = [m.value for m in STANDARD_METRICS if any(r.get(m.value) is not None for r in rows)]
-    keys += sorted({k for r in rows for k, v in r.items() if k.startswith(METRIC) and v is not None})
+    keys += sorted({k for r in rows for k, v in r.items() if k.startswith(METRIC_PREFIX) and v is not None})
     labels = []
     for r in rows:
         label = f"{r.get('run_name') or '?'}@{r['run_id'][:8]}"
@@ -87,7 +85,7 @@ def metrics_side_by_side(rows: list[dict]) -> pa.Table:
     for label in labels:
         out[label] = []
     for key in keys:
-        name = key[len(METRIC) :] if key.startswith(METRIC) else key
+        name = key[len(METRIC_PREFIX) :] if key.startswith(METRIC_PREFIX) else key
         arrow = "↓" if metric_direction(name) == "asc" else "↑"
         out["metric"].append(f"{name} {arrow}")
         base = rows[0].get(key)
