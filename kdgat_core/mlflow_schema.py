@@ -78,7 +78,7 @@ def classify(tables: set[str], revision: str | None) -> str:
     """One of CURRENT, OLDER, NEWER, HALF, FOREIGN, EMPTY for a file's table names and its alembic revision."""
     if not tables:
         return EMPTY
-    if not tables & {"alembic_version", "experiments", "runs"}:
+    if not tables & {"alembic_version", "experiments"}:
         return FOREIGN
     missing = [t for t in CORE_TABLES if t not in tables]
     if not revision:

@@ -108,6 +108,23 @@ class LongRows:
     latest: pa.Table  # run_id, key, value, is_nan (as MLflow stores them; see metric_values)
 
 
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(_lit(v) for v in values) + ")"
+
+
+# A boolean tag's value as bool_tag spells it ('True'/'False'), whatever the writer wrote ('true', '1'): the same SQL
+# in SQLite and DuckDB, applied where tags are read (not in Arrow: a Python scalar there imports pandas)
+TAG_VALUE = (
+    f"CASE WHEN key IN {_in(BOOL_TAGS)} AND lower(value) IN {_in(TRUE_SPELLINGS)} THEN {_lit(bool_tag(True))} "
+    f"WHEN key IN {_in(BOOL_TAGS)} AND lower(value) IN {_in(FALSE_SPELLINGS)} THEN {_lit(bool_tag(False))} "
+    "ELSE value END"
+)
+
+
 def read_long_all(reader: Reader) -> LongRows:
     """Every run, through the scanner (full table scans, no SQLite index helps here)."""
     p = f"{ALIAS}."
@@ -116,8 +133,9 @@ def read_long_all(reader: Reader) -> LongRows:
         runs=reader.fetch(_RUNS_SELECT.format(p=p)),
         params=reader.fetch(f"SELECT run_uuid AS run_id, key, value FROM {p}params"),
         tags=reader.fetch(
+            f"SELECT tag_rowid, run_id, key, {TAG_VALUE} AS value, h FROM ("
             f"SELECT tag_rowid, run_id, key, value, {TAG_ROW_HASH} AS h FROM "
-            f"(SELECT {rowid} AS tag_rowid, run_uuid AS run_id, key, value FROM {p}tags)"
+            f"(SELECT {rowid} AS tag_rowid, run_uuid AS run_id, key, value FROM {p}tags))"
         ),
         latest=reader.fetch(f"SELECT run_uuid AS run_id, key, value, is_nan FROM {p}latest_metrics"),
     )
@@ -140,7 +158,8 @@ def read_long_for(reader: Reader, run_ids: list[str]) -> LongRows:
         )
         parts["tags"].append(
             reader.fetch_sqlite(
-                f"SELECT {store.row_number('tags')} AS tag_rowid, run_uuid AS run_id, key, value FROM tags "
+                f"SELECT {store.row_number('tags')} AS tag_rowid, run_uuid AS run_id, key, {TAG_VALUE} AS value "
+                "FROM tags "
                 f"WHERE run_uuid IN {ids}",
                 {"tag_rowid": pa.int64()},
             )
@@ -258,19 +277,10 @@ def finish(table: pa.Table) -> pa.Table:
         typ = pa.float64() if c.startswith(METRIC_PREFIX) else pa.string()
         columns.append(pc.cast(table[c], typ))
         fields.append(pa.field(c, typ))
-    columns = [_bool_spelling(c) if f.name in BOOL_TAGS else c for c, f in zip(columns, fields)]
     out = pa.table(columns, schema=pa.schema(fields))
     if out.num_rows:
         out = out.take(pc.sort_indices(_order_keys(out), sort_keys=ROW_ORDER))
     return out.combine_chunks()
-
-
-def _bool_spelling(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    """A boolean tag as bool_tag spells it ('True'/'False') whatever the writer wrote ('true', '1'); other text kept."""
-    low = pc.utf8_lower(col)
-    true = pc.fill_null(pc.is_in(low, value_set=pa.array(TRUE_SPELLINGS)), False)
-    false = pc.fill_null(pc.is_in(low, value_set=pa.array(FALSE_SPELLINGS)), False)
-    return pc.if_else(true, bool_tag(True), pc.if_else(false, bool_tag(False), col))
 
 
 ROW_ORDER = [("deleted", "ascending"), ("start_time", "descending"), ("run_id", "ascending")]

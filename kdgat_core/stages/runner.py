@@ -65,8 +65,9 @@ def run_stage(cfg: PipelineConfig, tracking_uri: str | None = None, data_root: s
         from kdgat_core.stages.prerequisites import check_teacher
 
         check_teacher(cfg, tracking_uri)
-    for needed in RESOLVES[stage]:  # a missing parent run is a sentence now, not a FAILED run later
-        resolve_prerequisite(cfg, needed, tracking_uri)
+    for needed in RESOLVES[stage]:  # no parent run at all is a sentence now, not a FAILED run later
+        if not getattr(cfg.train, f"{needed}_run_id"):  # a named one is checked (and may fail) inside the run
+            resolve_prerequisite(cfg, needed, tracking_uri)
     # the graphs are built (or read from the cache) before the run opens: a data mistake records no run
     graphs = load_graphs(cfg, data_root=data_root)
     if len(graphs.val) == 0:
