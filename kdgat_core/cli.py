@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from kdgat_core.commands import analytics, cluster, data, slurm, train
+from kdgat_core.commands import analytics, cluster, data, slurm, store, train
 from kdgat_core.config import KdgatError
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ def version_command() -> None:
 
 
 # Every command, in the order `kdgat --help` lists them: the one place a command is registered.
+app.callback()(store.global_options)
 app.command("version")(version_command)
 app.command("leaderboard")(analytics.leaderboard_command)
 app.command("compare")(analytics.compare_command)
@@ -44,6 +45,7 @@ app.command("runs")(analytics.runs_command)
 app.command("query")(analytics.query_command)
 app.command("backup")(analytics.backup_command)
 app.command("doctor")(analytics.doctor_command)
+app.command("migrate")(store.migrate_command)
 app.command("ingest")(data.ingest_command)
 app.command("datasets")(data.datasets_command)
 app.command("graphs")(data.graphs_command)

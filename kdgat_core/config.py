@@ -10,6 +10,7 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -23,6 +24,7 @@ EXPERIMENT_NAME = "kd-gat-pipeline"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SETTINGS_FILE = "kdgat.toml"
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+ENV_READ_URI = "KDGAT_READ_URI"
 ENV_DATA_ROOT = "KDGAT_DATA_ROOT"
 ENV_CACHE_DIR = "KDGAT_CACHE_DIR"
 ARTIFACT_ROOT_DIR = "experimentruns"
@@ -863,6 +865,84 @@ def sqlite_path(uri: str, must_exist: bool = True) -> Path | None:
             f"Tracking database {path} does not exist; check --tracking-uri, {ENV_TRACKING_URI} or kdgat.toml."
         )
     return path
+
+
+# Tracking stores other than a SQLite file: PostgreSQL as MLflow (SQLAlchemy) and libpq spell it; MLflow servers.
+_PG_SCHEME = re.compile(r"^(postgresql|postgres)(\+[a-z0-9_]+)?://", re.IGNORECASE)
+_SERVER_SCHEME = re.compile(r"^(https?|databricks|file)[:+]", re.IGNORECASE)
+
+
+def is_postgres_uri(uri: str) -> bool:
+    return bool(_PG_SCHEME.match(uri or ""))
+
+
+def is_server_uri(uri: str) -> bool:
+    """An MLflow tracking server (or another non-database URI): writers can use it, a reader cannot."""
+    return bool(_SERVER_SCHEME.match(uri or ""))
+
+
+def libpq_dsn(uri: str) -> str:
+    """A PostgreSQL URI as libpq takes it: without SQLAlchemy's +driver part."""
+    return _PG_SCHEME.sub("postgresql://", uri, count=1)
+
+
+def mask_uri(uri: str) -> str:
+    """The URI with its password replaced by *** (for messages, `kdgat doctor` and the TUI's title)."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        password = parts.password
+    except ValueError:
+        return uri
+    out = uri
+    if password:
+        netloc = parts.netloc.replace(":" + password + "@", ":***@", 1)
+        out = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", out)  # libpq also takes ?password=...
+
+
+def mask_secret(text: str, uri: str) -> str:
+    """`text` (an error message) with the URI's password, wherever it appears, replaced by ***."""
+    try:
+        password = urllib.parse.urlsplit(uri).password
+    except ValueError:
+        password = None
+    if password:
+        text = text.replace(password, "***")
+        unquoted = urllib.parse.unquote(password)
+        if unquoted != password:
+            text = text.replace(unquoted, "***")
+    return re.sub(r"(?i)(password=)[^&\s\"']*", r"\1***", text)
+
+
+_READ_URI_FLAG: list[str] = []  # `kdgat --read-uri URI ...` (set by the CLI's callback)
+
+
+def set_read_uri_flag(uri: str | None) -> None:
+    _READ_URI_FLAG[:] = [uri] if uri else []
+
+
+def read_uri_flag() -> str | None:
+    return _READ_URI_FLAG[0] if _READ_URI_FLAG else None
+
+
+def resolve_read_uri(flag: str | None = None, settings: Settings | None = None) -> Resolved | None:
+    """--read-uri > KDGAT_READ_URI > kdgat.toml ([tracking] read_uri): the database readers open when writers go
+    through an MLflow server; None when none is set (readers then use the tracking URI)."""
+    flag = flag or read_uri_flag()
+    if flag:
+        return Resolved(flag, "the --read-uri flag")
+    env = os.environ.get(ENV_READ_URI)
+    if env:
+        return Resolved(env, f"the {ENV_READ_URI} environment variable")
+    settings = settings or load_settings()
+    uri = settings.section("tracking").get("read_uri")
+    if uri:
+        uri = str(uri)
+        path = sqlite_path(uri, must_exist=False)
+        if path is not None and not path.is_absolute() and settings.path is not None:
+            uri = "sqlite:///" + str((settings.path.parent / path).resolve())
+        return Resolved(uri, f"{settings.path} ([tracking] read_uri)")
+    return None
 
 
 def resolve_data_root(flag: str | None = None, settings: Settings | None = None) -> Resolved:

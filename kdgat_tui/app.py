@@ -195,6 +195,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "-u",
         help="MLflow tracking URI or SQLite path (else MLFLOW_TRACKING_URI, kdgat.toml, sqlite:///mlflow.db).",
     )
+    p.add_argument(
+        "--read-uri",
+        help="The database to read when jobs write through an MLflow server, e.g. postgresql://reader@host/mlflow "
+        "(else KDGAT_READ_URI, kdgat.toml [tracking] read_uri, the tracking URI).",
+    )
     p.add_argument("--readonly", action="store_true", help="Hide and refuse every key that submits or cancels jobs.")
     p.add_argument(
         "--refresh",
@@ -210,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     skip_pyarrow_pandas_probe()
     try:
-        source = Source(args.tracking_uri)
+        source = Source(args.tracking_uri, args.read_uri)
         source.check()  # a missing DB is one sentence on stderr, before the screen switches to the app
     except KdgatError as exc:
         print(f"kdgat-tui: {exc}", file=sys.stderr)

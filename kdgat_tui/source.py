@@ -22,8 +22,12 @@ MAX_WATCHED = 5000
 
 
 class Source:
-    def __init__(self, tracking_uri: str | None = None) -> None:
-        self.uri = resolve_tracking_uri(tracking_uri).value
+    def __init__(self, tracking_uri: str | None = None, read_uri: str | None = None) -> None:
+        from kdgat_core.query.stores import resolve_reader_uri
+
+        self.uri = resolve_tracking_uri(tracking_uri).value  # what jobs write to (SLURM screens)
+        self.reader_uri = resolve_reader_uri(tracking_uri, read_uri).value  # what the screens read
+        self._flags = (tracking_uri, read_uri)
         self._db = None
         self._lock = threading.Lock()  # one DuckDB connection, used by one worker at a time
         self._seen: pa.Table | None = None  # MLflow's run rows (status, times) as last read
@@ -37,23 +41,25 @@ class Source:
     # ---- identity ----------------------------------------------------------------------------------------------
     @property
     def label(self) -> str:
+        from kdgat_core.query.stores import mask_uri
+
         try:
-            path = sqlite_path(self.uri, must_exist=False)
+            path = sqlite_path(self.reader_uri, must_exist=False)
         except KdgatError:
-            return self.uri
-        return str(path) if path is not None else self.uri
+            return mask_uri(self.reader_uri)
+        return str(path) if path is not None else mask_uri(self.reader_uri)
 
     def check(self) -> None:
-        """A clear sentence now rather than an empty screen: the file must exist and be an MLflow SQLite store
-        (opening it reads its header and schema: a directory, a text file, a truncated or corrupt DB stop here)."""
-        path = sqlite_path(self.uri, must_exist=True)
-        if path is None:
-            raise KdgatError(f"kdgat-tui reads SQLite tracking databases; '{self.uri}' is not one.")
+        """A clear sentence now rather than an empty screen: the store must exist and be an MLflow store (opening it
+        reads its header and schema: a directory, a text file, a truncated or corrupt DB, a wrong password stop here)."""
+        from kdgat_core.query.stores import resolve_store
+
+        resolve_store(*self._flags)  # a server URI, a missing or foreign file: one sentence
         try:
             self.db  # noqa: B018 - open it now, on the main thread, before the screen switches to the app
         except KdgatError:
             raise
-        except Exception as exc:  # a DuckDB or OS error while attaching the file
+        except Exception as exc:  # a DuckDB or OS error while attaching the store
             raise KdgatError(f"cannot open {self.label}: {self.reason(exc)}") from None
 
     @staticmethod
@@ -73,7 +79,7 @@ class Source:
             from kdgat_core.query import open_db
 
             # a short retry: a locked DB shows "stale since ..." and the next refresh tries again
-            self._db = open_db(self.uri, lock_retry_s=LOCK_RETRY_S)
+            self._db = open_db(self._flags[0], read_uri=self._flags[1], lock_retry_s=LOCK_RETRY_S)
         return self._db
 
     def describe_error(self, exc: BaseException) -> str:
@@ -100,7 +106,7 @@ class Source:
         from kdgat_core.query.tui_support import cached_wide
 
         try:
-            return cached_wide(self.uri, include_deleted=True)  # the model masks deleted runs (no copy)
+            return cached_wide(self.reader_uri, include_deleted=True)  # the model masks deleted runs (no copy)
         except Exception:
             return None
 

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-# the shared tiny pipeline DB fixture (`tiny_pipeline_db`), trained through `kdgat run`
-pytest_plugins = ["tests.pipeline_db"]
+# the shared tiny pipeline DB fixture (`tiny_pipeline_db`), trained through `kdgat run`; a PostgreSQL server (`pg_server`)
+pytest_plugins = ["tests.pipeline_db", "tests.pg"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

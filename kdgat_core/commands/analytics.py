@@ -312,48 +312,11 @@ def doctor_command(
     output: OutputOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Which tracking DB is in force and why, whether it exists, its MLflow schema version and row counts."""
-    from kdgat_core.config import load_settings, resolve_tracking_uri, sqlite_path
+    """Which stores are in force and why (the writers' tracking URI, the reader's), the backend and its server,
+    whether the reader's connection is read-only, MLflow's schema version and row counts. Passwords are masked."""
+    from kdgat_core.commands.store import doctor_report
 
-    settings = load_settings()
-    resolved = resolve_tracking_uri(tracking_uri, settings)
-    rows = [{"check": "tracking URI", "value": resolved.value}, {"check": "chosen by", "value": resolved.source}]
-    rows.append({"check": "kdgat.toml", "value": str(settings.path) if settings.path else "none found"})
-    if settings.path is not None and not settings.section("tracking").get("uri"):
-        rows.append({"check": "note", "value": f"{settings.path} gives no tracking URI (no [tracking] uri)."})
-    path = sqlite_path(resolved.value, must_exist=False)
-    problem = None
-    if path is None:
-        problem = f"'{resolved.value}' is not a SQLite URI; kdgat's reader needs sqlite:///path."
-    else:
-        rows.append({"check": "file", "value": str(path.expanduser().absolute())})
-        rows.append({"check": "exists", "value": "yes" if path.is_file() else "no"})
-        if path.is_file():
-            try:
-                with _open(tracking_uri) as db:
-                    info = db.info()
-                labels = [
-                    ("schema_version", "MLflow schema version (alembic)"),
-                    ("schema_state", "MLflow schema"),
-                    ("journal", "journal"),
-                    ("size_bytes", "size (bytes)"),
-                    ("experiments", "experiments"),
-                    ("deleted_experiments", "  deleted"),
-                    ("runs", "runs"),
-                    ("deleted_runs", "  deleted"),
-                    ("final_metrics", "final metric values"),
-                    ("metric_points", "metric points"),
-                    ("params", "params"),
-                    ("tags", "tags"),
-                    ("cache_dir", "read cache"),
-                ]
-                rows += [{"check": label, "value": str(info.get(key))} for key, label in labels]
-                if info.get("schema_advice"):  # an older schema: readable, but MLflow will not write to it
-                    rows.append({"check": "note", "value": info["schema_advice"]})
-            except KdgatError as exc:
-                problem = str(exc)
-        else:
-            problem = f"Tracking database {path} does not exist; nothing has been tracked there yet."
+    rows, problem = doctor_report(tracking_uri)
     if problem:
         rows.append({"check": "problem", "value": problem})
     emit(rows, fmt, output, title="kdgat doctor")

@@ -28,6 +28,10 @@ class _Restarted(Exception):
 
 def backup_db(tracking_uri: str | None, dest: str | os.PathLike, force: bool = False) -> dict:
     src_db = resolve_db(tracking_uri)
+    if src_db.path is None:
+        raise KdgatError(
+            f"kdgat backup copies SQLite files; back up {src_db.display} with pg_dump (see docs/deploy.md)."
+        )
     dest = _check_dest(Path(dest), src_db.path, force)
     tmp = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     t0 = time.perf_counter()

@@ -1,4 +1,5 @@
-"""Opening an MLflow SQLite file read-only through DuckDB's sqlite scanner, locked down, with retries on a locked DB.
+"""Opening an MLflow store (a SQLite file or a PostgreSQL database; see `stores`) read-only through DuckDB, locked
+down, with retries on a locked DB.
 
 Everything that touches the tracking file goes through `Reader.fetch`, so every read gets the same retry policy.
 Never open the same file through Python's sqlite3 (or MLflow) in a process that reads it here: the two bundled SQLite
@@ -11,22 +12,18 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
 from kdgat_core import mlflow_schema
-from kdgat_core.config import ENV_TRACKING_URI, KdgatError, resolve_tracking_uri, sqlite_path
-from kdgat_core.query.sql_text import literal
+from kdgat_core.config import KdgatError
+from kdgat_core.query.sql_text import in_list, literal
+from kdgat_core.query.stores import ALIAS, SqliteStore, Store, _sql_str, extension_path, resolve_store  # noqa: F401
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
-# The tables kdgat reads; a file without them is not an MLflow tracking store.
+# The tables kdgat reads; a store without them is not an MLflow tracking store.
 MLFLOW_TABLES = ("experiments", "runs", "tags", "params", "metrics", "latest_metrics", "alembic_version")
-ALIAS = "ml"
-# SQLite waits this long for a writer's lock inside one query before DuckDB sees "database is locked".
-BUSY_TIMEOUT_MS = 2000
 DEFAULT_LOCK_RETRY_S = 30.0
 T = TypeVar("T")
 
@@ -54,59 +51,16 @@ else:
 
 def scanner_extension_path() -> Path:
     """The sqlite scanner shipped inside the `duckdb-extension-sqlite-scanner` wheel (loaded offline, no ~/.duckdb)."""
-    try:
-        import duckdb_extension_sqlite_scanner as wheel
-    except ImportError:
-        raise KdgatError(
-            "The duckdb-extension-sqlite-scanner package is missing; reinstall kdgat (pip install -e .)."
-        ) from None
-    root = Path(wheel.__file__).resolve().parent / "extensions"
-    wanted = root / f"v{duckdb.__version__}" / "sqlite_scanner.duckdb_extension"
-    if wanted.is_file():
-        return wanted
-    found = sorted(root.glob("*/sqlite_scanner.duckdb_extension"))
-    raise KdgatError(
-        f"The sqlite scanner for DuckDB {duckdb.__version__} is not installed (found: "
-        f"{', '.join(p.parent.name for p in found) or 'none'}); install duckdb-extension-sqlite-scanner=={duckdb.__version__}."
-    )
+    return extension_path("sqlite")
 
 
-@dataclass(frozen=True)
-class ResolvedDB:
-    path: Path  # absolute path of the SQLite file
-    uri: str  # the tracking URI as given or resolved
-    source: str  # why this URI is in force (for `kdgat doctor`)
+# The resolved store (kept under its old name: `resolve_db` and `ResolvedDB` are what callers import)
+ResolvedDB = Store
 
 
-def resolve_db(uri_or_path: str | os.PathLike | None = None) -> ResolvedDB:
-    """Resolve like the CLI does, then insist on an existing SQLite file; never creates one."""
-    given = None if uri_or_path is None else str(uri_or_path)
-    resolved = resolve_tracking_uri(given)
-    path = sqlite_path(resolved.value, must_exist=False)
-    if path is None:
-        raise KdgatError(
-            f"Tracking URI '{resolved.value}' (from {resolved.source}) is not a SQLite store; kdgat reads "
-            "MLflow SQLite files (sqlite:///path/mlflow.db)."
-        )
-    path = path.expanduser().absolute()
-    if not path.exists():
-        raise KdgatError(
-            f"Tracking database {path} does not exist (URI from {resolved.source}); check --tracking-uri, "
-            f"{ENV_TRACKING_URI} or kdgat.toml."
-        )
-    if path.is_dir():
-        raise KdgatError(f"Tracking database {path} is a directory, not an MLflow SQLite file; check --tracking-uri.")
-    if not path.is_file():
-        raise KdgatError(f"Tracking database {path} is not a file.")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
-    except OSError as exc:
-        raise KdgatError(f"Cannot read tracking database {path}: {exc.strerror or exc}.") from None
-    if head != SQLITE_MAGIC:
-        what = "is empty" if not head else "is not a SQLite database"
-        raise KdgatError(f"{path} {what}, so it is not an MLflow tracking database.")
-    return ResolvedDB(path=path, uri=resolved.value, source=resolved.source)
+def resolve_db(uri_or_path: str | os.PathLike | None = None, read_uri: str | None = None) -> Store:
+    """Resolve like the CLI does, then insist on a readable store (an existing SQLite file, or a PostgreSQL URI)."""
+    return resolve_store(uri_or_path, read_uri)
 
 
 class QueryTimeout(KdgatError):
@@ -120,30 +74,31 @@ class QueryTimeout(KdgatError):
 
 
 def is_locked_error(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "database is locked" in text or "sqlite_busy" in text or "database table is locked" in text
+    return SqliteStore.is_locked_error(SqliteStore("", ""), exc)
 
 
 class Reader:
-    """One in-memory DuckDB connection with the tracking file attached read-only, and a locked configuration."""
+    """One in-memory DuckDB connection with the tracking store attached read-only, and a locked configuration."""
 
-    def __init__(self, db: ResolvedDB, lock_retry_s: float = DEFAULT_LOCK_RETRY_S):
+    def __init__(self, db: Store, lock_retry_s: float = DEFAULT_LOCK_RETRY_S):
         self.db = db
+        self.store = db
         self.lock_retry_s = lock_retry_s
         # in-memory default database: a user's CREATE (refused anyway) could never persist anywhere.
         # allow_unsigned_extensions: skips re-verifying the 35 MB scanner's signature on every open (0.2-0.5 s -> 1 ms);
         # the file is the pinned wheel's, and once external access is off no other extension loads (test_query_safety).
         self._closed = False
-        _OPEN_READERS[db.path] = _OPEN_READERS.get(db.path, 0) + 1
+        if db.path is not None:  # a file's -wal/-shm are tidied when its last reader closes
+            _OPEN_READERS[db.path] = _OPEN_READERS.get(db.path, 0) + 1
         con = duckdb.connect(":memory:", config={"allow_unsigned_extensions": "true"})
-        con.execute(f"LOAD {literal(str(scanner_extension_path()))}")
-        con.execute(
-            f"ATTACH {literal(str(db.path))} AS {ALIAS} (TYPE sqlite, READ_ONLY, busy_timeout {BUSY_TIMEOUT_MS})"
-        )
-        # one SQLite connection per query: with 1 + threads connections a waiting writer can deadlock with us
-        con.execute("SET sqlite_disable_multithreaded_scans = true")
+        try:
+            db.attach(con)
+        except BaseException:
+            con.close()
+            raise
         # never resolve unknown table names to Python variables of the caller
         con.execute("SET python_enable_replacements = false")
+        con.execute("SET enable_progress_bar = false")  # a slow server query must not draw over the CLI's output
         con.execute("SET enable_external_access = false")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
@@ -156,14 +111,19 @@ class Reader:
 
     def _check_mlflow_schema(self) -> None:
         try:
-            names = {r["name"] for r in self.fetch_sqlite_rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            names = {r["name"] for r in self.fetch_native_rows(self.store.tables_sql())}
         except duckdb.Error as exc:
+            if self.store.kind != "sqlite":
+                raise KdgatError(
+                    f"{self.db.display} cannot be read as an MLflow store: {self.store.describe_error(exc)}."
+                ) from None
             why = str(exc).splitlines()[0].rsplit(": ", 1)[-1].rstrip(".")  # SQLite's reason, not DuckDB's query
             raise KdgatError(f"{self.db.path} cannot be read as SQLite ({why}); it is truncated or corrupt.") from None
         missing = [t for t in MLFLOW_TABLES if t not in names]
         if missing and not names & {"alembic_version", "experiments"}:
+            what = "a SQLite file" if self.store.kind == "sqlite" else "a PostgreSQL database"
             raise KdgatError(
-                f"{self.db.path} is a SQLite file but not an MLflow tracking database (no "
+                f"{self.db.display} is {what} but not an MLflow tracking database (no "
                 f"{', '.join(missing)} table{'s' if len(missing) > 1 else ''})."
             )
         revision = None
@@ -174,7 +134,7 @@ class Reader:
         self.schema_state = mlflow_schema.classify(names, revision)
         # an older revision is still readable (its tables are all there); the rest is one sentence with a remedy
         if self.schema_state not in (mlflow_schema.CURRENT, mlflow_schema.OLDER):
-            raise KdgatError(mlflow_schema.advice(self.schema_state, self.db.path, revision, names))
+            raise KdgatError(mlflow_schema.advice(self.schema_state, self.db.display, revision, names))
 
     # -- reads --------------------------------------------------------------------------------------------------------
     def fetch(self, sql: str, params: list | None = None) -> pa.Table:
@@ -242,31 +202,35 @@ class Reader:
             try:
                 return action()
             except duckdb.Error as exc:
-                if not is_locked_error(exc):
+                if not self.store.is_locked_error(exc):
                     raise
                 if time.monotonic() >= deadline:
                     raise KdgatError(
-                        f"The tracking database {self.db.path} is locked by a writer; retried for "
+                        f"The tracking database {self.db.display} is locked by a writer; retried for "
                         f"{self.lock_retry_s:g} s. Try again, or read a copy made with `kdgat backup`."
                     ) from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 1.0)
 
-    def fetch_sqlite(self, sqlite_sql: str, types: dict[str, pa.DataType] | None = None) -> pa.Table:
-        """Run `sqlite_sql` inside SQLite (its indexes apply; DuckDB's scanner pushes no filters down).
+    def fetch_native(self, native_sql: str, types: dict[str, pa.DataType] | None = None) -> pa.Table:
+        """Run `native_sql` inside the store (its indexes apply; the scanners' filters do not reach them).
 
         sqlite_query returns every column as text; `types` casts named columns back. Select REAL columns through
-        `exact_real()`: SQLite's default text form keeps 15 digits and would change the values.
+        `store.exact_real()`: SQLite's default text form keeps 15 digits and would change the values.
         """
-        table = self.fetch(f"SELECT * FROM sqlite_query('{ALIAS}', {literal(sqlite_sql)})")
+        table = self.fetch(f"SELECT * FROM {self.store.native(native_sql)}")
         for name, typ in (types or {}).items():
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, table[name].cast(typ))
         return table
 
-    def fetch_sqlite_rows(self, sqlite_sql: str) -> list[dict]:
-        """`fetch_sqlite` as a list of dicts of text values (no pyarrow import)."""
-        return self.fetch_rows(f"SELECT * FROM sqlite_query('{ALIAS}', {literal(sqlite_sql)})")
+    def fetch_native_rows(self, native_sql: str) -> list[dict]:
+        """`fetch_native` as a list of dicts (text values from SQLite; no pyarrow import)."""
+        return self.fetch_rows(f"SELECT * FROM {self.store.native(native_sql)}")
+
+    # the names the SQLite-only code used
+    fetch_sqlite = fetch_native
+    fetch_sqlite_rows = fetch_native_rows
 
     def close(self) -> None:
         try:
@@ -275,7 +239,8 @@ class Reader:
             pass
         if not self._closed:
             self._closed = True
-            _release(self.db.path)
+            if self.db.path is not None:
+                _release(self.db.path)
 
 
 # Readers open per file in this process: the -wal/-shm a reader leaves are removed only when the last one closes
@@ -333,3 +298,13 @@ def result_rows(result: duckdb.DuckDBPyConnection) -> list[dict]:
 def register_arrow(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
     """Expose an Arrow table as a view. `con.register` would import pandas (0.4 s) to check the object's type."""
     con.from_arrow(table).create_view(name, replace=True)
+
+
+# the names callers used before kdgat_core.query.sql_text
+sqlite_literal = literal
+sqlite_in_list = in_list
+
+
+def exact_real(column: str) -> str:
+    """SQLite text for a REAL that parses back to the same double (20 digits; measured: 0 of 200k values differ)."""
+    return SqliteStore.exact_real(SqliteStore("", ""), column)

@@ -17,7 +17,6 @@ import difflib
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +24,13 @@ import duckdb
 
 from kdgat_core import mlflow_schema
 from kdgat_core.config import (
-    BOOL_TAGS,
-    FALSE_SPELLINGS,
     PIPELINE_ORDER,
-    TRUE_SPELLINGS,
     KdgatError,
     Metric,
     RunStatus,
-    Tag,
-    bool_tag,
     metric_direction,
-    parse_bool_tag,
 )
+from kdgat_core.query import leaderboard as boards
 from kdgat_core.query.connection import (
     ALIAS,
     Reader,
@@ -45,10 +39,10 @@ from kdgat_core.query.connection import (
     pc,
     register_arrow,
     resolve_db,
-    result_rows,
 )
+from kdgat_core.query.filters import RunFilter, _lit, _quote, bool_tag_sql, tag_equals  # noqa: F401 - re-exported
 from kdgat_core.query.sql_guard import check_user_sql, one_line, summarized_query, table_names
-from kdgat_core.query.sql_text import decoded_metric, exact_real, in_list, literal, quote_ident
+from kdgat_core.query.sql_text import decoded_metric, in_list, literal, quote_ident
 from kdgat_core.query.summarize import summary_sql
 from kdgat_core.query.wide import (
     BASE_COLUMNS,
@@ -69,10 +63,11 @@ VIEWS = ("runs", "params", "tags", "metrics", "metric_history", "lineage", "runs
 # Views backed by the wide table: a query naming one of them brings the table up to date first.
 _WIDE_VIEWS = {"runs", "lineage", "runs_wide"}
 _HEX_ID = re.compile(r"^[0-9a-f]{1,32}$")
-# Params that tell runs of one configuration apart without changing it: the seed, and the teacher a student used.
-_NOT_CONFIG_PARAM_LEAVES = {Tag.SEED.value, Tag.TEACHER_RUN_ID.value}
+__all__ = ["VIEWS", "RunFilter", "TrackingDB", "open_db"]
 
 
+# PostgreSQL's oldest open transaction id as a 32-bit xid (what a row's xmin holds)
+_PG_WATERMARK = "CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) AS bigint) % 4294967296"
 # What run_states and run_states_since read per run (both through the alias r of MLflow's runs table)
 _RUN_STATE_COLUMNS = (
     "r.run_uuid AS run_id, r.status AS mlflow_status, r.lifecycle_stage AS lifecycle, "
@@ -80,53 +75,8 @@ _RUN_STATE_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class RunFilter:
-    """The filters shared by `runs`, `leaderboard`, `sweep` and the CLI: each one is a convention tag's value."""
-
-    dataset: str | None = None
-    stage: str | None = None
-    model_size: str | None = None
-    kd: bool | None = None
-    status: str | None = None
-
-    def tag_pairs(self) -> list[tuple[str, str]]:
-        pairs = [
-            (Tag.DATASET.value, self.dataset),
-            (Tag.STAGE.value, self.stage),
-            (Tag.MODEL_SIZE.value, self.model_size),
-            (Tag.USE_KD.value, None if self.kd is None else bool_tag(self.kd)),
-            (Tag.STATUS.value, self.status),
-        ]
-        return [(k, str(v)) for k, v in pairs if v is not None]
-
-    def where(self, include_deleted: bool = False) -> str:
-        """A DuckDB WHERE clause over the wide table."""
-        conds = [] if include_deleted else ["lifecycle <> 'deleted'"]
-        conds += [tag_equals(quote_ident(k), k, v) for k, v in self.tag_pairs()]
-        return " AND ".join(conds) or "TRUE"
-
-
-def tag_equals(expr: str, key: str, value: str) -> str:
-    """SQL (DuckDB and SQLite alike) for a tag's value equal to `value`; boolean tags in any spelling (True/true/1)."""
-    if key in BOOL_TAGS and parse_bool_tag(value) is not None:
-        spellings = TRUE_SPELLINGS if parse_bool_tag(value) else FALSE_SPELLINGS
-        return f"lower({expr}) IN ({', '.join(literal(v) for v in spellings)})"
-    return f"{expr} = {literal(value)}"
-
-
-def bool_tag_sql(expr: str) -> str:
-    """A boolean tag's value as bool_tag spells it, in SQL (what the wide table holds, for rows read around it)."""
-    t = ", ".join(literal(v) for v in TRUE_SPELLINGS)
-    f = ", ".join(literal(v) for v in FALSE_SPELLINGS)
-    return (
-        f"CASE WHEN lower({expr}) IN ({t}) THEN {literal(bool_tag(True))} "
-        f"WHEN lower({expr}) IN ({f}) THEN {literal(bool_tag(False))} ELSE {expr} END"
-    )
-
-
 class TrackingDB:
-    """A read-only view of one MLflow SQLite tracking store. Use `open_db()` to get one; close it when done.
+    """A read-only view of one MLflow tracking store (SQLite or PostgreSQL). Use `open_db()`; close it when done.
 
     >>> db.runs(dataset="hcrl_sa", stage="evaluation", model_size="teacher")[["run_name", "status", "f1"]]
                          run_name    status    f1
@@ -145,7 +95,8 @@ class TrackingDB:
         cache_dir: str | os.PathLike | None = None,
         lock_retry_s: float | None = None,
     ):
-        self.path: Path = resolved.path
+        self.path: Path | None = resolved.path  # the SQLite file; None for a database server
+        self.store = resolved
         self.uri = resolved.uri
         self.uri_source = resolved.source
         self.include_deleted = include_deleted
@@ -153,7 +104,7 @@ class TrackingDB:
         self._reader_kwargs = {} if lock_retry_s is None else {"lock_retry_s": lock_retry_s}
         self._reader_obj: Reader | None = None
         self._cache = (
-            WideCache(lambda: self._reader, resolved.path, Path(cache_dir) if cache_dir is not None else None)
+            WideCache(lambda: self._reader, resolved, Path(cache_dir) if cache_dir is not None else None)
             if cache
             else None
         )
@@ -199,7 +150,7 @@ class TrackingDB:
         self.close()
 
     def __repr__(self) -> str:
-        return f"TrackingDB({str(self.path)!r})"
+        return f"TrackingDB({self.store.display!r})"
 
     @staticmethod
     def _out(table: pa.Table, arrow: bool):
@@ -231,7 +182,10 @@ class TrackingDB:
             f"SELECT r.run_uuid FROM {ALIAS}.runs r LEFT JOIN {ALIAS}.experiments e "
             f"ON e.experiment_id = r.experiment_id WHERE {self._visible_sql()}"
         )
-        value = decoded_metric("m.value", "m.is_nan")
+        value = (
+            "CASE WHEN CAST(m.is_nan AS INTEGER) <> 0 THEN 'NaN'::DOUBLE WHEN m.value >= 1.7976931348623157e308 THEN 'inf'::DOUBLE "
+            "WHEN m.value <= -1.7976931348623157e308 THEN '-inf'::DOUBLE ELSE m.value END"
+        )
         con.execute(f"CREATE OR REPLACE VIEW _kdgat_visible AS {visible}")
         con.execute(
             f"CREATE OR REPLACE VIEW params AS SELECT p.run_uuid AS run_id, p.key, p.value FROM {ALIAS}.params p "
@@ -356,8 +310,11 @@ class TrackingDB:
         return self._out(table, arrow)
 
     def runs_watermark(self) -> int:
-        """The highest rowid of MLflow's `runs` table (new runs get higher ones); one primary-key lookup."""
-        row = self._reader.fetch_sqlite_rows("SELECT max(rowid) AS m FROM runs")[0]
+        """The highest rowid of MLflow's `runs` table (new runs get higher ones); one primary-key lookup.
+        On PostgreSQL: the oldest transaction still open (rows written after it have an xmin at or above it)."""
+        if not self._reader.store.has_rowid:
+            return int(self._reader.fetch_native_rows(f"SELECT {_PG_WATERMARK} AS m")[0]["m"] or 0)
+        row = self._reader.fetch_native_rows("SELECT max(rowid) AS m FROM runs")[0]
         return int(row["m"] or 0)
 
     def run_states_since(self, after_rowid: int, watch: Sequence[str] = ()) -> pa.Table:
@@ -365,11 +322,15 @@ class TrackingDB:
         inside SQLite through the rowid and primary-key indexes: a poll reads the few rows that can have changed
         instead of converting all 100k. MLflow updates a run's row in place (status, end time), so rows past the
         watermark are the new runs, and the watched ones are those last seen running. Deleted runs are left out."""
-        where = f"r.rowid > {int(after_rowid)}"
+        rowid, where = "r.rowid", f"r.rowid > {int(after_rowid)}"
+        if not self._reader.store.has_rowid:
+            # PostgreSQL: rows inserted or updated by transactions from the watermark on (a wrapped-around xid is
+            # missed until the TUI's periodic full read); the new watermark is the snapshot's oldest open transaction
+            rowid, where = _PG_WATERMARK, f"CAST(CAST(r.xmin AS text) AS bigint) >= {int(after_rowid)}"
         if watch:
             where = f"({where} OR r.run_uuid IN {in_list(list(watch))})"
-        return self._reader.fetch_sqlite(
-            f"SELECT {_RUN_STATE_COLUMNS}, r.rowid AS rowid FROM runs r "
+        return self._reader.fetch_native(
+            f"SELECT {_RUN_STATE_COLUMNS}, {rowid} AS rowid FROM runs r "
             f"LEFT JOIN experiments e ON e.experiment_id = r.experiment_id WHERE {where} AND {self._visible_sql()}",
             {"start_ms": pa.int64(), "end_ms": pa.int64(), "rowid": pa.int64()},
         )
@@ -468,20 +429,20 @@ class TrackingDB:
             raise KdgatError("--top must be at least 1.")
         flt = RunFilter(dataset, stage, model_size, kd, status)
         if by_config:
-            table = self._leaderboard_by_config(metric, top, flt)
+            table = boards.board_by_config(self, metric, top, flt)
             return table.to_pylist() if rows else self._out(table, arrow)
         # Three sources, one answer (tests check they agree): the wide table already in memory, the cache's
         # leaderboard columns when the file has not changed (a parquet file DuckDB reads without touching the DB),
         # else an indexed join inside SQLite. The last two never build Arrow from Python objects: that would import
         # pandas (0.4 s), too slow for `kdgat leaderboard` as a process.
         if self._wide is not None:
-            table = self._leaderboard_from(self._wide, None, metric, top, flt, rows)
+            table = boards.board_from(self, self._wide, None, metric, top, flt, rows)
         else:
-            board = self._cache.fresh_board() if self._cache is not None else None
+            board = self._cache.fresh_board(live=True) if self._cache is not None else None
             if board is not None:
-                table = self._leaderboard_from(None, board, metric, top, flt, rows)
+                table = boards.board_from(self, None, board, metric, top, flt, rows)
             else:
-                table = self._leaderboard_in_sqlite(metric, top, flt, rows)
+                table = boards.board_native(self, metric, top, flt, rows)
         if (len(table) if isinstance(table, list) else table.num_rows) == 0:
             self.check_metric(metric)
         return table if rows else self._out(table, arrow)
@@ -489,155 +450,6 @@ class TrackingDB:
     def _metric_column(self, metric: str, names: Iterable[str]) -> str | None:
         col = metric if metric in METRIC_COLUMNS else METRIC_PREFIX + metric
         return col if col in set(names) else None
-
-    def _leaderboard_from(
-        self,
-        wide: pa.Table | None,
-        board: tuple[Path, list[str]] | None,
-        metric: str,
-        top: int | None,
-        flt: RunFilter,
-        rows: bool = False,
-    ) -> pa.Table | list[dict]:
-        """Over the wide table (in memory) or the cache's parquet copy of its leaderboard columns."""
-        if wide is not None:
-            names, source = wide.column_names, "w"
-        else:
-            assert board is not None
-            names, source = board[1], f"read_parquet({literal(str(board[0]))})"
-        col = self._metric_column(metric, names)
-        if col is None:
-            return [] if rows else self._empty_board(metric)
-        direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
-        limit = f"LIMIT {int(top)}" if top else ""
-        sql = (
-            f"SELECT row_number() OVER () AS rank, * FROM (SELECT run_id, run_name, dataset, stage, model_size, "
-            f"use_kd, status, {quote_ident(col)} AS {quote_ident(metric)}, start_time FROM {source} "
-            f"WHERE {flt.where(self.include_deleted)} AND {quote_ident(col)} IS NOT NULL "
-            f"ORDER BY isnan({quote_ident(col)}), {quote_ident(col)} {direction}, start_time DESC, run_id {limit})"
-        )
-        if wide is not None:
-            table = self._calc(sql, w=wide)
-            return table.to_pylist() if rows else table
-        con = duckdb.connect()
-        try:
-            result = con.execute(sql)
-            return result_rows(result) if rows else result.to_arrow_table()
-        finally:
-            con.close()
-
-    def _empty_board(self, metric: str) -> pa.Table:
-        return self._calc(
-            f"SELECT 0::BIGINT AS rank, ''::VARCHAR AS run_id, ''::VARCHAR AS run_name, ''::VARCHAR AS dataset, "
-            f"''::VARCHAR AS stage, ''::VARCHAR AS model_size, ''::VARCHAR AS use_kd, ''::VARCHAR AS status, "
-            f"0::DOUBLE AS {quote_ident(metric)}, NULL::TIMESTAMP AS start_time WHERE false"
-        )  # no Arrow from Python
-
-    def _leaderboard_in_sqlite(
-        self, metric: str, top: int | None, flt: RunFilter, rows: bool = False
-    ) -> pa.Table | list[dict]:
-        """An indexed join inside SQLite: scan the most selective input once, look the rest up by primary key."""
-        pairs = flt.tag_pairs()
-        direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
-        visible = (
-            ""
-            if self.include_deleted
-            else (" AND r.lifecycle_stage <> 'deleted' AND coalesce(e.lifecycle_stage, 'active') <> 'deleted'")
-        )
-        pick = f"SELECT m.run_uuid AS run_id, {exact_real('m.value')} AS value, m.is_nan, r.name, r.start_time "
-        driver = "f0" if pairs else "m"  # the table SQLite scans; split by rowid into two halves run on two cores
-        if pairs:
-            (k0, v0), rest = pairs[0], pairs[1:]
-            # unary + keeps SQLite from using the (key, run_uuid) index here: one sequential scan beats 100k lookups
-            sql = pick + "FROM tags f0 "
-            for i, (k, v) in enumerate(rest, 1):
-                sql += (
-                    f"CROSS JOIN tags f{i} ON f{i}.key = {literal(k)} AND f{i}.run_uuid = f0.run_uuid "
-                    f"AND {tag_equals(f'f{i}.value', k, v)} "
-                )
-            sql += (
-                f"CROSS JOIN latest_metrics m ON m.key = {literal(metric)} AND m.run_uuid = f0.run_uuid "
-                "CROSS JOIN runs r ON r.run_uuid = f0.run_uuid LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
-                f"WHERE +f0.key = {literal(k0)} AND {tag_equals('f0.value', k0, v0)}{visible}"
-            )
-        else:
-            sql = (
-                pick + "FROM latest_metrics m CROSS JOIN runs r ON r.run_uuid = m.run_uuid "
-                "LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
-                f"WHERE +m.key = {literal(metric)}{visible}"
-            )
-        order = f" ORDER BY m.is_nan, m.value {direction}, r.start_time DESC, m.run_uuid" + (
-            f" LIMIT {int(top)}" if top else ""
-        )
-        top_rowid = int(
-            self._reader.fetch_sqlite_rows(f"SELECT max(rowid) AS m FROM {'tags' if pairs else 'latest_metrics'}")[0][
-                "m"
-            ]
-            or 0
-        )
-        halves = [f" AND {driver}.rowid <= {top_rowid // 2}", f" AND {driver}.rowid > {top_rowid // 2}"]
-        found = self._reader.fetch_many(
-            [f"SELECT * FROM sqlite_query('{ALIAS}', {literal(sql + half + order)})" for half in halves], rows=True
-        )
-        # the best of each half, merged in the same order (top k of a union = top k of the halves' top k)
-        sign = 1.0 if direction == "ASC" else -1.0
-        best = sorted(
-            (b for part in found for b in part),
-            key=lambda b: (int(b["is_nan"]), sign * float(b["value"]), -int(b["start_time"] or 0), b["run_id"]),
-        )
-        if top:
-            best = best[: int(top)]
-        if not best:
-            return [] if rows else self._empty_board(metric)
-        values = ", ".join(
-            f"({i}, {literal(b['run_id'])}, {literal(b['value'])}, {literal(b['is_nan'])}, {literal(b['name'])}, "
-            f"{literal(b['start_time'])})"
-            for i, b in enumerate(best, 1)
-        )
-        ids = in_list([b["run_id"] for b in best])
-        keys = in_list([Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value, Tag.STATUS.value])
-        tag = lambda k: f"max(t.value) FILTER (WHERE t.key = '{k}')"  # noqa: E731
-        value = decoded_metric("b.v", "b.is_nan", text=True)
-        tags_sql = f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN {ids} AND key IN {keys}"
-        fetch = self._reader.fetch_rows if rows else self._reader.fetch
-        return fetch(
-            f"""WITH b(rank, run_id, v, is_nan, run_name, start_ms) AS (VALUES {values}),
-                     t AS (SELECT * FROM sqlite_query('{ALIAS}', {literal(tags_sql)}))
-                SELECT CAST(b.rank AS BIGINT) AS rank, b.run_id, b.run_name, {tag(Tag.DATASET)} AS dataset,
-                       {tag(Tag.STAGE)} AS stage, {tag(Tag.MODEL_SIZE)} AS model_size, {bool_tag_sql(tag(Tag.USE_KD))} AS use_kd,
-                       {tag(Tag.STATUS)} AS status, {value} AS {quote_ident(metric)},
-                       epoch_ms(CAST(b.start_ms AS BIGINT)) AS start_time
-                FROM b LEFT JOIN t ON t.run_uuid = b.run_id
-                GROUP BY b.rank, b.run_id, b.run_name, b.v, b.is_nan, b.start_ms ORDER BY b.rank"""
-        )
-
-    def _leaderboard_by_config(self, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
-        wide = self._wide_current()
-        col = self._metric_column(metric, wide.column_names)
-        if col is None:
-            self.check_metric(metric)
-            return pa.table({})
-        config_cols = [
-            c
-            for c in wide.column_names
-            if c.startswith(PARAM_PREFIX) and c.rsplit(".", 1)[-1] not in _NOT_CONFIG_PARAM_LEAVES
-        ]
-        group = ", ".join(quote_ident(c) for c in ["dataset", "stage", "model_size", "use_kd", *config_cols])
-        direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
-        m = quote_ident(col)
-        limit = f"LIMIT {int(top)}" if top else ""
-        return self._calc(
-            f"""SELECT row_number() OVER () AS rank, * FROM (
-                  SELECT arg_max(run_name, start_time) AS run_name, dataset, stage, model_size, use_kd,
-                         count(*) AS n, avg({m}) AS {quote_ident(metric + "_mean")}, stddev_samp({m}) AS {quote_ident(metric + "_std")},
-                         min({m}) AS {quote_ident(metric + "_min")}, max({m}) AS {quote_ident(metric + "_max")},
-                         string_agg(coalesce(seed, '?'), ',' ORDER BY seed) AS seeds,
-                         arg_max(run_id, start_time) AS newest_run_id
-                  FROM w WHERE {flt.where(self.include_deleted)} AND {m} IS NOT NULL AND NOT isnan({m})
-                  GROUP BY {group}
-                  ORDER BY 7 {direction}, n DESC, newest_run_id {limit})""",
-            w=wide,
-        )
 
     def check_metric(self, metric: str) -> None:
         """Raise a clear error naming close matches if no run has logged `metric`."""
@@ -878,16 +690,17 @@ class TrackingDB:
         2     3    0.2
         """
         rid = self.resolve_run(run)
+        store = self._reader.store
         # +key: keep SQLite on the run_uuid index (the key index alone scans every run's points)
         inner = (
-            f"SELECT step, {exact_real('value')} AS value, is_nan, timestamp FROM metrics "
-            f"WHERE run_uuid = {literal(rid)} AND +key = {literal(metric)}"
+            f"SELECT step, {store.exact_real('value')} AS value, {store.flag('is_nan')} AS is_nan, timestamp "
+            f"FROM metrics WHERE run_uuid = {literal(rid)} AND {store.no_index('key')} = {literal(metric)}"
         )
         value = decoded_metric("value", "is_nan", text=True)
         table = self._reader.fetch(
             f"SELECT CAST(step AS BIGINT) AS step, max_by({value}, (CAST(timestamp AS BIGINT), CAST(value AS DOUBLE))) "
             f"AS value, epoch_ms(max(CAST(timestamp AS BIGINT))) AS timestamp "
-            f"FROM sqlite_query('{ALIAS}', {literal(inner)}) GROUP BY 1 ORDER BY 1"
+            f"FROM {store.native(inner)} GROUP BY 1 ORDER BY 1"
         )
         if table.num_rows == 0:
             keys = [
@@ -935,7 +748,7 @@ class TrackingDB:
 
     # -- doctor -------------------------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        """What `kdgat doctor` prints: the file, MLflow's schema version and row counts."""
+        """What `kdgat doctor` prints: the store (file, or server and role), MLflow's schema version and row counts."""
         counts = self._reader.fetch_sqlite(
             "SELECT (SELECT version_num FROM alembic_version LIMIT 1) AS schema_version, "
             "(SELECT count(*) FROM experiments) AS experiments, "
@@ -947,21 +760,38 @@ class TrackingDB:
             "(SELECT max(start_time) FROM runs) AS newest_start_ms"
         ).to_pylist()[0]
         counts = {k: (v if k == "schema_version" or v is None else int(v)) for k, v in counts.items()}
-        journal = "wal" if _header_journal(self.path) == "wal" else "rollback journal"
+        store = self._reader.store
+        out: dict[str, Any] = {"backend": store.kind, "uri": store.display}
+        if self.path is not None:
+            journal = "wal" if _header_journal(self.path) == "wal" else "rollback journal"
+            out.update(
+                path=str(self.path), exists=self.path.exists(), size_bytes=self.path.stat().st_size, journal=journal
+            )
+        else:
+            server = self._reader.fetch_native_rows(
+                "SELECT current_setting('server_version') AS version, current_user AS role, "
+                "current_setting('default_transaction_read_only') AS role_read_only, "
+                "pg_is_in_recovery() AS standby"
+            )[0]
+            out.update(
+                path=None,
+                server_version=f"PostgreSQL {server['version']}",
+                role=server["role"],
+                # kdgat's own connection is always read-only (READ_ONLY attach); this is what the role itself allows
+                read_only="yes (role default_transaction_read_only)"
+                if server["role_read_only"] == "on" or server["standby"]
+                else "kdgat's connection only (the role can write; see docs/deploy.md)",
+                standby=bool(server["standby"]),
+            )
+        out["cache_dir"] = str(self._cache.dir) if self._cache else None
         reader = self._reader
-        advice = ""
-        if reader.schema_state != mlflow_schema.CURRENT:
-            advice = mlflow_schema.advice(reader.schema_state, self.path, reader.schema_revision)
-        return {
-            "path": str(self.path),
-            "exists": self.path.exists(),
-            "size_bytes": self.path.stat().st_size,
-            "journal": journal,
-            "cache_dir": str(self._cache.dir) if self._cache else None,
-            "schema_state": reader.schema_state,
-            "schema_advice": advice,
-            **counts,
-        }
+        out["schema_state"] = reader.schema_state
+        out["schema_advice"] = (
+            mlflow_schema.advice(reader.schema_state, store.display, reader.schema_revision)
+            if reader.schema_state != mlflow_schema.CURRENT
+            else ""
+        )
+        return {**out, **counts}
 
 
 def _header_journal(path: Path) -> str:
@@ -991,11 +821,14 @@ def open_db(
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     lock_retry_s: float | None = None,
+    read_uri: str | None = None,
 ) -> TrackingDB:
-    """Open an MLflow SQLite tracking store read-only.
+    """Open an MLflow tracking store read-only: a SQLite file or a PostgreSQL database.
 
-    `uri_or_path` is a ``sqlite:///`` URI or a path; None resolves like the CLI (``MLFLOW_TRACKING_URI``, kdgat.toml,
-    ``sqlite:///mlflow.db``). A missing file is an error (no empty DB is created). ``cache=False`` skips the read cache
+    `uri_or_path` is a ``sqlite:///`` URI, a path or a ``postgresql://`` URI (``postgresql+psycopg2://`` too; the
+    password from the URI, ``PGPASSFILE``/``~/.pgpass`` or ``PGPASSWORD``). None resolves like the CLI: the read URI
+    (``read_uri``, ``KDGAT_READ_URI``, kdgat.toml ``[tracking] read_uri``), else the tracking URI
+    (``MLFLOW_TRACKING_URI``, kdgat.toml, ``sqlite:///mlflow.db``). A missing file is an error (no empty DB is created). ``cache=False`` skips the read cache
     of the wide table (every call rebuilds it); ``cache_dir`` defaults to ``config.resolve_cache_dir()``.
 
     >>> open_db("/nonexistent/mlflow.db")
@@ -1004,7 +837,7 @@ def open_db(
     kdgat_core.config.KdgatError: Tracking database /nonexistent/mlflow.db does not exist (URI from the --tracking-uri flag); check --tracking-uri, MLFLOW_TRACKING_URI or kdgat.toml.
     """
     return TrackingDB(
-        resolve_db(uri_or_path),
+        resolve_db(uri_or_path, read_uri),
         include_deleted=include_deleted,
         cache=cache,
         cache_dir=cache_dir,

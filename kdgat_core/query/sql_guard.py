@@ -41,6 +41,12 @@ ALLOWED_TABLE_FUNCTIONS = frozenset(
     }
 )
 
+# Table functions that reach another database (any file or DSN) or run raw SQL inside the attached store.
+OTHER_DATABASE_FUNCTIONS = frozenset(
+    f"{engine}_{verb}"
+    for engine in ("sqlite", "postgres", "mysql")
+    for verb in ("scan", "scan_pushdown", "query", "execute", "attach")
+)
 # PRAGMA statements that only describe the catalog (DuckDB rewrites them into SELECTs over the functions above).
 ALLOWED_PRAGMAS = frozenset({"table_info", "show", "version", "show_tables", "show_tables_expanded"})
 # DuckDB's own catalog views that user SQL may name (the others list files, settings or logs).
@@ -128,6 +134,11 @@ _VIEW_LIST = "runs, params, tags, metrics, metric_history, lineage, runs_wide"
 
 
 def _refuse_function(name: str) -> KdgatError:
+    if name.lower() in OTHER_DATABASE_FUNCTIONS:
+        return KdgatError(
+            f"Refused: table function {name}() reaches another database or runs SQL inside the tracking store; "
+            f"kdgat query reads the views {_VIEW_LIST}."
+        )
     return KdgatError(
         f"Refused: table function {name}() is not allowed in kdgat query (it can read files or "
         f"other databases); query the views {_VIEW_LIST}."

@@ -21,7 +21,7 @@ from kdgat_core.query.wide import WideCache, visible_rows
 class CachedWide:
     table: pa.Table  # visible runs (deleted ones dropped), as `TrackingDB.wide(arrow=True)` returns them
     written_at: float  # when the cache was written (epoch seconds)
-    fresh: bool  # True when the tracking file has not changed since
+    fresh: bool  # True when the tracking file has not changed since (a database server: False, checked on refresh)
 
 
 def cached_wide(
@@ -30,8 +30,8 @@ def cached_wide(
     include_deleted: bool = False,
 ) -> CachedWide | None:
     """The last wide table `TrackingDB.wide()` cached for this DB, or None when there is none; no DuckDB connection."""
-    path = resolve_db(uri_or_path).path
-    cache = WideCache(None, path, Path(cache_dir) if cache_dir is not None else None)
+    store = resolve_db(uri_or_path)
+    cache = WideCache(None, store, Path(cache_dir) if cache_dir is not None else None)
     loaded = cache.load()
     if loaded is None:
         return None

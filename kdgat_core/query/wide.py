@@ -39,9 +39,10 @@ from kdgat_core.config import (
     resolve_cache_dir,
 )
 from kdgat_core.query import arrays
-from kdgat_core.query.changes import TAG_ROW_HASH, DBState, block_owners_from_tags, diff, read_state
+from kdgat_core.query.changes import TAG_ROW_HASH, Changes, DBState, block_owners_from_tags, diff, read_state
 from kdgat_core.query.connection import ALIAS, Reader, pa, pc
-from kdgat_core.query.sql_text import MLFLOW_MAX_DOUBLE, exact_real, in_list
+from kdgat_core.query.sql_text import MLFLOW_MAX_DOUBLE, exact_real, in_list  # noqa: F401
+from kdgat_core.query.stores import SqliteStore, Store
 
 CACHE_FORMAT = 7  # 7: boolean tags spelled as bool_tag spells them
 # Convention tags whose names clash with run fields; they stay available as `tags.<name>` columns.
@@ -127,21 +128,23 @@ TAG_VALUE = (
 def read_long_all(reader: Reader) -> LongRows:
     """Every run, through the scanner (full table scans, no SQLite index helps here)."""
     p = f"{ALIAS}."
+    rowid = "rowid" if reader.store.has_rowid else "0::BIGINT"  # tag rowids only serve SQLite's change detection
     return LongRows(
         runs=reader.fetch(_RUNS_SELECT.format(p=p)),
         params=reader.fetch(f"SELECT run_uuid AS run_id, key, value FROM {p}params"),
         tags=reader.fetch(
             f"SELECT tag_rowid, run_id, key, {TAG_VALUE} AS value, h FROM ("
             f"SELECT tag_rowid, run_id, key, value, {TAG_ROW_HASH} AS h FROM "
-            f"(SELECT rowid AS tag_rowid, run_uuid AS run_id, key, value FROM {p}tags))"
+            f"(SELECT {rowid} AS tag_rowid, run_uuid AS run_id, key, value FROM {p}tags))"
         ),
         latest=reader.fetch(f"SELECT run_uuid AS run_id, key, value, is_nan FROM {p}latest_metrics"),
     )
 
 
 def read_long_for(reader: Reader, run_ids: list[str]) -> LongRows:
-    """Only these runs, inside SQLite through MLflow's run_uuid indexes (milliseconds per run)."""
+    """Only these runs, inside the store through MLflow's run_uuid indexes (milliseconds per run)."""
     parts: dict[str, list[pa.Table]] = {"runs": [], "params": [], "tags": [], "latest": []}
+    store = reader.store
     for i in range(0, max(len(run_ids), 1), ID_CHUNK):
         ids = in_list(run_ids[i : i + ID_CHUNK])
         parts["runs"].append(
@@ -155,14 +158,16 @@ def read_long_for(reader: Reader, run_ids: list[str]) -> LongRows:
         )
         parts["tags"].append(
             reader.fetch_sqlite(
-                f"SELECT rowid AS tag_rowid, run_uuid AS run_id, key, {TAG_VALUE} AS value FROM tags "
+                f"SELECT {store.row_number('tags')} AS tag_rowid, run_uuid AS run_id, key, {TAG_VALUE} AS value "
+                "FROM tags "
                 f"WHERE run_uuid IN {ids}",
                 {"tag_rowid": pa.int64()},
             )
         )
         parts["latest"].append(
             reader.fetch_sqlite(
-                f"SELECT run_uuid AS run_id, key, {exact_real('value')} AS value, is_nan FROM latest_metrics "
+                f"SELECT run_uuid AS run_id, key, {store.exact_real('value')} AS value, {store.flag('is_nan')} AS is_nan "
+                "FROM latest_metrics "
                 f"WHERE run_uuid IN {ids}",
                 {"value": pa.float64(), "is_nan": pa.int64()},
             )
@@ -338,16 +343,7 @@ def merge(wide: pa.Table, delta: pa.Table, drop: set[str]) -> pa.Table:
 # ----------------------------------------------------------------------------------------------------------------------
 def file_signature(path: Path) -> list:
     """Changes whenever SQLite commits: size, mtime, inode, the header's change counter; and the -wal file's state."""
-    st = os.stat(path)
-    with open(path, "rb") as fh:
-        header = fh.read(100)
-    sig: list = [st.st_size, st.st_mtime_ns, st.st_ino, header[24:28].hex(), header[92:96].hex()]
-    wal = Path(str(path) + "-wal")
-    ws = os.stat(wal) if wal.exists() else None
-    # an empty -wal holds no commits: readers create and remove one (connection.remove_idle_wal_files)
-    if ws is not None and ws.st_size > 0:
-        sig += [ws.st_size, ws.st_mtime_ns]
-    return sig
+    return SqliteStore(uri="", source="", file=Path(path)).signature()
 
 
 @dataclass
@@ -391,12 +387,16 @@ def _wait_for_write(directory: Path) -> None:
 class WideCache:
     """The wide table, kept in `<cache dir>/query/<db name>-<hash of its absolute path>/` and refreshed exactly."""
 
-    def __init__(self, reader: Callable[[], Reader] | None, db_path: Path, cache_dir: Path | None = None):
+    def __init__(self, reader: Callable[[], Reader] | None, store: Store | Path, cache_dir: Path | None = None):
         self._reader = reader  # called only when rows must be read: a current cache needs no SQLite connection
-        self.path = db_path
+        if not isinstance(store, Store):
+            store = SqliteStore(uri="", source="", file=Path(store))
+        self.store = store
+        name, identity = store.cache_key
+        self.path = identity  # what the metadata records as the DB it was read from
         base = Path(cache_dir) if cache_dir is not None else resolve_cache_dir()
-        key = hashlib.sha1(str(db_path).encode()).hexdigest()[:16]
-        self.dir = base / "query" / f"{db_path.stem}-{key}"
+        key = hashlib.sha1(identity.encode()).hexdigest()[:16]
+        self.dir = base / "query" / f"{name}-{key}"
         self.stats = RefreshStats()
 
     @property
@@ -431,17 +431,18 @@ class WideCache:
         _wait_for_write(self.dir)
 
     def is_current(self, cached: CachedTable) -> bool:
-        """True when the tracking file has not been written since `cached` was."""
-        return cached.meta.get("file_sig") == file_signature(self.path)
+        """True when the tracking file has not been written since `cached` was (a database server: unknown here)."""
+        sig = self.store.signature()
+        return sig is not None and cached.meta.get("file_sig") == sig
 
-    def _save_in_background(self, wide: pa.Table, state: DBState, file_sig: list) -> None:
+    def _save_in_background(self, wide: pa.Table, state: DBState, file_sig: list | None) -> None:
         _wait_for_write(self.dir)  # one writer per directory at a time
         thread = threading.Thread(target=self._save, args=(wide, state, file_sig), name="kdgat-cache-write")
         with _WRITES_LOCK:
             _WRITES[self.dir] = thread
         thread.start()
 
-    def _save(self, wide: pa.Table, state: DBState, file_sig: list) -> None:
+    def _save(self, wide: pa.Table, state: DBState, file_sig: list | None) -> None:
         import pyarrow.parquet as pq
 
         meta = {
@@ -477,14 +478,19 @@ class WideCache:
         except OSError:
             pass  # a cache that cannot be written only costs time next run
 
-    def fresh_board(self) -> tuple[Path, list[str]] | None:
-        """(parquet file, its columns) of the leaderboard columns if the cache is current; reads no DB rows."""
+    def fresh_board(self, live: bool = False) -> tuple[Path, list[str]] | None:
+        """(parquet file, its columns) of the leaderboard columns if the cache is current; reads no DB rows. A database
+        server's cache is checked only with `live` (one query on the connection: its snapshot)."""
         _wait_for_write(self.dir)
         try:
-            sig = file_signature(self.path)
+            sig = self.store.signature()
             meta = json.loads((self.dir / "board.json").read_text())
         except (OSError, ValueError):
             return None
+        if sig is None:
+            if not live:
+                return None
+            sig = self._signature()
         if (
             not isinstance(meta, dict)
             or meta.get("file_sig") != sig
@@ -499,13 +505,13 @@ class WideCache:
     # -- reading the tracking DB --------------------------------------------------------------------------------------
     def get(self) -> pa.Table:
         t0 = time.perf_counter()
-        sig = file_signature(self.path)  # before any read: a write during our reads shows up next time
+        sig = self._signature()  # before any read: a write during our reads shows up next time
         cached = self.load()
         if cached is not None and cached.meta.get("file_sig") == sig:
             self.stats = RefreshStats("fresh", seconds=time.perf_counter() - t0)
             return cached.table
         clock = _Clock()
-        changes = diff(self.reader, cached.state) if cached is not None else None
+        changes = self._diff(cached.state) if cached is not None else None
         clock.lap("find changes")
         details: dict = dict(changes.details) if changes else {}
         if (
@@ -532,7 +538,26 @@ class WideCache:
         self.stats = RefreshStats(mode, changed, removed, time.perf_counter() - t0, details)
         return wide
 
+    def _signature(self) -> list | None:
+        if self.store.kind == "sqlite":
+            return self.store.signature()
+        from kdgat_core.query import changes_pg
+
+        return [self.store.kind, changes_pg.snapshot(self.reader)]
+
+    def _diff(self, state: DBState) -> Changes:
+        if self.store.kind == "sqlite":
+            return diff(self.reader, state)
+        from kdgat_core.query import changes_pg
+
+        return changes_pg.diff(self.reader, state)
+
     def _full(self) -> tuple[pa.Table, DBState]:
+        if self.store.kind != "sqlite":
+            from kdgat_core.query import changes_pg
+
+            state, _, _ = changes_pg.read_state(self.reader)  # first, as below
+            return pivot(read_long_all(self.reader)), state
         state, _ = read_state(self.reader)  # first: a write racing the long reads is then seen next time
         long = read_long_all(self.reader)
         state.block_runs = block_owners_from_tags(long.tags)

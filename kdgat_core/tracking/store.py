@@ -24,6 +24,8 @@ from kdgat_core.config import (
     ARTIFACT_ROOT_DIR,
     EXPERIMENT_NAME,
     KdgatError,
+    mask_secret,
+    mask_uri,
     resolve_tracking_uri,
     sqlite_path,
 )
@@ -105,9 +107,17 @@ def normalize_uri(tracking_uri: str | None) -> tuple[str, Path | None]:
     uri = tracking_uri or resolve_tracking_uri(None).value
     path = sqlite_path(uri, must_exist=False)
     if path is None:
-        return uri, None
+        return mlflow_driver_uri(uri), None
     path = path.expanduser().resolve()
     return f"sqlite:///{path}", path
+
+
+def mlflow_driver_uri(uri: str) -> str:
+    """A bare postgresql:// (libpq's spelling, which kdgat's reader takes) with the driver MLflow has here:
+    SQLAlchemy 2.x maps it to psycopg 3, which kdgat does not install; psycopg2 it does."""
+    import re
+
+    return re.sub(r"^(postgresql|postgres)://", "postgresql+psycopg2://", uri, count=1, flags=re.IGNORECASE)
 
 
 _stores: dict[str, Store] = {}
@@ -206,7 +216,7 @@ def _new_client(uri: str) -> MlflowClient:
         with_retry(lambda: client._tracking_client.store, what="opening the tracking store")
     except MlflowException as exc:  # e.g. a DB written by an older MLflow: "run `mlflow db upgrade`"
         first = (str(exc).strip().splitlines() or ["unknown error"])[0]
-        raise KdgatError(f"MLflow cannot open {uri}: {first}") from None
+        raise KdgatError(f"MLflow cannot open {mask_uri(uri)}: {mask_secret(first, uri)}") from None
     return client
 
 
@@ -225,7 +235,7 @@ def _get_or_create_experiment(client: MlflowClient, uri: str, create: bool) -> s
         )
     if exp.lifecycle_stage == "deleted":
         raise KdgatError(
-            f"Experiment '{EXPERIMENT_NAME}' is deleted in {uri}; restore it with "
+            f"Experiment '{EXPERIMENT_NAME}' is deleted in {mask_uri(uri)}; restore it with "
             f"`mlflow experiments restore --experiment-id {exp.experiment_id}` before writing runs."
         )
     return exp.experiment_id

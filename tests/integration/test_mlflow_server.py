@@ -48,7 +48,7 @@ def free_port() -> int:
 
 
 class MlflowServer:
-    def __init__(self, db: Path, workdir: Path):
+    def __init__(self, db: Path | str, workdir: Path):  # a SQLite file, or a database URI (PostgreSQL)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "mlflow-server.log"
@@ -61,7 +61,7 @@ class MlflowServer:
                 str(exe),
                 "server",
                 "--backend-store-uri",
-                f"sqlite:///{db}",
+                db if isinstance(db, str) else f"sqlite:///{db}",
                 "--host",
                 "127.0.0.1",
                 "--port",

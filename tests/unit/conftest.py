@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from kdgat_core import config as C
 
-uri = "sqlite:///" + sys.argv[1]
+uri = sys.argv[1] if "://" in sys.argv[1] else "sqlite:///" + sys.argv[1]
 client = MlflowClient(uri)
 exp = client.create_experiment(C.EXPERIMENT_NAME)
 T0 = 1_700_000_000_000
@@ -97,7 +97,7 @@ json.dump(ids, open(sys.argv[2], "w"))
 DUMP_SEARCH_RUNS = r"""
 import sys, json, math
 import mlflow
-mlflow.set_tracking_uri("sqlite:///" + sys.argv[1])
+mlflow.set_tracking_uri(sys.argv[1] if "://" in sys.argv[1] else "sqlite:///" + sys.argv[1])
 def rows(df):
     out = []
     for rec in df.to_dict("records"):
@@ -127,7 +127,7 @@ MUTATE_FIXTURE = r"""
 import sys, json
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-uri = "sqlite:///" + sys.argv[1]
+uri = sys.argv[1] if "://" in sys.argv[1] else "sqlite:///" + sys.argv[1]
 ids = json.load(open(sys.argv[2]))
 round_ = sys.argv[3]
 c = MlflowClient(uri)
@@ -163,20 +163,70 @@ def run_python(code: str, *args: str, timeout: int = 180) -> None:
 
 
 @pytest.fixture(scope="session")
-def fixture_db(tmp_path_factory) -> tuple[Path, dict]:
-    """(path, {name-or-key: run_id}) of the session's read-only fixture DB. Copy it before changing it."""
+def fixture_db(sqlite_fixture_db) -> tuple[Path, dict]:
+    """(path, {name-or-key: run_id}) of the session's read-only fixture DB. Copy it before changing it.
+    A test module may override it with `store_db` to run its tests on every backend."""
+    return sqlite_fixture_db
+
+
+@pytest.fixture(scope="session")
+def mlflow_answers(sqlite_mlflow_answers) -> dict:
+    """mlflow.search_runs results on the fixture DB, from a separate process."""
+    return sqlite_mlflow_answers
+
+
+@pytest.fixture(scope="session")
+def sqlite_fixture_db(tmp_path_factory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("query_fixture")
     db, ids = folder / "mlflow.db", folder / "ids.json"
-    run_python(WRITE_FIXTURE, str(db), str(ids))
+    run_python(WRITE_FIXTURE, str(db), str(ids), timeout=600)
     return db, json.loads(ids.read_text())
 
 
 @pytest.fixture(scope="session")
-def mlflow_answers(fixture_db, tmp_path_factory) -> dict:
-    """mlflow.search_runs results on the fixture DB, from a separate process."""
+def sqlite_mlflow_answers(sqlite_fixture_db, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("query_mlflow") / "search_runs.json"
-    run_python(DUMP_SEARCH_RUNS, str(fixture_db[0]), str(out))
+    run_python(DUMP_SEARCH_RUNS, str(sqlite_fixture_db[0]), str(out))
     return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="session")
+def pg_fixture_db(pg_server, tmp_path_factory) -> tuple[str, dict]:
+    """The same fixture content written by MLflow's client into PostgreSQL: (uri, {name-or-key: run_id})."""
+    uri = pg_server.new_store("query_fixture")
+    ids = tmp_path_factory.mktemp("query_fixture_pg") / "ids.json"
+    run_python(WRITE_FIXTURE, uri, str(ids), timeout=600)
+    return uri, json.loads(ids.read_text())
+
+
+@pytest.fixture(scope="session")
+def pg_mlflow_answers(pg_fixture_db, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("query_mlflow_pg") / "search_runs.json"
+    run_python(DUMP_SEARCH_RUNS, pg_fixture_db[0], str(out), timeout=600)
+    return json.loads(out.read_text())
+
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """Each backend in turn. A test marked `sqlite_only` (a SQLite file's behaviour) runs on SQLite only."""
+    if request.param != "sqlite" and request.node.get_closest_marker("sqlite_only"):
+        pytest.skip("a SQLite file's behaviour")
+    return request.param
+
+
+@pytest.fixture
+def store_db(backend, request) -> tuple:
+    """(path or URI, ids) of the fixture content on each backend."""
+    return request.getfixturevalue("sqlite_fixture_db" if backend == "sqlite" else "pg_fixture_db")
+
+
+@pytest.fixture
+def store_answers(backend, request) -> dict:
+    """mlflow.search_runs on `store_db`."""
+    return request.getfixturevalue("sqlite_mlflow_answers" if backend == "sqlite" else "pg_mlflow_answers")
 
 
 @pytest.fixture

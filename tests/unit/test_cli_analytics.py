@@ -31,8 +31,14 @@ def kdgat(*args, env=None, cache_dir=None):
 
 
 @pytest.fixture
+def fixture_db(store_db):
+    """The commands run on SQLite and on PostgreSQL (the same content); file-only ones are marked sqlite_only."""
+    return store_db
+
+
+@pytest.fixture
 def uri(fixture_db):
-    return f"sqlite:///{fixture_db[0]}"
+    return fixture_db[0] if isinstance(fixture_db[0], str) else f"sqlite:///{fixture_db[0]}"
 
 
 def test_leaderboard_formats(uri, fixture_db, tmp_path):
@@ -70,6 +76,7 @@ def test_leaderboard_formats(uri, fixture_db, tmp_path):
     assert "Leaderboard by f1" in table and "hcrl_sa/teacher_evaluation" in table
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -160,6 +167,7 @@ def test_lineage_tree_and_flat_rows(uri, tmp_path):
     assert len(flat) == 4 and {"teacher_run_id", "student_run_id", "delta_f1"} <= set(flat[0])
 
 
+@pytest.mark.sqlite_only
 def test_doctor_says_which_db_and_why(uri, fixture_db, tmp_path):
     res = kdgat("doctor", "-u", uri, "-f", "json", cache_dir=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -171,6 +179,7 @@ def test_doctor_says_which_db_and_why(uri, fixture_db, tmp_path):
     assert info["chosen by"] == "the MLFLOW_TRACKING_URI environment variable"
 
 
+@pytest.mark.sqlite_only
 def test_backup_is_a_verified_copy_and_never_overwrites_silently(uri, fixture_db, tmp_path):
     dest = tmp_path / "copy.db"
     res = kdgat("backup", "-u", uri, dest, cache_dir=tmp_path)

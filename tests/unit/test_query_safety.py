@@ -259,9 +259,11 @@ def test_sqlite_without_mlflow_tables(tmp_path):
     assert _digest(other) == before
 
 
-def test_non_sqlite_uri_is_refused():
-    with pytest.raises(KdgatError, match="not a SQLite store"):
+def test_server_uri_says_what_to_set_for_reading():
+    with pytest.raises(KdgatError, match=r"is an MLflow server.*read URI.*KDGAT_READ_URI.*--read-uri"):
         open_db("http://localhost:5000")
+    with pytest.raises(KdgatError, match="not a store kdgat reads"):
+        open_db("mysql+pymysql://u@h/db")
 
 
 HOLD_LOCK = r"""

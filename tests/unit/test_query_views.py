@@ -36,6 +36,17 @@ def _same(mine, theirs) -> bool:
 
 
 @pytest.fixture
+def fixture_db(store_db):
+    """Every test here runs on SQLite and on PostgreSQL (the same content, written by MLflow's client)."""
+    return store_db
+
+
+@pytest.fixture
+def mlflow_answers(store_answers):
+    return store_answers
+
+
+@pytest.fixture
 def db(fixture_db):
     with open_db(fixture_db[0]) as handle:
         yield handle

@@ -1,0 +1,190 @@
+"""kdgat on PostgreSQL against MLflow on PostgreSQL, in the same run, on the benchmark's content.
+
+The SQLite benchmark DB (benchmarks/make_big_db.py) is moved into a throwaway PostgreSQL server with `kdgat migrate`
+(verified by row counts and search_runs), then:
+
+* MLflow's `search_runs` leaderboard (2 tag filters, order by f1, top 10) in its own process, median of --repeat;
+* kdgat's leaderboard without the read cache (an indexed join inside PostgreSQL) and with it (the cache's board,
+  checked current by one snapshot query), and `kdgat leaderboard` as a whole process;
+* one run's metric history (postgres_query: MLflow's index);
+* the wide table the first time (cold cache) and after 100 new runs (incremental: xmin and per-run counts).
+
+    .venv/bin/python benchmarks/bench_postgres.py --db /work/bench_data/big.db          # 100k runs (~6 GB)
+    .venv/bin/python benchmarks/bench_postgres.py --db /tmp/bench/small.db --repeat 3   # any make_big_db output
+
+Targets (issue 13): leaderboard >= 10x MLflow with the read cache, >= 2x without; `kdgat leaderboard` < 0.8 s;
+one history < 20 ms; wide table first time < 10 s, < 1 s after 100 new runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MLFLOW_LEADERBOARD = r"""
+import sys, time, json
+import mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+times = []
+for _ in range(int(sys.argv[2]) + 1):
+    t0 = time.perf_counter()
+    df = mlflow.search_runs(search_all_experiments=True,
+        filter_string="tags.dataset = 'hcrl_sa' AND tags.stage = 'evaluation'", order_by=["metrics.f1 DESC"],
+        max_results=10)
+    times.append(time.perf_counter() - t0)
+print(json.dumps({"times": times[1:], "run_ids": list(df.run_id)}))
+"""
+
+ADD_RUNS = r"""
+import sys, time
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+c = MlflowClient(sys.argv[1])
+exp = c.get_experiment_by_name("kd-gat-pipeline").experiment_id
+for i in range(int(sys.argv[2])):
+    r = c.create_run(exp, run_name=f"bench/new{i}")
+    now = int(time.time() * 1000)
+    c.log_batch(r.info.run_id, params=[Param("train.lr", "0.001")],
+                tags=[RunTag("dataset", "hcrl_sa"), RunTag("stage", "evaluation"), RunTag("status", "complete")],
+                metrics=[Metric("f1", 0.5, now, 0)])
+    c.set_terminated(r.info.run_id, "FINISHED")
+"""
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def timed(fn, repeat: int) -> tuple[float, object]:
+    out, times = None, []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return median(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", type=Path, default=Path("/work/bench_data/big.db"), help="the SQLite benchmark DB")
+    ap.add_argument("--pg-uri", help="an empty database with MLflow's schema (else a throwaway server is started)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    if not args.db.is_file():
+        sys.exit(f"bench_postgres: {args.db} does not exist; build it with benchmarks/make_big_db.py")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    state = None
+    figures: dict[str, float | str] = {}
+    try:
+        uri = args.pg_uri
+        if uri is None:
+            state = Path(tempfile.mkdtemp(prefix="kdgat-bench-pg-"))
+            out = subprocess.run(
+                ["bash", str(ROOT / "scripts" / "pg_cluster.sh"), "start", str(state)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            uri = out.stdout.strip().split("=", 1)[1] + ""
+            t0 = time.perf_counter()
+            subprocess.run(
+                [
+                    str(Path(sys.executable).parent / "mlflow"),
+                    "db",
+                    "upgrade",
+                    uri.replace("postgresql://", "postgresql+psycopg2://"),
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            figures["mlflow db upgrade s"] = round(time.perf_counter() - t0, 2)
+        from kdgat_core.tracking.migrate import migrate
+
+        t0 = time.perf_counter()
+        report = migrate(str(args.db), uri, progress=lambda m: print(f"  {m}", file=sys.stderr))
+        figures["migrate s"] = round(report.seconds, 1)
+        figures["migrate verify s"] = round(report.verify_seconds, 1)
+        figures["migrated rows"] = sum(report.tables.values())
+        print(f"migrated in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+
+        mlflow_uri = uri.replace("postgresql://", "postgresql+psycopg2://")
+        res = subprocess.run(
+            [sys.executable, "-c", MLFLOW_LEADERBOARD, mlflow_uri, str(args.repeat)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        mlflow_board = json.loads(res.stdout.strip().splitlines()[-1])
+        figures["MLflow search_runs leaderboard s"] = round(median(mlflow_board["times"]), 4)
+
+        from kdgat_core.query import open_db
+
+        cache_dir = Path(tempfile.mkdtemp(prefix="kdgat-bench-cache-"))
+        os.environ["KDGAT_CACHE_DIR"] = str(cache_dir)
+        flt = dict(metric="f1", top=10, dataset="hcrl_sa", stage="evaluation")
+
+        def board(cache: bool):
+            with open_db(uri, cache=cache) as db:
+                return [r["run_id"] for r in db.leaderboard(**flt, rows=True)]
+
+        t, ids = timed(lambda: board(False), args.repeat)
+        assert ids == mlflow_board["run_ids"], "kdgat's leaderboard differs from MLflow's"
+        figures["kdgat leaderboard, no cache s"] = round(t, 4)
+        t0 = time.perf_counter()
+        with open_db(uri) as db:
+            db.wide(arrow=True)
+        figures["wide table first time (cold cache) s"] = round(time.perf_counter() - t0, 2)
+        t, ids = timed(lambda: board(True), args.repeat)
+        assert ids == mlflow_board["run_ids"]
+        figures["kdgat leaderboard, read cache s"] = round(t, 4)
+        cli = [
+            str(Path(sys.executable).parent / "kdgat"),
+            "leaderboard",
+            "-u",
+            uri,
+            "-d",
+            "hcrl_sa",
+            "-s",
+            "evaluation",
+        ]
+        t, _ = timed(lambda: subprocess.run(cli, capture_output=True, check=True), args.repeat)
+        figures["`kdgat leaderboard` process s"] = round(t, 3)
+        with open_db(uri) as db:
+            run = ids[0]
+            t, _ = timed(lambda: db.history(run, "val_loss", arrow=True), args.repeat)
+        figures["one run's history s"] = round(t, 4)
+        subprocess.run([sys.executable, "-c", ADD_RUNS, mlflow_uri, "100"], env=env, check=True, capture_output=True)
+        with open_db(uri) as db:
+            t0 = time.perf_counter()
+            db.wide(arrow=True)
+            figures["wide table after 100 new runs s"] = round(time.perf_counter() - t0, 3)
+            figures["refresh mode"] = f"{db.last_refresh.mode} ({db.last_refresh.changed_runs} runs)"
+        mf = figures["MLflow search_runs leaderboard s"]
+        figures["speedup, read cache"] = round(mf / figures["kdgat leaderboard, read cache s"], 1)
+        figures["speedup, no cache"] = round(mf / figures["kdgat leaderboard, no cache s"], 1)
+    finally:
+        if state is not None:
+            subprocess.run(["bash", str(ROOT / "scripts" / "pg_cluster.sh"), "stop", str(state)], capture_output=True)
+    width = max(len(k) for k in figures)
+    for k, v in figures.items():
+        print(f"{k:<{width}}  {v}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The leaderboard's three sources (tests check they agree): the wide table in memory, the read cache's parquet copy
+of its leaderboard columns, else an indexed join inside the store. The last two never build Arrow from Python objects:
+that would import pandas (0.4 s), too slow for `kdgat leaderboard` as a process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from kdgat_core.config import Tag, metric_direction
+from kdgat_core.query.connection import pa, result_rows, sqlite_in_list, sqlite_literal
+from kdgat_core.query.filters import RunFilter, _lit, _quote, bool_tag_sql, tag_equals
+from kdgat_core.query.wide import PARAM_PREFIX
+
+# The TrackingDB these functions serve (not imported: db imports this module; the layer contract forbids the cycle)
+TrackingDB = Any
+
+# Params that tell runs of one configuration apart without changing it: the seed, and the teacher a student used.
+_NOT_CONFIG_PARAM_LEAVES = {Tag.SEED.value, Tag.TEACHER_RUN_ID.value}
+
+
+def board_from(
+    db: TrackingDB,
+    wide: pa.Table | None,
+    board: tuple[Path, list[str]] | None,
+    metric: str,
+    top: int | None,
+    flt: RunFilter,
+    rows: bool = False,
+) -> pa.Table | list[dict]:
+    """Over the wide table (in memory) or the cache's parquet copy of its leaderboard columns."""
+    if wide is not None:
+        names, source = wide.column_names, "w"
+    else:
+        assert board is not None
+        names, source = board[1], f"read_parquet({_lit(str(board[0]))})"
+    col = db._metric_column(metric, names)
+    if col is None:
+        return [] if rows else empty_board(db, metric)
+    direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
+    limit = f"LIMIT {int(top)}" if top else ""
+    sql = (
+        f"SELECT row_number() OVER () AS rank, * FROM (SELECT run_id, run_name, dataset, stage, model_size, "
+        f"use_kd, status, {_quote(col)} AS {_quote(metric)}, start_time FROM {source} "
+        f"WHERE {flt.where(db.include_deleted)} AND {_quote(col)} IS NOT NULL "
+        f"ORDER BY isnan({_quote(col)}), {_quote(col)} {direction}, start_time DESC, run_id {limit})"
+    )
+    if wide is not None:
+        table = db._calc(sql, w=wide)
+        return table.to_pylist() if rows else table
+    con = duckdb.connect()
+    try:
+        result = con.execute(sql)
+        return result_rows(result) if rows else result.to_arrow_table()
+    finally:
+        con.close()
+
+
+def empty_board(db: TrackingDB, metric: str) -> pa.Table:
+    return db._calc(
+        f"SELECT 0::BIGINT AS rank, ''::VARCHAR AS run_id, ''::VARCHAR AS run_name, ''::VARCHAR AS dataset, "
+        f"''::VARCHAR AS stage, ''::VARCHAR AS model_size, ''::VARCHAR AS use_kd, ''::VARCHAR AS status, "
+        f"0::DOUBLE AS {_quote(metric)}, NULL::TIMESTAMP AS start_time WHERE false"
+    )  # no Arrow from Python
+
+
+def board_native(
+    db: TrackingDB, metric: str, top: int | None, flt: RunFilter, rows: bool = False
+) -> pa.Table | list[dict]:
+    """An indexed join inside the store: scan the most selective input once, look the rest up by primary key."""
+    store = db._reader.store
+    join = store.ordered_join
+    pairs = flt.tag_pairs()
+    direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
+    visible = (
+        ""
+        if db.include_deleted
+        else (" AND r.lifecycle_stage <> 'deleted' AND coalesce(e.lifecycle_stage, 'active') <> 'deleted'")
+    )
+    is_nan = store.flag("m.is_nan")
+    pick = (
+        f"SELECT m.run_uuid AS run_id, {store.exact_real('m.value')} AS value, {is_nan} AS is_nan, r.name, "
+        "r.start_time "
+    )
+    driver = "f0" if pairs else "m"  # the table SQLite scans; split by rowid into two halves run on two cores
+    if pairs:
+        (k0, v0), rest = pairs[0], pairs[1:]
+        # unary + keeps SQLite from using the (key, run_uuid) index here: one sequential scan beats 100k lookups
+        sql = pick + "FROM tags f0 "
+        for i, (k, v) in enumerate(rest, 1):
+            sql += (
+                f"{join} tags f{i} ON f{i}.key = {sqlite_literal(k)} AND f{i}.run_uuid = f0.run_uuid "
+                f"AND {tag_equals(f'f{i}.value', k, v)} "
+            )
+        sql += (
+            f"{join} latest_metrics m ON m.key = {sqlite_literal(metric)} AND m.run_uuid = f0.run_uuid "
+            f"{join} runs r ON r.run_uuid = f0.run_uuid LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
+            f"WHERE {store.no_index('f0.key')} = {sqlite_literal(k0)} AND {tag_equals('f0.value', k0, v0)}{visible}"
+        )
+    else:
+        sql = (
+            pick + f"FROM latest_metrics m {join} runs r ON r.run_uuid = m.run_uuid "
+            "LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
+            f"WHERE {store.no_index('m.key')} = {sqlite_literal(metric)}{visible}"
+        )
+    order = f" ORDER BY {is_nan}, m.value {direction}, r.start_time DESC, m.run_uuid" + (
+        f" LIMIT {int(top)}" if top else ""
+    )
+    halves = [""]
+    if store.has_rowid:
+        top_rowid = int(
+            db._reader.fetch_native_rows(f"SELECT max(rowid) AS m FROM {'tags' if pairs else 'latest_metrics'}")[0]["m"]
+            or 0
+        )
+        halves = [f" AND {driver}.rowid <= {top_rowid // 2}", f" AND {driver}.rowid > {top_rowid // 2}"]
+    found = db._reader.fetch_many([f"SELECT * FROM {store.native(sql + half + order)}" for half in halves], rows=True)
+    # the best of each half, merged in the same order (top k of a union = top k of the halves' top k)
+    sign = 1.0 if direction == "ASC" else -1.0
+    best = sorted(
+        (b for part in found for b in part),
+        key=lambda b: (int(b["is_nan"]), sign * float(b["value"]), -int(b["start_time"] or 0), b["run_id"]),
+    )
+    if top:
+        best = best[: int(top)]
+    if not best:
+        return [] if rows else empty_board(db, metric)
+    values = ", ".join(
+        f"({i}, {_lit(b['run_id'])}, {_lit(b['value'])}, {_lit(b['is_nan'])}, {_lit(b['name'])}, "
+        f"{_lit(b['start_time'])})"
+        for i, b in enumerate(best, 1)
+    )
+    ids = sqlite_in_list([b["run_id"] for b in best])
+    keys = sqlite_in_list(
+        [Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value, Tag.STATUS.value]
+    )
+    tag = lambda k: f"max(t.value) FILTER (WHERE t.key = '{k}')"  # noqa: E731
+    value = (
+        "CASE WHEN b.is_nan <> '0' THEN 'NaN'::DOUBLE WHEN CAST(b.v AS DOUBLE) >= 1.7976931348623157e308 "
+        "THEN 'inf'::DOUBLE WHEN CAST(b.v AS DOUBLE) <= -1.7976931348623157e308 THEN '-inf'::DOUBLE "
+        "ELSE CAST(b.v AS DOUBLE) END"
+    )
+    tags_sql = f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN {ids} AND key IN {keys}"
+    fetch = db._reader.fetch_rows if rows else db._reader.fetch
+    return fetch(
+        f"""WITH b(rank, run_id, v, is_nan, run_name, start_ms) AS (VALUES {values}),
+                 t AS (SELECT * FROM {store.native(tags_sql)})
+            SELECT CAST(b.rank AS BIGINT) AS rank, b.run_id, b.run_name, {tag(Tag.DATASET)} AS dataset,
+                   {tag(Tag.STAGE)} AS stage, {tag(Tag.MODEL_SIZE)} AS model_size, {bool_tag_sql(tag(Tag.USE_KD))} AS use_kd,
+                   {tag(Tag.STATUS)} AS status, {value} AS {_quote(metric)},
+                   epoch_ms(CAST(b.start_ms AS BIGINT)) AS start_time
+            FROM b LEFT JOIN t ON t.run_uuid = b.run_id
+            GROUP BY b.rank, b.run_id, b.run_name, b.v, b.is_nan, b.start_ms ORDER BY b.rank"""
+    )
+
+
+def board_by_config(db: TrackingDB, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
+    wide = db._wide_current()
+    col = db._metric_column(metric, wide.column_names)
+    if col is None:
+        db.check_metric(metric)
+        return pa.table({})
+    config_cols = [
+        c
+        for c in wide.column_names
+        if c.startswith(PARAM_PREFIX) and c.rsplit(".", 1)[-1] not in _NOT_CONFIG_PARAM_LEAVES
+    ]
+    group = ", ".join(_quote(c) for c in ["dataset", "stage", "model_size", "use_kd", *config_cols])
+    direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
+    m = _quote(col)
+    limit = f"LIMIT {int(top)}" if top else ""
+    return db._calc(
+        f"""SELECT row_number() OVER () AS rank, * FROM (
+              SELECT arg_max(run_name, start_time) AS run_name, dataset, stage, model_size, use_kd,
+                     count(*) AS n, avg({m}) AS {_quote(metric + "_mean")}, stddev_samp({m}) AS {_quote(metric + "_std")},
+                     min({m}) AS {_quote(metric + "_min")}, max({m}) AS {_quote(metric + "_max")},
+                     string_agg(coalesce(seed, '?'), ',' ORDER BY seed) AS seeds,
+                     arg_max(run_id, start_time) AS newest_run_id
+              FROM w WHERE {flt.where(db.include_deleted)} AND {m} IS NOT NULL AND NOT isnan({m})
+              GROUP BY {group}
+              ORDER BY 7 {direction}, n DESC, newest_run_id {limit})""",
+        w=wide,
+    )

@@ -1,0 +1,68 @@
+"""The read cache on PostgreSQL answers exactly what a fresh read answers, as the store changes under it (the same
+changes as on SQLite: runs added, finished, re-labelled in place, deleted, restored, a tag deleted, `mlflow gc`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.unit.conftest import MUTATE_FIXTURE, run_python
+from tests.unit.test_query_cache import _cached_and_uncached
+
+pytestmark = pytest.mark.usefixtures("query_cache_dir")
+
+
+@pytest.fixture
+def pg_copy(pg_server, pg_fixture_db):
+    """A private copy of the PostgreSQL fixture store: (uri, ids, database name)."""
+    uri = pg_server.copy_database("query_fixture", "cache_copy")
+    return uri, pg_fixture_db[1], "cache_copy"
+
+
+def test_pg_cache_equals_uncached_as_runs_are_added_changed_finished_and_deleted(pg_copy, pg_server, tmp_path):
+    uri, ids, name = pg_copy
+    ids_file = tmp_path / "ids.json"
+    ids_file.write_text(json.dumps(ids))
+    before = pg_server.checksums(name)
+    first, stats = _cached_and_uncached(uri)
+    assert stats.mode == "full" and first.num_rows == 20
+    again, stats = _cached_and_uncached(uri)
+    assert stats.mode in ("fresh", "incremental") and stats.changed_runs == 0, stats  # nothing re-read
+    assert pg_server.checksums(name) == before, "reading must never write the tracking store"
+
+    run_python(MUTATE_FIXTURE, uri, str(ids_file), "1")
+    after1, stats = _cached_and_uncached(uri)
+    assert stats.mode == "incremental" and 1 <= stats.changed_runs <= 5, stats
+    by_id = {r["run_id"]: r for r in after1.to_pylist()}
+    relabelled = by_id[ids["hcrl_sa/teacher_autoencoder"]]
+    assert relabelled["dataset"] == "hcrl_ch" and relabelled["tags.note"] == "re-labelled"
+    finished = by_id[ids["hcrl_sa/student_fusion"]]
+    assert (finished["status"], finished["mlflow_status"], finished["f1"]) == ("complete", "FINISHED", 0.87)
+    assert by_id[ids["hcrl_sa/student_autoencoder"]]["lifecycle"] == "deleted"
+    assert after1.num_rows == 21 and "params.new.param" in after1.column_names
+
+    run_python(MUTATE_FIXTURE, uri, str(ids_file), "2")
+    after2, stats = _cached_and_uncached(uri)
+    assert stats.mode == "incremental" and 1 <= stats.changed_runs <= 4, stats
+    assert "tags.note" not in after2.column_names  # a deleted tag row (no xmin left behind) is seen
+    by_id = {r["run_id"]: r for r in after2.to_pylist()}
+    assert by_id[ids["hcrl_sa/teacher_curriculum"]]["f1"] == 0.7
+    assert by_id[ids["hcrl_ch/teacher_curriculum"]]["status"] == "failed"
+    assert by_id[ids["hcrl_sa/student_autoencoder"]]["lifecycle"] == "active"
+
+
+def test_pg_cache_drops_a_run_removed_by_mlflow_gc(pg_copy, pg_server):
+    uri, ids, name = pg_copy
+    before, _ = _cached_and_uncached(uri)
+    gone = ids["hcrl_ch/teacher_curriculum"]
+    pg_server.execute(
+        *(
+            f"DELETE FROM {t} WHERE run_uuid = '{gone}'"
+            for t in ("metrics", "latest_metrics", "params", "tags", "runs")
+        ),
+        database=name,
+    )
+    after, stats = _cached_and_uncached(uri)
+    assert stats.mode == "incremental" and stats.removed_runs == 1, stats
+    assert after.num_rows == before.num_rows - 1 and gone not in after["run_id"].to_pylist()
