@@ -208,9 +208,9 @@ if __name__ == "__main__":
 
 
 def _register_commands() -> None:
-    from kdgat_core.commands import analytics, data, slurm, train
+    from kdgat_core.commands import analysis, analytics, data, slurm, train
 
-    for module in (analytics, data, train, slurm):
+    for module in (analytics, analysis, data, train, slurm):
         module.register(app)
 
 

@@ -37,7 +37,10 @@ from kdgat_core.query.connection import (
     sqlite_in_list,
     sqlite_literal,
 )
+from kdgat_core.query.expressions import parse_metric
+from kdgat_core.query.groups import CONFIG_TAGS
 from kdgat_core.query.sql_guard import check_user_sql, one_line, table_names
+from kdgat_core.query.summaries import SummaryCache, summary_placeholder_sql
 from kdgat_core.query.wide import (
     BASE_COLUMNS,
     BASE_TYPES,
@@ -53,12 +56,10 @@ from kdgat_core.query.wide import (
     visible_rows,
 )
 
-VIEWS = ("runs", "params", "tags", "metrics", "metric_history", "lineage", "runs_wide")
+VIEWS = ("runs", "params", "tags", "metrics", "metric_history", "metric_summary", "lineage", "runs_wide")
 # Views backed by the wide table: a query naming one of them brings the table up to date first.
 _WIDE_VIEWS = {"runs", "lineage", "runs_wide"}
 _HEX_ID = re.compile(r"^[0-9a-f]{1,32}$")
-# Params that tell runs of one configuration apart without changing it: the seed, and the teacher a student used.
-_NOT_CONFIG_PARAM_LEAVES = {Tag.SEED.value, Tag.TEACHER_RUN_ID.value}
 
 
 # What run_states and run_states_since read per run (both through the alias r of MLflow's runs table)
@@ -136,6 +137,7 @@ class TrackingDB:
             else None
         )
         self._wide: pa.Table | None = None
+        self._summary = SummaryCache(lambda: self._reader, resolved.path, self._cache.dir if self._cache else None)
         self._views_current = False
         self._views_created = False
         self.last_refresh = RefreshStats()
@@ -214,6 +216,7 @@ class TrackingDB:
             "WHEN m.value <= -1.7976931348623157e308 THEN '-inf'::DOUBLE ELSE m.value END"
         )
         con.execute(f"CREATE OR REPLACE VIEW _kdgat_visible AS {visible}")
+        self._create_summary_view()
         con.execute(
             f"CREATE OR REPLACE VIEW params AS SELECT p.run_uuid AS run_id, p.key, p.value FROM {ALIAS}.params p "
             "WHERE p.run_uuid IN (SELECT run_uuid FROM _kdgat_visible)"
@@ -234,6 +237,123 @@ class TrackingDB:
             f"FROM {ALIAS}.metrics m WHERE m.run_uuid IN (SELECT run_uuid FROM _kdgat_visible) "
             "GROUP BY m.run_uuid, m.key, m.step"
         )
+
+    def _create_summary_view(self, table: pa.Table | None = None) -> None:
+        """`metric_summary`: an empty typed stand-in until a query names it, then the summary cache's table."""
+        con = self._reader.con
+        if table is None:
+            con.execute(f"CREATE OR REPLACE VIEW _kdgat_summary AS {summary_placeholder_sql()}")
+        else:
+            register_arrow(con, "_kdgat_summary", table)
+        con.execute(
+            "CREATE OR REPLACE VIEW metric_summary AS SELECT * FROM _kdgat_summary "
+            "WHERE run_id IN (SELECT run_uuid FROM _kdgat_visible)"
+        )
+
+    def _sync_summary_view(self) -> None:
+        self.con  # noqa: B018 - the views exist from here on
+        self._create_summary_view(self.metric_summary_table())
+
+    def metric_summary_table(self) -> pa.Table:
+        """Every run's metric summaries (deleted runs too), from the read cache (see `kdgat_core.query.summaries`)."""
+        return self._summary.get()
+
+    def metric_summary(self, run: str | None = None, key: str | None = None, arrow: bool = False):
+        """Per run and metric: last, min, max, argmin_step, argmax_step, n_steps, last_step (from the history).
+
+        >>> s = db.metric_summary("hcrl_sa/teacher_curriculum", "val_loss")
+        >>> s[["key", "last", "min", "max", "argmin_step", "argmax_step", "n_steps"]]
+                key  last  min  max  argmin_step  argmax_step  n_steps
+        0  val_loss   0.2  0.2  0.6            3            1        3
+        """
+        table = self.metric_summary_table()
+        if run is not None:
+            table = table.filter(pc.equal(table["run_id"], self.resolve_run(run)))
+        elif not self.include_deleted:
+            visible = self.wide(arrow=True)["run_id"]
+            table = table.filter(pc.is_in(table["run_id"], value_set=visible.combine_chunks()))
+        if key is not None:
+            table = table.filter(pc.equal(table["key"], key))
+            if table.num_rows == 0:
+                self.check_metric(key)
+        return self._out(table, arrow)
+
+    def frame(self, metrics: Sequence[str] = (), where: str | None = None, arrow: bool = False, **filters: Any):
+        """Visible runs (wide rows) passing the filters, with a column per metric expression (``max(val_f1)``...)."""
+        from kdgat_core.query import frame
+
+        return self._out(frame.build(self, metrics, RunFilter(**filters), where), arrow)
+
+    def groups(
+        self,
+        by: Sequence[str],
+        metric: str = Metric.F1.value,
+        where: str | None = None,
+        arrow: bool = False,
+        **filters: Any,
+    ):
+        """Runs grouped by params and tags: n, mean, std, median, min, max and a 95% CI of a metric expression.
+
+        >>> g = db.groups(["model_size"], "f1", dataset="hcrl_sa", stage="evaluation")
+        >>> g[["model_size", "runs", "f1_n", "f1_mean", "f1_ci_low"]].round(3)
+          model_size  runs  f1_n  f1_mean  f1_ci_low
+        0    teacher     4     4    0.930      0.896
+        1    student     2     2    0.898      0.675
+        """
+        from kdgat_core.query import frame
+        from kdgat_core.query.groups import group_stats
+
+        expr = parse_metric(metric)
+        table = frame.build(self, [expr], RunFilter(**filters), where)
+        keys = [frame.resolve_column(k, table.column_names) for k in by]
+        out = group_stats(table, keys, [expr.text], order_by=expr.text, descending=expr.direction == "desc")
+        return self._out(out, arrow)
+
+    def ab(
+        self,
+        by: str,
+        metric: str = Metric.F1.value,
+        pair_on: Sequence[str] = (),
+        a: str | None = None,
+        b: str | None = None,
+        where: str | None = None,
+        **filters: Any,
+    ):
+        """Compare a metric expression between the two values of a tag or param (`kdgat ab`): a `stats.Comparison`.
+
+        >>> db.ab("model_size", "f1", dataset="hcrl_sa", stage="evaluation").sentence[:62]
+        'model_size=teacher: +0.0325 f1 against model_size=student (95% '
+        """
+        from kdgat_core.query import frame
+        from kdgat_core.query.stats import compare_sides
+
+        expr = parse_metric(metric)
+        table = frame.build(self, [expr], RunFilter(**filters), where)
+        col = frame.resolve_column(by, table.column_names)
+        keys = [frame.resolve_column(k, table.column_names) for k in pair_on]
+        label = col.removeprefix(PARAM_PREFIX)
+        table = table.rename_columns([label if c == col else c for c in table.column_names])
+        return compare_sides(table, label, expr.text, keys, a, b, lower_is_better=expr.direction == "asc")
+
+    def importance(self, metric: str = Metric.F1.value, where: str | None = None, **filters: Any):
+        """Per varying param: Spearman's rho and random-forest permutation importance (`query.importance`)."""
+        from kdgat_core.query import frame
+        from kdgat_core.query.importance import importance
+
+        expr = parse_metric(metric)
+        return importance(frame.build(self, [expr], RunFilter(**filters), where), expr.text)
+
+    def lineage_stats(self, metric: str = Metric.F1.value, dataset: str | None = None, run: str | None = None):
+        """Paired statistics of KD students against their teachers (each edge of `lineage` is a pair)."""
+        from kdgat_core.query import frame
+        from kdgat_core.query.stats import paired
+
+        expr = parse_metric(metric)
+        edges = self.lineage(run=run, dataset=dataset, metric=Metric.F1.value, arrow=True)
+        edges = edges.filter(pc.is_valid(edges["teacher_name"]))
+        teacher = frame.metric_values(self, expr, edges["teacher_run_id"].combine_chunks()).to_pylist()
+        student = frame.metric_values(self, expr, edges["student_run_id"].combine_chunks()).to_pylist()
+        return paired(teacher, student, expr.text, "teachers", "KD students", lower_is_better=expr.direction == "asc")
 
     def _create_wide_views(self) -> None:
         where = "" if self.include_deleted else " WHERE lifecycle <> 'deleted'"
@@ -448,9 +568,16 @@ class TrackingDB:
         if top is not None and top < 1:
             raise KdgatError("--top must be at least 1.")
         flt = RunFilter(dataset, stage, model_size, kd, status)
+        expr = parse_metric(metric)
         if by_config:
-            table = self._leaderboard_by_config(metric, top, flt)
+            table = self._leaderboard_by_config(expr.text, top, flt)
             return table.to_pylist() if rows else self._out(table, arrow)
+        if expr.from_history:  # max(val_f1), argmin(val_loss), val_f1@20: over the analysis frame
+            from kdgat_core.query import frame
+
+            table = self._leaderboard_from(frame.build(self, [expr], flt), None, expr.text, top, flt, rows)
+            return table if rows else self._out(table, arrow)
+        metric = expr.text
         # Three sources, one answer (tests check they agree): the wide table already in memory, the cache's
         # leaderboard columns when the file has not changed (a parquet file DuckDB reads without touching the DB),
         # else an indexed join inside SQLite. The last two never build Arrow from Python objects: that would import
@@ -468,8 +595,11 @@ class TrackingDB:
         return table if rows else self._out(table, arrow)
 
     def _metric_column(self, metric: str, names: Iterable[str]) -> str | None:
+        names = set(names)
         col = metric if metric in METRIC_COLUMNS else METRIC_PREFIX + metric
-        return col if col in set(names) else None
+        if col not in names and parse_metric(metric).from_history and metric in names:
+            return metric  # an expression's column in the analysis frame
+        return col if col in names else None
 
     def _leaderboard_from(
         self,
@@ -485,7 +615,7 @@ class TrackingDB:
         col = self._metric_column(metric, names)
         if col is None:
             return [] if rows else self._empty_board(metric)
-        direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
+        direction = "ASC" if parse_metric(metric).direction == "asc" else "DESC"
         limit = f"LIMIT {int(top)}" if top else ""
         source = "w" if wide is not None else f"read_parquet('{str(board[0]).replace(chr(39), chr(39) * 2)}')"
         sql = (
@@ -596,32 +726,27 @@ class TrackingDB:
         )
 
     def _leaderboard_by_config(self, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
-        wide = self._wide_current()
-        col = self._metric_column(metric, wide.column_names)
-        if col is None:
-            self.check_metric(metric)
-            return pa.table({})
-        config_cols = [
-            c
-            for c in wide.column_names
-            if c.startswith(PARAM_PREFIX) and c.rsplit(".", 1)[-1] not in _NOT_CONFIG_PARAM_LEAVES
-        ]
-        group = ", ".join(_quote(c) for c in ["dataset", "stage", "model_size", "use_kd", *config_cols])
-        direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
-        m = _quote(col)
-        limit = f"LIMIT {int(top)}" if top else ""
-        return self._calc(
-            f"""SELECT row_number() OVER () AS rank, * FROM (
-                  SELECT arg_max(run_name, start_time) AS run_name, dataset, stage, model_size, use_kd,
-                         count(*) AS n, avg({m}) AS {_quote(metric + "_mean")}, stddev_samp({m}) AS {_quote(metric + "_std")},
-                         min({m}) AS {_quote(metric + "_min")}, max({m}) AS {_quote(metric + "_max")},
-                         string_agg(coalesce(seed, '?'), ',' ORDER BY seed) AS seeds,
-                         arg_max(run_id, start_time) AS newest_run_id
-                  FROM w WHERE {flt.where(self.include_deleted)} AND {m} IS NOT NULL AND NOT isnan({m})
-                  GROUP BY {group}
-                  ORDER BY 7 {direction}, n DESC, newest_run_id {limit})""",
-            w=wide,
-        )
+        """Runs that differ only in seed, one row each: the statistics of `kdgat_core.query.groups` (ranked by mean)."""
+        from kdgat_core.query import frame
+        from kdgat_core.query.groups import config_keys, group_stats
+
+        expr = parse_metric(metric)
+        table = frame.build(self, [expr], flt)
+        m = expr.text
+        stats = group_stats(table, config_keys(table.column_names), [m], m, expr.direction == "desc")
+        stats = stats.filter(pc.greater(stats[m + "_n"], 0))
+        if top:
+            stats = stats.slice(0, int(top))
+        cols = {
+            "run_name": stats["run_name"],
+            **{k: stats[k] if k in stats.column_names else pa.nulls(stats.num_rows, pa.string()) for k in CONFIG_TAGS},
+            "n": stats[m + "_n"],
+            **{f"{m}_{s}": stats[f"{m}_{s}"] for s in ("mean", "std", "min", "max", "median", "ci_low", "ci_high")},
+            "seeds": stats["seeds"],
+            "newest_run_id": pc.list_element(stats["run_ids"], 0),
+        }
+        table = pa.table({"rank": pa.array(range(1, stats.num_rows + 1), pa.int64()), **cols})
+        return table
 
     def check_metric(self, metric: str) -> None:
         """Raise a clear error naming close matches if no run has logged `metric`."""
@@ -909,6 +1034,8 @@ class TrackingDB:
         if table_names(statement) & _WIDE_VIEWS:
             self.wide(arrow=True)
             self._sync_views()
+        if "metric_summary" in table_names(statement):
+            self._sync_summary_view()
         try:
             table = self._reader.fetch(statement)
         except duckdb.Error as exc:
