@@ -177,6 +177,10 @@ class Source:
         except KdgatError:
             return None
 
+    def compare(self, run_ids: list[str]) -> pa.Table:
+        """Final metrics side by side (kdgat_core.query.compare: what `kdgat compare` prints)."""
+        return self._call(lambda: self.db.compare(*run_ids, arrow=True))
+
     def config_diff(self, run_ids: list[str], all_params: bool) -> pa.Table:
         return self._call(lambda: self.db.config_diff(run_ids, all=all_params, arrow=True))
 

@@ -13,19 +13,13 @@ from typing import Annotated, Optional
 import typer
 
 from kdgat_core.cli import FormatOpt, OutputFormat, OutputOpt, TrackingUriOpt, emit, write_output
-from kdgat_core.commands.analytics import DatasetOpt, KdOpt, SizeOpt, StageOpt, StatusOpt, _filters, _open
+from kdgat_core.commands.analytics import DatasetOpt, KdOpt, SizeOpt, StageOpt, StatusOpt, WhereOpt, _filters, _open
 from kdgat_core.config import KdgatError
 
 ExprOpt = Annotated[
     str,
     typer.Option(
         "--metric", "-m", help="Metric expression: f1, max(val_f1), min(val_loss), argmin(val_loss), val_f1@20."
-    ),
-]
-WhereOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        "--where", "-w", help='Filter, as the TUI\'s /: e.g. "(dataset=hcrl_sa | dataset=set_01) max(val_f1)>0.99".'
     ),
 ]
 

@@ -27,7 +27,15 @@ StatusOpt = Annotated[
 ]
 MetricOpt = Annotated[
     str,
-    typer.Option("--metric", "-m", help="Final metric, e.g. f1, val_loss, test_02_unknown_vehicle_known_attack/f1."),
+    typer.Option(
+        "--metric",
+        "-m",
+        help="Metric: f1, val_loss, test_02_unknown_vehicle_known_attack/f1, max(val_f1), argmin(val_loss), val_f1@20.",
+    ),
+]
+WhereOpt = Annotated[
+    Optional[str],
+    typer.Option("--where", "-w", help='Filter, as the TUI\'s /: e.g. "(dataset=hcrl_sa | dataset=set_01) f1>0.9".'),
 ]
 
 
@@ -59,6 +67,10 @@ def register(app: typer.Typer) -> None:
         by_config: Annotated[
             bool, typer.Option("--by-config", help="Group runs that differ only in seed: mean, std, n.")
         ] = False,
+        where: WhereOpt = None,
+        group_by: Annotated[
+            Optional[str], typer.Option("--group-by", help="Group by params/tags instead (as `kdgat group --by`).")
+        ] = None,
         tracking_uri: TrackingUriOpt = None,
         fmt: FormatOpt = OutputFormat.table,
         output: OutputOpt = None,
@@ -67,6 +79,10 @@ def register(app: typer.Typer) -> None:
 
         Example: kdgat leaderboard --metric f1 --dataset hcrl_sa --stage evaluation --top 10
         """
+        if group_by:
+            from kdgat_core.commands.analysis import group
+
+            return group(group_by, metric, where, dataset, stage, model_size, kd, status, tracking_uri, fmt, output)
         with _open(tracking_uri) as db:
             kwargs = dict(
                 metric=metric,
@@ -74,6 +90,7 @@ def register(app: typer.Typer) -> None:
                 dataset=dataset,
                 kd=kd,
                 by_config=by_config,
+                where=where,
                 **_filters(stage, model_size, status),
             )
             # plain rows: no pyarrow import (0.2 s); an empty board comes as Arrow so its header still prints
@@ -86,6 +103,7 @@ def register(app: typer.Typer) -> None:
                 ("model_size", model_size),
                 ("kd", kd),
                 ("status", status),
+                ("where", where),
             )
             if v is not None
         )
@@ -98,17 +116,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command("compare")
     def compare(
-        run_a: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name (newest).")],
-        run_b: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name (newest).")],
+        runs: Annotated[
+            list[str], typer.Argument(help="Two or more runs: id, unique id prefix, or run name (newest).")
+        ],
         tracking_uri: TrackingUriOpt = None,
         fmt: FormatOpt = OutputFormat.table,
         output: OutputOpt = None,
     ) -> None:
-        """Two runs' final metrics side by side, with b - a and which run is better per metric."""
+        """Runs' final metrics side by side, with the difference to the first and which run is best per metric."""
+        if len(runs) < 2:
+            raise KdgatError("compare needs at least two runs.")
         with _open(tracking_uri) as db:
-            table = db.compare(run_a, run_b, arrow=True)
+            table = db.compare(*runs, arrow=True)
         meta = table.schema.metadata or {}
-        title = f"a = {meta.get(b'kdgat.a', b'').decode()}   b = {meta.get(b'kdgat.b', b'').decode()}"
+        names = [c for c in table.column_names[1:] if f"kdgat.{c}".encode() in meta]
+        title = "   ".join(f"{n} = {meta[f'kdgat.{n}'.encode()].decode()}" for n in names)
         emit(table, fmt, output, title=title)
 
     @app.command("diff")
@@ -168,11 +190,21 @@ def register(app: typer.Typer) -> None:
         ] = None,
         dataset: DatasetOpt = None,
         metric: MetricOpt = "f1",
+        stats: Annotated[
+            bool, typer.Option("--stats", help="Paired statistics of KD students against their teachers.")
+        ] = False,
         tracking_uri: TrackingUriOpt = None,
         fmt: FormatOpt = OutputFormat.table,
         output: OutputOpt = None,
     ) -> None:
         """Teacher -> student trees (from teacher_run_id tags) with each student's delta to its teacher."""
+        if stats:
+            from kdgat_core.commands.analysis import print_comparison
+
+            with _open(tracking_uri) as db:
+                result = db.lineage_stats(metric, dataset=dataset, run=run)
+            print_comparison(result, fmt, output)
+            return
         with _open(tracking_uri) as db:
             table = db.lineage(run=run, dataset=dataset, metric=metric, arrow=True)
         if fmt is not OutputFormat.table:

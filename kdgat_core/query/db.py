@@ -321,8 +321,9 @@ class TrackingDB:
     ):
         """Compare a metric expression between the two values of a tag or param (`kdgat ab`): a `stats.Comparison`.
 
-        >>> db.ab("model_size", "f1", dataset="hcrl_sa", stage="evaluation").sentence[:62]
-        'model_size=teacher: +0.0325 f1 against model_size=student (95% '
+        >>> c = db.ab("model_size", "f1", dataset="hcrl_sa", stage="evaluation")
+        >>> c.sentence.split(" (")[0], round(c.p_value, 2), c.test
+        ('model_size=teacher: +0.0325 f1 against model_size=student', 0.27, 'Mann-Whitney U')
         """
         from kdgat_core.query import frame
         from kdgat_core.query.stats import compare_sides
@@ -547,6 +548,7 @@ class TrackingDB:
         by_config: bool = False,
         arrow: bool = False,
         rows: bool = False,
+        where: str | None = None,
     ):
         """The best runs by a final metric (lower-is-better metrics such as val_loss sort ascending).
 
@@ -570,12 +572,12 @@ class TrackingDB:
         flt = RunFilter(dataset, stage, model_size, kd, status)
         expr = parse_metric(metric)
         if by_config:
-            table = self._leaderboard_by_config(expr.text, top, flt)
+            table = self._leaderboard_by_config(expr.text, top, flt, where)
             return table.to_pylist() if rows else self._out(table, arrow)
-        if expr.from_history:  # max(val_f1), argmin(val_loss), val_f1@20: over the analysis frame
+        if expr.from_history or where:  # max(val_f1), val_f1@20, a --where filter: over the analysis frame
             from kdgat_core.query import frame
 
-            table = self._leaderboard_from(frame.build(self, [expr], flt), None, expr.text, top, flt, rows)
+            table = self._leaderboard_from(frame.build(self, [expr], flt, where), None, expr.text, top, flt, rows)
             return table if rows else self._out(table, arrow)
         metric = expr.text
         # Three sources, one answer (tests check they agree): the wide table already in memory, the cache's
@@ -725,13 +727,15 @@ class TrackingDB:
                 GROUP BY b.rank, b.run_id, b.run_name, b.v, b.is_nan, b.start_ms ORDER BY b.rank"""
         )
 
-    def _leaderboard_by_config(self, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
+    def _leaderboard_by_config(
+        self, metric: str, top: int | None, flt: RunFilter, where: str | None = None
+    ) -> pa.Table:
         """Runs that differ only in seed, one row each: the statistics of `kdgat_core.query.groups` (ranked by mean)."""
         from kdgat_core.query import frame
         from kdgat_core.query.groups import config_keys, group_stats
 
         expr = parse_metric(metric)
-        table = frame.build(self, [expr], flt)
+        table = frame.build(self, [expr], flt, where)
         m = expr.text
         stats = group_stats(table, config_keys(table.column_names), [m], m, expr.direction == "desc")
         stats = stats.filter(pc.greater(stats[m + "_n"], 0))
@@ -768,8 +772,9 @@ class TrackingDB:
         raise KdgatError(f"Unknown metric '{metric}': no run has logged it.{hint}")
 
     # -- comparing runs -----------------------------------------------------------------------------------------------
-    def compare(self, run_a: str, run_b: str, arrow: bool = False):
-        """Final metrics of two runs side by side; ``delta`` is b - a, ``better`` names the better run per metric.
+    def compare(self, run_a: str, run_b: str, *more: str, arrow: bool = False):
+        """Final metrics of two or more runs side by side (`kdgat_core.query.compare`): two runs give ``delta`` = b - a
+        and ``better``; more give ``delta_b``, ``delta_c``... against a and ``best``.
 
         >>> c = db.compare("hcrl_sa/teacher_curriculum", "hcrl_sa/student_curriculum_kd")
         >>> c[c.metric.isin(["f1", "mcc"])][["metric", "a", "b", "delta", "better"]]
@@ -777,40 +782,11 @@ class TrackingDB:
         2     f1  0.91  0.89  -0.02      a
         6    mcc  0.88  0.85  -0.03      a
         """
-        ids = [self.resolve_run(run_a), self.resolve_run(run_b)]
-        rows = self._runs_by_id(ids).to_pylist()
-        a, b = rows[0], rows[1] if len(rows) > 1 else rows[0]
-        keys = [m for m in METRIC_COLUMNS] + sorted(
-            {k for r in (a, b) for k, v in r.items() if k.startswith(METRIC_PREFIX) and v is not None}
-        )
-        out = {"metric": [], "a": [], "b": [], "delta": [], "better": []}
-        for k in keys:
-            va, vb = a.get(k), b.get(k)
-            if va is None and vb is None:
-                continue
-            name = k[len(METRIC_PREFIX) :] if k.startswith(METRIC_PREFIX) else k
-            delta = None if va is None or vb is None else vb - va
-            better = None
-            if delta is not None and delta == delta:
-                lower = metric_direction(name) == "asc"
-                better = "=" if delta == 0 else ("b" if (delta < 0) == lower else "a")
-            for col, v in (("metric", name), ("a", va), ("b", vb), ("delta", delta), ("better", better)):
-                out[col].append(v)
-        table = pa.table(
-            out,
-            schema=pa.schema(
-                [
-                    ("metric", pa.string()),
-                    ("a", pa.float64()),
-                    ("b", pa.float64()),
-                    ("delta", pa.float64()),
-                    ("better", pa.string()),
-                ]
-            ),
-        )
-        meta = {"a": f"{a['run_name']} ({a['run_id'][:8]})", "b": f"{b['run_name']} ({b['run_id'][:8]})"}
-        table = table.replace_schema_metadata({f"kdgat.{k}": v for k, v in meta.items()})
-        return self._out(table, arrow)
+        from kdgat_core.query.compare import compare_rows
+
+        ids = [self.resolve_run(r) for r in (run_a, run_b, *more)]
+        by_id = {r["run_id"]: r for r in self._runs_by_id(ids).to_pylist()}
+        return self._out(compare_rows([by_id[i] for i in ids]), arrow)
 
     def config_diff(self, runs: Sequence[str], all: bool = False, arrow: bool = False):
         """The params that differ between runs (``all=True``: every param). One column per run, labelled name@id.

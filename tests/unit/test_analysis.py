@@ -285,3 +285,32 @@ def test_importance_warns_with_few_runs_and_refuses_with_fewer(analysis_db):
     assert "warning: Only 12 runs for 3 varying params" in proc.stderr and "train.lr" in proc.stdout
     proc = kdgat(analysis_db[0], "importance", "--where", "dataset=d1 use_kd=yes seed<3")
     assert proc.returncode == 2 and "importance needs at least 10" in proc.stderr
+
+
+# -- compare N runs, the CLI's new options ----------------------------------------------------------------------------
+def test_compare_takes_n_runs_and_names_the_best(adb, analysis_db):
+    ids = analysis_db[1]
+    t = adb.compare(ids["d1/1/teacher"], ids["d1/1/student"], ids["d1/1/kd"], arrow=True)
+    assert t.column_names == ["metric", "a", "b", "c", "delta_b", "delta_c", "best"]
+    row = {r["metric"]: r for r in t.to_pylist()}
+    assert row["f1"]["best"] == "a" and row["f1"]["delta_c"] == pytest.approx(row["f1"]["c"] - row["f1"]["a"])
+    assert row["metrics.val_loss" if "metrics.val_loss" in row else "val_loss"]["best"] in ("a", "b", "c")
+    proc = kdgat(analysis_db[0], "compare", ids["d1/1/teacher"], ids["d1/1/student"], ids["d1/1/kd"], "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["best"] for r in json.loads(proc.stdout) if r["metric"] == "f1"] == ["a"]
+
+
+def test_leaderboard_where_group_by_and_lineage_stats_on_the_cli(analysis_db):
+    proc = kdgat(
+        analysis_db[0], "leaderboard", "-m", "max(val_f1)", "--where", "dataset=d2 | seed in (0)", "-f", "json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert rows and all(r["dataset"] == "d2" or r["run_name"].startswith("d1/") for r in rows)
+    values = [r["max(val_f1)"] for r in rows]
+    assert values == sorted(values, reverse=True)
+    proc = kdgat(analysis_db[0], "leaderboard", "--group-by", "model_size,use_kd", "-f", "json")
+    groups = json.loads(proc.stdout)
+    assert [(g["model_size"], g["use_kd"]) for g in groups][0] == ("teacher", "False") and len(groups) == 3
+    proc = kdgat(analysis_db[0], "lineage", "--stats")
+    assert proc.returncode == 0 and proc.stdout.startswith("KD students: -0.0"), proc.stderr
