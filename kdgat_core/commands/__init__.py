@@ -1,1 +1,1 @@
-"""kdgat command groups; each module has register(app)."""
+"""kdgat command groups: one module per area with top-level command functions; kdgat_core.cli registers them."""

@@ -12,8 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from kdgat_core.cli import FormatOpt, OutputFormat, OutputOpt, TrackingUriOpt, emit, write_output
 from kdgat_core.commands.analytics import DatasetOpt, KdOpt, SizeOpt, StageOpt, StatusOpt, WhereOpt, _filters, _open
+from kdgat_core.commands.options import FormatOpt, OutputOpt, TrackingUriOpt
+from kdgat_core.commands.output import OutputFormat, emit, render, write_output
 from kdgat_core.config import KdgatError
 
 ExprOpt = Annotated[
@@ -28,7 +29,7 @@ def _keys(text: str | None) -> list[str]:
     return [k.strip() for k in (text or "").split(",") if k.strip()]
 
 
-def group(
+def group_command(
     by: Annotated[str, typer.Option("--by", "-b", help="Comma-separated params/tags, e.g. model_size,use_kd,lr.")],
     metric: ExprOpt = "f1",
     where: WhereOpt = None,
@@ -56,7 +57,7 @@ def group(
     emit(table, fmt, output, title=f"{metric} by {', '.join(keys)}")
 
 
-def ab(
+def ab_command(
     by: Annotated[str, typer.Option("--by", "-b", help="The tag or param whose two values are compared, e.g. use_kd.")],
     metric: ExprOpt = "f1",
     pair_on: Annotated[
@@ -96,14 +97,12 @@ def print_comparison(result, fmt: OutputFormat, output: Path | None) -> None:
         write_output(json.dumps(result.as_dict(), indent=2) + "\n", output)
         return
     if fmt is OutputFormat.table:
-        from kdgat_core.cli import render
-
         write_output(result.sentence + "\n\n" + render(result.table(), fmt), output)
         return
     emit(result.table(), fmt, output, title=result.sentence)
 
 
-def summary(
+def summary_command(
     run: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name (newest).")],
     metric: Annotated[Optional[str], typer.Option("--metric", "-m", help="Only this metric key.")] = None,
     tracking_uri: TrackingUriOpt = None,
@@ -116,7 +115,7 @@ def summary(
     emit(table.drop_columns(["run_id"]), fmt, output, title=f"metric summary of {run}")
 
 
-def importance(
+def importance_command(
     metric: ExprOpt = "f1",
     where: WhereOpt = None,
     dataset: DatasetOpt = None,
@@ -137,8 +136,3 @@ def importance(
     if result.warning:
         typer.echo(f"kdgat: warning: {result.warning}", err=True)
     emit(result.table, fmt, output, title=f"What moves {metric} ({result.runs} runs)")
-
-
-def register(app: typer.Typer) -> None:
-    for fn in (group, ab, summary, importance):
-        app.command(fn.__name__)(fn)

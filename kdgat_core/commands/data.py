@@ -1,4 +1,4 @@
-"""`kdgat` commands for the data area. Registered on the app by kdgat_core.cli; heavy imports stay inside functions.
+"""`kdgat` commands for the data area. Registered in kdgat_core.cli; heavy imports stay inside functions.
 
 ingest   raw captures -> canonical parquet          datasets  what each dataset has on disk
 graphs   build / inspect the window-graph cache     synth     write synthetic traffic (parquet or a raw format)
@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from kdgat_core.commands.output import OutputFormat, emit
 
 DataRootOpt = Annotated[
     Optional[str],
@@ -33,13 +35,6 @@ class SynthFormat(str, Enum):
     csv = "csv"
     hcrl = "hcrl"
     candump = "candump"
-
-
-def register(app: typer.Typer) -> None:
-    app.command("ingest")(ingest_command)
-    app.command("datasets")(datasets_command)
-    app.command("graphs")(graphs_command)
-    app.command("synth")(synth_command)
 
 
 def ingest_command(
@@ -68,7 +63,6 @@ def ingest_command(
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from kdgat_core.cli import OutputFormat, emit
     from kdgat_core.data.ingest import ingest, total_bytes
 
     root = out or (Path(data_root) if data_root else None)
@@ -131,7 +125,6 @@ def datasets_command(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the output to this file.")] = None,
 ) -> None:
     """List the registered datasets with what is on disk: recordings, messages, attack share, distinct ids, span."""
-    from kdgat_core.cli import OutputFormat, emit
     from kdgat_core.config import KdgatError, resolve_data_root
     from kdgat_core.data.catalog import catalog
 
@@ -173,7 +166,6 @@ def graphs_command(
     ] = "table",
 ) -> None:
     """Build (or read from the cache) a dataset's window graphs and print counts per split and the time taken."""
-    from kdgat_core.cli import OutputFormat, emit
     from kdgat_core.config import KdgatError, PipelineConfig
     from kdgat_core.data.catalog import dataset_dir, validate_data_config
 

@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from kdgat_core.cli import FormatOpt, OutputFormat, OutputOpt, TrackingUriOpt, emit
+from kdgat_core.commands.options import FormatOpt, OutputOpt, TrackingUriOpt
+from kdgat_core.commands.output import OutputFormat, emit
 from kdgat_core.config import (
     STAGE_ARCH,
     TEACHER_AUTO,
@@ -78,208 +79,204 @@ def _dag_rows(subs) -> list[dict]:
     return rows
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("submit")
-    def submit_cmd(
-        target: Annotated[
-            str, typer.Argument(help=f"A stage ({', '.join(Stage.values())}) or `pipeline` for the whole DAG.")
-        ],
-        dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see `kdgat datasets`).")],
-        preset_name: Annotated[
-            Optional[str],
-            typer.Option(
-                "--preset",
-                "-p",
-                help="<arch>,<size>[,variant] e.g. gat,student or gat,student,tiny (a stage); for a pipeline only the variant, e.g. tiny.",
-            ),
-        ] = None,
-        kd: Annotated[
-            bool, typer.Option("--kd", help="Knowledge distillation: a student learns from a teacher run.")
-        ] = False,
-        teacher: Annotated[
-            Optional[str],
-            typer.Option(
-                "--teacher",
-                help=f"The teacher's run id; `{TEACHER_AUTO}` (default) finds the newest complete teacher run when the job starts.",
-            ),
-        ] = None,
-        after: Annotated[
-            list[str], typer.Option("--after", help="Start after this job id completed successfully (repeatable).")
-        ] = [],
-        array: Annotated[
-            Optional[str],
-            typer.Option("--array", help="Seeds as a SLURM array, e.g. 0-3 or 1,2,3: each task's seed is its index."),
-        ] = None,
-        sizes: Annotated[str, typer.Option("--sizes", help="Pipeline: model sizes, e.g. teacher,student.")] = "teacher",
-        stages: Annotated[
-            Optional[str], typer.Option("--stages", help="Pipeline: only these stages, e.g. autoencoder,curriculum.")
-        ] = None,
-        preprocess: Annotated[
-            bool,
-            typer.Option(
-                "--preprocess/--no-preprocess",
-                help="Pipeline: first build the graph cache in one CPU job ([cluster.resources.preprocess]).",
-            ),
-        ] = True,
-        dry_run: Annotated[
-            bool, typer.Option("--dry-run", "-n", help="Print the script(s) (and the DAG) without submitting.")
-        ] = False,
-        override: OverrideOpt = [],
-        resources: ResourcesOpt = [],
-        executor: ExecutorOpt = None,
-        tracking_uri: TrackingUriOpt = None,
-    ) -> None:
-        """Render a stage's sbatch script from slurm_templates/ and submit it (`sbatch --parsable`), or a whole pipeline."""
-        from kdgat_core.slurm import submit, submit_pipeline
-        from kdgat_core.slurm.resources import parse_pairs
+def submit_command(
+    target: Annotated[
+        str, typer.Argument(help=f"A stage ({', '.join(Stage.values())}) or `pipeline` for the whole DAG.")
+    ],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see `kdgat datasets`).")],
+    preset_name: Annotated[
+        Optional[str],
+        typer.Option(
+            "--preset",
+            "-p",
+            help="<arch>,<size>[,variant] e.g. gat,student or gat,student,tiny (a stage); for a pipeline only the variant, e.g. tiny.",
+        ),
+    ] = None,
+    kd: Annotated[
+        bool, typer.Option("--kd", help="Knowledge distillation: a student learns from a teacher run.")
+    ] = False,
+    teacher: Annotated[
+        Optional[str],
+        typer.Option(
+            "--teacher",
+            help=f"The teacher's run id; `{TEACHER_AUTO}` (default) finds the newest complete teacher run when the job starts.",
+        ),
+    ] = None,
+    after: Annotated[
+        list[str], typer.Option("--after", help="Start after this job id completed successfully (repeatable).")
+    ] = [],
+    array: Annotated[
+        Optional[str],
+        typer.Option("--array", help="Seeds as a SLURM array, e.g. 0-3 or 1,2,3: each task's seed is its index."),
+    ] = None,
+    sizes: Annotated[str, typer.Option("--sizes", help="Pipeline: model sizes, e.g. teacher,student.")] = "teacher",
+    stages: Annotated[
+        Optional[str], typer.Option("--stages", help="Pipeline: only these stages, e.g. autoencoder,curriculum.")
+    ] = None,
+    preprocess: Annotated[
+        bool,
+        typer.Option(
+            "--preprocess/--no-preprocess",
+            help="Pipeline: first build the graph cache in one CPU job ([cluster.resources.preprocess]).",
+        ),
+    ] = True,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Print the script(s) (and the DAG) without submitting.")
+    ] = False,
+    override: OverrideOpt = [],
+    resources: ResourcesOpt = [],
+    executor: ExecutorOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Render a stage's sbatch script from slurm_templates/ and submit it (`sbatch --parsable`), or a whole pipeline."""
+    from kdgat_core.slurm import submit, submit_pipeline
+    from kdgat_core.slurm.resources import parse_pairs
 
-        res = parse_pairs(resources)
-        if target == PIPELINE:
-            if teacher not in (None, TEACHER_AUTO):
-                raise KdgatError(
-                    "A pipeline's students find their teacher when they start; --teacher applies to one stage."
-                )
-            if array:
-                raise KdgatError(
-                    "--array applies to one stage; submit seeds of a stage with `kdgat submit <stage> --array`."
-                )
-            variant = preset_name
-            if variant and "," in variant:
-                raise KdgatError(
-                    "For a pipeline --preset takes only a variant (e.g. tiny): each stage has its own architecture."
-                )
-            subs = submit_pipeline(
-                dataset,
-                sizes.split(","),
-                kd=kd,
-                variant=variant,
-                overrides=override,
-                dry_run=dry_run,
-                resources=res,
-                tracking_uri=tracking_uri,
-                executor=executor,
-                after=after,
-                stages=stages.split(",") if stages else None,
-                preprocess=preprocess,
+    res = parse_pairs(resources)
+    if target == PIPELINE:
+        if teacher not in (None, TEACHER_AUTO):
+            raise KdgatError(
+                "A pipeline's students find their teacher when they start; --teacher applies to one stage."
             )
-            if dry_run:
-                for s in subs:
-                    typer.echo(f"# ==== {s.run_name}  (after: {', '.join(s.after) or 'nothing'}) ====")
-                    typer.echo(s.job.script)
-            emit(_dag_rows(subs), OutputFormat.table, title=f"pipeline {dataset}" + (" (dry run)" if dry_run else ""))
-            return
-        stage = Stage.parse(target, "stage")
-        cfg = _stage_config(stage, preset_name, dataset)
-        cfg.override(override)
-        if kd or teacher:
-            if cfg.model_size != ModelSize.STUDENT.value:
-                raise KdgatError("--kd trains a student from a teacher: use a student preset (e.g. --preset student).")
-            cfg.kd.enabled = True
-            cfg.kd.teacher_run_id = teacher or TEACHER_AUTO
-        sub = submit(
-            cfg, after=after, array=array, dry_run=dry_run, resources=res, tracking_uri=tracking_uri, executor=executor
+        if array:
+            raise KdgatError(
+                "--array applies to one stage; submit seeds of a stage with `kdgat submit <stage> --array`."
+            )
+        variant = preset_name
+        if variant and "," in variant:
+            raise KdgatError(
+                "For a pipeline --preset takes only a variant (e.g. tiny): each stage has its own architecture."
+            )
+        subs = submit_pipeline(
+            dataset,
+            sizes.split(","),
+            kd=kd,
+            variant=variant,
+            overrides=override,
+            dry_run=dry_run,
+            resources=res,
+            tracking_uri=tracking_uri,
+            executor=executor,
+            after=after,
+            stages=stages.split(",") if stages else None,
+            preprocess=preprocess,
         )
         if dry_run:
-            sys.stdout.write(sub.job.script)
+            for s in subs:
+                typer.echo(f"# ==== {s.run_name}  (after: {', '.join(s.after) or 'nothing'}) ====")
+                typer.echo(s.job.script)
+        emit(_dag_rows(subs), OutputFormat.table, title=f"pipeline {dataset}" + (" (dry run)" if dry_run else ""))
+        return
+    stage = Stage.parse(target, "stage")
+    cfg = _stage_config(stage, preset_name, dataset)
+    cfg.override(override)
+    if kd or teacher:
+        if cfg.model_size != ModelSize.STUDENT.value:
+            raise KdgatError("--kd trains a student from a teacher: use a student preset (e.g. --preset student).")
+        cfg.kd.enabled = True
+        cfg.kd.teacher_run_id = teacher or TEACHER_AUTO
+    sub = submit(
+        cfg, after=after, array=array, dry_run=dry_run, resources=res, tracking_uri=tracking_uri, executor=executor
+    )
+    if dry_run:
+        sys.stdout.write(sub.job.script)
+        return
+    typer.echo(
+        f"Submitted {sub.run_name} as job {sub.job_id}"
+        + (f" after {', '.join(sub.after)}" if sub.after else "")
+        + f" ({sub.executor}); script {sub.script_path}"
+    )
+
+
+def jobs_command(
+    active: Annotated[bool, typer.Option("--active", "-a", help="Only pending and running jobs.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many jobs, newest first (0 = all).")] = 50,
+    watch: Annotated[
+        float, typer.Option("--watch", "-w", help="Refresh every N seconds until Ctrl-C (0 = once).")
+    ] = 0.0,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """The queue and recent history (one squeue + one sacct call) joined with the runs; lost runs flagged."""
+    from kdgat_core.slurm import job_table
+
+    while True:
+        rows = [r.to_dict() for r in job_table(tracking_uri, include_ended=not active)]
+        if limit:
+            rows = rows[:limit]
+        if watch and sys.stdout.isatty():
+            typer.echo("\x1b[2J\x1b[H", nl=False)
+        if rows:
+            emit(rows, fmt, output)
+        else:
+            typer.echo("No jobs." if fmt is OutputFormat.table else "", err=fmt is OutputFormat.table)
+        if not watch:
             return
-        typer.echo(
-            f"Submitted {sub.run_name} as job {sub.job_id}"
-            + (f" after {', '.join(sub.after)}" if sub.after else "")
-            + f" ({sub.executor}); script {sub.script_path}"
-        )
+        time.sleep(max(watch, 1.0))
 
-    @app.command("jobs")
-    def jobs_cmd(
-        active: Annotated[bool, typer.Option("--active", "-a", help="Only pending and running jobs.")] = False,
-        limit: Annotated[int, typer.Option("--limit", help="At most this many jobs, newest first (0 = all).")] = 50,
-        watch: Annotated[
-            float, typer.Option("--watch", "-w", help="Refresh every N seconds until Ctrl-C (0 = once).")
-        ] = 0.0,
-        fmt: FormatOpt = OutputFormat.table,
-        output: OutputOpt = None,
-        tracking_uri: TrackingUriOpt = None,
-    ) -> None:
-        """The queue and recent history (one squeue + one sacct call) joined with the runs; lost runs flagged."""
-        from kdgat_core.slurm import job_table
 
-        while True:
-            rows = [r.to_dict() for r in job_table(tracking_uri, include_ended=not active)]
-            if limit:
-                rows = rows[:limit]
-            if watch and sys.stdout.isatty():
-                typer.echo("\x1b[2J\x1b[H", nl=False)
-            if rows:
-                emit(rows, fmt, output)
-            else:
-                typer.echo("No jobs." if fmt is OutputFormat.table else "", err=fmt is OutputFormat.table)
-            if not watch:
-                return
-            time.sleep(max(watch, 1.0))
+def logs_command(
+    job: Annotated[str, typer.Argument(help="Job id (an array task as 123_4).")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends.")] = False,
+    stderr_only: Annotated[bool, typer.Option("--err", help="Only the job's stderr.")] = False,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Print a job's stdout and stderr (`slurm-<id>.out/.err` in its run folder)."""
+    from kdgat_core.slurm import job_logs
 
-    @app.command("logs")
-    def logs_cmd(
-        job: Annotated[str, typer.Argument(help="Job id (an array task as 123_4).")],
-        follow: Annotated[
-            bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends.")
-        ] = False,
-        stderr_only: Annotated[bool, typer.Option("--err", help="Only the job's stderr.")] = False,
-        tracking_uri: TrackingUriOpt = None,
-    ) -> None:
-        """Print a job's stdout and stderr (`slurm-<id>.out/.err` in its run folder)."""
-        from kdgat_core.slurm import job_logs
+    out, err = job_logs(job, tracking_uri)
+    files = [err] if stderr_only else [out, err]
+    if not any(f.exists() for f in files) and not follow:
+        raise KdgatError(f"Job {job} has written no log yet ({out}); it may still be pending.")
+    if not follow:
+        for f in files:
+            if f.exists() and f.stat().st_size:
+                if len(files) > 1:
+                    typer.echo(f"==> {f} <==")
+                sys.stdout.write(f.read_text(errors="replace"))
+        return
+    _follow(job, files, tracking_uri)
 
-        out, err = job_logs(job, tracking_uri)
-        files = [err] if stderr_only else [out, err]
-        if not any(f.exists() for f in files) and not follow:
-            raise KdgatError(f"Job {job} has written no log yet ({out}); it may still be pending.")
-        if not follow:
-            for f in files:
-                if f.exists() and f.stat().st_size:
-                    if len(files) > 1:
-                        typer.echo(f"==> {f} <==")
-                    sys.stdout.write(f.read_text(errors="replace"))
-            return
-        _follow(job, files, tracking_uri)
 
-    @app.command("cancel")
-    def cancel_cmd(
-        jobs: Annotated[list[str], typer.Argument(help="Job ids to cancel.")],
-        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-        tracking_uri: TrackingUriOpt = None,
-    ) -> None:
-        """Cancel jobs (scancel); a running job's run ends KILLED. Asks first on a terminal."""
-        from kdgat_core.slurm import cancel
+def cancel_command(
+    jobs: Annotated[list[str], typer.Argument(help="Job ids to cancel.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    tracking_uri: TrackingUriOpt = None,
+) -> None:
+    """Cancel jobs (scancel); a running job's run ends KILLED. Asks first on a terminal."""
+    from kdgat_core.slurm import cancel
 
-        if (
-            not yes
-            and sys.stdin.isatty()
-            and not typer.confirm(f"Cancel job{'s' if len(jobs) > 1 else ''} {', '.join(jobs)}?", default=False)
-        ):
-            typer.echo("Nothing cancelled.")
-            raise typer.Exit(1)
-        cancel(jobs, tracking_uri)
-        typer.echo(f"Cancelled {', '.join(jobs)}.")
+    if (
+        not yes
+        and sys.stdin.isatty()
+        and not typer.confirm(f"Cancel job{'s' if len(jobs) > 1 else ''} {', '.join(jobs)}?", default=False)
+    ):
+        typer.echo("Nothing cancelled.")
+        raise typer.Exit(1)
+    cancel(jobs, tracking_uri)
+    typer.echo(f"Cancelled {', '.join(jobs)}.")
 
-    @app.command("reconcile")
-    def reconcile_cmd(
-        dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only list the lost runs.")] = False,
-        tracking_uri: TrackingUriOpt = None,
-        fmt: FormatOpt = OutputFormat.table,
-        output: OutputOpt = None,
-    ) -> None:
-        """Mark lost runs (tagged running, but their job has ended) as failed, through MLflow's client."""
-        from kdgat_core.slurm import reconcile
 
-        lost = reconcile(tracking_uri, dry_run=dry_run)
-        if not lost and fmt is OutputFormat.table:
-            typer.echo("No lost runs.")
-            return
-        emit(
-            [{"run_id": r.run_id, "run": r.run_name, "job": r.job_id, "job_state": r.job_state} for r in lost],
-            fmt,
-            output,
-            title="lost runs" + ("" if dry_run else ", now marked failed"),
-        )
+def reconcile_command(
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Only list the lost runs.")] = False,
+    tracking_uri: TrackingUriOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+) -> None:
+    """Mark lost runs (tagged running, but their job has ended) as failed, through MLflow's client."""
+    from kdgat_core.slurm import reconcile
+
+    lost = reconcile(tracking_uri, dry_run=dry_run)
+    if not lost and fmt is OutputFormat.table:
+        typer.echo("No lost runs.")
+        return
+    emit(
+        [{"run_id": r.run_id, "run": r.run_name, "job": r.job_id, "job_state": r.job_state} for r in lost],
+        fmt,
+        output,
+        title="lost runs" + ("" if dry_run else ", now marked failed"),
+    )
 
 
 def _follow(job: str, files: list[Path], tracking_uri: str | None) -> None:

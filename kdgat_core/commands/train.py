@@ -1,9 +1,14 @@
 """`kdgat run <stage>` (train one stage as one tracked run) and `kdgat config-keys`. Torch and MLflow load lazily."""
 
+from __future__ import annotations
+
 import logging
 from typing import Annotated, Optional
 
 import typer
+
+from kdgat_core.commands.options import FormatOpt, TrackingUriOpt
+from kdgat_core.commands.output import OutputFormat, emit
 
 RUN_HELP = """Train one pipeline stage as one tracked run.
 
@@ -13,85 +18,76 @@ Example: kdgat run autoencoder --preset vgae,teacher --dataset hcrl_sa
 """
 
 
-def register(app: typer.Typer) -> None:
-    # imported here: kdgat_core.cli imports this module while it builds the app
-    from kdgat_core.cli import FormatOpt, OutputFormat, TrackingUriOpt, emit
+def run_command(
+    stage: Annotated[str, typer.Argument(help="autoencoder | curriculum | fusion | evaluation", show_default=False)],
+    preset_name: Annotated[
+        str, typer.Option("--preset", "-p", help="<arch>,<size>[,variant], e.g. vgae,teacher or gat,student,cpu.")
+    ],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see `kdgat datasets`).")],
+    kd: Annotated[bool, typer.Option("--kd", help="Distil a student from a teacher run.")] = False,
+    teacher: Annotated[
+        Optional[str],
+        typer.Option("--teacher", help="Teacher run id for --kd ('auto' or omitted: the newest complete teacher run)."),
+    ] = None,
+    override: Annotated[
+        Optional[list[str]],
+        typer.Option("--override", "-O", help="key=value config override (repeatable); see `kdgat config-keys`."),
+    ] = None,
+    device: Annotated[
+        Optional[str], typer.Option("--device", help="cpu or cuda (default: the config's train.device).")
+    ] = None,
+    tracking_uri: TrackingUriOpt = None,
+    data_root: Annotated[
+        Optional[str],
+        typer.Option(
+            "--data-root", help="Folder holding <dataset>/ (else KDGAT_DATA_ROOT, kdgat.toml, ../shared/data)."
+        ),
+    ] = None,
+    fmt: FormatOpt = OutputFormat.table,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress on stderr.")] = False,
+) -> None:
+    from kdgat_core.config import resolve_tracking_uri
 
-    @app.command("run", help=RUN_HELP)
-    def run(
-        stage: Annotated[
-            str, typer.Argument(help="autoencoder | curriculum | fusion | evaluation", show_default=False)
-        ],
-        preset_name: Annotated[
-            str, typer.Option("--preset", "-p", help="<arch>,<size>[,variant], e.g. vgae,teacher or gat,student,cpu.")
-        ],
-        dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (see `kdgat datasets`).")],
-        kd: Annotated[bool, typer.Option("--kd", help="Distil a student from a teacher run.")] = False,
-        teacher: Annotated[
-            Optional[str],
-            typer.Option(
-                "--teacher", help="Teacher run id for --kd ('auto' or omitted: the newest complete teacher run)."
-            ),
-        ] = None,
-        override: Annotated[
-            Optional[list[str]],
-            typer.Option("--override", "-O", help="key=value config override (repeatable); see `kdgat config-keys`."),
-        ] = None,
-        device: Annotated[
-            Optional[str], typer.Option("--device", help="cpu or cuda (default: the config's train.device).")
-        ] = None,
-        tracking_uri: TrackingUriOpt = None,
-        data_root: Annotated[
-            Optional[str],
-            typer.Option(
-                "--data-root", help="Folder holding <dataset>/ (else KDGAT_DATA_ROOT, kdgat.toml, ../shared/data)."
-            ),
-        ] = None,
-        fmt: FormatOpt = OutputFormat.table,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress on stderr.")] = False,
-    ) -> None:
-        from kdgat_core.config import resolve_tracking_uri
+    cfg = build_run_config(stage, preset_name, dataset, kd, teacher, override or [], device)
+    if not quiet:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from kdgat_core.stages import run_stage
 
-        cfg = build_run_config(stage, preset_name, dataset, kd, teacher, override or [], device)
-        if not quiet:
-            logging.basicConfig(level=logging.INFO, format="%(message)s")
-        from kdgat_core.stages import run_stage
+    uri = resolve_tracking_uri(tracking_uri).value
+    result = run_stage(cfg, tracking_uri=uri, data_root=data_root)  # resolved below: errors name its source
+    rows = [{"metric": "run_id", "value": result.run_id}, {"metric": "run_name", "value": cfg.run_name}]
+    metrics = list(result.metrics.items())
+    if fmt is OutputFormat.table:
+        # a terminal gets the headline metrics and each scenario's F1; every metric: --format json, `kdgat compare`
+        shown = [(k, v) for k, v in metrics if "/" not in k or k.endswith("/f1")]
+        rows += [{"metric": k, "value": v} for k, v in shown]
+        if len(shown) < len(metrics):
+            rows.append(
+                {"metric": f"(+{len(metrics) - len(shown)} more: --format json, or kdgat compare)", "value": ""}
+            )
+    else:
+        rows += [{"metric": k, "value": v} for k, v in metrics]
+    emit(rows, fmt, title=f"{cfg.run_name} ({result.run_id})" if fmt is OutputFormat.table else None)
 
-        uri = resolve_tracking_uri(tracking_uri).value
-        result = run_stage(cfg, tracking_uri=uri, data_root=data_root)  # resolved below: errors name its source
-        rows = [{"metric": "run_id", "value": result.run_id}, {"metric": "run_name", "value": cfg.run_name}]
-        metrics = list(result.metrics.items())
-        if fmt is OutputFormat.table:
-            # a terminal gets the headline metrics and each scenario's F1; every metric: --format json, `kdgat compare`
-            shown = [(k, v) for k, v in metrics if "/" not in k or k.endswith("/f1")]
-            rows += [{"metric": k, "value": v} for k, v in shown]
-            if len(shown) < len(metrics):
-                rows.append(
-                    {"metric": f"(+{len(metrics) - len(shown)} more: --format json, or kdgat compare)", "value": ""}
-                )
-        else:
-            rows += [{"metric": k, "value": v} for k, v in metrics]
-        emit(rows, fmt, title=f"{cfg.run_name} ({result.run_id})" if fmt is OutputFormat.table else None)
 
-    @app.command("config-keys")
-    def config_keys(
-        preset_name: Annotated[
-            Optional[str],
-            typer.Option("--preset", "-p", help="Show this preset's values (default: the built-in defaults)."),
-        ] = None,
-        dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset the preset is for.")] = "hcrl_sa",
-        fmt: FormatOpt = OutputFormat.table,
-    ) -> None:
-        """List every config key that `kdgat run -O key=value` accepts, with its type and value."""
-        from kdgat_core.config import PipelineConfig, preset
+def config_keys_command(
+    preset_name: Annotated[
+        Optional[str],
+        typer.Option("--preset", "-p", help="Show this preset's values (default: the built-in defaults)."),
+    ] = None,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset the preset is for.")] = "hcrl_sa",
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """List every config key that `kdgat run -O key=value` accepts, with its type and value."""
+    from kdgat_core.config import PipelineConfig, preset
 
-        cfg = preset(preset_name, dataset=dataset) if preset_name else PipelineConfig(dataset=dataset)
-        rows = [
-            {"key": k, "type": type(v).__name__, "value": ",".join(map(str, v)) if isinstance(v, list) else v}
-            for k, v in cfg.flatten().items()
-            if k not in ("dataset", "stage", "model_size")
-        ]
-        emit(rows, fmt)
+    cfg = preset(preset_name, dataset=dataset) if preset_name else PipelineConfig(dataset=dataset)
+    rows = [
+        {"key": k, "type": type(v).__name__, "value": ",".join(map(str, v)) if isinstance(v, list) else v}
+        for k, v in cfg.flatten().items()
+        if k not in ("dataset", "stage", "model_size")
+    ]
+    emit(rows, fmt)
 
 
 def build_run_config(

@@ -91,11 +91,6 @@ def test_all_stages_complete_and_mlflow_reads_them(pipeline):
     assert runs[res[("teacher", False, "fusion")][0]][f"tags.{FUSION_BEATS_BEST_TAG}"] in ("True", "False")
 
 
-def test_tiny_pipeline_fits_the_time_budget(pipeline):
-    # the budget is 60 s on an idle 2-core machine; shared CI cores get slack, but not unbounded
-    assert pipeline["seconds"] < 180, f"tiny pipeline took {pipeline['seconds']:.0f} s"
-
-
 def test_evaluation_logs_every_scenario_and_artifacts(pipeline):
     run_id, metrics = pipeline["results"][("teacher", False, "evaluation")]
     for scenario in TEST_SPLITS_BASE:
