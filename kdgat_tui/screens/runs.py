@@ -28,6 +28,7 @@ class RunsScreen(Screen):
         Binding("enter", "open_run", "Detail", tooltip="Tags, params, metrics, scenarios, curves, artifacts"),
         Binding("space", "mark", "Mark", tooltip="Mark runs to diff"),
         Binding("d", "diff", "Diff", tooltip="Compare the marked runs (or the cursor run with its teacher)"),
+        Binding("c", "chart", "Chart", tooltip="Curves of the marked runs, or of the groups (mean ± std)"),
         Binding("s", "sort", "Sort", tooltip="Sort by a column (again: reverse)"),
         Binding("S", "reverse", "Reverse", show=False, tooltip="Reverse the sort"),
         Binding("m", "metrics", "Metrics", tooltip="Choose the metric columns"),
@@ -292,6 +293,23 @@ class RunsScreen(Screen):
         # the order on screen is the order of the diff's columns
         rows = {r: self.view.row_of(r) for r in marks} if self.view else {}
         self.app.open_diff(sorted(marks, key=lambda r: rows.get(r) if rows.get(r) is not None else 1 << 60))
+
+    def action_chart(self) -> None:
+        if self.model is None or self.view is None or not len(self.view.ids):
+            return
+        if self.view.grouped:
+            # the cursor's group and the ones below it, at most 8: one legend colour each
+            start = self.query_one(ArrowTable).cursor_row
+            names = self.view.table.column(0).to_pylist()
+            groups = [(names[i], self.view.groups[i]) for i in range(start, min(start + 8, len(names)))]
+            self.app.open_chart(groups=groups)
+            return
+        marks = list(self.model.marks)
+        if marks:
+            rows = {r: self.view.row_of(r) for r in marks}
+            self.app.open_chart(sorted(marks, key=lambda r: rows.get(r) if rows.get(r) is not None else 1 << 60))
+        elif self.current_run_id():
+            self.app.open_chart([self.current_run_id()])
 
     def action_sort(self) -> None:
         if self.model is None:

@@ -314,3 +314,43 @@ def test_leaderboard_where_group_by_and_lineage_stats_on_the_cli(analysis_db):
     assert [(g["model_size"], g["use_kd"]) for g in groups][0] == ("teacher", "False") and len(groups) == 3
     proc = kdgat(analysis_db[0], "lineage", "--stats")
     assert proc.returncode == 0 and proc.stdout.startswith("KD students: -0.0"), proc.stderr
+
+
+# -- curves and figures -----------------------------------------------------------------------------------------------
+def test_group_curves_are_the_mean_and_std_of_the_runs_histories(adb):
+    import statistics
+
+    from kdgat_core.query import curves as cv
+
+    g = adb.groups(["use_kd"], "f1", model_size="student", arrow=True).to_pylist()
+    named = [(f"use_kd={r['use_kd']}", r["run_ids"]) for r in g]
+    lines = {c.label: c for c in cv.group_curves(adb, named, "val_f1")}
+    kd = lines["use_kd=True"]
+    assert kd.x == [float(s) for s in range(1, 9)] and kd.n == [12] * 8
+    points = {}
+    for rid in dict(named)["use_kd=True"]:
+        for r in adb.history(rid, "val_f1", arrow=True).to_pylist():
+            points.setdefault(r["step"], []).append(r["value"])
+    assert kd.y == pytest.approx([statistics.mean(points[s]) for s in range(1, 9)])
+    assert kd.std == pytest.approx([statistics.stdev(points[s]) for s in range(1, 9)])
+    assert kd.colour == cv.Curve("use_kd=True", [], []).colour  # stable: the label decides the colour
+    assert cv.ema([1.0, 1.0, 1.0], 0.9) == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_run_curves_draw_the_teacher_underneath(adb, analysis_db):
+    from kdgat_core.query import curves as cv
+
+    lines = cv.run_curves(adb, [analysis_db[1]["d2/4/kd"]], "val_loss")
+    assert [c.teacher for c in lines] == [True, False] and lines[0].run_ids == [analysis_db[1]["d2/4/teacher"]]
+    assert lines[1].y[5] == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("args", [["--group-by", "use_kd", "-m", "val_f1"], ["--parallel", "-m", "f1"]])
+def test_plot_writes_a_figure(analysis_db, tmp_path, args):
+    for suffix, magic in ((".png", b"\x89PNG"), (".svg", b"<?xml"), (".pdf", b"%PDF")):
+        out = tmp_path / f"fig{suffix}"
+        proc = kdgat(analysis_db[0], "plot", *args, "-o", str(out), "--model-size", "student")
+        assert proc.returncode == 0, proc.stderr
+        assert out.read_bytes().startswith(magic) and out.stat().st_size > 5000
+    proc = kdgat(analysis_db[0], "plot", *args, "-o", str(tmp_path / "fig.txt"))
+    assert proc.returncode == 2 and "write a .png, .svg or .pdf" in proc.stderr
