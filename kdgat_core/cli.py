@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from kdgat_core.commands import analysis, analytics, data, slurm, train
+from kdgat_core.commands import analysis, analytics, annotate, data, slurm, train
 from kdgat_core.config import KdgatError
 
 app = typer.Typer(
@@ -49,6 +49,10 @@ app.command("ab")(analysis.ab_command)
 app.command("summary")(analysis.summary_command)
 app.command("importance")(analysis.importance_command)
 app.command("plot")(analysis.plot_command)
+app.command("tag")(annotate.tag_command)
+app.command("note")(annotate.note_command)
+app.command("delete")(annotate.delete_command)
+app.command("restore")(annotate.restore_command)
 app.command("ingest")(data.ingest_command)
 app.command("datasets")(data.datasets_command)
 app.command("graphs")(data.graphs_command)

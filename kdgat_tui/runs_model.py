@@ -309,9 +309,7 @@ class RunsModel:
         if self.group_by:
             names_col = pa.array(
                 [
-                    " ".join(
-                        f"{HEADERS.get(k, k).removeprefix(PARAM_PREFIX)}={'' if v is None else v}" for k, v in r.items()
-                    )
+                    " ".join(f"{k.removeprefix(PARAM_PREFIX)}={'' if v is None else v}" for k, v in r.items())
                     for r in grouped.select(keys_all).to_pylist()
                 ],
                 pa.string(),

@@ -214,11 +214,25 @@ def runs_command(
     status: StatusOpt = None,
     include_deleted: Annotated[bool, typer.Option("--include-deleted", help="Also list deleted runs.")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows (newest first).")] = None,
+    where: WhereOpt = None,
+    view: Annotated[
+        Optional[str], typer.Option("--view", "-V", help="A saved view of kdgat.toml ([views.NAME]).")
+    ] = None,
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
 ) -> None:
-    """List runs (newest first), e.g. kdgat runs --status failed."""
+    """List runs (newest first), e.g. kdgat runs --status failed; kdgat runs --view kd-students."""
+    if where or view:
+        from kdgat_core.query.saved_views import apply_view, get_view
+
+        saved = get_view(view) if view else None
+        with _open(tracking_uri) as db:
+            table = apply_view(db, saved, where, dataset=dataset, kd=kd, **_filters(stage, model_size, status))
+        if limit is not None:
+            table = table.slice(0, max(limit, 0))
+        emit(table, fmt, output, title=f"{table.num_rows} {'groups' if saved and saved.group_by else 'runs'}")
+        return
     with _open(tracking_uri) as db:
         table = db.runs(
             dataset=dataset,

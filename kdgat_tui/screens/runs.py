@@ -12,7 +12,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 
-from kdgat_core.config import RunStatus, Tag
+from kdgat_core.config import RunStatus, Tag, metric_direction
 from kdgat_tui.run_filter import FilterError
 from kdgat_tui.runs_model import QUICK_COLUMNS, RunsModel, View, column_of_header
 from kdgat_tui.widgets.arrow_table import ArrowTable
@@ -33,6 +33,8 @@ class RunsScreen(Screen):
         Binding("S", "reverse", "Reverse", show=False, tooltip="Reverse the sort"),
         Binding("m", "metrics", "Metrics", tooltip="Choose the metric columns"),
         Binding("g", "group", "Group", tooltip="Group runs that differ only in seed (mean ± std, n)"),
+        Binding("G", "group_columns", "Group by", show=False, tooltip="Pick the columns to group by"),
+        Binding("v", "views", "Views", show=False, tooltip="Switch to a saved view of kdgat.toml ([views.NAME])"),
         Binding("1", "quick(0)", "Dataset", show=False, tooltip="Cycle the dataset quick filter"),
         Binding("2", "quick(1)", "Stage", show=False, tooltip="Cycle the stage quick filter"),
         Binding("3", "quick(2)", "Size", show=False, tooltip="Cycle the model-size quick filter"),
@@ -55,6 +57,7 @@ class RunsScreen(Screen):
         self.last_ok: float | None = None
         self.loaded_at: float | None = None
         self.cached = False
+        self._views: dict = {}  # kdgat.toml's saved views, read when `v` is pressed
 
     def compose(self) -> ComposeResult:
         yield Static("kdgat · loading runs…", id="status-line", markup=False)
@@ -347,6 +350,65 @@ class RunsScreen(Screen):
         if self.model is not None:
             self.model.grouped = not self.model.grouped
             self.render_view(keep_run=None if self.model.grouped else self.current_run_id())
+
+    def action_group_columns(self) -> None:
+        if self.model is None:
+            return
+        from kdgat_core.query.groups import CONFIG_TAGS
+
+        cols = [c for c in self.model.columns if c in CONFIG_TAGS or c.startswith(("params.", "tags."))]
+        items = [(c, c) for c in cols]
+        self.app.push_screen(
+            PickMany("Group by (none: by configuration)", items, self.model.group_by), self._grouped_by
+        )
+
+    def _grouped_by(self, chosen: list[str] | None) -> None:
+        if chosen is not None and self.model is not None:
+            self.model.group_by = list(chosen)
+            self.model.grouped = True
+            self.render_view(keep_run=None)
+
+    def action_views(self) -> None:
+        from kdgat_core.query.saved_views import load_views
+
+        try:
+            self._views = load_views()
+        except Exception as exc:  # a malformed kdgat.toml is a sentence, not a crash
+            self.notify(str(exc), severity="error")
+            return
+        if not self._views:
+            self.notify("No saved views: add [views.<name>] to kdgat.toml (see docs/analysis.md).", severity="warning")
+            return
+        items = [(n, f"{n}  {v.where}") for n, v in sorted(self._views.items())]
+        self.app.push_screen(Pick("Saved view", items), self._view_chosen)
+
+    def _view_chosen(self, name: str | None) -> None:
+        if not name or self.model is None:
+            return
+        view = self._views[name]
+        model = self.model
+        model.filter_text = view.where
+        self.query_one("#filter", Input).value = view.where
+        self.query_one("#filter-row").set_class(not view.where, "hidden")
+        metrics = [m for c in view.columns for m in (c, f"metrics.{c}") if m in model.available_metrics]
+        if metrics:
+            model.metrics = metrics
+        if view.sort:
+            column = next(
+                (c for c in (view.sort, f"metrics.{view.sort}", f"params.{view.sort}") if c in model.columns), None
+            )
+            if column:
+                model.sort_key = column
+                model.sort_desc = (
+                    view.descending
+                    if view.descending is not None
+                    else (metric_direction(column) == "desc" if column in model.available_metrics else True)
+                )
+        found = (next((c for c in (g, f"params.{g}", f"tags.{g}") if c in model.columns), None) for g in view.group_by)
+        model.group_by = [c for c in found if c]
+        model.grouped = bool(view.group_by)
+        self.render_view(keep_run=None)
+        self.notify(f"view {name}")
 
     def action_quick(self, which: int) -> None:
         if self.model is None:

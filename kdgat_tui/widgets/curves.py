@@ -88,7 +88,7 @@ def render_lines(
         if not keep:
             continue
         xs, ys = [k[0] for k in keep], [k[1] for k in keep]
-        fig.draw(fig.signal(xs, ys, marker=plt.marker("hd", pixel=rgb)).lines().label(c.label[:40]))
+        fig.draw(fig.signal(xs, ys, marker=plt.marker("hd", pixel=rgb)).lines().label(c.label[:32]))
         if c.std is not None and any(s for s in c.std):
             raw = ema(c.y, smooth) if smooth else c.y
             for sign in (-1, 1):

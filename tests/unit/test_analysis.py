@@ -35,7 +35,7 @@ def adb(analysis_db, tmp_path):
         yield db
 
 
-def kdgat(db_path, *args, cache=None):
+def kdgat(db_path, *args, cache=None, cwd=None):
     env = dict(os.environ, PYTHONPATH=str(REPO), KDGAT_CACHE_DIR=str(cache or db_path.parent / "cli-cache"))
     return subprocess.run(
         [sys.executable, "-m", "kdgat_core.cli", *args, "--tracking-uri", str(db_path)],
@@ -43,7 +43,7 @@ def kdgat(db_path, *args, cache=None):
         text=True,
         env=env,
         timeout=300,
-        cwd=str(REPO),
+        cwd=str(cwd or REPO),
     )
 
 
@@ -354,3 +354,23 @@ def test_plot_writes_a_figure(analysis_db, tmp_path, args):
         assert out.read_bytes().startswith(magic) and out.stat().st_size > 5000
     proc = kdgat(analysis_db[0], "plot", *args, "-o", str(tmp_path / "fig.txt"))
     assert proc.returncode == 2 and "write a .png, .svg or .pdf" in proc.stderr
+
+
+# -- saved views ------------------------------------------------------------------------------------------------------
+def test_runs_view_applies_the_saved_filter_columns_sort_and_grouping(analysis_db, adb, tmp_path):
+    (tmp_path / "kdgat.toml").write_text(
+        '[views.best-epoch]\nwhere = "dataset=d1 | seed in (0)"\ncolumns = ["f1", "max(val_f1)"]\n'
+        'sort = "max(val_f1)"\n\n[views.kd]\ncolumns = ["argmax(val_f1)"]\ngroup_by = ["use_kd"]\n'
+    )
+    proc = kdgat(analysis_db[0], "runs", "--view", "best-epoch", "-f", "json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    want = adb.frame(["max(val_f1)"], where="dataset=d1 | seed in (0)", arrow=True)
+    assert {r["run_id"] for r in rows} == set(want["run_id"].to_pylist())
+    best = [r["max(val_f1)"] for r in rows if r["max(val_f1)"] is not None]
+    assert best == sorted(best, reverse=True) and list(rows[0])[-2:] == ["f1", "max(val_f1)"]
+    proc = kdgat(analysis_db[0], "runs", "--view", "kd", "-f", "json", cwd=tmp_path)
+    groups = {g["use_kd"]: g for g in json.loads(proc.stdout)}
+    assert groups["True"]["argmax(val_f1)_mean"] == 5.0 and groups["True"]["argmax(val_f1)_n"] == 12
+    proc = kdgat(analysis_db[0], "runs", "--view", "nope", cwd=tmp_path)
+    assert proc.returncode == 2 and "saved views: best-epoch, kd" in proc.stderr
