@@ -16,9 +16,9 @@ from kdgat_core.config import RunStatus, Tag, metric_direction
 from kdgat_tui.run_filter import FilterError
 from kdgat_tui.runs_model import QUICK_COLUMNS, RunsModel, View, column_of_header
 from kdgat_tui.widgets.arrow_table import ArrowTable
-from kdgat_tui.widgets.dialogs import Pick, PickMany
+from kdgat_tui.widgets.dialogs import Ask, Confirm, Pick, PickMany
 
-MUTATING_ACTIONS = {"submit"}
+MUTATING_ACTIONS = {"submit", "annotate"}
 
 
 class RunsScreen(Screen):
@@ -35,6 +35,7 @@ class RunsScreen(Screen):
         Binding("g", "group", "Group", tooltip="Group runs that differ only in seed (mean ± std, n)"),
         Binding("G", "group_columns", "Group by", show=False, tooltip="Pick the columns to group by"),
         Binding("v", "views", "Views", show=False, tooltip="Switch to a saved view of kdgat.toml ([views.NAME])"),
+        Binding("A", "annotate", "Annotate", show=False, tooltip="Tag, note or delete the marked runs (asks first)"),
         Binding("1", "quick(0)", "Dataset", show=False, tooltip="Cycle the dataset quick filter"),
         Binding("2", "quick(1)", "Stage", show=False, tooltip="Cycle the stage quick filter"),
         Binding("3", "quick(2)", "Size", show=False, tooltip="Cycle the model-size quick filter"),
@@ -367,6 +368,79 @@ class RunsScreen(Screen):
             self.model.group_by = list(chosen)
             self.model.grouped = True
             self.render_view(keep_run=None)
+
+    # ---- annotations: written by `kdgat tag|note|delete` in a subprocess (mlflow never loads in the TUI) --------
+    def _targets(self) -> list[str]:
+        if self.model is None:
+            return []
+        return sorted(self.model.marks) or ([self.current_run_id()] if self.current_run_id() else [])
+
+    def action_annotate(self) -> None:
+        if self.app.readonly or not self._targets():
+            return
+        items = [("tag", "tag KEY=VALUE"), ("note", "note (MLflow's description)"), ("delete", "delete (restorable)")]
+        self.app.push_screen(Pick(f"Annotate {len(self._targets())} run(s)", items), self._annotate_chosen)
+
+    def _annotate_chosen(self, action: str | None) -> None:
+        if action == "delete":
+            self._confirm_annotation("delete", [], [f"{self._who(r)}: delete" for r in self._targets()])
+        elif action in ("tag", "note"):
+            prompt = "tag KEY=VALUE" if action == "tag" else "note"
+            self.app.push_screen(Ask(prompt), lambda text: self._annotate_text(action, text))
+
+    def _annotate_text(self, action: str, text: str | None) -> None:
+        if not text:
+            return
+        runs = self._targets()
+        if action == "tag":
+            key, sep, value = text.partition("=")
+            key = key.strip()
+            if not sep or not key or key.startswith("mlflow."):
+                self.notify(f"'{text}' is not KEY=VALUE (mlflow.* keys are MLflow's own).", severity="error")
+                return
+            old = {r: self.model.value_of(r, key) or self.model.value_of(r, f"tags.{key}") for r in runs}
+            lines = [f"{self._who(r)}: tag {key} = {value!r} (was {old[r]!r})" for r in runs if old[r] != value]
+            self._confirm_annotation("tag", ["--set", f"{key}={value}"], lines)
+        else:
+            self._confirm_annotation("note", ["--text", text], [f"{self._who(r)}: note {text!r}" for r in runs])
+
+    def _who(self, run_id: str) -> str:
+        return f"{self.model.value_of(run_id, 'run_name') or '?'} ({run_id[:8]})"
+
+    def _confirm_annotation(self, action: str, args: list[str], lines: list[str]) -> None:
+        if not lines:
+            self.notify("Nothing to change: the runs already look like that.")
+            return
+        runs = self._targets()
+        body = "\n".join(lines[:12]) + (f"\n... and {len(lines) - 12} more" if len(lines) > 12 else "")
+        self.app.push_screen(
+            Confirm(f"{action}: {len(lines)} change(s) through MLflow", body),
+            lambda yes: self._write_annotation(action, runs, args) if yes else None,
+        )
+
+    @work(thread=True, group="annotate")
+    def _write_annotation(self, action: str, runs: list[str], args: list[str]) -> None:
+        import subprocess
+        import sys
+
+        cmd = [
+            sys.executable,
+            "-m",
+            "kdgat_core.cli",
+            action,
+            *runs,
+            *args,
+            "--yes",
+            "--tracking-uri",
+            self.app.source.uri,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode == 0:
+            self.app.call_from_thread(self.notify, proc.stdout.strip().splitlines()[-1])
+            self.app.call_from_thread(self.action_reload)  # a full (incremental, exact) read sees tag changes
+        else:
+            message = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+            self.app.call_from_thread(self.notify, message, severity="error")
 
     def action_views(self) -> None:
         from kdgat_core.query.saved_views import load_views

@@ -87,3 +87,38 @@ async def test_chart_of_groups_draws_what_kdgat_plot_draws(sample_db):
         await pilot.press("l", "s", "x")
         await wait_for(pilot, lambda: "x: time" in screen_text(app), what="time axis")
         assert "log y" in screen_text(app) and "EMA 0.6" in screen_text(app)
+
+
+async def test_annotate_asks_first_writes_through_mlflow_and_the_refresh_shows_it(sample_db, tmp_path, monkeypatch):
+    import shutil
+
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(sample_db[len("sqlite:///") :], db)
+    monkeypatch.setenv("KDGAT_CACHE_DIR", str(tmp_path / "cache"))
+    app = KdgatApp(tracking_uri=f"sqlite:///{db}", refresh_s=0)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await runs_ready(pilot)
+        run_id = screen.current_run_id()
+        await pilot.press("A")
+        await pilot.pause()
+        for ch in "tag":
+            await pilot.press(ch)
+        await pilot.press("enter")
+        await pilot.pause()
+        for ch in "verdict=good":
+            await pilot.press(ch)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "tag verdict = 'good' (was None)" in screen_text(app), what="the confirmation")
+        assert screen.model.value_of(run_id, "tags.verdict") is None  # nothing written before the answer
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.model.value_of(run_id, "tags.verdict") == "good", what="the refresh")
+
+
+async def test_readonly_removes_annotations(sample_db):
+    app = KdgatApp(tracking_uri=sample_db, refresh_s=0, readonly=True)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await runs_ready(pilot)
+        assert screen.check_action("annotate", ()) is False
+        await pilot.press("A")
+        await pilot.pause()
+        assert app.screen is screen
