@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from kdgat_core.slurm.queue import runs_from_query
+from kdgat_core.query.jobs import runs_of_jobs
 from kdgat_core.slurm.scheduler import SlurmScheduler
 
 
@@ -38,8 +38,8 @@ def main() -> None:
     if args.db:
         uri = f"sqlite:///{Path(args.db).resolve()}"
         ids = [str(40_000_000 + i * 97) for i in range(args.jobs)]
-        first, rows = timed(lambda: runs_from_query(uri, ids), 1)
-        again, _ = timed(lambda: runs_from_query(uri, ids), args.repeat)
+        first, rows = timed(lambda: runs_of_jobs(uri, ids), 1)
+        again, _ = timed(lambda: runs_of_jobs(uri, ids), args.repeat)
         print(
             f"join {args.jobs} job ids with runs in {args.db}: first {first * 1000:.0f} ms (opens the DB), "
             f"then {again * 1000:.0f} ms median per refresh; {len(rows)} runs matched"

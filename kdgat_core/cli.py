@@ -68,8 +68,24 @@ app.command("reconcile")(slurm.reconcile_command)
 
 def main() -> None:
     """Entry point: user mistakes become one sentence on stderr and exit code 2, never a traceback."""
+    from kdgat_core.commands.click_compat import click_exceptions
+
     try:
-        app()
+        # standalone_mode=False: the parser hands its usage errors here instead of printing a multi-line box
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except click_exceptions.NoArgsIsHelpError as exc:  # `kdgat` alone: its help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click_exceptions.UsageError as exc:  # a bad option value, a missing argument, an unknown option
+        typer.echo(f"kdgat: {usage_sentence(exc)}", err=True)
+        sys.exit(2)
+    except (typer.Abort, getattr(click_exceptions, "Abort", typer.Abort)):  # Ctrl-C or end of input at a prompt
+        typer.echo("kdgat: interrupted.", err=True)
+        sys.exit(130)
+    except click_exceptions.ClickException as exc:
+        typer.echo(f"kdgat: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(exc.exit_code)
     except KdgatError as exc:
         typer.echo(f"kdgat: {exc}", err=True)
         sys.exit(2)
@@ -78,6 +94,14 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+
+
+def usage_sentence(exc: Exception) -> str:
+    """A parser's usage error as one line that names the command and where to look."""
+    message = " ".join(exc.format_message().split()).replace("Value error, ", "")  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "kdgat"
+    return f"{message.rstrip('.')}. See `{command} --help`."
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Nothing here imports torch, torch_geometric, mlflow or duckdb: the reader side i
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Names
@@ -25,6 +26,8 @@ ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_DATA_ROOT = "KDGAT_DATA_ROOT"
 ENV_CACHE_DIR = "KDGAT_CACHE_DIR"
 ARTIFACT_ROOT_DIR = "experimentruns"
+# `kdgat query` and the TUI SQL console stop a user query after this long (a runaway recursive CTE never ends)
+SQL_TIMEOUT_S = 60.0
 # `--teacher auto`: the job finds its teacher when it starts (newest complete teacher run of the same dataset and stage)
 TEACHER_AUTO = "auto"
 # The data-preparation job at the head of a submitted pipeline (builds the graph cache on a CPU partition)
@@ -44,7 +47,7 @@ class StrEnum(str, Enum):
         return [m.value for m in cls]
 
     @classmethod
-    def parse(cls, value: str, what: str | None = None):
+    def parse(cls, value: str, what: str | None = None) -> Self:
         try:
             return cls(value)
         except ValueError:
@@ -87,6 +90,9 @@ STAGE_NEEDS: dict[Stage, tuple[Stage, ...]] = {
 }
 PIPELINE_ORDER: tuple[Stage, ...] = (Stage.AUTOENCODER, Stage.CURRICULUM, Stage.FUSION, Stage.EVALUATION)
 
+# Column prefixes of the wide runs table, as mlflow.search_runs spells them: params.train.lr, metrics.f1, tags.x
+PARAM_PREFIX, METRIC_PREFIX, TAG_PREFIX = "params.", "metrics.", "tags."
+
 
 class RunStatus(StrEnum):
     """The `status` tag kdgat writes. LOST is derived by the reader (tag says running, job is gone)."""
@@ -121,6 +127,12 @@ class Tag(StrEnum):
     GIT_COMMIT = "git_commit"
     SEED = "seed"
     ARTIFACT_DIR = "artifact_dir"  # absolute path of experimentruns/<dataset>/<size>_<stage>[_kd]/<run_id>/
+
+
+# Set at a run's start: the process and host that run it. A run tagged running whose process is gone (same host,
+# pid dead or reused) is lost, whatever the executor; kept out of Tag so the `runs` view's columns stay as they are.
+PID_TAG = "pid"
+HOST_TAG = "host"
 
 
 # The convention tags that the `runs` view turns into columns, in display order.
@@ -216,6 +228,25 @@ def prerequisite_tag(stage: str | Stage) -> str:
 def bool_tag(value: bool) -> str:
     """Booleans are stored the way existing databases have them: 'True' / 'False'."""
     return "True" if value else "False"
+
+
+# How other writers spell a boolean tag: every reader matches these case-insensitively (`True`, `true`, `1` agree)
+TRUE_SPELLINGS: tuple[str, ...] = ("true", "1", "yes")
+FALSE_SPELLINGS: tuple[str, ...] = ("false", "0", "no")
+# The tags that hold a boolean (readers show them as bool_tag spells them, whatever the writer wrote)
+BOOL_TAGS: tuple[str, ...] = (Tag.USE_KD.value,)
+
+
+def parse_bool_tag(value: object) -> bool | None:
+    """True / False for any spelling in TRUE_SPELLINGS / FALSE_SPELLINGS (any case), None for anything else."""
+    if isinstance(value, bool):
+        return value
+    low = str(value).strip().lower() if value is not None else ""
+    if low in TRUE_SPELLINGS:
+        return True
+    if low in FALSE_SPELLINGS:
+        return False
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -458,6 +489,63 @@ class PipelineConfig:
         ]
 
 
+# Ranges a `kdgat run` config must satisfy, checked before a run is opened: (low, high, low inclusive, high inclusive)
+_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "data.window": (2, math.inf, True, False),
+    "data.stride": (1, math.inf, True, False),
+    "data.val_fraction": (0, 1, False, False),
+    "data.max_messages": (0, math.inf, True, False),
+    "train.epochs": (1, math.inf, True, False),
+    "train.lr": (0, 10, False, True),
+    "train.weight_decay": (0, math.inf, True, False),
+    "train.batch_size": (1, math.inf, True, False),
+    "train.patience": (0, math.inf, True, False),
+    "train.threads": (0, math.inf, True, False),
+    "kd.temperature": (0, math.inf, False, False),
+    "kd.alpha": (0, 1, True, True),
+    "dqn.episodes": (1, math.inf, True, False),
+    "dqn.batch_size": (1, math.inf, True, False),
+    "dqn.buffer_size": (1, math.inf, True, False),
+    "dqn.num_alphas": (2, math.inf, True, False),
+    "dqn.gamma": (0, 1, True, True),
+    "dqn.epsilon_start": (0, 1, True, True),
+    "dqn.epsilon_end": (0, 1, True, True),
+    "dqn.epsilon_decay": (0, 1, False, True),
+    "eval.fpr_budget": (0, 1, False, False),
+}
+_RANGE_SUFFIXES: dict[str, tuple[float, float, bool, bool]] = {
+    ".dropout": (0, 1, True, False),
+    ".hidden": (1, math.inf, True, False),
+    ".layers": (1, math.inf, True, False),
+    ".heads": (1, math.inf, True, False),
+    ".latent_dim": (1, math.inf, True, False),
+    ".embedding_dim": (1, math.inf, True, False),
+}
+
+
+def validate_config(cfg: PipelineConfig) -> None:
+    """Every value finite and in its range: a mistake is one sentence before a run is opened, not a FAILED run."""
+    for key, value in cfg.flatten().items():
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise KdgatError(f"{key} must be a finite number, not {v}.")
+        rule = _RANGES.get(key) or next((r for suf, r in _RANGE_SUFFIXES.items() if key.endswith(suf)), None)
+        if key.endswith("hidden_dims"):
+            rule = (1, math.inf, True, False)
+        if rule is None or isinstance(value, bool):
+            continue
+        lo, hi, lo_in, hi_in = rule
+        for v in values:
+            if not isinstance(v, (int, float)):
+                continue
+            ok = (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
+            if not ok:
+                left, right = "[" if lo_in else "(", "]" if hi_in else ")"
+                shown_hi = "inf" if hi == math.inf else f"{hi:g}"
+                raise KdgatError(f"{key} must be in {left}{lo:g}, {shown_hi}{right}, got {v}.")
+
+
 def flatten_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -629,10 +717,53 @@ def load_settings(start: Path | None = None) -> Settings:
     if path is None:
         return Settings()
     try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise KdgatError(f"Cannot read {path}: it is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
+    except OSError as exc:
+        raise KdgatError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    except tomllib.TOMLDecodeError as exc:
         raise KdgatError(f"Cannot read {path}: {exc}.") from None
+    validate_settings(raw, path)
     return Settings(path=path, raw=raw)
+
+
+def validate_settings(raw: dict[str, Any], path: Path | str = SETTINGS_FILE) -> None:
+    """Check kdgat.toml against its schema (pydantic): an unknown key or a value of the wrong type is named."""
+    from pydantic import ValidationError
+
+    from kdgat_core.settings_schema import SettingsFile
+
+    try:
+        SettingsFile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        where = f"[{'.'.join(loc[:-1])}] " if len(loc) > 1 else ""
+        key = loc[-1] if loc else "?"
+        if err["type"] == "extra_forbidden":
+            place = f"in {where.strip()}" if where else "at the top level"
+            known = ", ".join(known_settings_keys(loc[:-1]))
+            raise KdgatError(f"{path}: unknown key '{key}' {place}; known keys there: {known}.") from None
+        given = err.get("input")
+        raise KdgatError(f"{path}: {where}{key} = {given!r} is invalid: {err['msg'].lower()}.") from None
+
+
+def known_settings_keys(loc: list[str]) -> list[str]:
+    """The keys the kdgat.toml schema allows at a location (`[]` top level, `['tracking']`, `['datasets', 'x']`)."""
+    from kdgat_core.settings_schema import SettingsFile
+
+    model: Any = SettingsFile
+    for part in loc:
+        fields = getattr(model, "model_fields", {})
+        if part in fields:
+            model = fields[part].annotation
+        # dict[str, Model] (datasets) and Optional[...]: step into the model they hold
+        for arg in getattr(model, "__args__", ()):
+            for inner in (arg, *getattr(arg, "__args__", ())):
+                if hasattr(inner, "model_fields"):
+                    model = inner
+    return list(getattr(model, "model_fields", {}))
 
 
 @dataclass(frozen=True)
@@ -672,6 +803,8 @@ def sqlite_path(uri: str, must_exist: bool = True) -> Path | None:
         return None
     else:
         path = Path(uri)
+    if must_exist and path.is_dir():
+        raise KdgatError(f"Tracking database {path} is a directory, not an MLflow SQLite file; check --tracking-uri.")
     if must_exist and not path.is_file():
         raise KdgatError(
             f"Tracking database {path} does not exist; check --tracking-uri, {ENV_TRACKING_URI} or kdgat.toml."

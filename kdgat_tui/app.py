@@ -44,6 +44,12 @@ class KdgatApp(App):
         self.source = source or Source(tracking_uri)
         self._slurm = slurm
         self.sub_title = ("read-only · " if readonly else "") + self.source.label
+        self.error_reason: str | None = None
+
+    def exit_with_error(self, reason: str) -> None:
+        """Leave the app; `main` prints `reason` on stderr after the terminal is restored (nothing cut at 80 columns)."""
+        self.error_reason = reason
+        self.exit(return_code=2)
 
     @property
     def slurm(self):
@@ -73,8 +79,6 @@ class KdgatApp(App):
         self.push_screen(CommandLine(), self.run_command_line)
 
     def run_command_line(self, text: str | None) -> None:
-        from kdgat_tui.widgets.command_line import dispatch
-
         if text:
             dispatch(self, text)
 
@@ -115,6 +119,45 @@ class KdgatApp(App):
         from kdgat_tui.screens.submit import SubmitScreen
 
         self.push_screen(SubmitScreen(run_id=run_id, dataset=dataset))
+
+
+def dispatch(app: KdgatApp, text: str) -> None:
+    """Run one command line; an unknown command is a notification, never an exception."""
+    from kdgat_tui.screens.runs import RunsScreen
+    from kdgat_tui.widgets.command_line import COMMANDS
+
+    word, _, rest = text.strip().partition(" ")
+    word, rest = word.lower(), rest.strip()
+    matches = [c for c in COMMANDS if c.startswith(word)] if word else []
+    if word in ("q", "q!", "quit"):
+        app.exit()
+        return
+    if len(matches) != 1:
+        app.notify(f"unknown command ':{word}'; try: {', '.join(COMMANDS)}", severity="warning")
+        return
+    cmd = matches[0]
+    runs = next((s for s in app.screen_stack if isinstance(s, RunsScreen)), None)
+    if cmd == "runs":
+        while len(app.screen_stack) > 2 and not isinstance(app.screen, RunsScreen):
+            app.pop_screen()
+    elif cmd == "jobs":
+        app.open_jobs()
+    elif cmd == "sql":
+        app.open_sql(rest or None)
+    elif cmd == "lineage":
+        app.open_lineage(dataset=rest or None)
+    elif cmd == "diff" and runs is not None:
+        runs.action_diff()
+    elif cmd == "submit":
+        app.open_submit(dataset=rest or None)
+    elif cmd == "filter" and runs is not None:
+        while app.screen is not runs:
+            app.pop_screen()
+        runs.apply_filter(rest)
+    elif cmd == "help":
+        app.action_help()
+    elif cmd == "quit":
+        app.exit()
 
 
 def skip_pyarrow_pandas_probe() -> None:
@@ -170,7 +213,11 @@ def main(argv: list[str] | None = None) -> None:
     except KdgatError as exc:
         print(f"kdgat-tui: {exc}", file=sys.stderr)
         sys.exit(2)
-    KdgatApp(readonly=args.readonly, refresh_s=args.refresh, source=source).run()
+    app = KdgatApp(readonly=args.readonly, refresh_s=args.refresh, source=source)
+    app.run()
+    if app.error_reason:
+        print(f"kdgat-tui: {app.error_reason}", file=sys.stderr)
+        sys.exit(app.return_code or 2)
 
 
 if __name__ == "__main__":

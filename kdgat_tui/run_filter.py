@@ -10,17 +10,41 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from kdgat_core.query.filters import COLUMN_ALIASES, HAYSTACK, FilterError, column_types, compile_filter
+from kdgat_core.query.filters import COLUMN_ALIASES, HAYSTACK, FilterError, column_types, conjuncts
 
-__all__ = ["COLUMN_ALIASES", "HAYSTACK", "FilterError", "mask"]
+__all__ = ["COLUMN_ALIASES", "HAYSTACK", "FilterError", "lenient_mask", "mask"]
 
 
 def mask(table: pa.Table, text: str) -> pa.ChunkedArray | None:
     """Boolean mask of the rows `text` keeps; None when the filter is empty. A bad term raises FilterError."""
-    flt = compile_filter(text)
-    if flt.root is None:
-        return None
-    where = flt.sql(column_types(table.schema))
+    keep, problem = lenient_mask(table, text)
+    if problem:
+        raise FilterError(problem)
+    return keep
+
+
+def lenient_mask(table: pa.Table, text: str) -> tuple[pa.ChunkedArray | None, str | None]:
+    """(mask of the rows the good terms keep or None, one sentence about the first bad term or None).
+
+    A bad top-level term is left out rather than emptying the table: while `/stage=fusion` is half typed the rows
+    stay. A filter that cannot be parsed at all (an unclosed parenthesis) is ignored whole."""
+    try:
+        parts = conjuncts(text)
+    except FilterError as exc:
+        return None, f"filter ignored: {exc}"
+    kinds = column_types(table.schema)
+    good, problem = [], None
+    for part, flt in parts:
+        try:
+            good.append(flt.sql(kinds))
+        except FilterError as exc:
+            problem = problem or f"'{part}' ignored: {exc}"
+    if not good:
+        return None, problem
+    return _evaluate(table, " AND ".join(good)), problem
+
+
+def _evaluate(table: pa.Table, where: str) -> pa.ChunkedArray:
     import duckdb
 
     from kdgat_core.query.connection import register_arrow

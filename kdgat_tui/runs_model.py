@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kdgat_core.config import STANDARD_METRICS, Metric, RunStatus, Tag, metric_direction
+from kdgat_core.config import METRIC_PREFIX, PARAM_PREFIX, STANDARD_METRICS, Metric, RunStatus, Tag, metric_direction
 from kdgat_tui import run_filter
 from kdgat_tui.run_filter import HAYSTACK
 
@@ -40,7 +40,6 @@ HEADERS = {
 STANDARD = {m.value for m in STANDARD_METRICS}
 DEFAULT_METRICS = (Metric.F1.value, Metric.ACCURACY.value, Metric.AUC.value, Metric.VAL_LOSS.value)
 # Columns a run's seed lives in: runs equal in everything else form one group in the "by config" view.
-PARAM_PREFIX, METRIC_PREFIX = "params.", "metrics."
 GROUP_BY = (Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value)
 # Quick filters cycle through these columns' values (keys 1-4 on the Runs screen).
 QUICK_COLUMNS = (Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.STATUS.value)
@@ -82,6 +81,7 @@ MAX_CHUNKS = 32
 class RunsModel:
     def __init__(self, base: pa.Table, metrics: list[str] | None = None) -> None:
         self.filter_text = ""
+        self.filter_problem: str | None = None  # the bad term of filter_text, left out of the filter
         self.quick: dict[str, str] = {}
         self.sort_key: str | None = "start_time"
         self.sort_desc = True
@@ -229,7 +229,7 @@ class RunsModel:
             # built on the first filter, not at start: the first paint does not wait for it
             self.base = _with_haystack(self.base)
         table = self.base
-        keep = run_filter.mask(table, self.filter_text)
+        keep, self.filter_problem = run_filter.lenient_mask(table, self.filter_text)
         for column, value in self.quick.items():
             if column in table.column_names:
                 m = pc.equal(pc.cast(table[column], pa.string()), value)

@@ -12,7 +12,7 @@ import time
 
 import pyarrow as pa
 
-from kdgat_core.config import KdgatError, RunStatus, Tag, resolve_tracking_uri, sqlite_path
+from kdgat_core.config import SQL_TIMEOUT_S, KdgatError, RunStatus, Tag, resolve_tracking_uri, sqlite_path
 
 _LOCK_WORDS = ("locked", "busy")
 LOCK_RETRY_S = 2.0
@@ -43,10 +43,28 @@ class Source:
         return str(path) if path is not None else self.uri
 
     def check(self) -> None:
-        """A clear sentence now rather than an empty screen: the DB file must exist."""
+        """A clear sentence now rather than an empty screen: the file must exist and be an MLflow SQLite store
+        (opening it reads its header and schema: a directory, a text file, a truncated or corrupt DB stop here)."""
         path = sqlite_path(self.uri, must_exist=True)
         if path is None:
             raise KdgatError(f"kdgat-tui reads SQLite tracking databases; '{self.uri}' is not one.")
+        try:
+            self.db  # noqa: B018 - open it now, on the main thread, before the screen switches to the app
+        except KdgatError:
+            raise
+        except Exception as exc:  # a DuckDB or OS error while attaching the file
+            raise KdgatError(f"cannot open {self.label}: {self.reason(exc)}") from None
+
+    @staticmethod
+    def is_locked(exc: BaseException | str) -> bool:
+        return any(w in str(exc).lower() for w in _LOCK_WORDS)
+
+    @staticmethod
+    def reason(exc: BaseException) -> str:
+        """The whole first line of an error, as one sentence (nothing cut off: it is printed after the app exits)."""
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        text = lines[0] if lines else type(exc).__name__
+        return text if text.endswith(".") else text + "."
 
     @property
     def db(self):
@@ -59,7 +77,7 @@ class Source:
 
     def describe_error(self, exc: BaseException) -> str:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if any(w in text.lower() for w in _LOCK_WORDS):
+        if self.is_locked(text):
             return "database locked by a writer"
         return text[:120]
 
@@ -212,7 +230,7 @@ class Source:
         return self._call(lambda: self.db.lineage(run=run_id, dataset=dataset, metric=metric, arrow=True))
 
     def sql(self, query: str) -> pa.Table:
-        return self._call(lambda: self.db.sql(query, arrow=True))
+        return self._call(lambda: self.db.sql(query, arrow=True, timeout_s=SQL_TIMEOUT_S))
 
     def wide(self) -> pa.Table:
         return self._call(lambda: self.db.wide(arrow=True))

@@ -8,14 +8,20 @@ needs them; none of these commands imports torch or mlflow.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from kdgat_core.commands.analytics import DatasetOpt, KdOpt, SizeOpt, StageOpt, StatusOpt, WhereOpt, _filters, _open
-from kdgat_core.commands.options import FormatOpt, OutputOpt, TrackingUriOpt
-from kdgat_core.commands.output import OutputFormat, emit, render, write_output
+from kdgat_core.commands.comparison import print_comparison
+from kdgat_core.commands.options import ForceOpt, FormatOpt, OutputOpt, TrackingUriOpt
+from kdgat_core.commands.output import OutputFormat, emit
 from kdgat_core.config import KdgatError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from kdgat_core.query.curves import Curve
 
 ExprOpt = Annotated[
     str,
@@ -41,6 +47,7 @@ def group_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Runs grouped by params and tags: n, mean, std, median, min, max and a 95% CI of a metric per group.
 
@@ -75,6 +82,7 @@ def ab_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Is the difference between two sides real? Bootstrap CI, Wilcoxon / paired t (or Mann-Whitney / Welch), effect.
 
@@ -89,25 +97,13 @@ def ab_command(
     print_comparison(result, fmt, output)
 
 
-def print_comparison(result, fmt: OutputFormat, output: Path | None) -> None:
-    """The sentence first on a terminal (then the numbers); json is one object."""
-    if fmt is OutputFormat.json:
-        import json
-
-        write_output(json.dumps(result.as_dict(), indent=2) + "\n", output)
-        return
-    if fmt is OutputFormat.table:
-        write_output(result.sentence + "\n\n" + render(result.table(), fmt), output)
-        return
-    emit(result.table(), fmt, output, title=result.sentence)
-
-
 def summary_command(
     run: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name (newest).")],
     metric: Annotated[Optional[str], typer.Option("--metric", "-m", help="Only this metric key.")] = None,
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """One run's metric summaries from its history: last, min, max, the steps of min and max, the step count."""
     with _open(tracking_uri) as db:
@@ -126,6 +122,7 @@ def importance_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Which params move a metric: Spearman correlation and random-forest permutation importance per param.
 
@@ -183,7 +180,7 @@ def plot_command(
     filters = dict(dataset=dataset, kd=kd, **_filters(stage, model_size, status))
     with _open(tracking_uri) as db:
         if parallel:
-            table = db.frame([expr], where=where, arrow=True, **filters)
+            table = db.frame([expr.text], where=where, arrow=True, **filters)
             draw_parallel(table, expr.text, output)
         else:
             if runs:
@@ -203,7 +200,7 @@ def plot_command(
     typer.echo(f"wrote {output}", err=True)
 
 
-def draw_curves(lines, output: Path, metric: str, x: str, log_y: bool, smooth: float) -> None:
+def draw_curves(lines: list[Curve], output: Path, metric: str, x: str, log_y: bool, smooth: float) -> None:
     """Lines (teachers grey and dashed, underneath), groups with a ± std band, stable colours; saved to `output`."""
     import matplotlib
 
@@ -232,7 +229,7 @@ def draw_curves(lines, output: Path, metric: str, x: str, log_y: bool, smooth: f
     _save(fig, output)
 
 
-def draw_parallel(table, metric: str, output: Path) -> None:
+def draw_parallel(table: pa.Table, metric: str, output: Path) -> None:
     """One polyline per run across its varying params (each scaled to [0, 1]) and the metric, coloured by the metric."""
     import matplotlib
 
@@ -285,7 +282,7 @@ def draw_parallel(table, metric: str, output: Path) -> None:
     _save(fig, output)
 
 
-def _save(fig, output: Path) -> None:
+def _save(fig: Any, output: Path) -> None:
     import matplotlib.pyplot as plt
 
     try:

@@ -7,13 +7,19 @@ Results stay Arrow tables on this path: importing pandas would cost ~0.4 s of ev
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from kdgat_core.commands.options import FormatOpt, OutputOpt, TrackingUriOpt
+from kdgat_core.commands.options import MAX_ROWS, ForceOpt, FormatOpt, OutputOpt, TrackingUriOpt
 from kdgat_core.commands.output import OutputFormat, emit, write_output
-from kdgat_core.config import KdgatError, ModelSize, RunStatus, Stage
+from kdgat_core.config import SQL_TIMEOUT_S, KdgatError, ModelSize, RunStatus, Stage
+
+if TYPE_CHECKING:  # imported by the commands that run, not when the CLI starts
+    import pyarrow as pa
+    from rich.tree import Tree
+
+    from kdgat_core.query import TrackingDB
 
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", "-d", help="Only runs of this dataset (tag dataset).")]
 StageOpt = Annotated[
@@ -40,7 +46,7 @@ WhereOpt = Annotated[
 ]
 
 
-def _open(tracking_uri: str | None):
+def _open(tracking_uri: str | None) -> TrackingDB:
     from kdgat_core.query import open_db
 
     return open_db(tracking_uri)
@@ -57,7 +63,7 @@ def _filters(stage: str | None, model_size: str | None, status: str | None) -> d
 
 def leaderboard_command(
     metric: MetricOpt = "f1",
-    top: Annotated[int, typer.Option("--top", "-n", help="How many rows.")] = 10,
+    top: Annotated[int, typer.Option("--top", "-n", help="How many rows.", min=1, max=MAX_ROWS)] = 10,
     dataset: DatasetOpt = None,
     stage: StageOpt = None,
     model_size: SizeOpt = None,
@@ -73,15 +79,20 @@ def leaderboard_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """The best runs by a final metric (val_loss, fpr, fnr and other losses sort ascending).
 
     Example: kdgat leaderboard --metric f1 --dataset hcrl_sa --stage evaluation --top 10
     """
-    if group_by:
-        from kdgat_core.commands.analysis import group_command
-
-        return group_command(group_by, metric, where, dataset, stage, model_size, kd, status, tracking_uri, fmt, output)
+    if group_by:  # as `kdgat group --by`
+        keys = [k.strip() for k in group_by.split(",") if k.strip()]
+        with _open(tracking_uri) as db:
+            groups = db.groups(
+                keys, metric, where=where, dataset=dataset, kd=kd, arrow=True, **_filters(stage, model_size, status)
+            )
+        emit(groups.drop_columns(["run_ids", "run_name"]), fmt, output, title=f"{metric} by {', '.join(keys)}")
+        return
     with _open(tracking_uri) as db:
         kwargs = dict(
             metric=metric,
@@ -119,6 +130,7 @@ def compare_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Runs' final metrics side by side, with the difference to the first and which run is best per metric."""
     if len(runs) < 2:
@@ -137,6 +149,7 @@ def diff_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """The config params that differ between runs (one column per run)."""
     with _open(tracking_uri) as db:
@@ -159,6 +172,7 @@ def sweep_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Per value of a param: count, mean, std, min and max of a final metric."""
     with _open(tracking_uri) as db:
@@ -172,6 +186,7 @@ def dataset_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """A dataset's runs by stage, model size and KD: counts per status and the best run of each group."""
     with _open(tracking_uri) as db:
@@ -189,10 +204,11 @@ def lineage_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Teacher -> student trees (from teacher_run_id tags) with each student's delta to its teacher."""
     if stats:
-        from kdgat_core.commands.analysis import print_comparison
+        from kdgat_core.commands.comparison import print_comparison
 
         with _open(tracking_uri) as db:
             result = db.lineage_stats(metric, dataset=dataset, run=run)
@@ -213,7 +229,9 @@ def runs_command(
     kd: KdOpt = None,
     status: StatusOpt = None,
     include_deleted: Annotated[bool, typer.Option("--include-deleted", help="Also list deleted runs.")] = False,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows (newest first).")] = None,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", help="At most this many rows (newest first).", min=0, max=MAX_ROWS)
+    ] = None,
     where: WhereOpt = None,
     view: Annotated[
         Optional[str], typer.Option("--view", "-V", help="A saved view of kdgat.toml ([views.NAME]).")
@@ -221,6 +239,7 @@ def runs_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """List runs (newest first), e.g. kdgat runs --status failed; kdgat runs --view kd-students."""
     if where or view:
@@ -263,19 +282,53 @@ def runs_command(
 
 def query_command(
     sql: Annotated[
-        str,
+        Optional[str],
         typer.Argument(
-            help="One read-only SELECT over the views runs, params, tags, metrics, metric_history, lineage, runs_wide."
+            help="One read-only SELECT over the views runs, params, tags, metrics, metric_history, lineage, "
+            "runs_wide; '-' reads it from stdin."
         ),
-    ],
+    ] = None,
+    sql_file: Annotated[
+        Optional[Path], typer.Option("--file", help="Read the SQL from this file ('-': stdin), for long queries.")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Stop the query after this many seconds (0: no limit).")
+    ] = SQL_TIMEOUT_S,
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Run SQL against the read-only views, e.g. kdgat query "SELECT * FROM runs WHERE dataset = 'hcrl_sa'"."""
-    with _open(tracking_uri) as db:
-        table = db.sql(sql, arrow=True)
+    text = _sql_text(sql, sql_file)
+    if not timeout >= 0:  # also refuses nan
+        raise KdgatError(f"--timeout must be 0 (no limit) or a number of seconds, not {timeout:g}.")
+    try:
+        with _open(tracking_uri) as db:
+            table = db.sql(text, arrow=True, timeout_s=timeout or None)
+    except KeyboardInterrupt:
+        # 130 = 128 + SIGINT, the shell's code for Ctrl-C: scripts tell "stopped by the user" from bad input (2)
+        typer.echo("kdgat: query interrupted (Ctrl-C); nothing was printed or written.", err=True)
+        raise typer.Exit(130) from None
     emit(table, fmt, output)
+
+
+def _sql_text(sql: str | None, sql_file: Path | None) -> str:
+    """The SQL of `kdgat query`: the argument, or `--file` (a long query exceeds the argument length limit), or stdin."""
+    import sys
+
+    if (sql is None) == (sql_file is None):
+        raise KdgatError("Give the SQL as an argument, or with --file FILE (or '-' for stdin), not both or neither.")
+    if sql is not None and sql != "-":
+        return sql
+    try:
+        if sql == "-" or str(sql_file) == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
+        return sql_file.read_text(encoding="utf-8")  # type: ignore[union-attr]
+    except UnicodeDecodeError:
+        raise KdgatError(f"{sql_file or 'stdin'} is not UTF-8 text.") from None
+    except OSError as exc:
+        raise KdgatError(f"Cannot read {sql_file}: {exc.strerror or exc}.") from None
 
 
 def backup_command(
@@ -294,13 +347,20 @@ def backup_command(
 
 
 def doctor_command(
-    tracking_uri: TrackingUriOpt = None, fmt: FormatOpt = OutputFormat.table, output: OutputOpt = None
+    tracking_uri: TrackingUriOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Which tracking DB is in force and why, whether it exists, its MLflow schema version and row counts."""
-    from kdgat_core.config import resolve_tracking_uri, sqlite_path
+    from kdgat_core.config import load_settings, resolve_tracking_uri, sqlite_path
 
-    resolved = resolve_tracking_uri(tracking_uri)
+    settings = load_settings()
+    resolved = resolve_tracking_uri(tracking_uri, settings)
     rows = [{"check": "tracking URI", "value": resolved.value}, {"check": "chosen by", "value": resolved.source}]
+    rows.append({"check": "kdgat.toml", "value": str(settings.path) if settings.path else "none found"})
+    if settings.path is not None and not settings.section("tracking").get("uri"):
+        rows.append({"check": "note", "value": f"{settings.path} gives no tracking URI (no [tracking] uri)."})
     path = sqlite_path(resolved.value, must_exist=False)
     problem = None
     if path is None:
@@ -314,6 +374,7 @@ def doctor_command(
                     info = db.info()
                 labels = [
                     ("schema_version", "MLflow schema version (alembic)"),
+                    ("schema_state", "MLflow schema"),
                     ("journal", "journal"),
                     ("size_bytes", "size (bytes)"),
                     ("experiments", "experiments"),
@@ -327,6 +388,8 @@ def doctor_command(
                     ("cache_dir", "read cache"),
                 ]
                 rows += [{"check": label, "value": str(info.get(key))} for key, label in labels]
+                if info.get("schema_advice"):  # an older schema: readable, but MLflow will not write to it
+                    rows.append({"check": "note", "value": info["schema_advice"]})
             except KdgatError as exc:
                 problem = str(exc)
         else:
@@ -338,20 +401,20 @@ def doctor_command(
         raise typer.Exit(1)
 
 
-def render_lineage_tree(table, metric: str) -> str:
+def render_lineage_tree(table: pa.Table, metric: str) -> str:
     """A rich Tree: teacher -> students, each student with its metric and its delta to the teacher."""
     import io
 
     from rich.console import Console
     from rich.tree import Tree
 
-    def fmt(v) -> str:
+    def fmt(v: float | None) -> str:
         return "-" if v is None or v != v else f"{v:.4f}"
 
     root = Tree(f"lineage ({metric}; delta = student - teacher)")
     if table.num_rows == 0:
         root.add("no KD students (no run has a teacher_run_id tag)")
-    teachers: dict[str, object] = {}
+    teachers: dict[str, Tree] = {}
     for row in table.to_pylist():
         tid = row["teacher_run_id"]
         if tid not in teachers:

@@ -7,7 +7,7 @@ nothing is written). Runs are named as everywhere (id, unique prefix, run name);
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -26,7 +26,7 @@ def _resolve(refs: list[str], tracking_uri: str | None) -> list[str]:
         return [db.resolve_run(r) for r in refs]
 
 
-def _annotate(refs: list[str], tracking_uri: str | None, yes: bool, **what) -> None:
+def _annotate(refs: list[str], tracking_uri: str | None, yes: bool, **what: Any) -> None:
     from kdgat_core.tracking import annotate
 
     ids = _resolve(refs, tracking_uri)

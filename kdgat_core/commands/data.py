@@ -123,6 +123,7 @@ def datasets_command(
         Optional[str], typer.Option("--format", "-f", help="table | csv | json | markdown | latex")
     ] = "table",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the output to this file.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the --output file if it exists.")] = False,
 ) -> None:
     """List the registered datasets with what is on disk: recordings, messages, attack share, distinct ids, span."""
     from kdgat_core.config import KdgatError, resolve_data_root

@@ -26,3 +26,6 @@ FormatOpt = Annotated[
 OutputOpt = Annotated[
     Optional[Path], typer.Option("--output", "-o", help="Write the output to this file instead of stdout.")
 ]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite the --output file if it exists.")]
+# Row counts: bounded, so a huge number is one sentence from the parser, not an overflow deep in DuckDB or Arrow
+MAX_ROWS = 1_000_000_000

@@ -5,15 +5,12 @@ written to stdout or --output, and `fail` for a one-sentence error. Rich and csv
 from __future__ import annotations
 
 import io
-import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
-
-from kdgat_core.config import KdgatError
 
 
 class OutputFormat(str, Enum):
@@ -24,7 +21,7 @@ class OutputFormat(str, Enum):
     latex = "latex"
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print one sentence on stderr and exit non-zero."""
     typer.echo(f"kdgat: {message}", err=True)
     raise typer.Exit(code)
@@ -59,21 +56,13 @@ def _records(data: Any) -> tuple[list[str], list[list[Any]]]:
         cols = [str(c) for c in data.columns]
         return cols, [list(t) for t in data.itertuples(index=False, name=None)]
     if isinstance(data, list):
-        cols: list[str] = []
+        keys: list[str] = []
         for row in data:
             for k in row:
-                if k not in cols:
-                    cols.append(k)
-        return cols, [[row.get(c) for c in cols] for row in data]
+                if k not in keys:
+                    keys.append(k)
+        return keys, [[row.get(c) for c in keys] for row in data]
     raise TypeError(f"cannot format {type(data).__name__}")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
 
 
 def render(data: Any, fmt: OutputFormat, title: str | None = None) -> str:
@@ -89,28 +78,15 @@ def render(data: Any, fmt: OutputFormat, title: str | None = None) -> str:
             w.writerow(["" if v is None else v for v in r])
         return buf.getvalue()
     if fmt is OutputFormat.json:
-        return json.dumps([{c: _jsonable(v) for c, v in zip(cols, r)} for r in rows], indent=2, default=str) + "\n"
+        from kdgat_core.query.encode import json_records
+
+        return json_records(cols, rows)
     if fmt is OutputFormat.markdown:
         lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
         lines += ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in r) + " |" for r in rows]
         return ("" if not title else f"**{title}**\n\n") + "\n".join(lines) + "\n"
     if fmt is OutputFormat.latex:
-
-        def esc(s: str) -> str:
-            for a, b in (
-                ("\\", r"\textbackslash{}"),
-                ("&", r"\&"),
-                ("%", r"\%"),
-                ("$", r"\$"),
-                ("#", r"\#"),
-                ("_", r"\_"),
-                ("{", r"\{"),
-                ("}", r"\}"),
-                ("~", r"\textasciitilde{}"),
-                ("^", r"\^{}"),
-            ):
-                s = s.replace(a, b)
-            return s
+        from kdgat_core.query.encode import latex_escape as esc
 
         out = ["\\begin{table}[t]", "\\centering"]
         if title:
@@ -150,13 +126,18 @@ def emit(
     write_output(render(data, fmt, title), output)
 
 
-def write_output(text: str, output: Path | None = None) -> None:
-    """Print rendered text, or write it to --output (an unwritable path is one sentence, not a traceback)."""
+def write_output(text: str, output: Path | None = None, force: bool | None = None) -> None:
+    """Print rendered text, or write it to --output: never onto the tracking DB, never over an existing file without
+    --force, through a temporary file and a rename (kdgat_core.safe_io). `force` and the tracking URI default to the
+    running command's own --force and --tracking-uri options."""
     if output is not None:
-        try:
-            output.write_text(text)
-        except OSError as exc:
-            raise KdgatError(f"Cannot write {output}: {exc.strerror or exc}.") from None
+        from kdgat_core.commands.click_compat import get_current_context
+        from kdgat_core.safe_io import write_text_output
+
+        ctx = get_current_context(silent=True)
+        params = ctx.params if ctx is not None else {}
+        force = bool(params.get("force")) if force is None else force
+        write_text_output(text, output, force=force, tracking_uri=params.get("tracking_uri"))
         typer.echo(f"wrote {output}", err=True)
     else:
         sys.stdout.write(text)

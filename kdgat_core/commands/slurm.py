@@ -1,6 +1,7 @@
 """`kdgat submit | jobs | logs | cancel | reconcile`: SLURM jobs (or the local executor) tied to their MLflow runs.
 
-Thin: parses arguments and prints what kdgat_core.slurm returns. mlflow is imported only by `reconcile`.
+Thin: parses arguments and prints what kdgat_core.slurm returns, joined with the runs kdgat_core.query reads.
+mlflow is imported only by `reconcile` (kdgat_core.tracking).
 """
 
 from __future__ import annotations
@@ -8,20 +9,24 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from kdgat_core.commands.options import FormatOpt, OutputOpt, TrackingUriOpt
+from kdgat_core.commands.options import MAX_ROWS, ForceOpt, FormatOpt, OutputOpt, TrackingUriOpt
 from kdgat_core.commands.output import OutputFormat, emit
 from kdgat_core.config import (
     STAGE_ARCH,
     TEACHER_AUTO,
     KdgatError,
     ModelSize,
+    PipelineConfig,
     Stage,
     preset,
 )
+
+if TYPE_CHECKING:  # kdgat_core.slurm loads when a job command runs
+    from kdgat_core.slurm import Submission
 
 PIPELINE = "pipeline"
 
@@ -44,7 +49,7 @@ ExecutorOpt = Annotated[
 ]
 
 
-def _stage_config(stage: Stage, preset_name: str | None, dataset: str):
+def _stage_config(stage: Stage, preset_name: str | None, dataset: str) -> PipelineConfig:
     """The PipelineConfig for one stage from --preset (`<arch>,<size>[,variant]`, or just `<size>[,variant]`)."""
     parts = [p.strip() for p in (preset_name or ModelSize.TEACHER.value).split(",") if p.strip()]
     if parts and parts[0] in ModelSize.values():
@@ -58,7 +63,7 @@ def _stage_config(stage: Stage, preset_name: str | None, dataset: str):
     return cfg
 
 
-def _dag_rows(subs) -> list[dict]:
+def _dag_rows(subs: list[Submission]) -> list[dict[str, object]]:
     names = {s.run_name: s.job_id for s in subs}
     rows = []
     for i, s in enumerate(subs, 1):
@@ -190,19 +195,23 @@ def submit_command(
 
 def jobs_command(
     active: Annotated[bool, typer.Option("--active", "-a", help="Only pending and running jobs.")] = False,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many jobs, newest first (0 = all).")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", help="At most this many jobs, newest first (0 = all).", min=0, max=MAX_ROWS)
+    ] = 50,
     watch: Annotated[
         float, typer.Option("--watch", "-w", help="Refresh every N seconds until Ctrl-C (0 = once).")
     ] = 0.0,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
     """The queue and recent history (one squeue + one sacct call) joined with the runs; lost runs flagged."""
+    from kdgat_core.query.jobs import runs_of_jobs
     from kdgat_core.slurm import job_table
 
     while True:
-        rows = [r.to_dict() for r in job_table(tracking_uri, include_ended=not active)]
+        rows = [r.to_dict() for r in job_table(tracking_uri, include_ended=not active, runs=runs_of_jobs)]
         if limit:
             rows = rows[:limit]
         if watch and sys.stdout.isatty():
@@ -263,11 +272,22 @@ def reconcile_command(
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
-    """Mark lost runs (tagged running, but their job has ended) as failed, through MLflow's client."""
-    from kdgat_core.slurm import reconcile
+    """Mark lost runs (tagged running, but their job has ended or their process is gone) as failed, through MLflow."""
+    from kdgat_core.slurm import ended_jobs
+    from kdgat_core.slurm.local import run_process_gone
+    from kdgat_core.tracking import reconcile
 
-    lost = reconcile(tracking_uri, dry_run=dry_run)
+    notes: list[str] = []
+    try:
+        ended = ended_jobs(tracking_uri)
+    except KdgatError as exc:  # the scheduler cannot be asked: the process check still runs
+        ended = {}
+        notes.append(f"{str(exc).rstrip('.')}; only runs whose process is gone from this host were checked.")
+    lost = reconcile(ended, tracking_uri, dry_run=dry_run, process_gone=run_process_gone)
+    for note in notes:
+        typer.echo(f"kdgat: {note}", err=True)
     if not lost and fmt is OutputFormat.table:
         typer.echo("No lost runs.")
         return

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from kdgat_core.commands.options import FormatOpt, TrackingUriOpt
 from kdgat_core.commands.output import OutputFormat, emit
+
+if TYPE_CHECKING:
+    from kdgat_core.config import PipelineConfig
 
 RUN_HELP = """Train one pipeline stage as one tracked run.
 
@@ -55,7 +58,10 @@ def run_command(
 
     uri = resolve_tracking_uri(tracking_uri).value
     result = run_stage(cfg, tracking_uri=uri, data_root=data_root)  # resolved below: errors name its source
-    rows = [{"metric": "run_id", "value": result.run_id}, {"metric": "run_name", "value": cfg.run_name}]
+    rows: list[dict[str, object]] = [
+        {"metric": "run_id", "value": result.run_id},
+        {"metric": "run_name", "value": cfg.run_name},
+    ]
     metrics = list(result.metrics.items())
     if fmt is OutputFormat.table:
         # a terminal gets the headline metrics and each scenario's F1; every metric: --format json, `kdgat compare`
@@ -92,7 +98,7 @@ def config_keys_command(
 
 def build_run_config(
     stage: str, preset_name: str, dataset: str, kd: bool, teacher: str | None, overrides: list[str], device: str | None
-):
+) -> PipelineConfig:
     """The PipelineConfig of a `kdgat run` command line; every mistake is a KdgatError sentence (no run started)."""
     from kdgat_core.config import ARCH_STAGE, KdgatError, Stage, dataset_spec, preset
 

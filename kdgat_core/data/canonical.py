@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,7 +179,13 @@ def write_parquet_atomic(table: pa.Table, path: Path, metadata: dict[str, str] |
         raise
 
 
-def canonical_table(timestamp, ids, data_field, label, source_file) -> pa.Table:
+def canonical_table(
+    timestamp: np.ndarray | Sequence[float],
+    ids: np.ndarray | Sequence[int],
+    data_field: Sequence[str],
+    label: np.ndarray | Sequence[int],
+    source_file: str | Sequence[str],
+) -> pa.Table:
     """Build a table with exactly the canonical schema (source_file: one string, or one per row)."""
     n = len(timestamp)
     if isinstance(source_file, str):

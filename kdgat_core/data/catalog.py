@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -18,7 +19,7 @@ from kdgat_core.data.canonical import list_recordings
 
 def dataset_summary(name: str, folder: Path, splits: tuple[str, ...]) -> dict:
     """One row of `kdgat datasets` for a dataset folder (which may be missing)."""
-    row = {
+    row: dict[str, Any] = {
         "dataset": name,
         "status": "missing",
         "recordings": 0,

@@ -24,6 +24,7 @@ from kdgat_core.data.canonical import Messages, Recording, list_recordings, read
 from kdgat_core.data.catalog import dataset_dir, validate_data_config
 from kdgat_core.data.graphset import DatasetGraphs, GraphSet
 from kdgat_core.data.windows import FEATURE_VERSION, WindowGraphs, build_window_graphs, empty_graphs, recording_context
+from kdgat_core.safe_io import ensure_writable_dir
 
 BUILD_THREADS = 4
 TRAIN_PART = "train"  # the cache file holding the train and val graph sets and the vocabulary
@@ -94,7 +95,7 @@ def load_graphs(
         )
     test_splits = [s for s in spec.test_splits if any(r.split == s for r in recs)]
     cache = Path(cache_dir) if cache_dir else resolve_cache_dir()
-    cache = cache / cfg.dataset
+    cache = ensure_writable_dir(cache / cfg.dataset, "graph cache folder")
     W, S = cfg.data.window, cfg.data.stride
     seconds: dict[str, float] = {}
 

@@ -6,13 +6,20 @@ no Python-level collate in the training loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from kdgat_core.data.windows import EDGE_FEATURES, NODE_FEATURES, WindowGraphs
+
+if TYPE_CHECKING:
+    from torch_geometric.data import Batch
+
+# Which graphs: positions as a tensor, an array or a list.
+Indices = torch.Tensor | np.ndarray | Sequence[int]
 
 _TENSOR_FIELDS = (
     "x",
@@ -92,7 +99,7 @@ class GraphSet:
         names = self.recordings
         return [names[i] for i in self.recording_index.tolist()]
 
-    def subset(self, indices) -> GraphSet:
+    def subset(self, indices: Indices) -> GraphSet:
         """A new GraphSet with only the given graphs (in the given order)."""
         idx = _as_index(indices)
         node_ptr, edge_ptr = self.node_ptr.numpy(), self.edge_ptr.numpy()
@@ -118,7 +125,7 @@ class GraphSet:
             recordings=list(self.recordings),
         )
 
-    def batch(self, indices) -> torch_geometric.data.Batch:  # noqa: F821
+    def batch(self, indices: Indices) -> Batch:
         """One Batch of the given graphs: x, node_id, edge_index, edge_attr, batch, ptr, y, attack_frac, num_graphs.
 
         Index arithmetic runs in numpy on zero-copy views: single-threaded, so it does not fight the model's
@@ -162,8 +169,12 @@ class GraphSet:
         return out
 
     def batches(
-        self, batch_size: int = 64, shuffle: bool = False, generator: torch.Generator | None = None, indices=None
-    ) -> Iterator[torch_geometric.data.Batch]:  # noqa: F821
+        self,
+        batch_size: int = 64,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        indices: Indices | None = None,
+    ) -> Iterator[Batch]:
         """Batches over all graphs (or `indices`), in order or shuffled with `generator`; the last may be smaller."""
         order = np.arange(len(self)) if indices is None else _as_index(indices)
         if shuffle:
@@ -173,7 +184,7 @@ class GraphSet:
             yield self.batch(order[i : i + step])
 
 
-def _as_index(indices) -> np.ndarray:
+def _as_index(indices: Indices) -> np.ndarray:
     if isinstance(indices, torch.Tensor):
         return indices.detach().cpu().numpy().astype(np.int64, copy=False).ravel()
     return np.asarray(indices, dtype=np.int64).ravel()

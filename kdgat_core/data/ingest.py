@@ -20,11 +20,16 @@ import pyarrow.parquet as pq
 from kdgat_core.config import KdgatError, dataset_spec, resolve_data_root
 from kdgat_core.data.canonical import RECORDING_SEPARATOR, canonical_table, recording_file_name, write_parquet_atomic
 from kdgat_core.data.synthetic import LABEL_SIDECAR_SUFFIX, RAW_FORMATS
+from kdgat_core.safe_io import ensure_writable_dir
 
 CAPTURE_SUFFIXES = (".csv", ".txt", ".log")
 SOURCE_METADATA_KEY = b"kdgat.source"
 MAX_ID = 0x1FFFFFFF  # 29-bit extended CAN id
 MAX_PAYLOAD_BYTES = 64  # CAN FD; the window graphs use the first 8
+# The payload lengths a CAN (0-8) or CAN FD frame can carry: an 11-byte payload is a corrupt line
+PAYLOAD_LENGTHS = frozenset({*range(9), 12, 16, 20, 24, 32, 48, 64})
+# --strict: a timestamp further back than this from the previous line is a corrupt line, not clock jitter
+MAX_BACKWARDS_S = 3600.0
 CTT_HEADER = ("timestamp", "arbitration_id", "data_field", "attack")
 MAX_PROBLEMS_KEPT = 20  # per file: the first few malformed lines are reported by name, the rest counted
 
@@ -61,6 +66,8 @@ def _timestamp(text: str) -> float:
         raise MalformedLine(f"timestamp '{text}' is not a number") from None
     if not math.isfinite(t):
         raise MalformedLine(f"timestamp '{text}' is not a finite number")
+    if t < 0:
+        raise MalformedLine(f"timestamp '{text.strip()}' is negative")
     return t
 
 
@@ -82,6 +89,8 @@ def _payload(text: str) -> str:
         raise MalformedLine(f"payload '{text.strip()}' is not whole hexadecimal bytes")
     if len(s) > 2 * MAX_PAYLOAD_BYTES:
         raise MalformedLine(f"payload '{text.strip()}' is longer than {MAX_PAYLOAD_BYTES} bytes")
+    if len(s) // 2 not in PAYLOAD_LENGTHS:
+        raise MalformedLine(f"payload '{text.strip()}' has {len(s) // 2} bytes, not a CAN or CAN FD frame length")
     return s.upper()
 
 
@@ -94,7 +103,10 @@ def _label(text: str, normal: tuple[str, ...] = ("0",), attack: tuple[str, ...] 
     raise MalformedLine(f"label '{s}' is not one of {', '.join(normal + attack)}")
 
 
-def parse_ctt(line: str):
+ParsedLine = tuple[float, int, str, int]  # timestamp, CAN id, payload hex, label
+
+
+def parse_ctt(line: str) -> ParsedLine:
     """can-train-and-test: `timestamp,arbitration_id,data_field,attack`."""
     fields = line.split(",")
     if len(fields) != 4:
@@ -102,7 +114,7 @@ def parse_ctt(line: str):
     return _timestamp(fields[0]), _can_id(fields[1]), _payload(fields[2]), _label(fields[3])
 
 
-def parse_hcrl(line: str):
+def parse_hcrl(line: str) -> ParsedLine:
     """HCRL Car-Hacking: `Timestamp,CAN ID,DLC,DATA[0],...,DATA[DLC-1],Flag` (or the `Timestamp: ... ID: ...` text)."""
     if line.startswith("Timestamp:"):
         m = _HCRL_TXT.match(line.strip())
@@ -130,7 +142,7 @@ def parse_hcrl(line: str):
     return _timestamp(fields[0]), _can_id(fields[1]), _payload("".join(data)), _label(fields[-1], ("R",), ("T",))
 
 
-def parse_candump(line: str):
+def parse_candump(line: str) -> ParsedLine:
     """SocketCAN `candump -l`: `(1698232894.363802) can0 153#208010FF00FFB05E` (`ID#R` remote, `ID##F<data>` FD)."""
     m = _CANDUMP.match(line.strip())
     if not m:
@@ -143,7 +155,7 @@ def parse_candump(line: str):
     return _timestamp(ts), _can_id(can_id), _payload(data), 0
 
 
-PARSERS: dict[str, Callable] = {"csv": parse_ctt, "hcrl": parse_hcrl, "candump": parse_candump}
+PARSERS: dict[str, Callable[[str], ParsedLine]] = {"csv": parse_ctt, "hcrl": parse_hcrl, "candump": parse_candump}
 assert tuple(PARSERS) == RAW_FORMATS
 
 
@@ -195,7 +207,8 @@ def _existing_stamp(out: Path) -> str | None:
 
 
 def _lines(path: Path, advance: Callable[[int], None] | None) -> Iterator[tuple[int, str]]:
-    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+    # utf-8-sig: a byte-order mark (Windows tools write one) is not part of the first line
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
         pending = 0
         for number, line in enumerate(fh, start=1):
             pending += len(line)
@@ -208,7 +221,7 @@ def _lines(path: Path, advance: Callable[[int], None] | None) -> Iterator[tuple[
 
 
 def _first_line(path: Path) -> str:
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for line in fh:
             if line.strip():
                 return line
@@ -266,7 +279,10 @@ def ingest_file(
 
     parse = PARSERS[fmt]
     side = _sidecar_labels(path) if fmt == "candump" else None
-    ts, ids, data, labels = [], [], [], []
+    ts: list[float] = []
+    ids: list[int] = []
+    data: list[str] = []
+    labels: list[int] = []
     frame = -1  # index of the non-empty line (a candump sidecar has one label per frame line)
     for number, line in _lines(path, advance):
         if not line.strip():
@@ -276,6 +292,8 @@ def ingest_file(
             continue
         try:
             t, i, d, y = parse(line)
+            if strict and ts and t < ts[-1] - MAX_BACKWARDS_S:
+                raise MalformedLine(f"timestamp {t:.6f} is {ts[-1] - t:.0f} s before the previous line's")
         except MalformedLine as exc:
             result.skipped += 1
             where = f"{rel}:{number}: {exc}"
@@ -310,7 +328,8 @@ def plan(dataset: str, raw: Path, out_root: Path, split: str | None = None) -> l
     dataset_spec(dataset)
     files = find_captures(raw)
     base = raw if raw.is_dir() else raw.parent
-    jobs, outputs = [], {}
+    jobs: list[tuple[Path, str, Path, str]] = []
+    outputs: dict[Path, Path] = {}
     for path in files:
         rel = path.relative_to(base)
         file_split = split or (rel.parts[0] if len(rel.parts) > 1 else None)
@@ -349,6 +368,7 @@ def ingest(
         raise KdgatError(f"--label must be 0 (normal) or 1 (attack), got {label}.")
     root = Path(out_root) if out_root else Path(resolve_data_root().value)
     jobs = plan(dataset, Path(raw), root, split)
+    ensure_writable_dir(root / dataset, "output folder")  # after the plan: bad input writes nothing
     results = [ingest_file(path, rel, out, sp, fmt, label, strict, advance, force) for path, rel, out, sp in jobs]
     if not any(r.messages for r in results):
         raise KdgatError(f"No CAN messages found in the captures under {raw}.")

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from kdgat_core.config import TEST_SPLITS_BASE, TRAIN_ATTACK_FREE, TRAIN_WITH_ATTACKS, KdgatError
 from kdgat_core.data.canonical import canonical_table, payload_to_hex, recording_file_name, write_parquet_atomic
+from kdgat_core.safe_io import check_finite_positive, check_name, ensure_writable_dir
 
 T0 = 1_700_000_000.0  # first timestamp of every recording (seconds since the epoch)
 BASE_DURATION_S = 2.5  # seconds of traffic per recording at scale 1 (about 2,500 normal messages)
@@ -69,7 +70,9 @@ def vehicles(seed: int = 0) -> dict[str, Vehicle]:
     }
 
 
-def _normal_traffic(v: Vehicle, duration: float, rng: np.random.Generator):
+def _normal_traffic(
+    v: Vehicle, duration: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     ts_parts, idx_parts, k_parts = [], [], []
     for i, period in enumerate(v.periods):
         n = int(duration / period) + 1
@@ -188,7 +191,9 @@ def dataset_tables(seed: int = 0, scale: float = 1.0, ext: str = "csv") -> dict[
 
 def write_dataset(root: str | Path, name: str = "synthetic", seed: int = 0, scale: float = 1.0) -> Path:
     """Write `<root>/<name>/<split>__<recording>.parquet` (the canonical layout); returns the dataset folder."""
-    folder = Path(root) / name
+    check_name(name, "dataset name")
+    check_finite_positive(scale, "--scale")
+    folder = ensure_writable_dir(Path(root) / name, "output folder")
     for (split, rec), table in dataset_tables(seed, scale).items():
         write_parquet_atomic(table, folder / recording_file_name(split, rec))
     return folder
@@ -233,7 +238,8 @@ def write_raw_dataset(root: str | Path, fmt: str, seed: int = 0, scale: float = 
     """Write the synthetic dataset as raw captures `<root>/<split>/<recording>.<ext>`, ready for `kdgat ingest`."""
     if fmt not in RAW_FORMATS:
         raise KdgatError(f"Unknown raw format '{fmt}'; choose one of: {', '.join(RAW_FORMATS)}.")
-    root = Path(root)
+    check_finite_positive(scale, "--scale")
+    root = ensure_writable_dir(Path(root), "output folder")
     ext = RAW_EXTENSIONS[fmt]
     for (split, rec), table in dataset_tables(seed, scale, ext).items():
         write_raw(table, root / split / f"{rec}.{ext}", fmt)

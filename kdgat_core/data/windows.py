@@ -94,7 +94,7 @@ class WindowGraphs:
         node_off = np.cumsum([0] + [p.x.shape[0] for p in parts])
         edge_off = np.cumsum([0] + [p.edge_attr.shape[0] for p in parts])
 
-        def ptrs(name, offs):
+        def ptrs(name: str, offs: np.ndarray) -> np.ndarray:
             return np.concatenate([[0]] + [getattr(p, name)[1:] + o for p, o in zip(parts, offs[:-1])]).astype(np.int64)
 
         return WindowGraphs(

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.data import Batch
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 from torch_geometric.nn.models import GAT, MLP
 
 POOLINGS = ("mean", "max", "add", "mean_max")
 
 
-def mask_window_ids(batch, prob: float, training: bool) -> Tensor:
+def mask_window_ids(batch: Batch, prob: float, training: bool) -> Tensor:
     """Training-time augmentation: with probability `prob` a whole window's ids become the out-of-vocabulary index 0,
     so the model also learns to judge a window from timing and payload alone (as it must for an unknown vehicle)."""
     if not training or prob <= 0:
@@ -63,7 +64,7 @@ class CANGraphGAT(nn.Module):
         pooled = width * (2 if pooling == "mean_max" else 1)
         self.head = MLP([pooled, max(width // 2, 8), num_classes], dropout=dropout, norm=None)
 
-    def graph_embedding(self, batch) -> Tensor:
+    def graph_embedding(self, batch: Batch) -> Tensor:
         """Pooled window embeddings [G, pooled]."""
         h = torch.cat([self.embedding(mask_window_ids(batch, self.id_mask, self.training)), batch.x], dim=-1)
         ea = batch.edge_attr if self.uses_edge_attr else None
@@ -74,5 +75,5 @@ class CANGraphGAT(nn.Module):
         pool = {"mean": global_mean_pool, "max": global_max_pool, "add": global_add_pool}[self.pooling]
         return pool(h, batch.batch, g)
 
-    def forward(self, batch) -> Tensor:
+    def forward(self, batch: Batch) -> Tensor:
         return self.head(self.graph_embedding(batch))

@@ -7,11 +7,14 @@ Outputs: `VGAEOutput` with z/mu/logstd [N, latent], reconstructed features [N, F
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch_geometric.data import Batch
 from torch_geometric.nn import GATConv
 from torch_geometric.nn.models import VGAE
 from torch_geometric.utils import scatter
@@ -65,7 +68,9 @@ class GATEncoder(nn.Module):
         self.dropout = dropout
         self.uses_edge_attr = edge_dim is not None
 
-    def forward(self, x: Tensor, node_id: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None):
+    def forward(
+        self, x: Tensor, node_id: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         ea = edge_attr if self.uses_edge_attr else None
         h = torch.cat([self.embedding(node_id), x], dim=-1)
         for conv, norm in zip(self.convs, self.norms):
@@ -114,12 +119,12 @@ class CANGraphVGAE(nn.Module):
         self.latent_dim = latent_dim
         self.weights = {"feature": feature_weight, "id": id_weight, "edge": edge_weight, "kl": kl_weight}
 
-    def forward(self, batch) -> VGAEOutput:
+    def forward(self, batch: Batch) -> VGAEOutput:
         z = self.vgae.encode(batch.x, batch.node_id, batch.edge_index, getattr(batch, "edge_attr", None))
         mu, logstd = self.vgae.__mu__, self.vgae.__logstd__
         return VGAEOutput(z, mu, logstd, self.feature_decoder(z), self.id_decoder(z))
 
-    def loss_terms(self, batch, out: VGAEOutput) -> dict[str, Tensor]:
+    def loss_terms(self, batch: Batch, out: VGAEOutput) -> dict[str, Tensor]:
         """Mean reconstruction terms over the batch and the KL term (per node)."""
         terms = {
             "feature": F.mse_loss(out.x_hat, batch.x),
@@ -134,12 +139,12 @@ class CANGraphVGAE(nn.Module):
             terms["edge"] = out.z.new_zeros(())
         return terms
 
-    def loss(self, batch, out: VGAEOutput | None = None) -> Tensor:
+    def loss(self, batch: Batch, out: VGAEOutput | None = None) -> Tensor:
         out = out if out is not None else self(batch)
         terms = self.loss_terms(batch, out)
-        return sum(self.weights[k] * v for k, v in terms.items())
+        return functools.reduce(operator.add, [self.weights[k] * v for k, v in terms.items()])
 
-    def window_errors(self, batch, out: VGAEOutput | None = None) -> Tensor:
+    def window_errors(self, batch: Batch, out: VGAEOutput | None = None) -> Tensor:
         """Per-window reconstruction errors [G, 3]: feature MSE, id cross-entropy, edge (positive pairs) error."""
         out = out if out is not None else self(batch)
         g = batch.num_graphs
@@ -155,13 +160,13 @@ class CANGraphVGAE(nn.Module):
             edges = feat.new_zeros(g)
         return torch.stack([feat, ids, edges], dim=-1)
 
-    def window_score(self, batch, out: VGAEOutput | None = None) -> Tensor:
+    def window_score(self, batch: Batch, out: VGAEOutput | None = None) -> Tensor:
         """Per-window anomaly score [G]: the weighted reconstruction error (higher = more anomalous)."""
         err = self.window_errors(batch, out)
         w = err.new_tensor([self.weights["feature"], self.weights["id"], self.weights["edge"]])
         return (err * w).sum(-1)
 
-    def latent_stats(self, batch, out: VGAEOutput) -> Tensor:
+    def latent_stats(self, batch: Batch, out: VGAEOutput) -> Tensor:
         """Per-window latent statistics [G, 2]: mean |mu| and mean logstd (fusion state features)."""
         g = batch.num_graphs
         mu_norm = scatter(out.mu.abs().mean(-1), batch.batch, dim=0, dim_size=g, reduce="mean")

@@ -7,13 +7,19 @@ meets a compute function, or `to_numpy()` runs. The read cache's refresh runs in
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from kdgat_core.query.connection import LazyModule, pa
 
-np = LazyModule("numpy")  # the leaderboard path imports this module but never numpy (test_import_hygiene)
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = LazyModule("numpy")  # the leaderboard path imports this module but never numpy (test_import_hygiene)
 _NUMPY = {"int64": "int64", "uint64": "uint64", "int32": "int32", "double": "float64"}
 
 
-def values(col):
+def values(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """The values of a fixed-width column as numpy (a copy where chunks are joined; nulls hold arbitrary values)."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if arr.type == pa.bool_():
@@ -25,7 +31,7 @@ def values(col):
     return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
 
 
-def valid(col):
+def valid(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """True where the column is not null."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if arr.null_count == 0 or arr.buffers()[0] is None:
@@ -34,7 +40,7 @@ def valid(col):
     return np.unpackbits(bits, bitorder="little")[arr.offset : arr.offset + len(arr)].astype(bool)
 
 
-def array(data, mask_valid=None) -> pa.Array:
+def array(data: np.ndarray, mask_valid: np.ndarray | None = None) -> pa.Array:
     """numpy (int64, uint64, int32, float64 or bool) -> Arrow; `mask_valid` False makes a null."""
     data = np.ascontiguousarray(data)
     bitmap = None if mask_valid is None else pa.py_buffer(np.packbits(mask_valid.astype(bool), bitorder="little"))
@@ -51,7 +57,7 @@ def array(data, mask_valid=None) -> pa.Array:
     return pa.Array.from_buffers(typ, len(data), [bitmap, pa.py_buffer(data)])
 
 
-def strings(items) -> pa.Array:
+def strings(items: Iterable[str]) -> pa.Array:
     """Python strings -> an Arrow string array."""
     encoded = [s.encode() for s in items]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int32)

@@ -21,9 +21,14 @@ Everything is read before the changed runs' rows are, so a write racing the refr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kdgat_core.query import arrays
-from kdgat_core.query.connection import ALIAS, Reader, _sql_str, pa, pc
+from kdgat_core.query.connection import ALIAS, Reader, pa, pc
+from kdgat_core.query.sql_text import literal
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TAG_BLOCK_BITS = 10  # 1024 tag rows (about 90 runs) per hashed block
 OWNER_QUERY_BLOCKS = 200  # rowid ranges per query for the rows of changed blocks
@@ -75,10 +80,10 @@ class DBState:
 class Changes:
     """What a refresh must re-read and drop; `rebuild` when only a full read is safe."""
 
+    state: DBState  # the new state to store with the refreshed cache
     changed: set[str] = field(default_factory=set)
     removed: set[str] = field(default_factory=set)
     rebuild: str = ""  # why a full rebuild is needed ("" when not)
-    state: DBState | None = None  # the new state to store with the refreshed cache
     details: dict = field(default_factory=dict)
 
 
@@ -108,7 +113,7 @@ def _tag_blocks_sql(first: int, last: int) -> str:
         f"WHERE rowid >= (n << {b}) AND rowid < ((n + 1) << {b})) AS s FROM blk"
     )
     return (
-        f"SELECT CAST(n AS BIGINT) AS block, hash(s) AS h FROM sqlite_query('{ALIAS}', '{_sql_str(inner)}') "
+        f"SELECT CAST(n AS BIGINT) AS block, hash(s) AS h FROM sqlite_query('{ALIAS}', {literal(inner)}) "
         "WHERE s IS NOT NULL"
     )
 
@@ -117,7 +122,7 @@ def read_state(reader: Reader, old: DBState | None = None) -> tuple[DBState, dic
     """The current state (block owners left empty: `diff` fills them for the blocks it needs), and the identity of
     the rows at the old watermarks."""
     marks = reader.fetch_rows(
-        f"SELECT * FROM sqlite_query('{ALIAS}', '{_sql_str(_watermark_sql(old.watermarks if old else None))}')"
+        f"SELECT * FROM sqlite_query('{ALIAS}', {literal(_watermark_sql(old.watermarks if old else None))})"
     )[0]
     watermarks = {t: {"rowid": int(marks[f"{t}_rowid"] or 0), "row": marks[f"{t}_row"]} for t in _ROW_IDENTITY}
     was = {t: marks[f"{t}_was"] for t in _ROW_IDENTITY}
@@ -205,7 +210,7 @@ def diff(reader: Reader, old: DBState) -> Changes:
         changed.update(r["run_id"] for r in reader.fetch_sqlite_rows(" UNION ".join(above)))
 
     # runs gone since are dropped, not re-read (a changed tag block may name them as its former owners)
-    return Changes(changed - removed, removed, "", new, details)
+    return Changes(new, changed - removed, removed, "", details)
 
 
 # The per-row tag hash, the same expression for rows from the scanner (full read) and from sqlite_query (refresh)
@@ -232,7 +237,7 @@ def _block_owners(reader: Reader, blocks: list[int]) -> pa.Table:
         parts.append(
             reader.fetch(
                 f"SELECT CAST(tag_rowid AS BIGINT) >> {b} AS block, CAST(run_id AS VARCHAR) AS run_id, "
-                f"bit_xor({TAG_ROW_HASH}) AS h FROM sqlite_query('{ALIAS}', '{_sql_str(rows)}') GROUP BY ALL ORDER BY block, run_id"
+                f"bit_xor({TAG_ROW_HASH}) AS h FROM sqlite_query('{ALIAS}', {literal(rows)}) GROUP BY ALL ORDER BY block, run_id"
             ).cast(parts[0].schema)
         )
     return pa.concat_tables(parts).combine_chunks()
@@ -285,7 +290,7 @@ def block_owners_from_tags(tags: pa.Table) -> pa.Table:
     )
 
 
-def _empty(**types) -> pa.Table:
+def _empty(**types: pa.DataType) -> pa.Table:
     return pa.table({name: pa.nulls(0, typ) for name, typ in types.items()})  # Schema.empty_table imports pandas
 
 
@@ -299,7 +304,9 @@ def _rows_above(table: str, rowid: int) -> str:
     return f"SELECT DISTINCT run_uuid AS run_id FROM (SELECT run_uuid FROM {table} WHERE rowid > {int(rowid)} LIMIT -1)"
 
 
-def _diff_sorted(old_keys, old_h, new_keys, new_h):
+def _diff_sorted(
+    old_keys: np.ndarray, old_h: np.ndarray, new_keys: np.ndarray, new_h: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions in `new` whose key is new or whose hash changed; positions in `old` whose key is gone or changed."""
     import numpy as np
 
@@ -319,7 +326,7 @@ def _diff_sorted(old_keys, old_h, new_keys, new_h):
     return np.nonzero(new_changed)[0], np.concatenate([np.nonzero(gone)[0], pos[found & new_changed]])
 
 
-def _take(arr, idx) -> list[str]:
+def _take(arr: pa.Array, idx: np.ndarray) -> list[str]:
     import numpy as np
 
     return arr.take(arrays.array(np.asarray(idx, dtype=np.int64))).to_pylist() if len(idx) else []

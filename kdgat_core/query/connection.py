@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
+from kdgat_core import mlflow_schema
 from kdgat_core.config import ENV_TRACKING_URI, KdgatError, resolve_tracking_uri, sqlite_path
+from kdgat_core.query.sql_text import literal
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # The tables kdgat reads; a file without them is not an MLflow tracking store.
@@ -24,23 +28,28 @@ ALIAS = "ml"
 # SQLite waits this long for a writer's lock inside one query before DuckDB sees "database is locked".
 BUSY_TIMEOUT_MS = 2000
 DEFAULT_LOCK_RETRY_S = 30.0
+T = TypeVar("T")
 
 
 class LazyModule:
     """A module imported on first attribute use. `kdgat leaderboard` never needs pyarrow (0.2 s of its 0.3 s imports):
     DuckDB hands it plain Python rows."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str) -> None:
         self._name = name
 
-    def __getattr__(self, attr: str):
+    def __getattr__(self, attr: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(self._name), attr)
 
 
-pa = LazyModule("pyarrow")
-pc = LazyModule("pyarrow.compute")
+if TYPE_CHECKING:  # the type checker sees the modules; at run time they load on first attribute use
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    pa = LazyModule("pyarrow")
+    pc = LazyModule("pyarrow.compute")
 
 
 def scanner_extension_path() -> Path:
@@ -85,6 +94,8 @@ def resolve_db(uri_or_path: str | os.PathLike | None = None) -> ResolvedDB:
             f"Tracking database {path} does not exist (URI from {resolved.source}); check --tracking-uri, "
             f"{ENV_TRACKING_URI} or kdgat.toml."
         )
+    if path.is_dir():
+        raise KdgatError(f"Tracking database {path} is a directory, not an MLflow SQLite file; check --tracking-uri.")
     if not path.is_file():
         raise KdgatError(f"Tracking database {path} is not a file.")
     try:
@@ -96,6 +107,16 @@ def resolve_db(uri_or_path: str | os.PathLike | None = None) -> ResolvedDB:
         what = "is empty" if not head else "is not a SQLite database"
         raise KdgatError(f"{path} {what}, so it is not an MLflow tracking database.")
     return ResolvedDB(path=path, uri=resolved.value, source=resolved.source)
+
+
+class QueryTimeout(KdgatError):
+    """A user query ran past its time limit and was stopped."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        super().__init__(
+            f"The query ran longer than {seconds:g} s and was stopped; narrow it (WHERE, LIMIT) or raise --timeout."
+        )
 
 
 def is_locked_error(exc: BaseException) -> bool:
@@ -112,10 +133,12 @@ class Reader:
         # in-memory default database: a user's CREATE (refused anyway) could never persist anywhere.
         # allow_unsigned_extensions: skips re-verifying the 35 MB scanner's signature on every open (0.2-0.5 s -> 1 ms);
         # the file is the pinned wheel's, and once external access is off no other extension loads (test_query_safety).
+        self._closed = False
+        _OPEN_READERS[db.path] = _OPEN_READERS.get(db.path, 0) + 1
         con = duckdb.connect(":memory:", config={"allow_unsigned_extensions": "true"})
-        con.execute(f"LOAD '{_sql_str(str(scanner_extension_path()))}'")
+        con.execute(f"LOAD {literal(str(scanner_extension_path()))}")
         con.execute(
-            f"ATTACH '{_sql_str(str(db.path))}' AS {ALIAS} (TYPE sqlite, READ_ONLY, busy_timeout {BUSY_TIMEOUT_MS})"
+            f"ATTACH {literal(str(db.path))} AS {ALIAS} (TYPE sqlite, READ_ONLY, busy_timeout {BUSY_TIMEOUT_MS})"
         )
         # one SQLite connection per query: with 1 + threads connections a waiting writer can deadlock with us
         con.execute("SET sqlite_disable_multithreaded_scans = true")
@@ -135,18 +158,59 @@ class Reader:
         try:
             names = {r["name"] for r in self.fetch_sqlite_rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except duckdb.Error as exc:
-            raise KdgatError(f"{self.db.path} cannot be read as SQLite: {str(exc).splitlines()[0]}.") from None
+            why = str(exc).splitlines()[0].rsplit(": ", 1)[-1].rstrip(".")  # SQLite's reason, not DuckDB's query
+            raise KdgatError(f"{self.db.path} cannot be read as SQLite ({why}); it is truncated or corrupt.") from None
         missing = [t for t in MLFLOW_TABLES if t not in names]
-        if missing:
+        if missing and not names & {"alembic_version", "experiments"}:
             raise KdgatError(
                 f"{self.db.path} is a SQLite file but not an MLflow tracking database (no "
                 f"{', '.join(missing)} table{'s' if len(missing) > 1 else ''})."
             )
+        revision = None
+        if "alembic_version" in names:
+            rows = self.fetch_sqlite_rows("SELECT version_num FROM alembic_version LIMIT 1")
+            revision = rows[0]["version_num"] if rows else None
+        self.schema_revision = revision
+        self.schema_state = mlflow_schema.classify(names, revision)
+        # an older revision is still readable (its tables are all there); the rest is one sentence with a remedy
+        if self.schema_state not in (mlflow_schema.CURRENT, mlflow_schema.OLDER):
+            raise KdgatError(mlflow_schema.advice(self.schema_state, self.db.path, revision, names))
 
     # -- reads --------------------------------------------------------------------------------------------------------
     def fetch(self, sql: str, params: list | None = None) -> pa.Table:
         """Run one DuckDB query and return Arrow, retrying with backoff while a writer holds the SQLite lock."""
         return self.retry(lambda: self.con.execute(sql, params or []).to_arrow_table())
+
+    def fetch_stoppable(self, sql: str, timeout_s: float | None = None) -> pa.Table:
+        """`fetch` in a worker thread, so that Ctrl-C (KeyboardInterrupt, re-raised) and `timeout_s` stop DuckDB's
+        query (`con.interrupt()`) instead of waiting for it: DuckDB checks no Python signal while it runs.
+        Raises QueryTimeout when the query ran longer than `timeout_s` (None or 0: no limit)."""
+        import threading
+
+        done: dict[str, Any] = {}  # "table" or "error", handed over from the worker thread
+
+        def work() -> None:
+            try:
+                done["table"] = self.fetch(sql)
+            except BaseException as exc:  # handed to the caller's thread
+                done["error"] = exc
+
+        worker = threading.Thread(target=work, name="kdgat-sql", daemon=True)
+        worker.start()
+        try:
+            worker.join(timeout_s or None)
+        except KeyboardInterrupt:
+            self.con.interrupt()
+            worker.join(5.0)
+            raise
+        if worker.is_alive():
+            self.con.interrupt()
+            worker.join()
+            if "table" not in done:
+                raise QueryTimeout(timeout_s or 0.0)
+        if "error" in done:
+            raise done["error"]
+        return done["table"]
 
     def fetch_many(self, queries: list[str], rows: bool = False) -> list:
         """Independent queries at once, one DuckDB cursor (own SQLite connection) and thread each: each is a whole
@@ -156,7 +220,7 @@ class Reader:
             return [self.fetch_rows(q) if rows else self.fetch(q) for q in queries]
         from concurrent.futures import ThreadPoolExecutor
 
-        def one(sql: str):
+        def one(sql: str) -> Any:
             cur = self.con.cursor()
             try:
                 return self.retry(lambda: result_rows(cur.execute(sql)) if rows else cur.execute(sql).to_arrow_table())
@@ -170,7 +234,7 @@ class Reader:
         """Like `fetch`, as a list of dicts (no pyarrow import)."""
         return self.retry(lambda: result_rows(self.con.execute(sql, params or [])))
 
-    def retry(self, action):
+    def retry(self, action: Callable[[], T]) -> T:
         """`action()`, retried with backoff while a writer holds the SQLite lock (it must be safe to repeat)."""
         deadline = time.monotonic() + self.lock_retry_s
         delay = 0.05
@@ -194,7 +258,7 @@ class Reader:
         sqlite_query returns every column as text; `types` casts named columns back. Select REAL columns through
         `exact_real()`: SQLite's default text form keeps 15 digits and would change the values.
         """
-        table = self.fetch(f"SELECT * FROM sqlite_query('{ALIAS}', '{_sql_str(sqlite_sql)}')")
+        table = self.fetch(f"SELECT * FROM sqlite_query('{ALIAS}', {literal(sqlite_sql)})")
         for name, typ in (types or {}).items():
             i = table.schema.get_field_index(name)
             table = table.set_column(i, name, table[name].cast(typ))
@@ -202,13 +266,62 @@ class Reader:
 
     def fetch_sqlite_rows(self, sqlite_sql: str) -> list[dict]:
         """`fetch_sqlite` as a list of dicts of text values (no pyarrow import)."""
-        return self.fetch_rows(f"SELECT * FROM sqlite_query('{ALIAS}', '{_sql_str(sqlite_sql)}')")
+        return self.fetch_rows(f"SELECT * FROM sqlite_query('{ALIAS}', {literal(sqlite_sql)})")
 
     def close(self) -> None:
         try:
             self.con.close()
         except duckdb.Error:
             pass
+        if not self._closed:
+            self._closed = True
+            _release(self.db.path)
+
+
+# Readers open per file in this process: the -wal/-shm a reader leaves are removed only when the last one closes
+_OPEN_READERS: dict[Path, int] = {}
+# SQLite's lock bytes (os_unix.c): a write lock on the SHARED range is an EXCLUSIVE lock on the database
+_PENDING_BYTE, _SHARED_SIZE = 0x40000000, 510
+
+
+def _release(path: Path) -> None:
+    left = _OPEN_READERS.get(path, 1) - 1
+    if left > 0:
+        _OPEN_READERS[path] = left
+        return
+    _OPEN_READERS.pop(path, None)
+    remove_idle_wal_files(path)
+
+
+def remove_idle_wal_files(path: Path) -> bool:
+    """Remove an empty `-wal` and its `-shm` that a read-only connection leaves beside a WAL-mode database (SQLite
+    removes them when a writer closes; a reader may not). Done as SQLite does it: only while holding an EXCLUSIVE
+    lock on the database, which no other open connection allows (in WAL mode each holds a SHARED lock for its
+    lifetime) and which keeps new ones out until the files are gone. A WAL with data in it is never touched."""
+    import fcntl
+
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    try:
+        if not wal.exists() or wal.stat().st_size != 0:
+            return False
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, _SHARED_SIZE, _PENDING_BYTE + 2, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        return False  # another connection is open: it (or the last writer) cleans up
+    try:
+        if wal.stat().st_size != 0:
+            return False
+        wal.unlink(missing_ok=True)
+        shm.unlink(missing_ok=True)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
 
 
 def result_rows(result: duckdb.DuckDBPyConnection) -> list[dict]:
@@ -220,22 +333,3 @@ def result_rows(result: duckdb.DuckDBPyConnection) -> list[dict]:
 def register_arrow(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
     """Expose an Arrow table as a view. `con.register` would import pandas (0.4 s) to check the object's type."""
     con.from_arrow(table).create_view(name, replace=True)
-
-
-def _sql_str(text: str) -> str:
-    """Escape for a single-quoted SQL string literal."""
-    return text.replace("'", "''")
-
-
-def sqlite_literal(value: str) -> str:
-    """A SQLite string literal (used in SQL run through sqlite_query, which takes no bind parameters)."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def exact_real(column: str) -> str:
-    """SQLite text for a REAL that parses back to the same double (20 digits; measured: 0 of 200k values differ)."""
-    return f"printf('%!.20e', {column})"
-
-
-def sqlite_in_list(values) -> str:
-    return "(" + ",".join(sqlite_literal(v) for v in values) + ")" if values else "(NULL)"

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kdgat_core.config import KdgatError
-from kdgat_core.query.connection import ALIAS, exact_real, pa, sqlite_in_list, sqlite_literal
+from kdgat_core.query.connection import ALIAS, pa
+from kdgat_core.query.sql_text import exact_real, in_list, literal
 from kdgat_core.query.summaries import _DECODE
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def histories(db: TrackingDB, run_ids: Sequence[str], key: str, x: str = "step")
         return pa.table({"run_id": pa.array([], pa.string()), "x": pa.array([], pa.float64()), "value": []})
     inner = (
         f"SELECT run_uuid AS run_id, step, {exact_real('value')} AS value, is_nan, timestamp FROM metrics "
-        f"WHERE run_uuid IN {sqlite_in_list(ids)} AND +key = {sqlite_literal(key)}"
+        f"WHERE run_uuid IN {in_list(ids)} AND +key = {literal(key)}"
     )
     lit = "'" + inner.replace("'", "''") + "'"
     points = (

@@ -23,24 +23,36 @@ from typing import Any
 
 import duckdb
 
-from kdgat_core.config import KdgatError, Metric, RunStatus, Tag, bool_tag, metric_direction
+from kdgat_core import mlflow_schema
+from kdgat_core.config import (
+    BOOL_TAGS,
+    FALSE_SPELLINGS,
+    PIPELINE_ORDER,
+    TRUE_SPELLINGS,
+    KdgatError,
+    Metric,
+    RunStatus,
+    Tag,
+    bool_tag,
+    metric_direction,
+    parse_bool_tag,
+)
 from kdgat_core.query.connection import (
     ALIAS,
     Reader,
     ResolvedDB,
-    exact_real,
     pa,
     pc,
     register_arrow,
     resolve_db,
     result_rows,
-    sqlite_in_list,
-    sqlite_literal,
 )
 from kdgat_core.query.expressions import parse_metric
 from kdgat_core.query.groups import CONFIG_TAGS
-from kdgat_core.query.sql_guard import check_user_sql, one_line, table_names
+from kdgat_core.query.sql_guard import check_user_sql, one_line, summarized_query, table_names
+from kdgat_core.query.sql_text import decoded_metric, exact_real, in_list, literal, quote_ident
 from kdgat_core.query.summaries import SummaryCache, summary_placeholder_sql
+from kdgat_core.query.summarize import summary_sql
 from kdgat_core.query.wide import (
     BASE_COLUMNS,
     BASE_TYPES,
@@ -69,14 +81,6 @@ _RUN_STATE_COLUMNS = (
 )
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: Any) -> str:
-    return "NULL" if value is None else "'" + str(value).replace("'", "''") + "'"
-
-
 @dataclass(frozen=True)
 class RunFilter:
     """The filters shared by `runs`, `leaderboard`, `sweep` and the CLI: each one is a convention tag's value."""
@@ -100,8 +104,26 @@ class RunFilter:
     def where(self, include_deleted: bool = False) -> str:
         """A DuckDB WHERE clause over the wide table."""
         conds = [] if include_deleted else ["lifecycle <> 'deleted'"]
-        conds += [f"{_quote(k)} = {_lit(v)}" for k, v in self.tag_pairs()]
+        conds += [tag_equals(quote_ident(k), k, v) for k, v in self.tag_pairs()]
         return " AND ".join(conds) or "TRUE"
+
+
+def tag_equals(expr: str, key: str, value: str) -> str:
+    """SQL (DuckDB and SQLite alike) for a tag's value equal to `value`; boolean tags in any spelling (True/true/1)."""
+    if key in BOOL_TAGS and parse_bool_tag(value) is not None:
+        spellings = TRUE_SPELLINGS if parse_bool_tag(value) else FALSE_SPELLINGS
+        return f"lower({expr}) IN ({', '.join(literal(v) for v in spellings)})"
+    return f"{expr} = {literal(value)}"
+
+
+def bool_tag_sql(expr: str) -> str:
+    """A boolean tag's value as bool_tag spells it, in SQL (what the wide table holds, for rows read around it)."""
+    t = ", ".join(literal(v) for v in TRUE_SPELLINGS)
+    f = ", ".join(literal(v) for v in FALSE_SPELLINGS)
+    return (
+        f"CASE WHEN lower({expr}) IN ({t}) THEN {literal(bool_tag(True))} "
+        f"WHEN lower({expr}) IN ({f}) THEN {literal(bool_tag(False))} ELSE {expr} END"
+    )
 
 
 class TrackingDB:
@@ -204,17 +226,14 @@ class TrackingDB:
     def _create_views(self) -> None:
         con = self._reader.con
         # a typed, empty stand-in until the wide table is read (SQL only: registering Arrow imports pandas)
-        empty = ", ".join(f"CAST(NULL AS {t}) AS {_quote(c)}" for c, t in BASE_TYPES.items())
+        empty = ", ".join(f"CAST(NULL AS {t}) AS {quote_ident(c)}" for c, t in BASE_TYPES.items())
         con.execute(f"CREATE OR REPLACE VIEW _kdgat_wide AS SELECT {empty} WHERE false")
         self._create_wide_views()
         visible = (
             f"SELECT r.run_uuid FROM {ALIAS}.runs r LEFT JOIN {ALIAS}.experiments e "
             f"ON e.experiment_id = r.experiment_id WHERE {self._visible_sql()}"
         )
-        value = (
-            "CASE WHEN m.is_nan <> 0 THEN 'NaN'::DOUBLE WHEN m.value >= 1.7976931348623157e308 THEN 'inf'::DOUBLE "
-            "WHEN m.value <= -1.7976931348623157e308 THEN '-inf'::DOUBLE ELSE m.value END"
-        )
+        value = decoded_metric("m.value", "m.is_nan")
         con.execute(f"CREATE OR REPLACE VIEW _kdgat_visible AS {visible}")
         self._create_summary_view()
         con.execute(
@@ -358,7 +377,7 @@ class TrackingDB:
 
     def _create_wide_views(self) -> None:
         where = "" if self.include_deleted else " WHERE lifecycle <> 'deleted'"
-        cols = ", ".join(_quote(c) for c in BASE_COLUMNS)
+        cols = ", ".join(quote_ident(c) for c in BASE_COLUMNS)
         con = self._reader.con
         con.execute(f"CREATE OR REPLACE VIEW runs AS SELECT {cols} FROM _kdgat_wide{where}")
         con.execute(f"CREATE OR REPLACE VIEW runs_wide AS SELECT * FROM _kdgat_wide{where}")
@@ -427,7 +446,7 @@ class TrackingDB:
         """
         flt = RunFilter(dataset, stage, model_size, kd, status)
         show_deleted = self.include_deleted if include_deleted is None else include_deleted
-        cols = ", ".join(_quote(c) for c in BASE_COLUMNS)
+        cols = ", ".join(quote_ident(c) for c in BASE_COLUMNS)
         out = self._calc(
             f"SELECT {cols} FROM w WHERE {flt.where(show_deleted)} ORDER BY start_time DESC, run_id",
             w=self._wide_current(),
@@ -469,7 +488,7 @@ class TrackingDB:
         watermark are the new runs, and the watched ones are those last seen running. Deleted runs are left out."""
         where = f"r.rowid > {int(after_rowid)}"
         if watch:
-            where = f"({where} OR r.run_uuid IN {sqlite_in_list(list(watch))})"
+            where = f"({where} OR r.run_uuid IN {in_list(list(watch))})"
         return self._reader.fetch_sqlite(
             f"SELECT {_RUN_STATE_COLUMNS}, r.rowid AS rowid FROM runs r "
             f"LEFT JOIN experiments e ON e.experiment_id = r.experiment_id WHERE {where} AND {self._visible_sql()}",
@@ -495,14 +514,14 @@ class TrackingDB:
         low = ref.lower()
         if _HEX_ID.match(low):
             candidates = self._reader.fetch_sqlite(
-                f"{cols} WHERE r.run_uuid >= {sqlite_literal(low)} AND r.run_uuid < {sqlite_literal(low + '~')} "
+                f"{cols} WHERE r.run_uuid >= {literal(low)} AND r.run_uuid < {literal(low + '~')} "
                 "ORDER BY r.start_time DESC LIMIT 50"
             ).to_pylist()
             exact = [c for c in candidates if c["run_id"] == low]
             candidates = exact or candidates
         if not candidates:
             candidates = self._reader.fetch_sqlite(
-                f"{cols} WHERE r.name = {sqlite_literal(ref)} ORDER BY r.start_time DESC, r.run_uuid"
+                f"{cols} WHERE r.name = {literal(ref)} ORDER BY r.start_time DESC, r.run_uuid"
             ).to_pylist()
             by_name = True
         else:
@@ -592,7 +611,7 @@ class TrackingDB:
                 table = self._leaderboard_from(None, board, metric, top, flt, rows)
             else:
                 table = self._leaderboard_in_sqlite(metric, top, flt, rows)
-        if (len(table) if rows else table.num_rows) == 0:
+        if (len(table) if isinstance(table, list) else table.num_rows) == 0:
             self.check_metric(metric)
         return table if rows else self._out(table, arrow)
 
@@ -613,18 +632,21 @@ class TrackingDB:
         rows: bool = False,
     ) -> pa.Table | list[dict]:
         """Over the wide table (in memory) or the cache's parquet copy of its leaderboard columns."""
-        names = wide.column_names if wide is not None else board[1]
+        if wide is not None:
+            names, source = wide.column_names, "w"
+        else:
+            assert board is not None
+            names, source = board[1], f"read_parquet({literal(str(board[0]))})"
         col = self._metric_column(metric, names)
         if col is None:
             return [] if rows else self._empty_board(metric)
         direction = "ASC" if parse_metric(metric).direction == "asc" else "DESC"
         limit = f"LIMIT {int(top)}" if top else ""
-        source = "w" if wide is not None else f"read_parquet('{str(board[0]).replace(chr(39), chr(39) * 2)}')"
         sql = (
             f"SELECT row_number() OVER () AS rank, * FROM (SELECT run_id, run_name, dataset, stage, model_size, "
-            f"use_kd, status, {_quote(col)} AS {_quote(metric)}, start_time FROM {source} "
-            f"WHERE {flt.where(self.include_deleted)} AND {_quote(col)} IS NOT NULL "
-            f"ORDER BY isnan({_quote(col)}), {_quote(col)} {direction}, start_time DESC, run_id {limit})"
+            f"use_kd, status, {quote_ident(col)} AS {quote_ident(metric)}, start_time FROM {source} "
+            f"WHERE {flt.where(self.include_deleted)} AND {quote_ident(col)} IS NOT NULL "
+            f"ORDER BY isnan({quote_ident(col)}), {quote_ident(col)} {direction}, start_time DESC, run_id {limit})"
         )
         if wide is not None:
             table = self._calc(sql, w=wide)
@@ -640,7 +662,7 @@ class TrackingDB:
         return self._calc(
             f"SELECT 0::BIGINT AS rank, ''::VARCHAR AS run_id, ''::VARCHAR AS run_name, ''::VARCHAR AS dataset, "
             f"''::VARCHAR AS stage, ''::VARCHAR AS model_size, ''::VARCHAR AS use_kd, ''::VARCHAR AS status, "
-            f"0::DOUBLE AS {_quote(metric)}, NULL::TIMESTAMP AS start_time WHERE false"
+            f"0::DOUBLE AS {quote_ident(metric)}, NULL::TIMESTAMP AS start_time WHERE false"
         )  # no Arrow from Python
 
     def _leaderboard_in_sqlite(
@@ -662,19 +684,19 @@ class TrackingDB:
             sql = pick + "FROM tags f0 "
             for i, (k, v) in enumerate(rest, 1):
                 sql += (
-                    f"CROSS JOIN tags f{i} ON f{i}.key = {sqlite_literal(k)} AND f{i}.run_uuid = f0.run_uuid "
-                    f"AND f{i}.value = {sqlite_literal(v)} "
+                    f"CROSS JOIN tags f{i} ON f{i}.key = {literal(k)} AND f{i}.run_uuid = f0.run_uuid "
+                    f"AND {tag_equals(f'f{i}.value', k, v)} "
                 )
             sql += (
-                f"CROSS JOIN latest_metrics m ON m.key = {sqlite_literal(metric)} AND m.run_uuid = f0.run_uuid "
+                f"CROSS JOIN latest_metrics m ON m.key = {literal(metric)} AND m.run_uuid = f0.run_uuid "
                 "CROSS JOIN runs r ON r.run_uuid = f0.run_uuid LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
-                f"WHERE +f0.key = {sqlite_literal(k0)} AND f0.value = {sqlite_literal(v0)}{visible}"
+                f"WHERE +f0.key = {literal(k0)} AND {tag_equals('f0.value', k0, v0)}{visible}"
             )
         else:
             sql = (
                 pick + "FROM latest_metrics m CROSS JOIN runs r ON r.run_uuid = m.run_uuid "
                 "LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
-                f"WHERE +m.key = {sqlite_literal(metric)}{visible}"
+                f"WHERE +m.key = {literal(metric)}{visible}"
             )
         order = f" ORDER BY m.is_nan, m.value {direction}, r.start_time DESC, m.run_uuid" + (
             f" LIMIT {int(top)}" if top else ""
@@ -687,7 +709,7 @@ class TrackingDB:
         )
         halves = [f" AND {driver}.rowid <= {top_rowid // 2}", f" AND {driver}.rowid > {top_rowid // 2}"]
         found = self._reader.fetch_many(
-            [f"SELECT * FROM sqlite_query('{ALIAS}', {_lit(sql + half + order)})" for half in halves], rows=True
+            [f"SELECT * FROM sqlite_query('{ALIAS}', {literal(sql + half + order)})" for half in halves], rows=True
         )
         # the best of each half, merged in the same order (top k of a union = top k of the halves' top k)
         sign = 1.0 if direction == "ASC" else -1.0
@@ -700,28 +722,22 @@ class TrackingDB:
         if not best:
             return [] if rows else self._empty_board(metric)
         values = ", ".join(
-            f"({i}, {_lit(b['run_id'])}, {_lit(b['value'])}, {_lit(b['is_nan'])}, {_lit(b['name'])}, "
-            f"{_lit(b['start_time'])})"
+            f"({i}, {literal(b['run_id'])}, {literal(b['value'])}, {literal(b['is_nan'])}, {literal(b['name'])}, "
+            f"{literal(b['start_time'])})"
             for i, b in enumerate(best, 1)
         )
-        ids = sqlite_in_list([b["run_id"] for b in best])
-        keys = sqlite_in_list(
-            [Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value, Tag.STATUS.value]
-        )
+        ids = in_list([b["run_id"] for b in best])
+        keys = in_list([Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value, Tag.STATUS.value])
         tag = lambda k: f"max(t.value) FILTER (WHERE t.key = '{k}')"  # noqa: E731
-        value = (
-            "CASE WHEN b.is_nan <> '0' THEN 'NaN'::DOUBLE WHEN CAST(b.v AS DOUBLE) >= 1.7976931348623157e308 "
-            "THEN 'inf'::DOUBLE WHEN CAST(b.v AS DOUBLE) <= -1.7976931348623157e308 THEN '-inf'::DOUBLE "
-            "ELSE CAST(b.v AS DOUBLE) END"
-        )
+        value = decoded_metric("b.v", "b.is_nan", text=True)
         tags_sql = f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN {ids} AND key IN {keys}"
         fetch = self._reader.fetch_rows if rows else self._reader.fetch
         return fetch(
             f"""WITH b(rank, run_id, v, is_nan, run_name, start_ms) AS (VALUES {values}),
-                     t AS (SELECT * FROM sqlite_query('{ALIAS}', {_lit(tags_sql)}))
+                     t AS (SELECT * FROM sqlite_query('{ALIAS}', {literal(tags_sql)}))
                 SELECT CAST(b.rank AS BIGINT) AS rank, b.run_id, b.run_name, {tag(Tag.DATASET)} AS dataset,
-                       {tag(Tag.STAGE)} AS stage, {tag(Tag.MODEL_SIZE)} AS model_size, {tag(Tag.USE_KD)} AS use_kd,
-                       {tag(Tag.STATUS)} AS status, {value} AS {_quote(metric)},
+                       {tag(Tag.STAGE)} AS stage, {tag(Tag.MODEL_SIZE)} AS model_size, {bool_tag_sql(tag(Tag.USE_KD))} AS use_kd,
+                       {tag(Tag.STATUS)} AS status, {value} AS {quote_ident(metric)},
                        epoch_ms(CAST(b.start_ms AS BIGINT)) AS start_time
                 FROM b LEFT JOIN t ON t.run_uuid = b.run_id
                 GROUP BY b.rank, b.run_id, b.run_name, b.v, b.is_nan, b.start_ms ORDER BY b.rank"""
@@ -754,9 +770,7 @@ class TrackingDB:
 
     def check_metric(self, metric: str) -> None:
         """Raise a clear error naming close matches if no run has logged `metric`."""
-        if self._reader.fetch_sqlite_rows(
-            f"SELECT 1 AS x FROM latest_metrics WHERE key = {sqlite_literal(metric)} LIMIT 1"
-        ):
+        if self._reader.fetch_sqlite_rows(f"SELECT 1 AS x FROM latest_metrics WHERE key = {literal(metric)} LIMIT 1"):
             return
         keys = [r["key"] for r in self._reader.fetch_sqlite_rows("SELECT DISTINCT key FROM latest_metrics")]
         close = difflib.get_close_matches(metric, keys, n=5, cutoff=0.5)
@@ -839,10 +853,10 @@ class TrackingDB:
             self.check_metric(metric)
             raise KdgatError(f"No run in view has a final '{metric}'.")
         flt = RunFilter(dataset, stage, model_size, kd, status)
-        p, m = _quote(pcol), _quote(mcol)
+        p, m = quote_ident(pcol), quote_ident(mcol)
         label = pcol[len(PARAM_PREFIX) :]
         table = self._calc(
-            f"""SELECT {p} AS {_quote(label)}, count({m}) AS count, avg({m}) AS mean, stddev_samp({m}) AS std,
+            f"""SELECT {p} AS {quote_ident(label)}, count({m}) AS count, avg({m}) AS mean, stddev_samp({m}) AS std,
                        min({m}) AS min, max({m}) AS max
                 FROM w WHERE {flt.where(self.include_deleted)} AND {p} IS NOT NULL AND {m} IS NOT NULL AND NOT isnan({m})
                 GROUP BY {p} ORDER BY TRY_CAST({p} AS DOUBLE) NULLS LAST, {p}""",
@@ -877,34 +891,34 @@ class TrackingDB:
         """
         wide = self._wide_current()
         mcol = self._metric_column(metric, wide.column_names)
+        if mcol is None:
+            self.check_metric(metric)  # a typo is a sentence, not a blank column (as in the leaderboard)
         direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
         flt = RunFilter(dataset=dataset)
         best = (
             (
-                f"first(run_name ORDER BY isnan({_quote(mcol)}), {_quote(mcol)} {direction}, start_time DESC) "
-                f"FILTER (WHERE {_quote(mcol)} IS NOT NULL)"
+                f"first(run_name ORDER BY isnan({quote_ident(mcol)}), {quote_ident(mcol)} {direction}, start_time DESC) "
+                f"FILTER (WHERE {quote_ident(mcol)} IS NOT NULL)"
             )
             if mcol
             else "NULL::VARCHAR"
         )
         best_v = (
             (
-                f"first({_quote(mcol)} ORDER BY isnan({_quote(mcol)}), {_quote(mcol)} {direction}, start_time DESC) "
-                f"FILTER (WHERE {_quote(mcol)} IS NOT NULL)"
+                f"first({quote_ident(mcol)} ORDER BY isnan({quote_ident(mcol)}), {quote_ident(mcol)} {direction}, start_time DESC) "
+                f"FILTER (WHERE {quote_ident(mcol)} IS NOT NULL)"
             )
             if mcol
             else "NULL::DOUBLE"
         )
-        order = " ".join(
-            f"WHEN '{s}' THEN {i}" for i, s in enumerate(("autoencoder", "curriculum", "fusion", "evaluation"))
-        )
+        order = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(PIPELINE_ORDER))
         statuses = ", ".join(
             f"count(*) FILTER (WHERE status = '{s.value}') AS {s.value}"
             for s in (RunStatus.COMPLETE, RunStatus.FAILED, RunStatus.RUNNING)
         )
         table = self._calc(
             f"""SELECT stage, model_size, use_kd, count(*) AS runs, {statuses},
-                       {best} AS best_run, {best_v} AS {_quote("best_" + metric)}
+                       {best} AS best_run, {best_v} AS {quote_ident("best_" + metric)}
                 FROM w WHERE {flt.where(self.include_deleted)}
                 GROUP BY stage, model_size, use_kd
                 ORDER BY CASE stage {order} ELSE 9 END, stage, model_size DESC, use_kd""",
@@ -927,23 +941,23 @@ class TrackingDB:
         """
         wide = self._wide_current()
         mcol = self._metric_column(metric, wide.column_names)
-        sval, tval = (f"s.{_quote(mcol)}", f"t.{_quote(mcol)}") if mcol else ("NULL::DOUBLE", "NULL::DOUBLE")
+        if mcol is None:
+            self.check_metric(metric)
+        sval, tval = (f"s.{quote_ident(mcol)}", f"t.{quote_ident(mcol)}") if mcol else ("NULL::DOUBLE", "NULL::DOUBLE")
         conds = ["coalesce(s.teacher_run_id, '') <> ''"]
         if not self.include_deleted:
             conds.append("s.lifecycle <> 'deleted'")
         if dataset:
-            conds.append(f"s.dataset = {_lit(dataset)}")
+            conds.append(f"s.dataset = {literal(dataset)}")
         if run:
             rid = self.resolve_run(run)
-            conds.append(f"(s.run_id = {_lit(rid)} OR s.teacher_run_id = {_lit(rid)})")
-        order = " ".join(
-            f"WHEN '{s}' THEN {i}" for i, s in enumerate(("autoencoder", "curriculum", "fusion", "evaluation"))
-        )
+            conds.append(f"(s.run_id = {literal(rid)} OR s.teacher_run_id = {literal(rid)})")
+        order = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(PIPELINE_ORDER))
         teacher_visible = "" if self.include_deleted else " AND t.lifecycle <> 'deleted'"
         table = self._calc(
             f"""SELECT s.teacher_run_id, t.run_name AS teacher_name, s.run_id AS student_run_id,
-                       s.run_name AS student_name, s.dataset, s.stage, {tval} AS {_quote("teacher_" + metric)},
-                       {sval} AS {_quote("student_" + metric)}, {sval} - {tval} AS {_quote("delta_" + metric)}
+                       s.run_name AS student_name, s.dataset, s.stage, {tval} AS {quote_ident("teacher_" + metric)},
+                       {sval} AS {quote_ident("student_" + metric)}, {sval} - {tval} AS {quote_ident("delta_" + metric)}
                 FROM w s LEFT JOIN w t ON t.run_id = s.teacher_run_id{teacher_visible}
                 WHERE {" AND ".join(conds)}
                 ORDER BY s.dataset, CASE s.stage {order} ELSE 9 END, teacher_name, t.start_time DESC,
@@ -968,23 +982,19 @@ class TrackingDB:
         # +key: keep SQLite on the run_uuid index (the key index alone scans every run's points)
         inner = (
             f"SELECT step, {exact_real('value')} AS value, is_nan, timestamp FROM metrics "
-            f"WHERE run_uuid = {sqlite_literal(rid)} AND +key = {sqlite_literal(metric)}"
+            f"WHERE run_uuid = {literal(rid)} AND +key = {literal(metric)}"
         )
-        value = (
-            "CASE WHEN is_nan <> '0' THEN 'NaN'::DOUBLE WHEN CAST(value AS DOUBLE) >= 1.7976931348623157e308 "
-            "THEN 'inf'::DOUBLE WHEN CAST(value AS DOUBLE) <= -1.7976931348623157e308 THEN '-inf'::DOUBLE "
-            "ELSE CAST(value AS DOUBLE) END"
-        )
+        value = decoded_metric("value", "is_nan", text=True)
         table = self._reader.fetch(
             f"SELECT CAST(step AS BIGINT) AS step, max_by({value}, (CAST(timestamp AS BIGINT), CAST(value AS DOUBLE))) "
             f"AS value, epoch_ms(max(CAST(timestamp AS BIGINT))) AS timestamp "
-            f"FROM sqlite_query('{ALIAS}', {_lit(inner)}) GROUP BY 1 ORDER BY 1"
+            f"FROM sqlite_query('{ALIAS}', {literal(inner)}) GROUP BY 1 ORDER BY 1"
         )
         if table.num_rows == 0:
             keys = [
                 r["key"]
                 for r in self._reader.fetch_sqlite(
-                    f"SELECT key FROM latest_metrics WHERE run_uuid = {sqlite_literal(rid)} ORDER BY key"
+                    f"SELECT key FROM latest_metrics WHERE run_uuid = {literal(rid)} ORDER BY key"
                 ).to_pylist()
             ]
             close = difflib.get_close_matches(metric, keys, n=5, cutoff=0.5)
@@ -997,8 +1007,11 @@ class TrackingDB:
         return self._out(table, arrow)
 
     # -- SQL ----------------------------------------------------------------------------------------------------------
-    def sql(self, query: str, arrow: bool = False):
+    def sql(self, query: str, arrow: bool = False, timeout_s: float | None = None):
         """Run one read-only SELECT against the views (runs, params, tags, metrics, metric_history, lineage, runs_wide).
+
+        A query running longer than `timeout_s` seconds (None: no limit) is stopped with a KdgatError; Ctrl-C stops
+        it too (KeyboardInterrupt, raised once DuckDB has let go).
 
         >>> db.sql("SELECT stage, count(*) AS n FROM runs WHERE dataset = 'hcrl_ch' GROUP BY stage ORDER BY stage")
                  stage  n
@@ -1013,7 +1026,12 @@ class TrackingDB:
         if "metric_summary" in table_names(statement):
             self._sync_summary_view()
         try:
-            table = self._reader.fetch(statement)
+            source = summarized_query(statement) if statement.lstrip()[:9].upper() == "SUMMARIZE" else None
+            if source is not None:
+                # DuckDB's own SUMMARIZE fails on any NaN or inf ("STDDEV_SAMP is out of range"): ours says nan
+                columns = [(r["column_name"], r["column_type"]) for r in self._reader.fetch_rows(f"DESCRIBE {source}")]
+                statement = summary_sql(columns, source)
+            table = self._reader.fetch_stoppable(statement, timeout_s)
         except duckdb.Error as exc:
             raise KdgatError(f"SQL error: {one_line(exc)}") from None
         return self._out(table, arrow)
@@ -1032,15 +1050,32 @@ class TrackingDB:
             "(SELECT max(start_time) FROM runs) AS newest_start_ms"
         ).to_pylist()[0]
         counts = {k: (v if k == "schema_version" or v is None else int(v)) for k, v in counts.items()}
-        journal = "wal" if Path(str(self.path) + "-wal").exists() else "rollback journal"
+        journal = "wal" if _header_journal(self.path) == "wal" else "rollback journal"
+        reader = self._reader
+        advice = ""
+        if reader.schema_state != mlflow_schema.CURRENT:
+            advice = mlflow_schema.advice(reader.schema_state, self.path, reader.schema_revision)
         return {
             "path": str(self.path),
             "exists": self.path.exists(),
             "size_bytes": self.path.stat().st_size,
             "journal": journal,
             "cache_dir": str(self._cache.dir) if self._cache else None,
+            "schema_state": reader.schema_state,
+            "schema_advice": advice,
             **counts,
         }
+
+
+def _header_journal(path: Path) -> str:
+    """'wal' when the file's header says WAL mode (bytes 18-19 are 2), which the -wal file no longer shows: readers
+    remove it when idle."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+    except OSError:
+        return ""
+    return "wal" if len(head) == 20 and head[18] == 2 and head[19] == 2 else "rollback journal"
 
 
 def _unique_labels(labels: list[str]) -> list[str]:

@@ -22,10 +22,11 @@ kdgat_core.query.filters.FilterError: 'f1>' has no value after '>'; write e.g. f
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kdgat_core.config import KdgatError
+from kdgat_core.query.connection import pa
 from kdgat_core.query.expressions import FUNCTIONS, MetricExpr, parse_metric
 
 # Words people type for columns whose stored names differ.
@@ -112,7 +113,28 @@ def compile_filter(text: str) -> Filter:
     return Filter(text or "", root, metrics)
 
 
-def column_types(schema) -> dict[str, str]:
+def conjuncts(text: str) -> list[tuple[str, Filter]]:
+    """The top-level AND terms of a filter, each as (its text, a Filter of its own): the TUI leaves a bad one out."""
+    flt = compile_filter(text)
+    if flt.root is None:
+        return []
+    nodes = flt.root.children if flt.root.kind == "and" else (flt.root,)
+    return [(_node_text(n), Filter(_node_text(n), n, flt.metrics)) for n in nodes]
+
+
+def _node_text(node: Node) -> str:
+    if node.kind == "term" and node.term is not None:
+        t = node.term
+        if t.key is None:
+            return t.values[0]
+        return f"{t.key}{t.op}{','.join(t.values)}"
+    if node.kind == "not":
+        return "!" + _node_text(node.children[0])
+    joiner = " | " if node.kind == "or" else " "
+    return "(" + joiner.join(_node_text(c) for c in node.children) + ")"
+
+
+def column_types(schema: pa.Schema) -> dict[str, str]:
     """An Arrow schema -> the kinds `Filter.sql` needs."""
     import pyarrow as pa
 
@@ -281,10 +303,10 @@ def _unquote(v: str) -> str:
     return v[1:-1] if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'" else v
 
 
-def _terms(node: Node | None):
+def _terms(node: Node | None) -> Iterator[Term]:
     if node is None:
         return
-    if node.kind == "term":
+    if node.kind == "term" and node.term is not None:
         yield node.term
     for child in node.children:
         yield from _terms(child)

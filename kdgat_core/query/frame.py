@@ -8,7 +8,7 @@ filter means the same thing in every one of them. A column is named by the expre
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from kdgat_core.config import KdgatError
 from kdgat_core.query import arrays
@@ -16,11 +16,13 @@ from kdgat_core.query.connection import pa, pc
 from kdgat_core.query.expressions import MetricExpr, parse_metric
 from kdgat_core.query.wide import BASE_COLUMNS, METRIC_COLUMNS, METRIC_PREFIX, PARAM_PREFIX, TAG_PREFIX
 
-if TYPE_CHECKING:
-    from kdgat_core.query.db import RunFilter, TrackingDB
+
+class _Filter(Protocol):
+    def where(self, include_deleted: bool = False) -> str: ...
 
 
-def metric_values(db: TrackingDB, expr: MetricExpr, run_ids) -> pa.Array:
+# `db` is a TrackingDB: typed Any, since db.py imports this module (no import cycle, not even for type checking)
+def metric_values(db: Any, expr: MetricExpr, run_ids: pa.Array) -> pa.Array:
     """The values of `expr` for `run_ids` (an Arrow string array), aligned with it; null where a run has none."""
     if expr.agg == "final":
         wide = db.wide(arrow=True, include_deleted=True, refresh=False)
@@ -51,7 +53,7 @@ def final_column(key: str, names: Sequence[str]) -> str | None:
     return col if col in set(names) else None
 
 
-def known_metric(db: TrackingDB, expr: MetricExpr) -> None:
+def known_metric(db: Any, expr: MetricExpr) -> None:
     """Raise one sentence naming close matches when no run logged the metric inside `expr`."""
     db.check_metric(expr.key)
 
@@ -79,9 +81,9 @@ def resolve_column(name: str, names: Sequence[str]) -> str:
 
 
 def build(
-    db: TrackingDB,
+    db: Any,
     metrics: Sequence[str | MetricExpr] = (),
-    filters: RunFilter | None = None,
+    filters: _Filter | None = None,
     where: str | None = None,
 ) -> pa.Table:
     """Visible runs passing `filters` and the `where` filter language, with one float column per metric expression."""
@@ -103,7 +105,7 @@ def build(
     return wide
 
 
-def _attach(db: TrackingDB, table: pa.Table, exprs: Sequence[MetricExpr]) -> pa.Table:
+def _attach(db: Any, table: pa.Table, exprs: Sequence[MetricExpr]) -> pa.Table:
     ids = table["run_id"].combine_chunks() if table.num_rows else arrays.strings([])
     for expr in exprs:
         if expr.text in table.column_names and expr.agg == "final" and expr.text in METRIC_COLUMNS:

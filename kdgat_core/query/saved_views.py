@@ -11,8 +11,13 @@ view switcher (`v`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from kdgat_core.config import KdgatError, load_settings
+from kdgat_core.query.connection import pa
+
+if TYPE_CHECKING:
+    from kdgat_core.query.db import TrackingDB
 
 SECTION = "views"
 
@@ -62,7 +67,7 @@ def get_view(name: str) -> SavedView:
     return views[name]
 
 
-def apply_view(db, view: SavedView | None, where: str | None = None, **filters):
+def apply_view(db: TrackingDB, view: SavedView | None, where: str | None = None, **filters: Any) -> pa.Table:
     """The runs (or groups) a view shows as an Arrow table: its filter ANDed with `where`, its columns, its sort."""
     from kdgat_core.query import frame
     from kdgat_core.query.db import RunFilter

@@ -132,7 +132,14 @@ def compare_sides(
 
 
 def paired(
-    xa, xb, metric: str, a: str, b: str, by: str = "", pair_on: Sequence[str] = (), lower_is_better: bool = False
+    xa: Sequence[float | None],
+    xb: Sequence[float | None],
+    metric: str,
+    a: str,
+    b: str,
+    by: str = "",
+    pair_on: Sequence[str] = (),
+    lower_is_better: bool = False,
 ) -> Comparison:
     """Paired statistics of two aligned value lists (pairs with a missing or NaN value dropped)."""
     import numpy as np
@@ -155,7 +162,9 @@ def paired(
     )
 
 
-def _paired(metric, by, a, b, xa, xb, pair_on, lower_is_better) -> Comparison:
+def _paired(
+    metric: str, by: str, a: str, b: str, xa: Any, xb: Any, pair_on: list[str], lower_is_better: bool
+) -> Comparison:
     import numpy as np
     from scipy import stats
 
@@ -179,7 +188,7 @@ def _paired(metric, by, a, b, xa, xb, pair_on, lower_is_better) -> Comparison:
     return out
 
 
-def _unpaired(metric, by, a, b, xa, xb, lower_is_better) -> Comparison:
+def _unpaired(metric: str, by: str, a: str, b: str, xa: Any, xb: Any, lower_is_better: bool) -> Comparison:
     import numpy as np
     from scipy import stats
 

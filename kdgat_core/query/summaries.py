@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdgat_core.query.connection import ALIAS, Reader, exact_real, pa, pc, sqlite_in_list, sqlite_literal
+from kdgat_core.query.connection import ALIAS, Reader, pa, pc
+from kdgat_core.query.sql_text import exact_real, in_list, literal
 
 SUMMARY_COLUMNS = ("run_id", "key", "last", "min", "max", "argmin_step", "argmax_step", "n_steps", "last_step")
 SUMMARY_FORMAT = 1
@@ -65,7 +66,7 @@ def read_for(reader: Reader, run_ids: list[str]) -> pa.Table:
     for i in range(0, len(run_ids), _ID_CHUNK):
         inner = (
             f"SELECT run_uuid AS run_id, key, step, {exact_real('value')} AS value, is_nan, timestamp FROM metrics "
-            f"WHERE run_uuid IN {sqlite_in_list(run_ids[i : i + _ID_CHUNK])}"
+            f"WHERE run_uuid IN {in_list(run_ids[i : i + _ID_CHUNK])}"
         )
         parts.append(_typed(reader.fetch(summary_sql(f"SELECT * FROM sqlite_query('{ALIAS}', {_lit(inner)})"))))
     return pa.concat_tables(parts) if parts else empty()
@@ -75,7 +76,7 @@ def values_at_step(reader: Reader, key: str, step: int) -> pa.Table:
     """(run_id, value) of every run's point of `key` at `step`, through MLflow's (key, ...) primary-key index."""
     inner = (
         f"SELECT run_uuid AS run_id, key, step, {exact_real('value')} AS value, is_nan, timestamp FROM metrics "
-        f"WHERE key = {sqlite_literal(key)} AND step = {int(step)}"
+        f"WHERE key = {literal(key)} AND step = {int(step)}"
     )
     return reader.fetch(
         f"SELECT run_id, max_by({_DECODE}, (CAST(timestamp AS BIGINT), CAST(value AS DOUBLE))) AS value "

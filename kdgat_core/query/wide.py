@@ -25,12 +25,25 @@ from pathlib import Path
 
 import duckdb
 
-from kdgat_core.config import CONVENTION_TAGS, STANDARD_METRICS, Tag, resolve_cache_dir
+from kdgat_core.config import (
+    BOOL_TAGS,
+    CONVENTION_TAGS,
+    FALSE_SPELLINGS,
+    METRIC_PREFIX,
+    PARAM_PREFIX,
+    STANDARD_METRICS,
+    TAG_PREFIX,
+    TRUE_SPELLINGS,
+    Tag,
+    bool_tag,
+    resolve_cache_dir,
+)
 from kdgat_core.query import arrays
 from kdgat_core.query.changes import TAG_ROW_HASH, DBState, block_owners_from_tags, diff, read_state
-from kdgat_core.query.connection import ALIAS, Reader, exact_real, pa, pc, sqlite_in_list
+from kdgat_core.query.connection import ALIAS, Reader, pa, pc
+from kdgat_core.query.sql_text import MLFLOW_MAX_DOUBLE, exact_real, in_list
 
-CACHE_FORMAT = 6
+CACHE_FORMAT = 7  # 7: boolean tags spelled as bool_tag spells them
 # Convention tags whose names clash with run fields; they stay available as `tags.<name>` columns.
 SHADOWED_TAGS = (Tag.RUN_ID.value, Tag.START_TIME.value, Tag.END_TIME.value)
 TAG_COLUMNS: tuple[str, ...] = tuple(t.value for t in CONVENTION_TAGS if t.value not in SHADOWED_TAGS)
@@ -48,7 +61,6 @@ RUN_COLUMNS: tuple[str, ...] = (
 )
 # The columns of the `runs` view, in order: run fields, convention tags, final standard metrics.
 BASE_COLUMNS: tuple[str, ...] = RUN_COLUMNS + TAG_COLUMNS + METRIC_COLUMNS
-PARAM_PREFIX, METRIC_PREFIX, TAG_PREFIX = "params.", "metrics.", "tags."
 # Above this share of changed runs a full rebuild is cheaper than per-run reads through SQLite's indexes.
 FULL_REBUILD_SHARE = 0.2
 ID_CHUNK = 2000
@@ -69,7 +81,7 @@ def base_schema() -> pa.Schema:
     return pa.schema([(c, arrow[t]) for c, t in BASE_TYPES.items()])
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> pa.Schema:
     if name == "BASE_SCHEMA":  # kept importable by name
         return base_schema()
     raise AttributeError(name)
@@ -113,7 +125,7 @@ def read_long_for(reader: Reader, run_ids: list[str]) -> LongRows:
     """Only these runs, inside SQLite through MLflow's run_uuid indexes (milliseconds per run)."""
     parts: dict[str, list[pa.Table]] = {"runs": [], "params": [], "tags": [], "latest": []}
     for i in range(0, max(len(run_ids), 1), ID_CHUNK):
-        ids = sqlite_in_list(run_ids[i : i + ID_CHUNK])
+        ids = in_list(run_ids[i : i + ID_CHUNK])
         parts["runs"].append(
             reader.fetch_sqlite(
                 _RUNS_SELECT.format(p="") + f" WHERE r.run_uuid IN {ids}",
@@ -139,16 +151,15 @@ def read_long_for(reader: Reader, run_ids: list[str]) -> LongRows:
     return LongRows(**{k: _concat(v) for k, v in parts.items()})
 
 
-def metric_values(value, is_nan) -> pa.ChunkedArray:
-    """MLflow stores NaN as 0 with is_nan=1 and +-inf as +-1.797e308: decode both."""
+def metric_values(value: pa.ChunkedArray, is_nan: pa.ChunkedArray) -> pa.ChunkedArray:
+    """MLflow stores NaN as 0 with is_nan=1 and +-inf as +-DBL_MAX: decode both (the SQL twin: sql_text.decoded_metric)."""
     import numpy as np
 
     value = pc.cast(value, pa.float64()).combine_chunks()
     is_nan = pc.cast(is_nan, pa.int64()).combine_chunks()
     v = arrays.values(value).copy()
-    big = 1.7976931348623157e308
-    v[v >= big] = np.inf
-    v[v <= -big] = -np.inf
+    v[v >= MLFLOW_MAX_DOUBLE] = np.inf
+    v[v <= -MLFLOW_MAX_DOUBLE] = -np.inf
     nan = arrays.valid(is_nan) & (arrays.values(is_nan) != 0)
     v[nan] = np.nan
     return pa.chunked_array([arrays.array(v, mask_valid=arrays.valid(value) | nan)])
@@ -159,7 +170,7 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables([t.cast(tables[0].schema) for t in tables]) if len(tables) > 1 else tables[0]
 
 
-def _strings(arr) -> pa.ChunkedArray:
+def _strings(arr: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.cast(arr, pa.string())
 
 
@@ -242,10 +253,19 @@ def finish(table: pa.Table) -> pa.Table:
         typ = pa.float64() if c.startswith(METRIC_PREFIX) else pa.string()
         columns.append(pc.cast(table[c], typ))
         fields.append(pa.field(c, typ))
+    columns = [_bool_spelling(c) if f.name in BOOL_TAGS else c for c, f in zip(columns, fields)]
     out = pa.table(columns, schema=pa.schema(fields))
     if out.num_rows:
         out = out.take(pc.sort_indices(_order_keys(out), sort_keys=ROW_ORDER))
     return out.combine_chunks()
+
+
+def _bool_spelling(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A boolean tag as bool_tag spells it ('True'/'False') whatever the writer wrote ('true', '1'); other text kept."""
+    low = pc.utf8_lower(col)
+    true = pc.fill_null(pc.is_in(low, value_set=pa.array(TRUE_SPELLINGS)), False)
+    false = pc.fill_null(pc.is_in(low, value_set=pa.array(FALSE_SPELLINGS)), False)
+    return pc.if_else(true, bool_tag(True), pc.if_else(false, bool_tag(False), col))
 
 
 ROW_ORDER = [("deleted", "ascending"), ("start_time", "descending"), ("run_id", "ascending")]
@@ -313,8 +333,9 @@ def file_signature(path: Path) -> list:
         header = fh.read(100)
     sig: list = [st.st_size, st.st_mtime_ns, st.st_ino, header[24:28].hex(), header[92:96].hex()]
     wal = Path(str(path) + "-wal")
-    if wal.exists():
-        ws = os.stat(wal)
+    ws = os.stat(wal) if wal.exists() else None
+    # an empty -wal holds no commits: readers create and remove one (connection.remove_idle_wal_files)
+    if ws is not None and ws.st_size > 0:
         sig += [ws.st_size, ws.st_mtime_ns]
     return sig
 
@@ -441,8 +462,8 @@ class WideCache:
             for old in self.dir.glob("board-*.parquet"):
                 if old != board:
                     old.unlink(missing_ok=True)
-            for old in ("tagsig.arrow",):  # format 4's file
-                (self.dir / old).unlink(missing_ok=True)
+            for old_name in ("tagsig.arrow",):  # format 4's file
+                (self.dir / old_name).unlink(missing_ok=True)
         except OSError:
             pass  # a cache that cannot be written only costs time next run
 
@@ -488,6 +509,7 @@ class WideCache:
             clock.lap("full read")
             mode, changed, removed = "full", wide.num_rows, 0
         else:
+            assert cached is not None  # changes come from comparing with a cached state
             wide, state = cached.table, changes.state
             if changes.changed or changes.removed:
                 delta = pivot(read_long_for(self.reader, sorted(changes.changed)))
@@ -510,7 +532,7 @@ class WideCache:
 class _Clock:
     """Named laps, reported in RefreshStats.details['timings'] (benchmarks print them)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.t = time.perf_counter()
         self.laps: dict[str, float] = {}
 

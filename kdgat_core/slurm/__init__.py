@@ -1,10 +1,10 @@
 """kdgat_core.slurm: render sbatch scripts from slurm_templates/, submit stages and pipelines, follow the queue.
 
 Real sbatch/squeue/sacct/scancel behind one small interface, or the local executor where SLURM is absent.
-Importing this package never imports torch, torch_geometric or mlflow (the TUI calls `job_table`).
+Importing this package never imports torch, torch_geometric, mlflow or the query layer (the TUI calls `job_table`).
 """
 
-from kdgat_core.slurm.queue import JobRow, LostRun, cancel, find_lost_runs, job_logs, job_table, reconcile
+from kdgat_core.slurm.queue import JobRow, RunsReader, cancel, ended_jobs, job_logs, job_table
 from kdgat_core.slurm.render import ClusterSettings, RenderedJob, prepare_job, render_sbatch
 from kdgat_core.slurm.resources import Resources, resolve_resources
 from kdgat_core.slurm.scheduler import Job
@@ -17,19 +17,18 @@ __all__ = [
     "ClusterSettings",
     "Job",
     "JobRow",
-    "LostRun",
     "PlannedJob",
     "RenderedJob",
     "Resources",
+    "RunsReader",
     "Submission",
     "cancel",
-    "find_lost_runs",
+    "ended_jobs",
     "job_logs",
     "job_table",
     "plan_pipeline",
     "prepare_job",
     "queue",
-    "reconcile",
     "render_sbatch",
     "resolve_resources",
     "submit",

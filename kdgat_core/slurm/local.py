@@ -70,6 +70,40 @@ def _pid_alive(pid: int | None) -> bool:
             return False
 
 
+def _process_start_epoch(pid: int) -> float | None:
+    """When a process started (seconds since the epoch), from /proc; None where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def run_process_gone(pid: object, host: object, started_ms: object = None) -> bool:
+    """True when a run's process (its `pid` and `host` tags) is known to be gone: same host, and the pid is dead,
+    a zombie, or now a process that started after the run did (pid reuse). Another host cannot tell: False."""
+    import socket
+
+    try:
+        pid_int = int(str(pid))
+    except (TypeError, ValueError):
+        return False
+    if pid_int <= 0 or not host or str(host) != socket.gethostname():
+        return False
+    if not _pid_alive(pid_int):
+        return True
+    began = _process_start_epoch(pid_int)
+    try:
+        run_start = float(str(started_ms)) / 1000 if started_ms is not None else None
+    except ValueError:
+        run_start = None
+    # a process that began after the run started cannot be the one that started it (2 s: clock-tick rounding)
+    return began is not None and run_start is not None and began > run_start + 2.0
+
+
 class LocalScheduler:
     kind = "local"
 
@@ -192,7 +226,7 @@ class LocalScheduler:
             if record["state"] in ENDED_STATES:
                 continue
             pid = record.get("pid")
-            if _pid_alive(pid):
+            if pid is not None and _pid_alive(pid):
                 try:
                     os.killpg(pid, signal.SIGTERM)  # the runner is a session leader: its group is the whole job
                 except ProcessLookupError:

@@ -1,33 +1,24 @@
-"""The job queue joined with the tracking DB: what `kdgat jobs` prints and the TUI's jobs screen shows.
+"""The job queue joined with its runs: what `kdgat jobs` prints and the TUI's jobs screen shows.
 
-Reader side (`job_table`): the scheduler's view (one squeue + one sacct call per refresh, cached) joined on the runs'
-`slurm_job_id` tag, with runs read through kdgat_core.query (DuckDB, read-only). A run still tagged `running` whose
-job has ended is `lost` (an OOM kill or node failure sends SIGKILL: the job never closed its run).
-Writer side (`reconcile`): marks lost runs failed through MLflow's client, in a process that does not read the DB
-with DuckDB (two SQLite copies in one process do not see each other's locks).
+`job_table` joins the scheduler's view (one squeue + one sacct call per refresh, cached) with the runs a reader
+passes in (the caller's: `kdgat_core.query.jobs.runs_of_jobs` reads them with DuckDB), on the runs' `slurm_job_id`
+tag. A run still tagged `running` whose job has ended is `lost` (an OOM kill or node failure sends SIGKILL: the job
+never closed its run); `ended_jobs` is what `kdgat_core.tracking.reconcile` needs to mark such runs failed.
+This module reads neither the tracking DB nor MLflow itself.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdgat_core.config import (
-    KdgatError,
-    Metric,
-    MlflowStatus,
-    RunStatus,
-    Settings,
-    Tag,
-    load_settings,
-)
+from kdgat_core.config import KdgatError, RunStatus, Settings, load_settings
 from kdgat_core.slurm.local import LOCAL_PREFIX, LocalScheduler
 from kdgat_core.slurm.render import ClusterSettings, absolute_tracking_uri, artifact_root
 from kdgat_core.slurm.resources import check
-from kdgat_core.slurm.scheduler import Job, SlurmScheduler, scheduler_for
+from kdgat_core.slurm.scheduler import Job, SlurmScheduler, shared_slurm
 from kdgat_core.slurm.submit import LOCAL_JOBS_DIR, read_submissions
 
 JOB_COLUMNS = ("job", "name", "state", "run", "elapsed", "node", "reason", "run_id", "metric")
@@ -61,7 +52,7 @@ def schedulers(settings: Settings | None = None, tracking_uri: str | None = None
     local_dir = artifact_root(tracking_uri, settings) / LOCAL_JOBS_DIR
     out: list[Any] = []
     if cluster.executor == "slurm" or (cluster.executor == "auto" and SlurmScheduler.available()):
-        out.append(scheduler_for("slurm"))
+        out.append(shared_slurm())
     if cluster.executor == "local" or local_dir.is_dir() or not out:
         out.append(LocalScheduler(local_dir))
     return out
@@ -75,7 +66,7 @@ def scheduler_of(job_id: str, settings: Settings | None = None, tracking_uri: st
         return LocalScheduler(artifact_root(tracking_uri, settings) / LOCAL_JOBS_DIR)
     if not SlurmScheduler.available():
         raise KdgatError(f"Job {job_id} is a SLURM job, but sbatch/squeue are not installed here.")
-    return scheduler_for("slurm")
+    return shared_slurm()
 
 
 def scheduler_jobs(
@@ -92,55 +83,10 @@ def is_lost(run_status: str | None, job: Job | None) -> bool:
     return run_status == RunStatus.RUNNING.value and job is not None and job.ended
 
 
-# --- reader side ---------------------------------------------------------------------------------------------------
+# --- the join ------------------------------------------------------------------------------------------------------
+# (tracking URI, job ids) -> the runs tagged with those job ids, as dicts with run_id, slurm_job_id, status,
+# start_time, metric_key, metric_value and metric_step (kdgat_core.query.jobs.runs_of_jobs is the real one)
 RunsReader = Callable[[str, Sequence[str]], list[dict[str, Any]]]
-
-
-_open_dbs: dict[str, Any] = {}
-
-
-def _tracking_db(tracking_uri: str) -> Any:
-    """One read-only TrackingDB per URI and process: `jobs --watch` and the TUI do not reopen it every refresh."""
-    if tracking_uri not in _open_dbs:
-        try:
-            from kdgat_core.query import open_db
-        except ImportError:
-            raise KdgatError("kdgat_core.query cannot read the tracking DB here.") from None
-        _open_dbs[tracking_uri] = open_db(tracking_uri)
-    return _open_dbs[tracking_uri]
-
-
-def runs_from_query(tracking_uri: str, job_ids: Sequence[str], db: Any = None) -> list[dict[str, Any]]:
-    """Runs tagged with one of these job ids: run_id, slurm_job_id, status, start_time and the newest metric (f1 among
-    metrics logged together, as a finished run's final metrics are),
-    read through kdgat_core.query (DuckDB, read-only) and its public views `tags` and `metrics`."""
-    from kdgat_core.config import sqlite_path
-
-    if not job_ids:
-        return []
-    if db is None:
-        path = sqlite_path(tracking_uri, must_exist=False)
-        if path is not None and not path.is_file():
-            return []  # nothing tracked yet: the queue alone is still worth showing
-        db = _tracking_db(tracking_uri)
-    if hasattr(db, "job_runs"):  # the query layer's own indexed lookup, when it has one
-        table = db.job_runs(list(job_ids))
-    else:
-        ids = ", ".join("'" + j.replace("'", "''") + "'" for j in job_ids)  # ids were validated: digits, L, _
-        job_tag, status_tag, start_tag = Tag.SLURM_JOB_ID.value, Tag.STATUS.value, Tag.START_TIME.value
-        table = db.sql(f"""
-            WITH j AS (SELECT run_id, value AS slurm_job_id FROM tags WHERE key = '{job_tag}' AND value IN ({ids})),
-                 t AS (SELECT run_id, max(CASE WHEN key = '{status_tag}' THEN value END) AS status,
-                              max(CASE WHEN key = '{start_tag}' THEN value END) AS start_time
-                       FROM tags WHERE run_id IN (SELECT run_id FROM j) GROUP BY run_id),
-                 m AS (SELECT run_id, key, value, step,
-                              row_number() OVER (PARTITION BY run_id ORDER BY timestamp DESC,
-                                  key = '{Metric.F1}' DESC, key = '{Metric.VAL_F1}' DESC, step DESC, key) AS rn
-                       FROM metrics WHERE run_id IN (SELECT run_id FROM j))
-            SELECT j.run_id, j.slurm_job_id, t.status, t.start_time,
-                   m.key AS metric_key, m.value AS metric_value, m.step AS metric_step
-            FROM j LEFT JOIN t ON t.run_id = j.run_id LEFT JOIN m ON m.run_id = j.run_id AND m.rn = 1""")
-    return table.to_dict("records") if hasattr(table, "to_dict") else list(table)
 
 
 def _metric_text(run: dict[str, Any]) -> str:
@@ -158,10 +104,8 @@ def job_table(
     refresh: bool = False,
     runs: RunsReader | None = None,
     include_ended: bool = True,
-    db: Any = None,
 ) -> list[JobRow]:
-    """The joined queue, newest job first. What the TUI's jobs screen calls (read-only, no mlflow import);
-    pass `db` (an open kdgat_core.query TrackingDB) to reuse the caller's connection."""
+    """The queue joined with the runs `runs` reads (none when it is None), newest job first; no mlflow import."""
     settings = settings or load_settings()
     uri = absolute_tracking_uri(tracking_uri, settings)
     jobs = scheduler_jobs(settings, tracking_uri, refresh)
@@ -170,8 +114,7 @@ def job_table(
     by_job: dict[str, dict[str, Any]] = {}
     try:
         ids = sorted({j.raw_id for j in jobs} | {j.job_id for j in jobs})
-        reader = runs or (lambda u, i: runs_from_query(u, i, db=db))
-        for run in reader(uri, ids):
+        for run in runs(uri, ids) if runs is not None else []:
             job_id = str(run.get("slurm_job_id") or "")
             previous = by_job.get(job_id)
             # a requeued job may start several runs: show the newest
@@ -241,71 +184,14 @@ def cancel(job_ids: Sequence[str], tracking_uri: str | None = None, settings: Se
         sched.cancel(ids)
 
 
-# --- writer side: lost runs --------------------------------------------------------------------------------------------
-@dataclass
-class LostRun:
-    run_id: str
-    run_name: str
-    job_id: str
-    job_state: str
-
-
-def find_lost_runs(tracking_uri: str | None = None, settings: Settings | None = None) -> list[LostRun]:
-    """Runs tagged running whose job has ended, read through MLflow's client (this is the writer's process)."""
-    from kdgat_core.tracking import get_store, with_retry
-
-    settings = settings or load_settings()
-    uri = absolute_tracking_uri(tracking_uri, settings)
-    store = get_store(uri, create=False)
-    if store is None:
-        return []
-    jobs = {}
-    for job in scheduler_jobs(settings, tracking_uri, refresh=True):
-        jobs[job.raw_id] = job
-        jobs.setdefault(job.job_id, job)
-    runs = with_retry(
-        store.client.search_runs,
-        [store.experiment_id],
-        filter_string=f"tags.{Tag.STATUS} = '{RunStatus.RUNNING}'",
-        max_results=50_000,
-        what="search_runs",
-    )
-    lost = []
-    for run in runs:
-        job_id = run.data.tags.get(Tag.SLURM_JOB_ID.value)
-        job = jobs.get(job_id or "")
-        if job_id and is_lost(RunStatus.RUNNING.value, job):
-            lost.append(LostRun(run.info.run_id, run.info.run_name or "", job_id, job.state))
-    return lost
-
-
-def reconcile(
-    tracking_uri: str | None = None, settings: Settings | None = None, dry_run: bool = False
-) -> list[LostRun]:
-    """Mark every lost run failed (status tag, end_time, error_msg; MLflow status FAILED). Returns them."""
-    lost = find_lost_runs(tracking_uri, settings)
-    if dry_run or not lost:
-        return lost
-    from mlflow.entities import RunTag
-
-    from kdgat_core.tracking import get_store, with_retry
-    from kdgat_core.tracking.run import utc_now_iso
-
-    store = get_store(absolute_tracking_uri(tracking_uri, settings), create=False)
-    assert store is not None
-    for run in lost:
-        message = f"job {run.job_id} ended {run.job_state} without closing its run (lost; marked by kdgat reconcile)"
-        tags = [
-            RunTag(Tag.STATUS.value, RunStatus.FAILED.value),
-            RunTag(Tag.END_TIME.value, utc_now_iso()),
-            RunTag(Tag.ERROR_MSG.value, message),
-        ]
-        with_retry(store.client.log_batch, run.run_id, tags=tags, what="log_batch")
-        with_retry(
-            store.client.set_terminated,
-            run.run_id,
-            status=MlflowStatus.FAILED.value,
-            end_time=int(time.time() * 1000),
-            what="set_terminated",
-        )
-    return lost
+# --- for reconcile -----------------------------------------------------------------------------------------------
+def ended_jobs(
+    tracking_uri: str | None = None, settings: Settings | None = None, refresh: bool = True
+) -> dict[str, str]:
+    """Job id -> final state of every job the schedulers say has ended (an array task under both of its ids)."""
+    ended: dict[str, str] = {}
+    for job in scheduler_jobs(settings, tracking_uri, refresh=refresh):
+        if job.ended:
+            ended[job.raw_id] = job.state
+            ended.setdefault(job.job_id, job.state)
+    return ended

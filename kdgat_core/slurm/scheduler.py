@@ -298,21 +298,10 @@ def _job_sort_key(job: Job) -> tuple[int, int]:
         return 0, 0
 
 
-def scheduler_for(executor: str = "auto", state_dir: Path | None = None) -> Scheduler:
-    """sbatch wherever it exists (executor auto), else the local executor under state_dir."""
-    if executor == "slurm" or (executor == "auto" and SlurmScheduler.available()):
-        return _shared_slurm()
-    from kdgat_core.slurm.local import LocalScheduler
-
-    if state_dir is None:
-        raise KdgatError("The local executor needs a folder for its job records.")
-    return LocalScheduler(state_dir)
-
-
 _slurm_instance: SlurmScheduler | None = None
 
 
-def _shared_slurm() -> SlurmScheduler:
+def shared_slurm() -> SlurmScheduler:
     """One per process, so its few-second cache is shared by every caller (CLI refresh, TUI timer)."""
     global _slurm_instance
     if _slurm_instance is None:

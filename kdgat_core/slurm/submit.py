@@ -28,8 +28,10 @@ from kdgat_core.config import (
     load_settings,
     preset,
 )
+from kdgat_core.slurm.executor import scheduler_for
 from kdgat_core.slurm.render import ClusterSettings, RenderedJob, artifact_root, prepare_job
-from kdgat_core.slurm.scheduler import Scheduler, scheduler_for
+from kdgat_core.slurm.resources import check
+from kdgat_core.slurm.scheduler import Scheduler
 
 JOBS_FILE = "kdgat_jobs.jsonl"
 LOCAL_JOBS_DIR = ".local_jobs"
@@ -83,6 +85,23 @@ def read_submissions(root: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+EXECUTORS = ("auto", "slurm", "local")
+
+
+def check_submit_args(after: Sequence[str] = (), array: str | None = None, executor: str | None = None) -> None:
+    """--after job ids, an --array spec whose ranges run upwards, a known --executor: checked even for a dry run."""
+    for job_id in after:
+        check("dependency_id", job_id, "--after job id")
+    if executor is not None and executor not in EXECUTORS:
+        raise KdgatError(f"Unknown executor '{executor}'; choose one of: {', '.join(EXECUTORS)}.")
+    if array is not None:
+        check("array", array, "--array")
+        for part in array.split("%", 1)[0].split(","):
+            lo, _, hi = part.split(":", 1)[0].partition("-")
+            if hi and int(hi) < int(lo):
+                raise KdgatError(f"--array range '{part}' runs backwards; write it as {hi}-{lo}.")
+
+
 def submit(
     cfg: PipelineConfig,
     after: Sequence[str] | None = None,
@@ -98,6 +117,7 @@ def submit(
     """Render the stage's script and hand it to the scheduler (sbatch --parsable, or the local executor).
 
     preprocess=True submits the data-preparation job (`kdgat graphs` with cfg.data) instead of cfg.stage."""
+    check_submit_args(after or (), array, executor)
     settings = settings or load_settings()
     if cfg.kd.enabled and not cfg.kd.teacher_run_id:
         cfg.kd.teacher_run_id = TEACHER_AUTO
@@ -223,6 +243,7 @@ def submit_pipeline(
     preprocess: bool = True,
 ) -> list[Submission]:
     """Submit the DAG in order, each job with --dependency=afterok on its parents' job ids."""
+    check_submit_args(after, None, executor)
     settings = settings or load_settings()
     plan = plan_pipeline(dataset, sizes, kd, variant, overrides, stages, preprocess)
     # render everything first: a bad value stops the whole pipeline before any job is queued

@@ -16,7 +16,7 @@ from kdgat_core.stages import plots
 from kdgat_core.stages.distillation import LatentProjection, freeze, vgae_kd_loss
 from kdgat_core.stages.metrics import classification_metrics, headline
 from kdgat_core.stages.prerequisites import checkpoint_payload, load_run_model, vgae_kwargs
-from kdgat_core.stages.scoring import VGAECalibration, anomaly_scores, check_score_norm, vgae_scores
+from kdgat_core.stages.scoring import VGAECalibration, VGAEScores, anomaly_scores, check_score_norm, vgae_scores
 from kdgat_core.stages.training_loop import CHECKPOINT_FILE, EpochReport, fit, save_checkpoint, seed_everything
 
 GRAD_CLIP = 5.0
@@ -30,10 +30,11 @@ def run_autoencoder(
     kwargs = vgae_kwargs(cfg, graphs)
     model = CANGraphVGAE(**kwargs).to(device)
     extra_modules: tuple[torch.nn.Module, ...] = ()
-    teacher = projection = None
+    teacher: CANGraphVGAE | None = None
+    projection: LatentProjection | None = None
     final: dict[str, float] = {Metric.NUM_PARAMETERS.value: count_parameters(model)}
     if cfg.kd.enabled:
-        teacher, _ = load_run_model(cfg.kd.teacher_run_id, tracking_uri, Arch.VGAE.value, graphs, device)
+        teacher, _ = load_run_model(cfg.kd.teacher_run_id, tracking_uri, CANGraphVGAE, graphs, device)
         freeze(teacher)
         projection = LatentProjection(cfg.vgae.latent_dim, teacher.latent_dim).to(device)
         extra_modules = (projection,)
@@ -51,7 +52,7 @@ def run_autoencoder(
             batch = batch.to(device)
             out = model(batch)
             loss = model.loss(batch, out)
-            if teacher is not None:
+            if teacher is not None and projection is not None:
                 with torch.no_grad():
                     t_out = teacher(batch)
                 loss = vgae_kd_loss(out, t_out, projection, loss, alpha=cfg.kd.alpha)
@@ -65,7 +66,7 @@ def run_autoencoder(
 
     norm = cfg.vgae.score_norm
 
-    def val_scores():
+    def val_scores() -> VGAEScores:
         return anomaly_scores(model, graphs.val, device, norm, cfg.data.window, related=(graphs.train,))
 
     def validate() -> EpochReport:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from kdgat_core.config import Arch, Metric, PipelineConfig, Stage, prerequisite_tag
-from kdgat_core.models import CANGraphGAT, count_parameters
+from kdgat_core.models import CANGraphGAT, CANGraphVGAE, count_parameters
 from kdgat_core.models.gat import mask_window_ids
 from kdgat_core.stages import plots
 from kdgat_core.stages.distillation import freeze, gat_kd_loss
@@ -47,7 +47,7 @@ def run_curriculum(
     gen = seed_everything(cfg.train.seed)
     vgae_run = resolve_prerequisite(cfg, Stage.AUTOENCODER, tracking_uri)
     run.set_tags({prerequisite_tag(Stage.AUTOENCODER): vgae_run})
-    vgae, _ = load_run_model(vgae_run, tracking_uri, Arch.VGAE.value, graphs, device)
+    vgae, _ = load_run_model(vgae_run, tracking_uri, CANGraphVGAE, graphs, device)
 
     # rank normal training windows easy -> hard by the VGAE's reconstruction error
     y_train = graphs.train.y
@@ -62,7 +62,7 @@ def run_curriculum(
     final: dict[str, float] = {Metric.NUM_PARAMETERS.value: count_parameters(model)}
     teacher = None
     if cfg.kd.enabled:
-        teacher, _ = load_run_model(cfg.kd.teacher_run_id, tracking_uri, Arch.GAT.value, graphs, device)
+        teacher, _ = load_run_model(cfg.kd.teacher_run_id, tracking_uri, CANGraphGAT, graphs, device)
         freeze(teacher)
         final[Metric.TEACHER_NUM_PARAMETERS.value] = count_parameters(teacher)
         # under KD the ids are hidden once per batch for teacher and student alike (below), not again in the student

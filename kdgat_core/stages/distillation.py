@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdgat_core.models import VGAEOutput
+
 
 def gat_kd_loss(
     student_logits: Tensor,
@@ -35,7 +37,7 @@ class LatentProjection(nn.Module):
 
 
 def vgae_kd_loss(
-    student_out, teacher_out, projection: LatentProjection, own_loss: Tensor, alpha: float = 0.7
+    student_out: VGAEOutput, teacher_out: VGAEOutput, projection: LatentProjection, own_loss: Tensor, alpha: float = 0.7
 ) -> Tensor:
     """alpha * (latent match through the projection + reconstruction match) + (1 - alpha) * the student's own loss."""
     latent = F.mse_loss(projection(student_out.mu), teacher_out.mu)

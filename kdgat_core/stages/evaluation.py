@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from kdgat_core.config import Arch, KdgatError, Metric, PipelineConfig, Stage, prerequisite_tag, scenario_metric
+from kdgat_core.models import CANGraphGAT, CANGraphVGAE
 from kdgat_core.stages import plots
 from kdgat_core.stages.fusion import DECISION, load_fusion, model_outputs
 from kdgat_core.stages.metrics import classification_metrics, fpr_budget_threshold, headline
@@ -65,8 +66,8 @@ def run_evaluation(
             prerequisite_tag(Stage.FUSION): fusion_run,
         }
     )
-    vgae, vmeta = load_run_model(vgae_run, tracking_uri, Arch.VGAE.value, graphs, device)
-    gat, gmeta = load_run_model(gat_run, tracking_uri, Arch.GAT.value, graphs, device)
+    vgae, vmeta = load_run_model(vgae_run, tracking_uri, CANGraphVGAE, graphs, device)
+    gat, gmeta = load_run_model(gat_run, tracking_uri, CANGraphGAT, graphs, device)
     cal = VGAECalibration.from_dict(vmeta["calibration"])
     if not graphs.test:
         raise KdgatError(f"Dataset {cfg.dataset} has no test scenarios to evaluate.")

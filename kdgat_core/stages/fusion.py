@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from kdgat_core.config import (
     bool_tag,
     prerequisite_tag,
 )
-from kdgat_core.models import QNetwork, count_parameters
+from kdgat_core.models import CANGraphGAT, CANGraphVGAE, QNetwork, count_parameters
 from kdgat_core.stages import plots
 from kdgat_core.stages.metrics import classification_metrics, headline
 from kdgat_core.stages.prerequisites import checkpoint_payload, load_run_model, resolve_prerequisite
@@ -70,7 +70,11 @@ def fusion_state(p_gat: np.ndarray, vgae: VGAEScores, cal: VGAECalibration) -> n
     return np.stack(cols, axis=1).astype(np.float32)
 
 
-def fused_score(alpha: np.ndarray, p_gat: np.ndarray, s_vgae: np.ndarray) -> np.ndarray:
+# fused_score runs on numpy arrays (evaluation) and on tensors (the bandit's training loop)
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+def fused_score(alpha: ArrayT | float, p_gat: ArrayT, s_vgae: ArrayT) -> ArrayT:
     return alpha * p_gat + (1 - alpha) * s_vgae
 
 
@@ -89,8 +93,8 @@ class FusionInputs:
 
 
 def model_outputs(
-    vgae,
-    gat,
+    vgae: CANGraphVGAE,
+    gat: CANGraphGAT,
     cal: VGAECalibration,
     graphset: Any,
     device: torch.device,
@@ -130,8 +134,8 @@ class FusionPolicy:
         return fused_score(alpha, inp.p_gat, inp.s_vgae), alpha
 
 
-def load_fusion(run_id: str, tracking_uri: str | None, device="cpu") -> tuple[FusionPolicy, dict]:
-    q, meta = load_run_model(run_id, tracking_uri, Arch.DQN.value, device=device)
+def load_fusion(run_id: str, tracking_uri: str | None, device: torch.device | str = "cpu") -> tuple[FusionPolicy, dict]:
+    q, meta = load_run_model(run_id, tracking_uri, QNetwork, device=device)
     policy = FusionPolicy(
         q.cpu(),
         np.asarray(meta["alphas"], dtype=np.float32),
@@ -265,8 +269,8 @@ def run_fusion(
     vgae_run = resolve_prerequisite(cfg, Stage.AUTOENCODER, tracking_uri)
     gat_run = resolve_prerequisite(cfg, Stage.CURRICULUM, tracking_uri)
     run.set_tags({prerequisite_tag(Stage.AUTOENCODER): vgae_run, prerequisite_tag(Stage.CURRICULUM): gat_run})
-    vgae, vmeta = load_run_model(vgae_run, tracking_uri, Arch.VGAE.value, graphs, device)
-    gat, gmeta = load_run_model(gat_run, tracking_uri, Arch.GAT.value, graphs, device)
+    vgae, vmeta = load_run_model(vgae_run, tracking_uri, CANGraphVGAE, graphs, device)
+    gat, gmeta = load_run_model(gat_run, tracking_uri, CANGraphGAT, graphs, device)
     cal = VGAECalibration.from_dict(vmeta["calibration"])
     val = model_outputs(
         vgae, gat, cal, graphs.val, device, cfg.data.window, related=(graphs.train,), hide_ids=gat_hides_ids(gmeta)
@@ -293,7 +297,7 @@ def run_fusion(
     run_epoch = lambda episode: bandit.episode(fit_t)  # noqa: E731
     train_cfg = dataclasses.replace(cfg.train, epochs=d.episodes)
 
-    def meta():
+    def meta() -> dict[str, Any]:
         return {
             "alphas": alphas.tolist(),
             "state_mean": mean.tolist(),

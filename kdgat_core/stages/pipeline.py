@@ -13,6 +13,7 @@ import argparse
 import resource
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kdgat_core.config import PIPELINE_ORDER, STAGE_ARCH, Metric, Stage, preset, scenario_metric
@@ -32,7 +33,7 @@ def run_pipeline(
     tracking_uri: str | None = None,
     data_root: str | None = None,
     overrides: list[str] | None = None,
-    log=print,
+    log: Callable[[str], object] = print,
 ) -> dict[str, Any]:
     from kdgat_core.stages import run_stage
 

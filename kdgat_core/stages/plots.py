@@ -7,10 +7,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
 
-def confusion_matrix_figure(y: np.ndarray, pred: np.ndarray, title: str):
+def confusion_matrix_figure(y: np.ndarray, pred: np.ndarray, title: str) -> Figure:
     cm = skm.confusion_matrix(y, pred, labels=[0, 1])
     fig, ax = plt.subplots(figsize=(4, 3.5), dpi=100)
     skm.ConfusionMatrixDisplay(cm, display_labels=["normal", "attack"]).plot(ax=ax, colorbar=False, values_format="d")
@@ -19,7 +20,7 @@ def confusion_matrix_figure(y: np.ndarray, pred: np.ndarray, title: str):
     return fig
 
 
-def roc_figure(y: np.ndarray, scores: dict[str, np.ndarray], title: str):
+def roc_figure(y: np.ndarray, scores: dict[str, np.ndarray], title: str) -> Figure:
     fig, ax = plt.subplots(figsize=(4.5, 4), dpi=100)
     if len(np.unique(y)) == 2:
         for name, s in scores.items():
@@ -34,10 +35,10 @@ def roc_figure(y: np.ndarray, scores: dict[str, np.ndarray], title: str):
     return fig
 
 
-def score_histogram_figure(y: np.ndarray, score: np.ndarray, threshold: float, title: str):
+def score_histogram_figure(y: np.ndarray, score: np.ndarray, threshold: float, title: str) -> Figure:
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     log_s = np.log10(np.maximum(score, 1e-12))
-    bins = np.linspace(log_s.min(), log_s.max() + 1e-9, 50) if len(log_s) else 10
+    bins: list[float] | int = np.linspace(log_s.min(), log_s.max() + 1e-9, 50).tolist() if len(log_s) else 10
     for label, name in ((0, "normal"), (1, "attack")):
         if (y == label).any():
             ax.hist(log_s[y == label], bins=bins, alpha=0.6, label=name)
@@ -49,7 +50,7 @@ def score_histogram_figure(y: np.ndarray, score: np.ndarray, threshold: float, t
     return fig
 
 
-def history_figure(history: list[dict[str, float]], title: str):
+def history_figure(history: list[dict[str, float]], title: str) -> Figure:
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     epochs = list(range(len(history)))
     for key in ("train_loss", "val_loss"):
@@ -66,5 +67,5 @@ def history_figure(history: list[dict[str, float]], title: str):
     return fig
 
 
-def close(fig) -> None:
+def close(fig: Figure) -> None:
     plt.close(fig)

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from kdgat_core.config import STAGE_ARCH, TEACHER_AUTO, KdgatError, ModelSize, PipelineConfig, Stage
+from kdgat_core.config import STAGE_ARCH, TEACHER_AUTO, Arch, KdgatError, ModelSize, PipelineConfig, Stage
 from kdgat_core.models import CANGraphGAT, CANGraphVGAE, QNetwork
 from kdgat_core.stages.training_loop import CHECKPOINT_FILE, load_checkpoint
 
 MODEL_CLASSES: dict[str, type[torch.nn.Module]] = {
-    "vgae": CANGraphVGAE,
-    "gat": CANGraphGAT,
-    "dqn": QNetwork,
+    Arch.VGAE.value: CANGraphVGAE,
+    Arch.GAT.value: CANGraphGAT,
+    Arch.DQN.value: QNetwork,
 }
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 
 def vgae_kwargs(cfg: PipelineConfig, graphs: Any) -> dict[str, Any]:
@@ -121,9 +122,14 @@ def check_teacher(cfg: PipelineConfig, tracking_uri: str | None) -> PipelineConf
 
 
 def load_run_model(
-    run_id: str, tracking_uri: str | None, arch: str, graphs: Any = None, device: torch.device | str = "cpu"
-) -> tuple[torch.nn.Module, dict]:
+    run_id: str,
+    tracking_uri: str | None,
+    model_class: type[ModelT],
+    graphs: Any = None,
+    device: torch.device | str = "cpu",
+) -> tuple[ModelT, dict]:
     """The frozen-ready model of a run (eval mode) and its checkpoint meta; checks it matches the data's vocabulary."""
+    arch = next(a for a, cls in MODEL_CLASSES.items() if cls is model_class)
     from kdgat_core.tracking import run_artifact_dir
 
     path = Path(run_artifact_dir(run_id, tracking_uri)) / CHECKPOINT_FILE
@@ -137,7 +143,7 @@ def load_run_model(
             f"has {graphs.num_ids}; re-run that stage on the current data."
         )
     try:
-        model = MODEL_CLASSES[arch](**kwargs)
+        model = model_class(**kwargs)
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, TypeError, KeyError) as exc:
         raise KdgatError(

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from kdgat_core.config import KdgatError
+from kdgat_core.data.graphset import Indices
 from kdgat_core.data.windows import CALIBRATION_FRACTION, OOV_INDEX
+from kdgat_core.models import CANGraphGAT, CANGraphVGAE
 from kdgat_core.stages.metrics import youden_threshold
 
 EVAL_BATCH = 256
@@ -35,7 +37,13 @@ class VGAEScores:
 
 
 @torch.no_grad()
-def vgae_scores(model, graphset: Any, device: torch.device, indices=None, batch_size: int = EVAL_BATCH) -> VGAEScores:
+def vgae_scores(
+    model: CANGraphVGAE,
+    graphset: Any,
+    device: torch.device,
+    indices: Indices | None = None,
+    batch_size: int = EVAL_BATCH,
+) -> VGAEScores:
     model.eval()
     scores, errors, latent = [], [], []
     for batch in graphset.batches(batch_size=batch_size, shuffle=False, indices=indices):
@@ -53,7 +61,12 @@ def vgae_scores(model, graphset: Any, device: torch.device, indices=None, batch_
 
 @torch.no_grad()
 def gat_logits(
-    model, graphset: Any, device: torch.device, indices=None, batch_size: int = EVAL_BATCH, hide_ids: bool = False
+    model: CANGraphGAT,
+    graphset: Any,
+    device: torch.device,
+    indices: Indices | None = None,
+    batch_size: int = EVAL_BATCH,
+    hide_ids: bool = False,
 ) -> torch.Tensor:
     """Window logits [G, 2]; `hide_ids`: every CAN id replaced by the out-of-vocabulary index, as id masking does."""
     model.eval()
@@ -132,13 +145,13 @@ def check_score_norm(score_norm: str) -> None:
 
 
 def anomaly_scores(
-    model,
+    model: CANGraphVGAE,
     graphset: Any,
     device: torch.device,
     score_norm: str = "none",
     window: int = 100,
     related: tuple[Any, ...] = (),
-    indices=None,
+    indices: Indices | None = None,
 ) -> VGAEScores:
     """The VGAE's window scores, normalised per recording if asked. `related`: other sets that may hold the
     calibration part of `graphset`'s recordings (for the validation split: the training split)."""
@@ -187,7 +200,7 @@ class VGAECalibration:
         z = self.slope * np.log(np.maximum(score, 1e-12)) + self.intercept
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str]:
         return {
             "threshold": self.threshold,
             "slope": self.slope,

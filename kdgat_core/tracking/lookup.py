@@ -14,6 +14,7 @@ from kdgat_core.config import (
     Stage,
     Tag,
     bool_tag,
+    parse_bool_tag,
     run_name,
 )
 from kdgat_core.tracking.run import CONFIG_FILE
@@ -42,7 +43,8 @@ def find_run(
         f"tags.{Tag.MODEL_SIZE} = {_quote(str(model_size))}",
     ]
     if use_kd is not None:
-        clauses.append(f"tags.{Tag.USE_KD} = {_quote(bool_tag(use_kd))}")
+        # ILIKE: stores written by other tools spell it true/false
+        clauses.append(f"tags.{Tag.USE_KD} ILIKE {_quote(bool_tag(use_kd))}")
     if status is not None:
         clauses.append(f"tags.{Tag.STATUS} = {_quote(str(status))}")
     runs = with_retry(
@@ -86,7 +88,7 @@ def run_artifact_dir(run_id: str, tracking_uri: str | None = None) -> Path:
             tags[Tag.DATASET.value],
             tags[Tag.MODEL_SIZE.value],
             tags[Tag.STAGE.value],
-            tags.get(Tag.USE_KD.value) == bool_tag(True),
+            parse_bool_tag(tags.get(Tag.USE_KD.value)) is True,
         )
     except KeyError:
         raise KdgatError(

@@ -14,16 +14,19 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdgat_core.config import (
+    HOST_TAG,
     MLFLOW_RUN_NAME_TAG,
+    PID_TAG,
     TEACHER_AUTO,
     KdgatError,
     MlflowStatus,
@@ -33,6 +36,10 @@ from kdgat_core.config import (
     bool_tag,
 )
 from kdgat_core.tracking.store import Store, get_store, with_retry
+
+if TYPE_CHECKING:  # mlflow loads when a run starts, not on import
+    from mlflow.entities import Metric as MlflowMetric
+    from mlflow.entities import Param, RunTag
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +204,13 @@ class TrackedRun:
             if m.step >= self._last_point.get(m.key, (-1, 0.0))[0]:
                 self._last_point[m.key] = (m.step, m.value)
 
-    def _batch(self, metrics=(), params=(), tags=(), deadline_s: float | None = None) -> None:
+    def _batch(
+        self,
+        metrics: Iterable[MlflowMetric] = (),
+        params: Iterable[Param] = (),
+        tags: Iterable[RunTag] = (),
+        deadline_s: float | None = None,
+    ) -> None:
         kwargs = {} if deadline_s is None else {"deadline_s": deadline_s}
         with_retry(
             self.store.client.log_batch,
@@ -273,6 +286,8 @@ def open_run(
             Tag.GIT_COMMIT: git_commit(),
             Tag.SEED: cfg.train.seed,
             Tag.ARTIFACT_DIR: str(artifact_dir),
+            PID_TAG: os.getpid(),
+            HOST_TAG: socket.gethostname(),
         }
         merged = {str(k): v for k, v in tags.items()}
         merged.update({str(k): v for k, v in (extra_tags or {}).items()})

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from kdgat_core import mlflow_schema
 from kdgat_core.config import (
     ARTIFACT_ROOT_DIR,
     EXPERIMENT_NAME,
@@ -42,7 +43,7 @@ RETRY_MAX_DELAY = 5.0
 _LOCK_MESSAGES = ("database is locked", "database table is locked", "database schema has changed")
 
 
-def is_lock_error(exc: BaseException) -> bool:
+def is_lock_error(exc: BaseException | None) -> bool:
     """True for SQLite lock contention, whichever layer (sqlite3, SQLAlchemy, MLflow) wrapped it."""
     seen = 0
     while exc is not None and seen < 5:
@@ -122,6 +123,7 @@ def get_store(tracking_uri: str | None = None, create: bool = True) -> Store | N
     with _stores_lock:
         if uri in _stores:
             return _stores[uri]
+        check_reachable(uri, path)
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # compute nodes have no network
         client = None
         if path is not None:
@@ -131,15 +133,25 @@ def get_store(tracking_uri: str | None = None, create: bool = True) -> Store | N
                     f"{path} is a SQLite file but not an MLflow tracking database; "
                     "point --tracking-uri at an MLflow DB or at a new file."
                 )
-            if not create and state in (MISSING, BLANK):
-                return None  # reading must not create (or migrate) anything
+            if state == NEWER:
+                raise KdgatError(schema_advice(path))
+            if not create and state in (MISSING, BLANK, MLFLOW):
+                # reading must not create (or migrate) anything; MLFLOW: no experiment of ours, and MLflow's client
+                # would write its Default experiment into a store that has none
+                return None
+            if not create and state in (HALF, OLDER):
+                # MLflow's client would create the missing tables or migrate: only `kdgat run` may do that
+                raise KdgatError(schema_advice(path))
             if create and state != READY:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - seconds of import, not under the lock
 
                 with _init_lock(path):
                     # checked again under the lock: processes that waited find it done and go on in parallel
-                    if _db_state(path) != READY:
+                    state = _db_state(path)
+                    if state in (HALF, NEWER):  # under the lock, half-created means a creation was interrupted
+                        raise KdgatError(schema_advice(path))
+                    if state != READY:
                         client = _new_client(uri)
                         experiment_id = _get_or_create_experiment(client, uri, create=True)
         if client is None:
@@ -150,6 +162,38 @@ def get_store(tracking_uri: str | None = None, create: bool = True) -> Store | N
         store = Store(uri=uri, db_path=path, client=client, experiment_id=experiment_id)
         _stores[uri] = store
         return store
+
+
+# An MLflow server that does not answer /health within this many seconds is reported, not retried for minutes
+HEALTH_TIMEOUT_S = 5.0
+
+
+def check_reachable(uri: str, path: Path | None) -> None:
+    """Fail fast, in one sentence, on a tracking URI that cannot work: a folder where the SQLite file should be, or
+    an http(s) server that does not answer /health (MLflow's client would retry for minutes)."""
+    if path is not None:
+        if path.exists() and not path.is_file():
+            what = "a directory" if path.is_dir() else "not a regular file"
+            raise KdgatError(
+                f"Tracking database {path} is {what}; give a SQLite file path (e.g. {path / 'mlflow.db'})."
+            )
+        return
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=HEALTH_TIMEOUT_S) as resp:
+            resp.read(64)
+    except urllib.error.HTTPError as exc:
+        raise KdgatError(f"The MLflow server at {uri} answered {exc.code} on /health; check the URI.") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise KdgatError(
+            f"Cannot reach the MLflow server at {uri} ({reason}); start it or check --tracking-uri."
+        ) from None
 
 
 def _new_client(uri: str) -> MlflowClient:
@@ -187,6 +231,18 @@ def _get_or_create_experiment(client: MlflowClient, uri: str, create: bool) -> s
     return exp.experiment_id
 
 
+def schema_advice(db_path: Path) -> str:
+    """The sentence for a DB whose schema is half-created, older or newer than MLflow here writes."""
+    con = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, timeout=20)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        row = con.execute("SELECT version_num FROM alembic_version").fetchone() if "alembic_version" in tables else None
+    finally:
+        con.close()
+    revision = row[0] if row else None
+    return mlflow_schema.advice(mlflow_schema.classify(tables, revision), db_path, revision, tables)
+
+
 class _init_lock:
     """Exclusive flock on `<db>.kdgat-init.lock`: one process at a time creates the schema and the experiment."""
 
@@ -195,18 +251,34 @@ class _init_lock:
         self.fd: int | None = None
 
     def __enter__(self) -> _init_lock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # the holder before us removed the file on its way out: our lock is on a dead inode, take a fresh one
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return self
+            os.close(fd)
 
     def __exit__(self, *exc: object) -> None:
         assert self.fd is not None
+        # removed while still held, so no lock file stays beside the DB; waiters notice and retry (see __enter__)
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
         self.fd = None
 
 
 MISSING, BLANK, MLFLOW, READY, FOREIGN = "missing", "blank", "mlflow", "ready", "foreign"
+# schema states that need the user (see kdgat_core.mlflow_schema): interrupted creation, older or newer MLflow
+HALF, OLDER, NEWER = mlflow_schema.HALF, mlflow_schema.OLDER, mlflow_schema.NEWER
 
 
 def _db_state(db_path: Path) -> str:
@@ -227,10 +299,14 @@ def _db_state(db_path: Path) -> str:
                 return BLANK
             if not tables & {"alembic_version", "experiments"}:
                 return FOREIGN
-            if not {"alembic_version", "experiments", "runs", "metrics", "latest_metrics"} <= tables:
-                return MLFLOW
-            if con.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 0:
-                return MLFLOW
+            row = (
+                con.execute("SELECT version_num FROM alembic_version").fetchone()
+                if "alembic_version" in tables
+                else None
+            )
+            schema = mlflow_schema.classify(tables, row[0] if row else None)
+            if schema in (HALF, OLDER, NEWER):
+                return schema
             row = con.execute("SELECT 1 FROM experiments WHERE name = ?", (EXPERIMENT_NAME,)).fetchone()
             return READY if row is not None else MLFLOW
         finally:

@@ -57,8 +57,10 @@ class JobsScreen(Screen):
     @work(thread=True, exclusive=True, group="jobs")
     def load(self) -> None:
         try:
+            from kdgat_core.query.jobs import runs_of_jobs
+
             rows = self.app.slurm.job_table(
-                tracking_uri=self.app.source.uri, refresh=True, include_ended=self.include_ended
+                tracking_uri=self.app.source.uri, refresh=True, include_ended=self.include_ended, runs=runs_of_jobs
             )
         except Exception as exc:
             self.app.call_from_thread(self._failed, exc)

@@ -14,13 +14,12 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
-from kdgat_core.config import STANDARD_METRICS, Metric, Tag, metric_direction
+from kdgat_core.config import METRIC_PREFIX, PARAM_PREFIX, STANDARD_METRICS, TAG_PREFIX, Metric, Tag, metric_direction
 from kdgat_tui.runs_model import column_widths as _widths
 from kdgat_tui.runs_model import fixed4
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.curves import Curves
 
-PARAM, METRIC, TAG = "params.", "metrics.", "tags."
 # Run fields shown first on the overview, then every convention tag.
 RUN_FIELDS = ("run_id", "run_name", "experiment", "mlflow_status", "start_time", "end_time", "duration_s")
 TABS = ("overview", "params", "scenarios", "curves", "artifacts")
@@ -176,7 +175,9 @@ def overview(row: dict) -> Table:
         grid.add_row(Text("error", style="bold red"), Text(str(error), style="red"))
     metrics = [(m.value, row.get(m.value)) for m in STANDARD_METRICS if row.get(m.value) is not None]
     metrics += [
-        (k[len(METRIC) :], v) for k, v in sorted(row.items()) if k.startswith(METRIC) and "/" not in k and v is not None
+        (k[len(METRIC_PREFIX) :], v)
+        for k, v in sorted(row.items())
+        if k.startswith(METRIC_PREFIX) and "/" not in k and v is not None
     ]
     for name, value in metrics:
         arrow = "↓" if metric_direction(name) == "asc" else "↑"
@@ -191,16 +192,16 @@ def overview(row: dict) -> Table:
         if tag.value in row and tag.value not in RUN_FIELDS and tag is not Tag.ERROR_MSG:
             grid.add_row(tag.value, "" if row.get(tag.value) is None else str(row.get(tag.value)))
     for key, value in sorted(row.items()):
-        if key.startswith(TAG) and value is not None:
+        if key.startswith(TAG_PREFIX) and value is not None:
             grid.add_row(key, str(value))
     return grid
 
 
 def params_table(row: dict) -> pa.Table:
-    keys = sorted(k for k, v in row.items() if k.startswith(PARAM) and v is not None)
+    keys = sorted(k for k, v in row.items() if k.startswith(PARAM_PREFIX) and v is not None)
     return pa.table(
         {
-            "param": pa.array([k[len(PARAM) :] for k in keys], pa.string()),
+            "param": pa.array([k[len(PARAM_PREFIX) :] for k in keys], pa.string()),
             "value": pa.array([str(row[k]) for k in keys], pa.string()),
         }
     )
@@ -211,8 +212,8 @@ def scenario_table(row: dict) -> pa.Table:
     cells: dict[str, dict[str, float]] = {}
     leaves: list[str] = []
     for key, value in row.items():
-        if key.startswith(METRIC) and "/" in key and value is not None:
-            scenario, leaf = key[len(METRIC) :].rsplit("/", 1)
+        if key.startswith(METRIC_PREFIX) and "/" in key and value is not None:
+            scenario, leaf = key[len(METRIC_PREFIX) :].rsplit("/", 1)
             cells.setdefault(scenario, {})[leaf] = value
             if leaf not in leaves:
                 leaves.append(leaf)

@@ -85,6 +85,11 @@ class RunsScreen(Screen):
         try:
             table = self.app.source.load_runs()
         except Exception as exc:
+            if self.model is None and not self.app.source.is_locked(exc):
+                # nothing to show and nothing a retry fixes (a corrupt DB): leave with the reason, like a missing file
+                reason = f"cannot read the runs in {self.app.source.label}: {self.app.source.reason(exc)}"
+                self.app.call_from_thread(self.app.exit_with_error, reason)
+                return
             self.app.call_from_thread(self._show_stale, exc)
             return
         self.app.call_from_thread(self._loaded, table)
@@ -164,7 +169,7 @@ class RunsScreen(Screen):
         except FilterError as exc:
             self._filter_error(str(exc))
             return
-        self._filter_error(None)
+        self._filter_error(self.model.filter_problem)
         row = view.row_of(keep_run) if keep_run is not None and self.view is not None else None
         self.view = view
         self.query_one(ArrowTable).replace(view.table, view.widths, cursor_row=row)
@@ -186,6 +191,8 @@ class RunsScreen(Screen):
                 parts.append(f"{col}={value}")
             if m.filter_text:
                 parts.append(f"/{m.filter_text}")
+            if m.filter_problem:
+                parts.append(m.filter_problem)
         if error is not None:
             since = datetime.fromtimestamp(self.last_ok).strftime("%H:%M:%S") if self.last_ok else "start"
             parts.append(f"STALE since {since}: {self.app.source.describe_error(error)} (retrying)")

@@ -40,6 +40,7 @@ class SqlConsole(Screen):
         Binding("ctrl+t", "history", "History", priority=True, tooltip="Pick an earlier query"),
         Binding("ctrl+e", "export", "Export", priority=True, tooltip="Write the results to .csv, .parquet or .json"),
         Binding("ctrl+o", "switch", "Editor/results", priority=True, tooltip="Move between the editor and the results"),
+        Binding("ctrl+a", "select_all", "Select all", show=False, priority=True, tooltip="Select the whole query"),
         Binding("escape", "app.pop_screen", "Back"),
     ]
 
@@ -67,9 +68,18 @@ class SqlConsole(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(TextArea).focus()
+        editor = self.query_one(TextArea)
+        editor.focus()
         if self.initial:
             self.action_run()
+        else:
+            # the example (or the last query) is selected: what the user types replaces it instead of joining it
+            editor.select_all()
+
+    def action_select_all(self) -> None:
+        editor = self.query_one(TextArea)
+        editor.focus()
+        editor.select_all()
 
     def action_run(self) -> None:
         query = self.query_one(TextArea).text.strip()
@@ -167,7 +177,13 @@ def export(table: pa.Table, path: Path, tracking_db: str) -> Path:
 
             pq.write_table(table, target)
         else:
-            target.write_text(json.dumps(table.to_pylist(), default=str, indent=1) + "\n")
+            from kdgat_core.query.encode import json_records
+
+            target.write_text(
+                json_records(
+                    table.column_names, [list(r) for r in zip(*(c.to_pylist() for c in table.columns))], indent=1
+                )
+            )
     except OSError as exc:
         raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
     return target

@@ -17,6 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from kdgat_core.config import (
+    PARAM_PREFIX,
     STAGE_ARCH,
     KdgatError,
     ModelSize,
@@ -28,7 +29,6 @@ from kdgat_core.config import (
 )
 from kdgat_tui.widgets.dialogs import Confirm, Pick
 
-PARAM = "params."
 # What a next stage inherits from the run it follows: how to train and on what data, not the model's size.
 INHERITED_PREFIXES = ("train.", "data.")
 
@@ -51,9 +51,9 @@ def config_of_run(row: dict) -> PipelineConfig:
         f"{STAGE_ARCH[Stage(row[Tag.STAGE.value])]},{row[Tag.MODEL_SIZE.value]}", dataset=row[Tag.DATASET.value]
     )
     for key, value in row.items():
-        if key.startswith(PARAM) and value is not None:
+        if key.startswith(PARAM_PREFIX) and value is not None:
             try:
-                cfg.set(key[len(PARAM) :], str(value))
+                cfg.set(key[len(PARAM_PREFIX) :], str(value))
             except KdgatError:
                 continue  # a param this version no longer has: the preset's value stands
     return cfg

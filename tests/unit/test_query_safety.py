@@ -44,6 +44,24 @@ REFUSED = [
     ("SELECT * FROM sqlite_query('ml', 'VACUUM INTO ''{out}/copy.db''')", "sqlite_query"),
     ("WITH x AS (SELECT * FROM glob('/etc/*')) SELECT * FROM x", "glob"),
     ("SELECT * FROM query('DROP TABLE ml.runs')", "query"),
+    # PRAGMA beyond the catalog ones, DuckDB's own catalog views, and the raw MLflow tables (views only: docs/query.md)
+    ("PRAGMA database_list", "PRAGMA database_list"),
+    ("PRAGMA storage_info('runs')", "PRAGMA storage_info"),
+    ("SELECT * FROM pragma_database_list", "catalog views"),
+    ("SELECT * FROM pg_settings", "catalog views"),
+    ("SELECT count(*) FROM ml.latest_metrics", "raw MLflow tables"),
+    ('SELECT * FROM runs WHERE run_id IN (SELECT run_uuid FROM "ML"."runs")', "raw MLflow tables"),
+    ("SELECT * FROM ml.main.tags", "raw MLflow tables"),
+    ("DESCRIBE ml.runs", "raw MLflow tables"),
+    ("SUMMARIZE ml.metrics", "raw MLflow tables"),
+    ("SHOW TABLES FROM ml", "raw MLflow tables"),
+    # a PIVOT without IN list is checked word by word (DuckDB cannot hand it over as a tree)
+    ("PIVOT runs ON stage USING count(*); DROP TABLE ml.runs", "2 statements"),
+    ("PIVOT (FROM ml.runs) ON status USING count(*)", "raw MLflow tables"),
+    ("PIVOT (SELECT * FROM sqlite_scan('{other}', 'runs')) ON status USING count(*)", "sqlite_scan"),
+    ("PIVOT (SELECT * FROM sqlite_query('ml', 'VACUUM INTO ''{out}/copy.db''')) ON x USING count(*)", "sqlite_query"),
+    ("PIVOT (FROM query('SELECT 1 AS x')) ON x USING count(*)", "query"),
+    ("PIVOT (FROM pragma_database_list) ON name USING count(*)", "pragma_database_list"),
 ]
 
 
@@ -145,12 +163,52 @@ def test_no_other_extension_loads_despite_unsigned_extensions(db_copy, tmp_path)
         "PRAGMA table_info('runs')",
         "VALUES (1, 2)",
         "SELECT * FROM range(3)",
-        "SELECT count(*) FROM ml.latest_metrics",
+        "PRAGMA version",
+        "PRAGMA show_tables",
+        "SELECT count(*) FROM duckdb_tables",
+        "UNPIVOT (SELECT run_id, f1, auc FROM runs) ON f1, auc INTO NAME metric VALUE value",
+        "WITH pragma_database_list AS (SELECT 1 AS x) SELECT * FROM pragma_database_list",
     ],
 )
 def test_read_only_statements_are_allowed(fixture_db, sql):
     with open_db(fixture_db[0]) as db:
         assert len(db.sql(sql, arrow=True).column_names) >= 1
+
+
+def test_pivot_is_one_statement(fixture_db):
+    """A PIVOT without an IN list (DuckDB expands it into CREATE TYPE + SELECT) runs as the one statement it is."""
+    with open_db(fixture_db[0]) as db:
+        for _ in range(2):  # again: the in-memory ENUM of the first does not get in the way
+            got = db.sql("PIVOT runs ON stage USING count(*) GROUP BY dataset ORDER BY dataset", arrow=True)
+            assert got.column_names == ["dataset", "autoencoder", "curriculum", "evaluation", "fusion"]
+            assert got.to_pylist()[0] == {
+                "dataset": "hcrl_ch",
+                "autoencoder": 1,
+                "curriculum": 2,
+                "evaluation": 0,
+                "fusion": 0,
+            }
+        expected = db.sql("SELECT stage, count(*) AS n FROM runs WHERE dataset = 'hcrl_sa' GROUP BY stage", arrow=True)
+        row = db.sql(
+            "SELECT * FROM (PIVOT runs ON stage USING count(*) GROUP BY dataset) WHERE dataset = 'hcrl_sa'", arrow=True
+        )
+        got = {k: v for k, v in row.to_pylist()[0].items() if k != "dataset"}
+        assert got == {r["stage"]: r["n"] for r in expected.to_pylist()}
+
+
+def test_summarize_works_on_metrics_with_nan_and_inf(fixture_db):
+    """The fixture's student evaluation logged val_loss=inf and auc=NaN: DuckDB's SUMMARIZE raised out-of-range."""
+    with open_db(fixture_db[0]) as db:
+        rows = {r["column_name"]: r for r in db.sql("SUMMARIZE runs", arrow=True).to_pylist()}
+        assert rows["val_loss"]["max"] == "inf" and rows["val_loss"]["std"] == "nan"
+        assert rows["auc"]["std"] == "nan"
+        assert rows["f1"]["count"] == 18 and float(rows["f1"]["min"]) == 0.78
+        # where every value is finite, the answer is DuckDB's own SUMMARIZE, column for column
+        source = "SELECT run_name, start_time, f1, accuracy, seed FROM runs WHERE f1 IS NOT NULL"
+        ours = db.sql(f"SUMMARIZE {source}", arrow=True)
+        native = db.con.execute(f"SUMMARIZE {source}").to_arrow_table()
+        assert ours.schema == native.schema
+        assert ours.to_pylist() == native.to_pylist()
 
 
 def test_syntax_error_is_one_clear_sentence(fixture_db):
@@ -231,7 +289,7 @@ def test_locked_db_ends_in_a_clear_error(db_copy):
         try:
             t0 = time.monotonic()
             with pytest.raises(KdgatError, match="locked by a writer; retried for 1 s"):
-                db.sql("SELECT count(*) FROM ml.runs")
+                db.sql("SELECT count(*) FROM tags")  # the tags view reads the file (runs come from the cache)
             assert time.monotonic() - t0 < 7
         finally:
             proc.kill()
@@ -243,6 +301,6 @@ def test_lock_released_during_retries_succeeds(db_copy):
     with open_db(path, cache=False, lock_retry_s=20) as db:
         proc = _hold_lock(path, 3)
         try:
-            assert db.sql("SELECT count(*) AS n FROM ml.runs").n[0] == 20
+            assert db.sql("SELECT count(DISTINCT run_id) AS n FROM tags").n[0] == 18
         finally:
             proc.wait()

@@ -412,3 +412,33 @@ def test_a_sqlite_file_that_is_not_mlflow_is_refused_and_left_unchanged(tmp_path
     blank.touch()
     assert find_run("hcrl_sa", "curriculum", "teacher", tracking_uri=f"sqlite:///{blank}") is None
     assert blank.stat().st_size == 0  # a lookup never migrates a file
+
+
+def test_reconcile_marks_only_runs_whose_job_ended_failed_and_is_idempotent(tmp_path, uri):
+    """A SIGKILLed job never closes its run; reconcile gets the ended jobs from the scheduler side as plain data."""
+    from kdgat_core.tracking import get_store, reconcile
+
+    store = get_store(uri)
+    client = _client(uri)
+
+    def running_run(name: str, job_id: str | None) -> str:
+        tags = {Tag.STATUS.value: RunStatus.RUNNING.value, **({Tag.SLURM_JOB_ID.value: job_id} if job_id else {})}
+        return client.create_run(store.experiment_id, run_name=name, tags=tags).info.run_id
+
+    killed = running_run("killed", "4242")
+    alive = running_run("alive", "4243")
+    untracked = running_run("no job", None)
+    ended = {"4242": "OUT_OF_MEMORY", "9999": "COMPLETED"}
+
+    planned = reconcile(ended, uri, dry_run=True)
+    assert [(r.run_id, r.job_id, r.job_state) for r in planned] == [(killed, "4242", "OUT_OF_MEMORY")]
+    assert client.get_run(killed).data.tags[Tag.STATUS.value] == RunStatus.RUNNING.value  # a dry run writes nothing
+
+    assert [r.run_id for r in reconcile(ended, uri)] == [killed]
+    got = client.get_run(killed)
+    assert got.info.status == MlflowStatus.FAILED.value
+    assert got.data.tags[Tag.STATUS.value] == RunStatus.FAILED.value
+    assert "job 4242 ended OUT_OF_MEMORY" in got.data.tags[Tag.ERROR_MSG.value]
+    for other in (alive, untracked):
+        assert client.get_run(other).data.tags[Tag.STATUS.value] == RunStatus.RUNNING.value
+    assert reconcile(ended, uri) == []

@@ -1,0 +1,51 @@
+"""The schema of kdgat.toml (pydantic): every section and key kdgat reads, nothing else.
+
+Imported only when a kdgat.toml is found (`config.load_settings`), so commands without one never import pydantic.
+`[cluster.resources]` values are checked where they are used (`kdgat_core.slurm.resources`): keys and formats there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TrackingSection(_Section):
+    uri: StrictStr | None = None
+
+
+class DataSection(_Section):
+    root: StrictStr | None = None
+    cache_dir: StrictStr | None = None
+
+
+class DatasetSection(_Section):
+    train_splits: list[StrictStr] | None = None
+    test_splits: list[StrictStr] | None = None
+    description: StrictStr | None = None
+
+
+class ClusterSection(_Section):
+    executor: StrictStr | None = None
+    templates: StrictStr | None = None
+    module_purge: StrictBool | None = None
+    modules: list[StrictStr] | StrictStr | None = None
+    setup: list[StrictStr] | StrictStr | None = None
+    venv: StrictStr | None = None
+    conda_env: StrictStr | None = None
+    exports: dict[str, StrictStr] | None = None
+    kdgat: StrictStr | None = None
+    workdir: StrictStr | None = None
+    resources: dict[str, Any] | None = None
+
+
+class SettingsFile(_Section):
+    tracking: TrackingSection | None = None
+    data: DataSection | None = None
+    datasets: dict[str, DatasetSection] | None = None
+    cluster: ClusterSection | None = None
