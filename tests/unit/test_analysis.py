@@ -15,7 +15,6 @@ import sys
 
 import pytest
 
-from kdgat_core.config import KdgatError
 from kdgat_core.query import open_db
 from tests.unit.analysis_db import WRITE_ANALYSIS_DB
 from tests.unit.conftest import REPO, run_python
@@ -264,9 +263,12 @@ def test_the_tui_filter_speaks_the_same_grammar(adb):
         model.filter_text = text
         shown = set(model.selected_rows().column("run_id").to_pylist())
         assert shown == set(adb.frame(where=text, arrow=True).column("run_id").to_pylist()) and shown
-    model.filter_text = "dataset=d1 |"
-    with pytest.raises(KdgatError, match="needs a term on both sides"):
-        model.selected_rows()
+    model.filter_text = "dataset=d1 |"  # the TUI keeps its rows and says why (p7b's lenient filter)
+    assert model.selected_rows().num_rows == adb.wide(arrow=True).num_rows
+    assert "needs a term on both sides" in model.filter_problem
+    model.filter_text = "dataset=d1 colour=red"
+    assert set(model.selected_rows().column("dataset").to_pylist()) == {"d1"}
+    assert model.filter_problem.startswith("'colour=red' ignored: unknown column 'colour'")
 
 
 # -- what matters -----------------------------------------------------------------------------------------------------
