@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from kdgat_core.commands import analysis, analytics, annotate, data, slurm, train
+from kdgat_core.commands import analysis, analytics, annotate, cluster, data, slurm, train
 from kdgat_core.config import KdgatError
 
 app = typer.Typer(
@@ -64,6 +64,10 @@ app.command("jobs")(slurm.jobs_command)
 app.command("logs")(slurm.logs_command)
 app.command("cancel")(slurm.cancel_command)
 app.command("reconcile")(slurm.reconcile_command)
+app.command("efficiency")(cluster.efficiency_command)
+app.command("failures")(cluster.failures_command)
+app.command("resubmit")(cluster.resubmit_command)
+app.command("watch")(cluster.watch_command)
 
 
 def main() -> None:

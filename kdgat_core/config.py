@@ -103,6 +103,42 @@ class RunStatus(StrEnum):
     LOST = "lost"
 
 
+class FailureCause(StrEnum):
+    """Why a run or job failed, as `kdgat failures` groups them (scheduler facts first, then the run's error)."""
+
+    OOM = "oom"  # the job exceeded its memory request (SLURM killed it)
+    TIMEOUT = "timeout"  # the job hit its time limit
+    NODE_FAIL = "node_fail"
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
+    CUDA_OOM = "cuda_oom"  # torch ran out of GPU memory
+    NAN_LOSS = "nan_loss"  # a loss metric became NaN
+    EXCEPTION = "exception"  # a Python exception (class and message in error_msg)
+    FAILED = "failed"  # failed for a reason neither the scheduler nor the run recorded
+
+
+# A retry's run carries the id of the run it retries (kdgat resubmit): lineage and the TUI show retries.
+RETRY_OF_TAG = "retry_of"
+ENV_RETRY_OF = "KDGAT_RETRY_OF"  # how a resubmitted job hands that id to its run
+
+
+def retry_of_value(by_task: dict[str, str]) -> str:
+    """What ENV_RETRY_OF holds: the retried run's id, or for an array `task=run,task=run` (one per retried index)."""
+    if list(by_task) == [""]:
+        return by_task[""]
+    return ",".join(f"{task}={run}" for task, run in by_task.items())
+
+
+def retry_of_for_task(value: str, task: str | None) -> str | None:
+    """The run one job (or array task) retries, from ENV_RETRY_OF."""
+    if not value:
+        return None
+    if "=" not in value:
+        return value
+    pairs = dict(p.split("=", 1) for p in value.split(",") if "=" in p)
+    return pairs.get(task or "")
+
+
 class MlflowStatus(StrEnum):
     RUNNING = "RUNNING"
     SCHEDULED = "SCHEDULED"
@@ -180,6 +216,14 @@ class Metric(StrEnum):
 FUSION_BEATS_BEST_TAG = "fusion_beats_best_single"
 # Set on a fusion run: what it deploys, "bandit" (the DQN's per-window alpha) or "fixed_alpha=<a>" (it did better)
 FUSION_POLICY_TAG = "fusion_policy"
+# The third fusion input beside the GAT and the VGAE: the unsupervised per-id timing score (stages.scoring)
+TIMING_SCORE = "timing"
+# Logged per test scenario by the evaluation (`<scenario>/attack_share`): the share of attack windows, from which the
+# trivial answers (everything an attack: F1 2p / (1 + p), accuracy p; everything normal: accuracy 1 - p) follow
+ATTACK_SHARE = "attack_share"
+# Set on an evaluation run whose scenarios leave metrics undefined (no attack window: F1, recall, AUC ...):
+# "<scenario>/<metric>,..."; those metrics are not logged as numbers
+UNDEFINED_METRICS_TAG = "undefined_metrics"
 
 
 # The final metrics that become columns of the `runs` view and of leaderboards, in display order.
@@ -324,6 +368,10 @@ class DataConfig:
     val_fraction: float = 0.2  # temporal: the last part of each training recording
     max_messages: int = 0  # 0 = all; >0 caps messages per recording (quick runs)
     num_workers: int = 0
+    # synthetic subtle attacks (rate, drift, suppress, masquerade) injected into the validation tails, so decisions
+    # fitted on validation meet attacks that are not floods (kdgat_core.data.injection; docs/training.md)
+    val_injection: bool = True
+    injection_seed: int = 0
 
 
 @dataclass
@@ -370,6 +418,11 @@ class DQNConfig:
     epsilon_decay: float = 0.995
     target_update: int = 100
     episodes: int = 50
+    # the per-id timing score as a third fusion input (its weight, possibly 0, is chosen on validation)
+    timing_input: bool = True
+    # the VGAE and timing thresholds: best validation F1 among those flagging at most this share of validation normals
+    # (subtle injected attacks would otherwise pull them down to false alarms on every tenth normal window)
+    max_val_fpr: float = 0.01
 
 
 @dataclass

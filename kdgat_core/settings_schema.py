@@ -54,9 +54,28 @@ class ViewSection(_Section):
     group_by: list[StrictStr] | None = None
 
 
+class WatchMetricRule(_Section):
+    name: StrictStr
+    above: float | int | None = None
+    below: float | int | None = None
+
+
+class WatchSection(_Section):
+    """`kdgat watch` (kdgat_core.query.events for the rules, kdgat_core.commands.cluster for the sinks)."""
+
+    interval: float | int | None = None
+    events: list[StrictStr] | None = None
+    terminal: StrictBool | None = None
+    tmux: StrictBool | None = None
+    command: StrictStr | None = None
+    webhook: StrictStr | None = None
+    metric: list[WatchMetricRule] | None = None
+
+
 class SettingsFile(_Section):
     tracking: TrackingSection | None = None
     data: DataSection | None = None
     datasets: dict[str, DatasetSection] | None = None
     cluster: ClusterSection | None = None
     views: dict[str, ViewSection] | None = None
+    watch: WatchSection | None = None

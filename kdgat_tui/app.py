@@ -87,6 +87,11 @@ class KdgatApp(App):
 
         self.push_screen(JobsScreen())
 
+    def open_failures(self) -> None:
+        from kdgat_tui.screens.failures import FailuresScreen
+
+        self.push_screen(FailuresScreen())
+
     def open_sql(self, query: str | None = None) -> None:
         from kdgat_tui.screens.sql_console import SqlConsole
 
@@ -142,6 +147,8 @@ def dispatch(app: KdgatApp, text: str) -> None:
             app.pop_screen()
     elif cmd == "jobs":
         app.open_jobs()
+    elif cmd == "failures":
+        app.open_failures()
     elif cmd == "sql":
         app.open_sql(rest or None)
     elif cmd == "lineage":

@@ -41,6 +41,8 @@ STANDARD = {m.value for m in STANDARD_METRICS}
 DEFAULT_METRICS = (Metric.F1.value, Metric.ACCURACY.value, Metric.AUC.value, Metric.VAL_LOSS.value)
 # Columns a run's seed lives in: runs equal in everything else form one group in the "by config" view.
 GROUP_BY = (Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value)
+# The scheduler's facts about a run's job (kdgat_core.query's `jobs` view), shown after the metrics once known.
+JOB_FACT_COLUMNS = ("cause", "mem_eff", "cpu_eff", "time_eff")
 # Quick filters cycle through these columns' values (keys 1-4 on the Runs screen).
 QUICK_COLUMNS = (Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.STATUS.value)
 
@@ -212,7 +214,30 @@ class RunsModel:
     # ---- view ----------------------------------------------------------------------------------------------------
     def visible_columns(self) -> list[str]:
         have = set(self.base.column_names)
-        return [c for c in (*LEAD_COLUMNS, *self.metrics, *TRAIL_COLUMNS) if c in have]
+        return [c for c in (*LEAD_COLUMNS, *self.metrics, *JOB_FACT_COLUMNS, *TRAIL_COLUMNS) if c in have]
+
+    def set_job_facts(self, facts: dict[str, dict]) -> bool:
+        """Show the scheduler's facts (run id -> {cause, mem_eff, ...}) as columns, filterable (`mem_eff<0.3`).
+        True when a shown value changed; the columns appear once one run has a fact."""
+        if not facts and not any(c in self.base.column_names for c in JOB_FACT_COLUMNS):
+            return False
+        ids = self.base[RUN_ID].to_pylist()
+        changed = False
+        for column in JOB_FACT_COLUMNS:
+            kind = pa.string() if column == "cause" else pa.float64()
+            values = pa.array([facts.get(r, {}).get(column) for r in ids], kind)
+            if column in self.base.column_names:
+                i = self.base.column_names.index(column)
+                if self.base[column].combine_chunks().equals(values):
+                    continue
+                self.base = self.base.set_column(i, column, values)
+            else:
+                self.base = self.base.append_column(column, values)
+            self._shown.pop(column, None)
+            changed = True
+        if changed and HAYSTACK in self.base.column_names:
+            self.base = self.base.drop_columns([HAYSTACK])  # rebuilt on the next free-text filter
+        return changed
 
     def _live_indices(self) -> pa.Array:
         if self._live is None:
@@ -479,7 +504,7 @@ def _group_names(grouped: pa.Table, keys: list[str], params: list[str]) -> pa.Ar
     return pa.array(out, pa.string())
 
 
-RIGHT_ALIGNED = {"duration_s"}
+RIGHT_ALIGNED = {"duration_s", "mem_eff", "cpu_eff", "time_eff"}
 
 
 def _max_len(arr) -> int:

@@ -32,6 +32,7 @@ class Source:
         self._full_scan = 0.0
         self._rowid = 0
         self._recheck: set[str] = set()
+        self._seen_events: set[str] | None = None  # watch events already shown (None: not read yet)
 
     # ---- identity ----------------------------------------------------------------------------------------------
     @property
@@ -180,6 +181,92 @@ class Source:
         except Exception:
             return None
         return {run for run, job in running_jobs.items() if is_lost(RUNNING_STATUS, jobs.get(job))}
+
+    def job_facts(self) -> dict[str, dict]:
+        """run id -> the scheduler's facts about its job (cause, mem_eff, cpu_eff, time_eff), from kdgat_core.query's
+        `jobs` view fed with one cached sacct call; {} where SLURM or its accounting is absent."""
+        try:
+            from kdgat_core.query.jobs import attach_jobs, run_job_facts
+            from kdgat_core.slurm.accounting import job_facts
+            from kdgat_core.slurm.scheduler import SlurmScheduler
+
+            if not SlurmScheduler.available():
+                return {}
+            facts = job_facts(tracking_uri=self.uri)
+        except Exception:
+            return {}
+        if not facts:
+            return {}
+
+        def read():
+            attach_jobs(self.db, facts)
+            return run_job_facts(self.db)
+
+        try:
+            return self._call(read)
+        except Exception:
+            return {}  # a locked DB: the columns wait for the next refresh
+
+    def new_events(self) -> list:
+        """Events (`kdgat watch`'s rules from kdgat.toml [watch]) that appeared since the first call, each once.
+
+        The first call only remembers what already happened. Uses the `jobs` view job_facts attached last."""
+        try:
+            from kdgat_core.config import load_settings
+            from kdgat_core.query.events import Rules, events, new_events
+            from kdgat_core.query.jobs import attach_jobs
+
+            rules = Rules.from_settings(load_settings().section("watch"))
+
+            def read():
+                if not getattr(self.db, "_jobs_attached", False):
+                    attach_jobs(self.db, [])
+                return events(self.db, rules)
+
+            found = self._call(read)
+        except Exception:
+            return []  # a locked DB or a bad [watch] table: no events this time
+        if self._seen_events is None:
+            self._seen_events = {e.key for e in found}
+            return []
+        fresh = new_events(found, self._seen_events)
+        self._seen_events |= {e.key for e in fresh}
+        return fresh
+
+    def failure_groups(self) -> list:
+        """Failed and lost runs grouped by cause (kdgat_core.query over the scheduler's facts), like `kdgat failures`."""
+        from kdgat_core.query.jobs import attach_jobs, failures, group_failures
+
+        facts: list[dict] = []
+        try:
+            from kdgat_core.slurm.accounting import job_facts
+            from kdgat_core.slurm.scheduler import SlurmScheduler
+
+            if SlurmScheduler.available():
+                facts = job_facts(tracking_uri=self.uri, refresh=True)
+        except Exception:
+            facts = []  # the scheduler does not answer: runs alone still show their causes
+
+        def read():
+            attach_jobs(self.db, facts)
+            return failures(self.db)
+
+        return group_failures(self._call(read))
+
+    def plan_retries(self, rows: list[dict]) -> list:
+        """What resubmitting these failure rows would submit (rendered, nothing queued)."""
+        from kdgat_core.slurm.resubmit import FailedJob, plan_retries
+
+        failed = [
+            FailedJob(str(r["job_id"]), str(r.get("cause") or r.get("group")), r.get("run_id"), r.get("max_rss_mb"))
+            for r in rows
+        ]
+        return plan_retries(failed, tracking_uri=self.uri)
+
+    def submit_retries(self, retries: list) -> list:
+        from kdgat_core.slurm.resubmit import submit_retries
+
+        return submit_retries(retries, tracking_uri=self.uri)
 
     # ---- one run and its neighbours ------------------------------------------------------------------------------
     def run_row(self, run_id: str) -> dict:

@@ -285,7 +285,7 @@ def query_command(
         Optional[str],
         typer.Argument(
             help="One read-only SELECT over the views runs, params, tags, metrics, metric_history, lineage, "
-            "runs_wide; '-' reads it from stdin."
+            "runs_wide, jobs; '-' reads it from stdin."
         ),
     ] = None,
     sql_file: Annotated[
@@ -303,9 +303,17 @@ def query_command(
     text = _sql_text(sql, sql_file)
     if not timeout >= 0:  # also refuses nan
         raise KdgatError(f"--timeout must be 0 (no limit) or a number of seconds, not {timeout:g}.")
+    from kdgat_core.query.sql_guard import check_user_sql, table_names
+
     try:
-        with _open(tracking_uri) as db:
-            table = db.sql(text, arrow=True, timeout_s=timeout or None)
+        if "jobs" in table_names(check_user_sql(text)):  # the scheduler's facts (one sacct call), only when asked
+            from kdgat_core.commands.cluster import open_with_jobs
+
+            with open_with_jobs(tracking_uri) as db:
+                table = db.sql(text, arrow=True, timeout_s=timeout or None)
+        else:
+            with _open(tracking_uri) as db:
+                table = db.sql(text, arrow=True, timeout_s=timeout or None)
     except KeyboardInterrupt:
         # 130 = 128 + SIGINT, the shell's code for Ctrl-C: scripts tell "stopped by the user" from bad input (2)
         typer.echo("kdgat: query interrupted (Ctrl-C); nothing was printed or written.", err=True)

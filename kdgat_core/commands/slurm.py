@@ -16,6 +16,7 @@ import typer
 from kdgat_core.commands.options import MAX_ROWS, ForceOpt, FormatOpt, OutputOpt, TrackingUriOpt
 from kdgat_core.commands.output import OutputFormat, emit
 from kdgat_core.config import (
+    PRESET_VARIANTS,
     STAGE_ARCH,
     TEACHER_AUTO,
     KdgatError,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # kdgat_core.slurm loads when a job command runs
     from kdgat_core.slurm import Submission
 
 PIPELINE = "pipeline"
+SUGGESTED = "suggested"
 
 OverrideOpt = Annotated[
     list[str], typer.Option("--override", "-O", help="Config override key=value (repeatable), as for `kdgat run`.")
@@ -38,7 +40,8 @@ ResourcesOpt = Annotated[
     typer.Option(
         "--resources",
         "-R",
-        help="Scheduler request key=value[,key=value]: time, mem, cpus, gpus, gres, partition, account, qos, constraint.",
+        help="Scheduler request key=value[,key=value]: time, mem, cpus, gpus, gres, partition, account, qos, constraint; "
+        "`suggested`: what earlier jobs of the stage and preset used (kdgat efficiency).",
     ),
 ]
 ExecutorOpt = Annotated[
@@ -137,8 +140,13 @@ def submit_command(
     from kdgat_core.slurm import submit, submit_pipeline
     from kdgat_core.slurm.resources import parse_pairs
 
-    res = parse_pairs(resources)
+    suggested = SUGGESTED in resources
+    res = parse_pairs([r for r in resources if r != SUGGESTED])
     if target == PIPELINE:
+        if suggested:
+            raise KdgatError(
+                f"-R {SUGGESTED} applies to one stage; store suggestions per stage with `kdgat efficiency --toml`."
+            )
         if teacher not in (None, TEACHER_AUTO):
             raise KdgatError(
                 "A pipeline's students find their teacher when they start; --teacher applies to one stage."
@@ -180,8 +188,21 @@ def submit_command(
             raise KdgatError("--kd trains a student from a teacher: use a student preset (e.g. --preset student).")
         cfg.kd.enabled = True
         cfg.kd.teacher_run_id = teacher or TEACHER_AUTO
+    parts = [p.strip() for p in (preset_name or "").split(",") if p.strip()]
+    variant = parts[-1] if parts and parts[-1] in PRESET_VARIANTS else None
+    if suggested:  # what earlier jobs of this stage and preset used (kdgat efficiency), under explicit -R pairs
+        from kdgat_core.commands.cluster import suggested_resources_for
+
+        res = {**suggested_resources_for(cfg.stage, cfg.model_size, variant, tracking_uri), **res}
     sub = submit(
-        cfg, after=after, array=array, dry_run=dry_run, resources=res, tracking_uri=tracking_uri, executor=executor
+        cfg,
+        after=after,
+        array=array,
+        dry_run=dry_run,
+        resources=res,
+        tracking_uri=tracking_uri,
+        executor=executor,
+        variant=variant,
     )
     if dry_run:
         sys.stdout.write(sub.job.script)

@@ -66,9 +66,10 @@ class Messages:
         return int(self.timestamp.shape[0])
 
     def same_messages(self, other: Messages) -> bool:
-        """True when both hold exactly the same messages (hcrl_sa ships its attack-free drives in two folders)."""
+        """True when both hold exactly the same messages (hcrl_sa ships its attack-free drives in two folders).
+        Two empty recordings are not the same recording: an empty file is reported as empty, not as a duplicate."""
         if len(self) != len(other) or len(self) == 0:
-            return len(self) == len(other)
+            return False
         if self.timestamp[0] != other.timestamp[0] or self.timestamp[-1] != other.timestamp[-1]:
             return False
         return all(
@@ -78,6 +79,15 @@ class Messages:
                 (other.timestamp, other.id, other.payload, other.dlc, other.label),
             )
         )
+
+    def digest(self) -> str:
+        """A hash of every message (timestamp, id, payload, label): equal recordings in different splits match."""
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=16)
+        for a in (self.timestamp, self.id, self.payload, self.dlc, self.label):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
 
 
 def recording_file_name(split: str, recording: str) -> str:

@@ -1,4 +1,6 @@
-"""What each registered dataset has on disk: recordings, messages, attack share, distinct ids, time span (`kdgat datasets`).
+"""What each registered dataset has on disk: recordings, messages, attack share, distinct ids, time span (`kdgat datasets`),
+and its quirks: recordings shared between training and test splits, empty recordings, timestamps going backwards,
+labelled attacks inside a recording's calibration part (docs/data.md, "Dataset quirks").
 
 Reads only the columns it needs with pyarrow; no torch.
 """
@@ -15,10 +17,12 @@ import pyarrow.parquet as pq
 
 from kdgat_core.config import KdgatError, PipelineConfig, dataset_spec, datasets, resolve_data_root
 from kdgat_core.data.canonical import list_recordings
+from kdgat_core.data.windows import calibration_size
 
 
-def dataset_summary(name: str, folder: Path, splits: tuple[str, ...]) -> dict:
-    """One row of `kdgat datasets` for a dataset folder (which may be missing)."""
+def dataset_summary(name: str, folder: Path, splits: tuple[str, ...], train_splits: tuple[str, ...] = ()) -> dict:
+    """One row of `kdgat datasets` for a dataset folder (which may be missing). `shared_train_test`: test recordings
+    whose messages equal a training recording's (training keeps it; the test scenario leaves it out)."""
     row: dict[str, Any] = {
         "dataset": name,
         "status": "missing",
@@ -29,6 +33,10 @@ def dataset_summary(name: str, folder: Path, splits: tuple[str, ...]) -> dict:
         "distinct_ids": 0,
         "span_s": 0.0,
         "splits": "",
+        "shared_train_test": 0,
+        "empty_recordings": 0,
+        "unsorted_recordings": 0,
+        "calibration_attacks": 0,
         "path": str(folder),
     }
     if not folder.is_dir():
@@ -40,6 +48,8 @@ def dataset_summary(name: str, folder: Path, splits: tuple[str, ...]) -> dict:
     ids: set[int] = set()
     attacks = 0
     seen: set[str] = set()
+    train_digests: set[str] = set()
+    test_digests: list[str] = []
     for r in recs:
         try:
             t = pq.read_table(r.path, columns=["timestamp", "id", "label"], use_threads=False)
@@ -52,6 +62,17 @@ def dataset_summary(name: str, folder: Path, splits: tuple[str, ...]) -> dict:
         for a in (ts, id_arr, label):
             h.update(np.ascontiguousarray(a).tobytes())
         digest = h.hexdigest()
+        if ts.size == 0:
+            row["empty_recordings"] += 1
+        elif r.split in train_splits:
+            train_digests.add(digest)
+        else:
+            test_digests.append(digest)
+        if ts.size > 1 and not (np.diff(ts) >= 0).all():
+            row["unsorted_recordings"] += 1  # readers sort stably by timestamp
+            label = label[np.argsort(ts, kind="stable")]
+        if label[: calibration_size(ts.size)].any():
+            row["calibration_attacks"] += 1
         row["recordings"] += 1
         if digest in seen:
             row["duplicates"] += 1
@@ -61,6 +82,7 @@ def dataset_summary(name: str, folder: Path, splits: tuple[str, ...]) -> dict:
         ids.update(np.unique(id_arr).tolist())
         if ts.size:
             row["span_s"] += float(np.nanmax(ts) - np.nanmin(ts))
+    row["shared_train_test"] = sum(d in train_digests for d in test_digests)
     row["status"] = "ok"
     row["attack_share"] = attacks / row["messages"] if row["messages"] else 0.0
     row["distinct_ids"] = len(ids)
@@ -78,7 +100,7 @@ def catalog(data_root: str | None = None, only: str | None = None) -> list[dict]
         if only not in specs:
             raise KdgatError(f"Unknown dataset '{only}'; known datasets: {', '.join(sorted(specs))}.")
         specs = {only: specs[only]}
-    return [dataset_summary(name, root / name, spec.splits) for name, spec in specs.items()]
+    return [dataset_summary(name, root / name, spec.splits, spec.train_splits) for name, spec in specs.items()]
 
 
 def dataset_dir(dataset: str, data_root: str | Path | None = None) -> Path:

@@ -23,11 +23,22 @@ from kdgat_core.config import KdgatError, PipelineConfig, dataset_spec, resolve_
 from kdgat_core.data.canonical import Messages, Recording, list_recordings, read_messages
 from kdgat_core.data.catalog import dataset_dir, validate_data_config
 from kdgat_core.data.graphset import DatasetGraphs, GraphSet
-from kdgat_core.data.windows import FEATURE_VERSION, WindowGraphs, build_window_graphs, empty_graphs, recording_context
+from kdgat_core.data.injection import inject_tail
+from kdgat_core.data.windows import (
+    CALIBRATION_RULES,
+    FEATURE_VERSION,
+    WindowGraphs,
+    build_window_graphs,
+    calibration_range,
+    calibration_size,
+    empty_graphs,
+    recording_context,
+)
 from kdgat_core.safe_io import ensure_writable_dir
 
 BUILD_THREADS = 4
 TRAIN_PART = "train"  # the cache file holding the train and val graph sets and the vocabulary
+INJECTION_VERSION = 1  # enters the train part's cache key: bump when kdgat_core.data.injection changes
 Progress = Callable[[str], None]
 
 
@@ -98,6 +109,9 @@ def load_graphs(
     cache = ensure_writable_dir(cache / cfg.dataset, "graph cache folder")
     W, S = cfg.data.window, cfg.data.stride
     seconds: dict[str, float] = {}
+    shared: dict[str, str] = {}
+    empty: list[str] = []
+    attack_share: dict[str, float] = {}
 
     train_key = {
         "dataset": cfg.dataset,
@@ -108,6 +122,7 @@ def load_graphs(
         "max_messages": cfg.data.max_messages,
         "val_fraction": cfg.data.val_fraction,
         "sources": _fingerprint(train_recs),
+        "injection": [INJECTION_VERSION, cfg.data.injection_seed] if cfg.data.val_injection else None,
     }
     train_path = cache / _cache_name(_prefix(TRAIN_PART, cfg), train_key)
     state = None if rebuild else _load(train_path)
@@ -130,21 +145,32 @@ def load_graphs(
     test: dict[str, GraphSet] = {}
     for split in test_splits:
         split_recs = [r for r in recs if r.split == split]
-        key = {**train_key, "part": split, "sources": _fingerprint(split_recs), "vocab": vocab_hash}
-        key.pop("val_fraction")
+        key = {
+            **train_key,
+            "part": split,
+            "sources": _fingerprint(split_recs),
+            "vocab": vocab_hash,
+            "train_sources": train_key["sources"],  # a test recording equal to a training one is left out
+        }
+        for k in ("val_fraction", "injection"):
+            key.pop(k)
         path = cache / _cache_name(_prefix(split, cfg), key)
         tstate = None if rebuild else _load(path)
         if tstate is None:
             say(f"building {split} graphs ({len(split_recs)} recordings)")
             t0 = time.perf_counter()
-            tstate = _build_split(cfg, split_recs, vocab)
+            tstate = _build_split(cfg, split_recs, vocab, state["digests"])
             seconds[split] = time.perf_counter() - t0
             _save_atomic(tstate, path)
         else:
             seconds[split] = 0.0
         test[split] = GraphSet.from_state(tstate["graphs"])
+        shared.update(tstate["shared"])
+        empty += tstate["empty"]
+        attack_share.update(tstate["calibration_attack_share"])
 
-    return DatasetGraphs(
+    injected = state.get("val_injected")
+    graphs = DatasetGraphs(
         dataset=cfg.dataset,
         train=GraphSet.from_state(state["train"]),
         val=GraphSet.from_state(state["val"]),
@@ -154,7 +180,17 @@ def load_graphs(
         stride=S,
         build_seconds=seconds,
         duplicates=dict(zip(state["duplicates"][0::2], state["duplicates"][1::2])),
+        missing_splits=[s for s in spec.test_splits if s not in test_splits],
+        shared=shared,
+        empty=list(state["empty"]) + empty,
+        calibration_rule=dict(state["calibration_rule"]),
+        calibration_attack_share=attack_share,
+        val_injected=GraphSet.from_state(injected) if injected is not None else None,
+        val_injected_family=state["val_injected_family"].numpy() if injected is not None else np.zeros(0, np.int64),
     )
+    for note in graphs.notes():
+        say(note)
+    return graphs
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -182,36 +218,78 @@ def _build_train(cfg: PipelineConfig, recs: list[Recording]) -> dict:
     kept, dups = _read_unique(cfg, recs)
     vocab = np.unique(np.concatenate([m.id for _, m in kept])) if kept else np.zeros(0, np.uint32)
     names = [r.key for r, _ in kept]
+    inject = cfg.data.val_injection
 
-    def one(i: int) -> tuple[WindowGraphs, WindowGraphs]:
-        m = kept[i][1]
+    def one(i: int) -> tuple[WindowGraphs, WindowGraphs, WindowGraphs, np.ndarray, np.ndarray, list, str]:
+        r, m = kept[i]
         n = len(m)
         cut = n - int(round(n * cfg.data.val_fraction))  # the validation part is the recording's last messages
-        ctx = recording_context(m)
+        # training labels may steer the calibration part away from a labelled attack (never test labels)
+        calib, rule = calibration_range(n, m.label, W)
+        ctx = recording_context(m, calib)
+        inj_g, fam, orig = empty_graphs(), np.zeros(0, np.int64), np.zeros(0, bool)
+        if inject and cut < n:
+            inj = inject_tail(m, ctx, cut, W, cfg.data.injection_seed, r.key, first=i)
+            if inj.bursts:
+                im = inj.messages
+                inj_g = build_window_graphs(im, W, S, vocab, i, lo=cut, hi=len(im), ctx=recording_context(im, calib))
+                cols = inj_g.start[:, None] + np.arange(W)[None, :]
+                fam = inj.family[cols].max(axis=1).astype(np.int64) if len(cols) else fam
+                orig = np.asarray(inj.original_attack[cols].any(axis=1)) if len(cols) else orig
         return (
             build_window_graphs(m, W, S, vocab, recording=i, lo=0, hi=cut, ctx=ctx),
             build_window_graphs(m, W, S, vocab, recording=i, lo=cut, hi=n, ctx=ctx),
+            inj_g,
+            fam,
+            orig,
+            list(calib),
+            rule,
         )
 
     with _pool() as pool:
         parts = list(pool.map(one, range(len(kept))))
-    return {
-        "train": GraphSet.from_windows(WindowGraphs.concat([p[0] for p in parts]), names).state(),
-        "val": GraphSet.from_windows(WindowGraphs.concat([p[1] for p in parts]), names).state(),
+    calibration = {names[i]: p[5] for i, p in enumerate(parts)}
+    state = {
+        "train": GraphSet.from_windows(WindowGraphs.concat([p[0] for p in parts]), names, calibration).state(),
+        "val": GraphSet.from_windows(WindowGraphs.concat([p[1] for p in parts]), names, calibration).state(),
         "vocab": torch.from_numpy(vocab.astype(np.int64)),
         "duplicates": dups,
+        "digests": {names[i]: m.digest() for i, (_, m) in enumerate(kept) if len(m)},
+        "empty": [r.key for r, m in kept if len(m) == 0],
+        "calibration_rule": {names[i]: p[6] for i, p in enumerate(parts) if p[6] != CALIBRATION_RULES[0]},
         "feature_version": FEATURE_VERSION,
     }
+    if inject:
+        fam = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64)
+        orig = np.concatenate([p[4] for p in parts]) if parts else np.zeros(0, bool)
+        keep = np.flatnonzero((fam > 0) & ~orig)  # an injected attack, and no attack of the recording itself
+        all_inj = GraphSet.from_windows(WindowGraphs.concat([p[2] for p in parts]), names, calibration)
+        state["val_injected"] = all_inj.subset(keep).state()
+        state["val_injected_family"] = torch.from_numpy(fam[keep])
+    return state
 
 
-def _build_split(cfg: PipelineConfig, recs: list[Recording], vocab: np.ndarray) -> dict:
+def _build_split(cfg: PipelineConfig, recs: list[Recording], vocab: np.ndarray, train_digests: dict) -> dict:
     W, S = cfg.data.window, cfg.data.stride
     kept, dups = _read_unique(cfg, recs)
+    by_digest = {d: name for name, d in train_digests.items()}
+    shared = {}
+    for r, m in kept:
+        twin = by_digest.get(m.digest()) if len(m) else None
+        if twin is not None:  # the same recording on both sides would report training data as a test result
+            shared[r.key] = twin
+    kept = [(r, m) for r, m in kept if r.key not in shared]
     with _pool() as pool:
         parts = list(pool.map(lambda i: build_window_graphs(kept[i][1], W, S, vocab, recording=i), range(len(kept))))
     graphs = WindowGraphs.concat(parts) if parts else empty_graphs()
+    calibration = {r.key: [0, calibration_size(len(m))] for r, m in kept}
+    # reported, never used: test labels steer no feature and no calibration
+    share = {r.key: float(m.label[: calibration_size(len(m))].mean()) for r, m in kept if len(m)}
     return {
-        "graphs": GraphSet.from_windows(graphs, [r.key for r, _ in kept]).state(),
+        "graphs": GraphSet.from_windows(graphs, [r.key for r, _ in kept], calibration).state(),
         "duplicates": dups,
+        "shared": shared,
+        "empty": [r.key for r, m in kept if len(m) == 0],
+        "calibration_attack_share": {k: v for k, v in share.items() if v > 0},
         "feature_version": FEATURE_VERSION,
     }

@@ -48,10 +48,15 @@ class GraphSet:
     start: torch.Tensor  # long [G] first message of the window in its time-sorted recording
     recording_index: torch.Tensor  # long [G] index into recordings
     recordings: list[str] = field(default_factory=list)  # "<split>/<recording>"
+    # recording -> [lo, hi) of its messages that calibrate its baselines (windows.calibration_range); absent for
+    # graph sets from older caches: then the first CALIBRATION_FRACTION of the recording's windows
+    calibration: dict[str, list[int]] = field(default_factory=dict)
 
     # --- construction / persistence ---------------------------------------------------------------------------------
     @classmethod
-    def from_windows(cls, g: WindowGraphs, recordings: list[str]) -> GraphSet:
+    def from_windows(
+        cls, g: WindowGraphs, recordings: list[str], calibration: dict[str, list[int]] | None = None
+    ) -> GraphSet:
         return cls(
             x=torch.from_numpy(np.ascontiguousarray(g.x, np.float32)),
             node_id=torch.from_numpy(g.node_id.astype(np.int64, copy=False)),
@@ -64,14 +69,23 @@ class GraphSet:
             start=torch.from_numpy(g.start.astype(np.int64, copy=False)),
             recording_index=torch.from_numpy(g.recording.astype(np.int64, copy=False)),
             recordings=list(recordings),
+            calibration=dict(calibration or {}),
         )
 
     def state(self) -> dict:
-        return {**{k: getattr(self, k) for k in _TENSOR_FIELDS}, "recordings": list(self.recordings)}
+        return {
+            **{k: getattr(self, k) for k in _TENSOR_FIELDS},
+            "recordings": list(self.recordings),
+            "calibration": {k: list(v) for k, v in self.calibration.items()},
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> GraphSet:
-        return cls(**{k: state[k] for k in _TENSOR_FIELDS}, recordings=list(state["recordings"]))
+        return cls(
+            **{k: state[k] for k in _TENSOR_FIELDS},
+            recordings=list(state["recordings"]),
+            calibration={k: [int(a) for a in v] for k, v in state.get("calibration", {}).items()},
+        )
 
     # --- what the training loop reads -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -123,6 +137,7 @@ class GraphSet:
             start=self.start[t(idx)],
             recording_index=self.recording_index[t(idx)],
             recordings=list(self.recordings),
+            calibration=dict(self.calibration),
         )
 
     def batch(self, indices: Indices) -> Batch:
@@ -213,6 +228,33 @@ class DatasetGraphs:
     stride: int
     build_seconds: dict[str, float] = field(default_factory=dict)  # per part; 0 when read from the cache
     duplicates: dict[str, str] = field(default_factory=dict)  # recording skipped -> the identical one kept
+    # dataset quirks, said rather than hidden (docs/data.md, "Dataset quirks")
+    missing_splits: list[str] = field(default_factory=list)  # registered test splits with no recording on disk
+    shared: dict[str, str] = field(default_factory=dict)  # test recording dropped -> the identical training one
+    empty: list[str] = field(default_factory=list)  # recordings with no message at all
+    calibration_rule: dict[str, str] = field(default_factory=dict)  # recording -> rule, when not the first part
+    calibration_attack_share: dict[str, float] = field(default_factory=dict)  # labelled attack share of calibration
+    # synthetic subtle attacks in the validation tails (kdgat_core.data.injection): only the attack windows
+    val_injected: GraphSet | None = None
+    val_injected_family: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # 1 + FAMILIES index
+
+    def notes(self) -> list[str]:
+        """One sentence per quirk of this dataset (empty when there is none)."""
+        out = []
+        if self.missing_splits:
+            out.append(f"test scenarios with no recording on disk: {', '.join(self.missing_splits)}")
+        for test, train in self.shared.items():
+            out.append(f"{test} equals training recording {train}: left out of its test scenario")
+        if self.empty:
+            out.append(f"recordings with no message: {', '.join(self.empty)}")
+        for rec, rule in self.calibration_rule.items():
+            out.append(f"{rec}: labelled attacks in its calibration part, calibrated by rule '{rule}'")
+        for rec, share in self.calibration_attack_share.items():
+            if rec not in self.calibration_rule:
+                out.append(
+                    f"{rec}: {100 * share:.2f}% of its calibration part is labelled attack (test labels steer nothing)"
+                )
+        return out
 
     @property
     def num_ids(self) -> int:

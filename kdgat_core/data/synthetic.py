@@ -25,7 +25,8 @@ DOS_ID = 0x000
 DOS_PERIOD_S = 0.0003
 FUZZ_PERIOD_S = 0.0005
 SPOOF_PERIOD_S = 0.001
-ATTACKS = ("DoS", "fuzzing", "spoofing", "malfunction")
+ATTACKS = ("DoS", "fuzzing", "spoofing", "malfunction", "replay")
+REPLAY_FACTOR = 2  # replay: a legitimate id's own frames sent again, this many times its normal rate
 # (start, end) of the attack bursts as fractions of the recording; the last one lies in the validation tail too
 BURSTS = ((0.20, 0.27), (0.50, 0.57), (0.85, 0.92))
 
@@ -133,6 +134,20 @@ def generate_recording(
         payload[hit, 1] = rng.integers(0, 256, hit.sum()).astype(np.uint8)
         dlc[hit] = 8
         label[hit] = 1
+    elif attack == "replay":
+        # timing only: one frequent id's own latest genuine frame sent again between its frames (hcrl_sa-like
+        # "malfunction" floods are this at 10x); payloads, ids and the other ids' timing stay normal
+        frequent = vehicle.ids[vehicle.periods <= np.median(vehicle.periods)]
+        victim = frequent[int(rng.integers(len(frequent)))]
+        period = float(vehicle.periods[vehicle.ids == victim][0]) / REPLAY_FACTOR
+        at = _burst_times(duration, period, rng)
+        own = np.flatnonzero(ids == victim)
+        src = own[np.clip(np.searchsorted(ts[own], at) - 1, 0, len(own) - 1)]
+        ts = np.concatenate([ts, at])
+        ids = np.concatenate([ids, ids[src]])
+        payload = np.concatenate([payload, payload[src]])
+        dlc = np.concatenate([dlc, dlc[src]])
+        label = np.concatenate([label, np.ones(at.size, np.uint8)])
     elif attack is not None:
         period = {"DoS": DOS_PERIOD_S, "fuzzing": FUZZ_PERIOD_S, "spoofing": SPOOF_PERIOD_S}[attack]
         at = _burst_times(duration, period, rng)

@@ -17,10 +17,12 @@ import numpy as np
 from kdgat_core.data.canonical import Messages
 
 # Enters every graph cache key: bump it whenever a feature's definition changes.
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 # The first 15% of each recording's messages calibrate the per-vehicle baselines (an id's usual period, its share of
 # traffic, the bus's usual message gap), as an IDS would learn a car's normal traffic when it starts watching it.
-# Every hcrl_sa recording's first attack comes later (17-48% of the way in); an attack inside it would blunt them.
+# Every hcrl_sa recording's first attack comes later (17-48% of the way in); an attack inside it would blunt them, so a
+# training recording whose first 15% holds labelled attacks calibrates on its earliest attack-free stretch instead
+# (calibration_range).
 CALIBRATION_FRACTION = 0.15
 
 NODE_FEATURES: tuple[str, ...] = (
@@ -159,6 +161,8 @@ class RecordingContext:
     msg_gap_rel: np.ndarray  # float64 [n-1] clipped log2(msg_gap / median msg_gap)
     rank: np.ndarray  # int64 [n] rank of the message's id among the recording's distinct ids
     num_ids: int  # distinct ids in the recording
+    period: np.ndarray  # float64 [num_ids] each id's calibration period (NaN: no repeat in the calibration part)
+    ids: np.ndarray  # uint32 [num_ids] the recording's distinct ids (rank order)
 
 
 def _log_ratio(num: np.ndarray, den: np.ndarray | float) -> np.ndarray:
@@ -199,7 +203,8 @@ def _bytes_differing(payload_sorted: np.ndarray) -> np.ndarray:
     return np.bitwise_count(nonzero)
 
 
-def recording_context(m: Messages) -> RecordingContext:
+def recording_context(m: Messages, calib: tuple[int, int] | None = None) -> RecordingContext:
+    """`calib`: [lo, hi) of the messages that calibrate the baselines (default: the first calibration_size(n))."""
     n = len(m)
     ts = m.timestamp
     uniq, rank, counts = id_ranks(m.id)
@@ -218,11 +223,11 @@ def recording_context(m: Messages) -> RecordingContext:
         changed_sorted[1:] = _bytes_differing(m.payload[by_id]) / 8.0
     changed_sorted[first_of_id] = 0.0
 
-    calib = calibration_size(n)
+    c_lo, c_hi = calib if calib is not None else (0, calibration_size(n))
     # the id's usual period: median of its gaps inside the calibration part (first occurrences excluded);
     # one sort of (id, gap) packed in a float
     period = np.full(R, np.nan)
-    rep = ~first_of_id & (by_id < calib)
+    rep = ~first_of_id & (by_id >= c_lo) & (by_id < c_hi)
     if rep.any():
         g_r, g_v = r_sorted[rep], gap_sorted[rep]
         span = float(g_v.max()) * 2.0 + 1.0
@@ -243,15 +248,44 @@ def recording_context(m: Messages) -> RecordingContext:
     changed = np.empty(n, np.float32)
     changed[by_id] = changed_sorted
     msg_gap = np.diff(ts)
-    med = float(np.median(msg_gap[: max(calib - 1, 1)])) if msg_gap.size else 0.0
+    gaps = msg_gap[c_lo : max(c_hi - 1, c_lo + 1)]
+    med = float(np.median(gaps)) if gaps.size else 0.0
     msg_gap_rel = _log_ratio(msg_gap, med if med > 0 else np.nan)
-    calib_share = np.bincount(rank[:calib], minlength=R) / max(calib, 1)
-    return RecordingContext(gap_prev, gap_rel, changed, calib_share[rank], msg_gap, msg_gap_rel, rank, R)
+    calib_share = np.bincount(rank[c_lo:c_hi], minlength=R) / max(c_hi - c_lo, 1)
+    return RecordingContext(
+        gap_prev, gap_rel, changed, calib_share[rank], msg_gap, msg_gap_rel, rank, R, period, uniq.astype(np.uint32)
+    )
 
 
 def calibration_size(n: int) -> int:
     """How many leading messages of an n-message recording calibrate its baselines."""
     return min(n, max(2, int(n * CALIBRATION_FRACTION)))
+
+
+def calibration_range(n: int, label: np.ndarray | None = None, window: int = 2) -> tuple[tuple[int, int], str]:
+    """[lo, hi) of the messages that calibrate an n-message recording, and why (CALIBRATION_RULES).
+
+    Default: its first calibration_size(n) messages. With labels (training recordings only: test labels never steer
+    a feature) and a labelled attack in that part: the earliest attack-free stretch of the same length; if none is
+    that long, the longest attack-free stretch when it holds at least `window` messages; else the default part."""
+    c = calibration_size(n)
+    if label is None or n == 0 or not label[:c].any():
+        return (0, c), CALIBRATION_RULES[0]
+    attack = np.flatnonzero(label)
+    lo = np.concatenate([[0], attack + 1])
+    length = np.concatenate([attack, [n]]) - lo
+    long_enough = np.flatnonzero(length >= c)
+    if long_enough.size:
+        start = int(lo[long_enough[0]])
+        return (start, start + c), CALIBRATION_RULES[1]
+    i = int(np.argmax(length))
+    if length[i] >= window:
+        return (int(lo[i]), int(lo[i] + length[i])), CALIBRATION_RULES[2]
+    return (0, c), CALIBRATION_RULES[3]
+
+
+# why a recording calibrates where it does (calibration_range); anything but the first is a dataset quirk, reported
+CALIBRATION_RULES = ("first_part", "earliest_attack_free", "longest_attack_free", "attacked_no_fallback")
 
 
 def _segment_mean(groups: np.ndarray, count: np.ndarray, *values: np.ndarray) -> list[np.ndarray]:

@@ -4,6 +4,7 @@ Real sbatch/squeue/sacct/scancel behind one small interface, or the local execut
 Importing this package never imports torch, torch_geometric, mlflow or the query layer (the TUI calls `job_table`).
 """
 
+from kdgat_core.slurm.accounting import JobUsage, job_usage
 from kdgat_core.slurm.queue import JobRow, RunsReader, cancel, ended_jobs, job_logs, job_table
 from kdgat_core.slurm.render import ClusterSettings, RenderedJob, prepare_job, render_sbatch
 from kdgat_core.slurm.resources import Resources, resolve_resources
@@ -17,6 +18,7 @@ __all__ = [
     "ClusterSettings",
     "Job",
     "JobRow",
+    "JobUsage",
     "PlannedJob",
     "RenderedJob",
     "Resources",
@@ -26,6 +28,7 @@ __all__ = [
     "ended_jobs",
     "job_logs",
     "job_table",
+    "job_usage",
     "plan_pipeline",
     "prepare_job",
     "queue",

@@ -18,10 +18,10 @@ from kdgat_core.config import KdgatError, RunStatus, Settings, load_settings
 from kdgat_core.slurm.local import LOCAL_PREFIX, LocalScheduler
 from kdgat_core.slurm.render import ClusterSettings, absolute_tracking_uri, artifact_root
 from kdgat_core.slurm.resources import check
-from kdgat_core.slurm.scheduler import Job, SlurmScheduler, shared_slurm
+from kdgat_core.slurm.scheduler import Job, SlurmScheduler, reason_words, shared_slurm
 from kdgat_core.slurm.submit import LOCAL_JOBS_DIR, read_submissions
 
-JOB_COLUMNS = ("job", "name", "state", "run", "elapsed", "node", "reason", "run_id", "metric")
+JOB_COLUMNS = ("job", "name", "state", "run", "elapsed", "node", "reason", "why", "run_id", "metric")
 
 
 @dataclass
@@ -40,6 +40,7 @@ class JobRow:
     raw_id: str = ""
     executor: str = ""
     exit_code: str = ""
+    why: str = ""  # the reason in words, e.g. 'waiting for CPUs, memory or GPUs to free up'
 
     def to_dict(self) -> dict[str, str]:
         return {c: getattr(self, c) for c in JOB_COLUMNS}
@@ -140,6 +141,7 @@ def job_table(
                 raw_id=job.raw_id,
                 executor=job.source,
                 exit_code=job.exit_code,
+                why=reason_words(job.reason),
             )
         )
     return rows

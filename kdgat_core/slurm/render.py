@@ -190,6 +190,7 @@ class RenderedJob:
     resources: Resources
     array: str | None
     template: str
+    variant: str | None = None  # the preset variant whose resource defaults applied (tiny, cpu)
 
 
 def preprocess_command(cfg: PipelineConfig, executable: str) -> list[str]:
@@ -219,6 +220,8 @@ def prepare_job(
     tracking_uri: str | None = None,
     workdir: str | None = None,
     preprocess: bool = False,
+    variant: str | None = None,
+    exports: Mapping[str, str] | None = None,
 ) -> RenderedJob:
     """Validate everything that goes into the script, then render the stage's template.
 
@@ -231,7 +234,7 @@ def prepare_job(
     if isinstance(resources, Resources):
         res = resources.validated()
     else:
-        res = resolve_resources(kind, cfg.model_size, cluster.raw, resources)
+        res = resolve_resources(kind, cfg.model_size, cluster.raw, resources, variant=variant)
     if array is not None:
         if preprocess:
             raise KdgatError("A preprocessing job has no seeds to spread over an array.")
@@ -269,7 +272,7 @@ def prepare_job(
             "setup": cluster.setup,
             "venv": cluster.venv,
             "conda_env": cluster.conda_env,
-            "exports": cluster.exports,
+            "exports": {**cluster.exports, **dict(exports or {})},
         },
         "tracking_uri": absolute_tracking_uri(tracking_uri, settings),
         "workdir": workdir or cluster.workdir or str(Path.cwd()),
@@ -288,6 +291,7 @@ def prepare_job(
         resources=res,
         array=array,
         template=template,
+        variant=variant,
     )
 
 

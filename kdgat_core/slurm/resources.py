@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kdgat_core.config import PREPROCESS_JOB, KdgatError, ModelSize, Stage
+from kdgat_core.config import PREPROCESS_JOB, PRESET_VARIANTS, KdgatError, ModelSize, Stage
 
 # Published pipeline: each training stage 6 h, 128 GB, 16 CPUs, 1 GPU; evaluation 2 h, 32 GB, 8 CPUs, 1 GPU;
 # preprocessing (window graphs into the cache) needs no GPU: give it a CPU partition in [cluster.resources.preprocess].
@@ -28,6 +28,13 @@ DEFAULT_RESOURCES: dict[tuple[str, str], dict[str, Any]] = {
     **{(Stage.EVALUATION.value, size.value): dict(_EVALUATION) for size in ModelSize},
     **{(PREPROCESS_JOB, size.value): dict(_PREPROCESS) for size in ModelSize},
 }
+# A preset variant's models are small: its jobs ask for what they use (a tiny CPU model asks for no GPU), applied over
+# the stage default and under kdgat.toml, so a request fits a laptop-sized node and never waits for a GPU it cannot use.
+VARIANT_RESOURCES: dict[str, dict[str, Any]] = {
+    "tiny": {"time": "00:30:00", "mem": "3G", "cpus": 1, "gpus": 0},
+    "cpu": {"time": "02:00:00", "mem": "8G", "cpus": 2, "gpus": 0},
+}
+assert set(VARIANT_RESOURCES) <= set(PRESET_VARIANTS), "resource defaults for a variant config.py does not define"
 JOB_KINDS = (*Stage.values(), PREPROCESS_JOB)  # the sub-tables [cluster.resources.<kind>] may name
 
 # One pattern per directive value; anything else is refused before it reaches a script.
@@ -158,14 +165,18 @@ def resolve_resources(
     model_size: str | ModelSize,
     cluster: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    variant: str | None = None,
 ) -> Resources:
-    """Built-in default < [cluster.resources] < [cluster.resources.<stage>] < [...<stage>.<size>] < overrides.
+    """Built-in default < the preset variant's < [cluster.resources] < [cluster.resources.<stage>] <
+    [...<stage>.<size>] < overrides.
 
-    `stage` is a Stage or PREPROCESS_JOB."""
+    `stage` is a Stage or PREPROCESS_JOB; `variant` the preset's variant (tiny, cpu), if any."""
     stage = str(stage) if str(stage) == PREPROCESS_JOB else Stage.parse(str(stage), "stage").value
     size = ModelSize.parse(str(model_size), "model size").value
     res = Resources()
     _apply(res, DEFAULT_RESOURCES[(stage, size)], "the built-in defaults")
+    if variant:
+        _apply(res, VARIANT_RESOURCES.get(variant, {}), f"the {variant} preset's defaults")
     table = (cluster or {}).get("resources") or {}
     if not isinstance(table, dict):
         raise KdgatError("kdgat.toml: [cluster.resources] must be a table.")

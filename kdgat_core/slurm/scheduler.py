@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Protocol
 
 from kdgat_core.config import KdgatError
-from kdgat_core.slurm.resources import check
+from kdgat_core.slurm.capacity import NodeCapacity, parse_sinfo, unmet_request
+from kdgat_core.slurm.resources import Resources, check
 
 # States after which a job can no longer update its run.
 ENDED_STATES = frozenset(
@@ -57,6 +58,37 @@ QUEUE_CACHE_SECONDS = 3.0
 HISTORY_WINDOW = "now-7days"
 _SEP = "\x1f"  # unit separator: cannot appear in a job name kdgat validated, unlike '|'
 COMMAND_TIMEOUT = 30
+NODES_CACHE_SECONDS = 60.0
+# Why a job waits, in words (SLURM's reason codes, `squeue %r`); the code is kept beside them.
+REASON_WORDS = {
+    "Priority": "waiting its turn: jobs of higher priority are ahead",
+    "Resources": "waiting for CPUs, memory or GPUs to free up",
+    "Dependency": "waiting for the jobs it depends on to finish",
+    "DependencyNeverSatisfied": "will never start: a job it depends on failed",
+    "PartitionConfig": "will never start: it asks for more than any node of its partition has",
+    "BadConstraints": "will never start: no node has the requested features together",
+    "ReqNodeNotAvail": "the nodes it needs are down, drained or reserved",
+    "PartitionTimeLimit": "will never start: its time limit is above the partition's",
+    "PartitionNodeLimit": "will never start: it asks for more nodes than the partition allows",
+    "PartitionDown": "its partition is down",
+    "PartitionInactive": "its partition is inactive",
+    "NodeDown": "a node it needs is down",
+    "BeginTime": "its start time has not come yet",
+    "JobHeldUser": "held by its owner (scontrol release)",
+    "JobHeldAdmin": "held by an administrator",
+    "InvalidAccount": "will never start: the account is not valid",
+    "InvalidQOS": "will never start: the QOS is not valid",
+    "QOSMaxJobsPerUserLimit": "waiting: you have as many jobs running as the QOS allows",
+    "QOSMaxCpuPerUserLimit": "waiting: your running jobs use all the CPUs the QOS allows",
+    "QOSMaxGRESPerUser": "waiting: your running jobs use all the GPUs the QOS allows",
+    "AssocGrpCpuLimit": "waiting: the account's CPU limit is reached",
+    "AssocGrpGRES": "waiting: the account's GPU limit is reached",
+    "AssocMaxJobsLimit": "waiting: the account's job limit is reached",
+    "AssocGrpMemLimit": "waiting: the account's memory limit is reached",
+    "launch failed requeued held": "its launch failed; it is held after a requeue",
+    "Reservation": "waiting for its reservation to start",
+    "Licenses": "waiting for licenses",
+}
 
 
 @dataclass
@@ -137,6 +169,7 @@ class SlurmScheduler:
         self.cache_seconds = cache_seconds
         self.user = user or getpass.getuser()
         self._cache: tuple[float, list[Job]] | None = None
+        self._nodes: tuple[float, list[NodeCapacity]] | None = None
         self._lock = threading.Lock()
         self.calls = {"squeue": 0, "sacct": 0}  # how many scheduler calls refreshes cost (tests and benchmarks read it)
 
@@ -243,6 +276,36 @@ class SlurmScheduler:
             )
         return jobs
 
+    def nodes(self) -> list[NodeCapacity]:
+        """Every node of every partition (one sinfo call, kept a minute: partitions rarely change)."""
+        if self._nodes is not None and time.monotonic() - self._nodes[0] < NODES_CACHE_SECONDS:
+            return self._nodes[1]
+        proc = _run(["sinfo", "-h", "-N", "-o", "%P|%N|%c|%m|%G|%l"], "sinfo")
+        nodes = parse_sinfo(proc.stdout) if proc.returncode == 0 else []
+        self._nodes = (time.monotonic(), nodes)
+        return nodes
+
+    def check_request(self, resources: Resources, script_path: Path | None = None) -> None:
+        """Refuse a request no node of its partition can ever satisfy (else sbatch queues it to wait for good).
+
+        sinfo answers for CPUs, memory, GPUs and time; a node feature constraint is left to `sbatch --test-only`."""
+        problem = unmet_request(
+            partition=resources.partition,
+            cpus=resources.cpus,
+            mem=resources.mem,
+            gres=resources.gres_request,
+            time=resources.time,
+            nodes=self.nodes(),
+        )
+        if problem:
+            raise KdgatError(problem)
+        if script_path is not None and resources.constraint:
+            proc = _run(["sbatch", "--test-only", str(script_path)], "sbatch --test-only")
+            if proc.returncode != 0:
+                raise KdgatError(
+                    f"sbatch --test-only says this job can never start: {_first_line(proc.stderr or proc.stdout)}."
+                )
+
     def cancel(self, job_ids: Iterable[str]) -> None:
         ids = [check("dependency_id", j, "job id") for j in job_ids]
         if not ids:
@@ -282,6 +345,18 @@ def shown_reason(state: str, reason: str, node: str) -> str:
     if reason in ("", "None"):
         return ""
     return reason if state == "PENDING" or (state == "CANCELLED" and not node) else ""
+
+
+def reason_words(reason: str) -> str:
+    """A pending job's reason code in words (`Resources` -> 'waiting for CPUs, memory or GPUs to free up')."""
+    if not reason:
+        return ""
+    words = REASON_WORDS.get(reason) or REASON_WORDS.get(reason.split(",")[0].strip())
+    if words:
+        return words
+    if reason.startswith(("QOS", "Assoc")):
+        return "waiting for a limit of your account or QOS"
+    return reason
 
 
 def _prefer_live(history: Job, live: Job) -> Job:

@@ -30,7 +30,7 @@ from kdgat_core.config import (
 )
 from kdgat_core.slurm.executor import scheduler_for
 from kdgat_core.slurm.render import ClusterSettings, RenderedJob, artifact_root, prepare_job
-from kdgat_core.slurm.resources import check
+from kdgat_core.slurm.resources import Resources, check
 from kdgat_core.slurm.scheduler import Scheduler
 
 JOBS_FILE = "kdgat_jobs.jsonl"
@@ -107,12 +107,15 @@ def submit(
     after: Sequence[str] | None = None,
     array: str | None = None,
     dry_run: bool = False,
-    resources: Mapping[str, Any] | None = None,
+    resources: Mapping[str, Any] | Resources | None = None,
     settings: Settings | None = None,
     tracking_uri: str | None = None,
     executor: str | None = None,
     scheduler: Scheduler | None = None,
     preprocess: bool = False,
+    variant: str | None = None,
+    extra_record: Mapping[str, Any] | None = None,
+    exports: Mapping[str, str] | None = None,
 ) -> Submission:
     """Render the stage's script and hand it to the scheduler (sbatch --parsable, or the local executor).
 
@@ -121,7 +124,16 @@ def submit(
     settings = settings or load_settings()
     if cfg.kd.enabled and not cfg.kd.teacher_run_id:
         cfg.kd.teacher_run_id = TEACHER_AUTO
-    job = prepare_job(cfg, resources, settings, array=array, tracking_uri=tracking_uri, preprocess=preprocess)
+    job = prepare_job(
+        cfg,
+        resources,
+        settings,
+        array=array,
+        tracking_uri=tracking_uri,
+        preprocess=preprocess,
+        variant=variant,
+        exports=exports,
+    )
     after = [str(a) for a in (after or [])]
     if dry_run:
         return Submission(job=job, after=after)
@@ -132,6 +144,13 @@ def submit(
         raise KdgatError(f"Cannot create the job's folder {job.folder}: {exc.strerror or exc}.") from None
     draft = job.folder / f"sbatch-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.sh"
     draft.write_text(job.script)
+    check_request = getattr(sched, "check_request", None)
+    if check_request is not None:  # a request no node can ever run would wait in the queue for good
+        try:
+            check_request(job.resources, draft)
+        except KdgatError:
+            draft.unlink(missing_ok=True)
+            raise
     job_id = sched.submit(
         draft, after=after, array=job.array, job_name=job.run_name, output=job.output, error=job.error
     )
@@ -152,6 +171,12 @@ def submit(
             "kd": cfg.kd.enabled,
             "array": job.array,
             "after": after,
+            "variant": variant,
+            "template": job.template,
+            "resources": {k: v for k, v in job.resources.to_dict().items() if k != "gres_request"},
+            "overrides": cfg.diff_overrides(),
+            "teacher": cfg.kd.teacher_run_id if cfg.kd.enabled else None,
+            **dict(extra_record or {}),
             "script": str(script_path),
             "output": job.output,
             "error": job.error,
@@ -169,6 +194,7 @@ class PlannedJob:
     cfg: PipelineConfig
     after: list[str]
     preprocess: bool = False  # the data-preparation head of the DAG rather than a stage
+    variant: str | None = None
 
     @property
     def key(self) -> str:
@@ -201,7 +227,7 @@ def plan_pipeline(
         first = preset(
             f"{STAGE_ARCH[Stage.AUTOENCODER]},{wanted_sizes[0]}" + (f",{variant}" if variant else ""), dataset=dataset
         )
-        head = PlannedJob(cfg=first.override(overrides), after=[], preprocess=True)
+        head = PlannedJob(cfg=first.override(overrides), after=[], preprocess=True, variant=variant)
         plan.append(head)
     by_key: dict[tuple[ModelSize, Stage], PlannedJob] = {}
     for size in wanted_sizes:
@@ -220,7 +246,7 @@ def plan_pipeline(
             teacher = by_key.get((ModelSize.TEACHER, stage))
             if distilled and teacher is not None:  # its `--teacher auto` must find this pipeline's teacher run
                 after.append(teacher.key)
-            node = PlannedJob(cfg=cfg, after=after)
+            node = PlannedJob(cfg=cfg, after=after, variant=variant)
             plan.append(node)
             by_key[(size, stage)] = node
             previous = node
@@ -247,9 +273,14 @@ def submit_pipeline(
     settings = settings or load_settings()
     plan = plan_pipeline(dataset, sizes, kd, variant, overrides, stages, preprocess)
     # render everything first: a bad value stops the whole pipeline before any job is queued
-    for node in plan:
-        prepare_job(node.cfg, resources, settings, tracking_uri=tracking_uri, preprocess=node.preprocess)
     sched = None if dry_run else scheduler_from_settings(settings, tracking_uri, executor)
+    check_request = getattr(sched, "check_request", None)
+    for node in plan:
+        job = prepare_job(
+            node.cfg, resources, settings, tracking_uri=tracking_uri, preprocess=node.preprocess, variant=node.variant
+        )
+        if check_request is not None:  # a job no node can run would hold up the whole DAG: refuse before any sbatch
+            check_request(job.resources, None)
     ids: dict[str, str] = {}
     out: list[Submission] = []
     try:
@@ -264,6 +295,7 @@ def submit_pipeline(
                 tracking_uri=tracking_uri,
                 scheduler=sched,
                 preprocess=node.preprocess,
+                variant=node.variant,
             )
             sub.after = node.after if dry_run else parents
             if sub.job_id:

@@ -12,22 +12,47 @@ the validation normal windows, as an IDS is deployed with a false-alarm budget. 
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 import numpy as np
 import torch
 
-from kdgat_core.config import Arch, KdgatError, Metric, PipelineConfig, Stage, prerequisite_tag, scenario_metric
+from kdgat_core.config import (
+    ATTACK_SHARE,
+    TIMING_SCORE,
+    UNDEFINED_METRICS_TAG,
+    Arch,
+    KdgatError,
+    Metric,
+    PipelineConfig,
+    Stage,
+    prerequisite_tag,
+    scenario_metric,
+)
 from kdgat_core.models import CANGraphGAT, CANGraphVGAE
 from kdgat_core.stages import plots
-from kdgat_core.stages.fusion import DECISION, load_fusion, model_outputs
-from kdgat_core.stages.metrics import classification_metrics, fpr_budget_threshold, headline
+from kdgat_core.stages.fusion import DECISION, concat_inputs, load_fusion, model_outputs, validation_parts
+from kdgat_core.stages.metrics import classification_metrics, fpr_budget_threshold, headline, undefined
 from kdgat_core.stages.prerequisites import load_run_model, resolve_prerequisite
 from kdgat_core.stages.scoring import VGAECalibration, gat_hides_ids
 
 FUSION = "fusion"
 SINGLE_MODEL_METRICS = (Metric.F1, Metric.ACCURACY, Metric.AUC)
 THRESHOLD_RULES = ("fixed", "fpr_budget")
+log = logging.getLogger(__name__)
+
+
+def without_nan(obj: Any) -> Any:
+    """NaN (an undefined metric) as None, so metrics.json is valid JSON that says 'undefined', not a number."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: without_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [without_nan(v) for v in obj]
+    return obj
 
 
 def check_threshold_rule(rule: str, budget: float) -> None:
@@ -68,49 +93,81 @@ def run_evaluation(
     )
     vgae, vmeta = load_run_model(vgae_run, tracking_uri, CANGraphVGAE, graphs, device)
     gat, gmeta = load_run_model(gat_run, tracking_uri, CANGraphGAT, graphs, device)
-    cal = VGAECalibration.from_dict(vmeta["calibration"])
+    # the fusion run's calibrations (chosen on validation with its synthetic subtle attacks), else the VGAE run's
+    cals = fmeta.get("calibrations") or {}
+    cal = VGAECalibration.from_dict(cals.get(Arch.VGAE.value, vmeta["calibration"]))
+    tcal = VGAECalibration.from_dict(cals[TIMING_SCORE]) if TIMING_SCORE in cals else None
     if not graphs.test:
         raise KdgatError(f"Dataset {cfg.dataset} has no test scenarios to evaluate.")
+    notes = graphs.notes() if hasattr(graphs, "notes") else []
+    for note in notes:
+        log.warning("%s: %s", cfg.dataset, note)
 
     hide_ids = gat_hides_ids(gmeta)
-    val = model_outputs(vgae, gat, cal, graphs.val, device, cfg.data.window, related=(graphs.train,), hide_ids=hide_ids)
+    W = cfg.data.window
+    val = concat_inputs(
+        [
+            model_outputs(vgae, gat, cal, part, device, W, (graphs.train,), hide_ids, tcal)
+            for part, _ in validation_parts(graphs)
+        ]
+    )
     val_fused, _ = policy.fuse(val)
-    # float64 throughout, so a threshold just above a float32 score is not rounded back onto it
-    val_scores = {
-        name: np.asarray(s, dtype=np.float64)
-        for name, s in ((FUSION, val_fused), (Arch.GAT.value, val.p_gat), (Arch.VGAE.value, val.s_vgae))
+    singles_of = lambda inp: {  # noqa: E731
+        Arch.GAT.value: np.asarray(inp.p_gat, np.float64),
+        Arch.VGAE.value: np.asarray(inp.s_vgae, np.float64),
+        **({TIMING_SCORE: np.asarray(inp.s_timing, np.float64)} if inp.s_timing is not None else {}),
     }
+    # float64 throughout, so a threshold just above a float32 score is not rounded back onto it
+    val_scores = {FUSION: np.asarray(val_fused, dtype=np.float64), **singles_of(val)}
     thr = decision_thresholds(cfg.eval.threshold, cfg.eval.fpr_budget, val.y, val_scores)
     val_m = {name: classification_metrics(val.y, s >= thr[name], s) for name, s in val_scores.items()}
     final: dict[str, float] = {Metric.THRESHOLD.value: thr[FUSION]}
-    for name in (Arch.GAT.value, Arch.VGAE.value):
-        final[f"{name}_{Metric.THRESHOLD}"] = thr[name]
+    for name in val_scores:
+        if name != FUSION:
+            final[f"{name}_{Metric.THRESHOLD}"] = thr[name]
     for name, m in val_m.items():
         prefix = "" if name == FUSION else f"{name}_"
         final[f"{prefix}{Metric.VAL_F1}"] = m[Metric.F1.value]
         final[f"{prefix}val_{Metric.FPR}"] = m[Metric.FPR.value]
     report: dict[str, Any] = {}
     pooled_y, pooled_score = [], []
+    fallback: dict[str, dict[str, dict[str, str]]] = {}
+    undefined_names: list[str] = []
     for scenario, gs in graphs.test.items():
-        inp = model_outputs(vgae, gat, cal, gs, device, cfg.data.window, hide_ids=hide_ids)
+        if len(gs) == 0:  # every recording empty, too short for a window, or shared with training
+            report[scenario] = {"windows": 0, "note": "no window to judge"}
+            log.warning("%s: scenario %s has no window to judge; it is left out", cfg.dataset, scenario)
+            continue
+        fallback[scenario] = {}
+        inp = model_outputs(vgae, gat, cal, gs, device, W, (), hide_ids, tcal, fallback[scenario])
         fused, alpha = policy.fuse(inp)
         fused = np.asarray(fused, dtype=np.float64)
         pred = fused >= thr[FUSION]
         m = classification_metrics(inp.y, pred, fused)
-        singles = {
-            Arch.GAT.value: np.asarray(inp.p_gat, np.float64),
-            Arch.VGAE.value: np.asarray(inp.s_vgae, np.float64),
-        }
+        singles = singles_of(inp)
         single_m = {name: classification_metrics(inp.y, s >= thr[name], s) for name, s in singles.items()}
-        final.update({scenario_metric(scenario, k): v for k, v in m.items()})
+        scenario_final = {scenario_metric(scenario, k): v for k, v in m.items()}
         for name, sm in single_m.items():
-            final.update({scenario_metric(scenario, f"{name}_{k}"): sm[str(k)] for k in SINGLE_MODEL_METRICS})
+            scenario_final.update({scenario_metric(scenario, f"{name}_{k}"): sm[str(k)] for k in SINGLE_MODEL_METRICS})
+        scenario_final[scenario_metric(scenario, ATTACK_SHARE)] = float(inp.y.mean())
+        gone = undefined(scenario_final)
+        if gone:
+            undefined_names += gone
+            log.warning(
+                "%s: scenario %s has %s, so %s are undefined (not logged); specificity and FPR are reported",
+                cfg.dataset,
+                scenario,
+                "no attack window" if not inp.y.any() else "one class only",
+                ", ".join(sorted({k.split("/", 1)[1] for k in gone})),
+            )
+        final.update({k: v for k, v in scenario_final.items() if k not in gone})
         report[scenario] = {
             "windows": int(len(inp.y)),
             "attack_windows": int(inp.y.sum()),
             "fusion": m,
             **single_m,
-            "mean_alpha": float(alpha.mean()) if len(alpha) else None,
+            "mean_alpha": float(np.nanmean(alpha)) if len(alpha) and not np.isnan(alpha).all() else None,
+            "calibration_fallback": fallback[scenario],
         }
         pooled_y.append(inp.y)
         pooled_score.append(fused)
@@ -120,6 +177,10 @@ def run_evaluation(
         ):
             run.log_figure(name, fig)
             plots.close(fig)
+    if not pooled_y:
+        raise KdgatError(f"No test scenario of {cfg.dataset} has a window to judge.")
+    if undefined_names:
+        run.set_tags({UNDEFINED_METRICS_TAG: ",".join(undefined_names)})
     y_all, s_all = np.concatenate(pooled_y), np.concatenate(pooled_score)
     overall = classification_metrics(y_all, s_all >= thr[FUSION], s_all)
     final.update(headline(overall))
@@ -137,22 +198,27 @@ def run_evaluation(
             )
         }
     )
+    final = {k: v for k, v in final.items() if not (isinstance(v, float) and math.isnan(v))}
     run.log_final(final)
     run.log_json(
         "metrics.json",
-        {
-            "final": final,
-            "overall": overall,
-            "scenarios": report,
-            "decision": {
-                "rule": cfg.eval.threshold,
-                "fpr_budget": cfg.eval.fpr_budget,
-                "thresholds": thr,
-                "validation": val_m,
-            },
-            prerequisite_tag(Stage.AUTOENCODER): vgae_run,
-            prerequisite_tag(Stage.CURRICULUM): gat_run,
-            prerequisite_tag(Stage.FUSION): fusion_run,
-        },
+        without_nan(
+            {
+                "final": final,
+                "overall": overall,
+                "scenarios": report,
+                "undefined_metrics": undefined_names,
+                "dataset_notes": notes,
+                "decision": {
+                    "rule": cfg.eval.threshold,
+                    "fpr_budget": cfg.eval.fpr_budget,
+                    "thresholds": thr,
+                    "validation": val_m,
+                },
+                prerequisite_tag(Stage.AUTOENCODER): vgae_run,
+                prerequisite_tag(Stage.CURRICULUM): gat_run,
+                prerequisite_tag(Stage.FUSION): fusion_run,
+            }
+        ),
     )
     return final

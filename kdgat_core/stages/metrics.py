@@ -28,6 +28,24 @@ def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
     return float((thr[i] + lower.max()) / 2) if len(lower) else float(thr[i])
 
 
+def f1_threshold(y: np.ndarray, score: np.ndarray, max_fpr: float = 1.0) -> float:
+    """The score threshold with the best F1 (attack when score >= threshold) among those that flag at most `max_fpr`
+    of the normal windows, midway to the next lower score; without both classes, Youden's fallback (the 99th
+    percentile)."""
+    y = np.asarray(y).astype(int)
+    score = np.asarray(score, dtype=float)
+    if len(np.unique(y)) < 2:
+        return youden_threshold(y, score)
+    fpr, tpr, thr = skm.roc_curve(y, score, drop_intermediate=False)
+    pos, neg = int(y.sum()), int((y == 0).sum())
+    tp, fp = tpr * pos, fpr * neg
+    f1 = 2 * tp / np.maximum(2 * tp + fp + (pos - tp), 1e-12)
+    f1[(fpr > max_fpr) | ~np.isfinite(thr)] = -1.0
+    best = float(thr[int(np.argmax(f1))]) if f1.max() >= 0 else float(score.max()) + 1e-9
+    lower = score[score < best]
+    return float((best + lower.max()) / 2) if len(lower) else best
+
+
 def fpr_budget_threshold(normal_score: np.ndarray, budget: float) -> float:
     """The threshold that flags at most `budget` of the given normal windows (attack when score >= threshold):
     just above their (1 - budget) quantile. Only normal windows' scores go in, so no attack label is used."""
@@ -62,17 +80,19 @@ def classification_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -
 def _classification_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, float]:
     tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
     both = len(np.unique(y)) == 2
+    # a scenario without attack windows (test_05_suppress) has no recall, F1 or MCC: NaN, never a silent 0
+    attacks = bool(tp + fn)
 
     def ratio(a: float, b: float) -> float:
         return float(a / b) if b else math.nan
 
     out = {
         Metric.ACCURACY: skm.accuracy_score(y, pred),
-        Metric.F1: skm.f1_score(y, pred, zero_division=0),
-        Metric.PRECISION: skm.precision_score(y, pred, zero_division=0),
-        Metric.RECALL: skm.recall_score(y, pred, zero_division=0),
+        Metric.F1: skm.f1_score(y, pred, zero_division=0) if attacks else math.nan,
+        Metric.PRECISION: skm.precision_score(y, pred, zero_division=0) if attacks else math.nan,
+        Metric.RECALL: skm.recall_score(y, pred, zero_division=0) if attacks else math.nan,
         Metric.AUC: skm.roc_auc_score(y, score) if both else math.nan,
-        Metric.MCC: skm.matthews_corrcoef(y, pred),
+        Metric.MCC: skm.matthews_corrcoef(y, pred) if both else math.nan,
         Metric.SPECIFICITY: ratio(tn, tn + fp),
         Metric.BALANCED_ACCURACY: skm.balanced_accuracy_score(y, pred) if both else math.nan,
         Metric.FPR: ratio(fp, fp + tn),
@@ -82,6 +102,11 @@ def _classification_metrics(y: np.ndarray, pred: np.ndarray, score: np.ndarray) 
         Metric.DR_AT_FPR_1E3: detection_rate_at_fpr(y, score, 1e-3),
     }
     return {str(k): float(v) for k, v in out.items()}
+
+
+def undefined(m: dict[str, float]) -> list[str]:
+    """The metrics of `m` that its data cannot define (NaN): reported as undefined, never logged as a number."""
+    return sorted(k for k, v in m.items() if isinstance(v, float) and math.isnan(v))
 
 
 HEADLINE = (Metric.ACCURACY, Metric.F1, Metric.PRECISION, Metric.RECALL, Metric.AUC, Metric.MCC)

@@ -16,10 +16,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kdgat_core.config import PIPELINE_ORDER, STAGE_ARCH, Metric, Stage, preset, scenario_metric
+from kdgat_core.config import (
+    ATTACK_SHARE,
+    PIPELINE_ORDER,
+    STAGE_ARCH,
+    TIMING_SCORE,
+    Metric,
+    Stage,
+    preset,
+    scenario_metric,
+)
 
 ROLES: tuple[tuple[str, bool], ...] = (("teacher", False), ("student", False), ("student", True))
 TABLE_MODELS = ((Stage.AUTOENCODER, "vgae"), (Stage.CURRICULUM, "gat"), (Stage.FUSION, None))
+# published KD-GAT figures (F1, accuracy) per scenario, where known (issue 15 / docs/training.md)
+PUBLISHED = {
+    "test_02_unknown_vehicle_known_attack": (0.577, 0.405),
+    "test_03_known_vehicle_unknown_attack": (0.696, 0.824),
+    "test_04_unknown_vehicle_unknown_attack": (0.563, 0.392),
+}
 
 
 def cpu_seconds() -> float:
@@ -58,20 +73,40 @@ def run_pipeline(
     return {"results": results, "timings": timings, "wall": total_wall, "cpu": total_cpu}
 
 
+def _cell(v: float | None) -> str:
+    """A table cell: an undefined or unknown figure (no attack window in the scenario) is said, not printed as 0."""
+    return "n/a" if v is None or v != v else f"{v:.3f}"
+
+
 def results_table(results: dict[tuple[str, bool, str], Any], scenarios: list[str]) -> str:
-    """Markdown: one row per (model, size, KD), F1 / accuracy per test scenario, from the evaluation runs."""
+    """Markdown: the published figure and the trivial answers, then one row per (model, size, KD), F1 / accuracy per
+    test scenario, from the evaluation runs (the timing score: no parameters, one row per evaluation run)."""
     head = "| model | size | KD | params | " + " | ".join(f"{s[:7]} F1 / acc" for s in scenarios) + " |"
     lines = [head, "|" + "---|" * (4 + len(scenarios))]
+    first = results[(ROLES[0][0], ROLES[0][1], Stage.EVALUATION.value)].metrics
+    share = [first.get(scenario_metric(s, ATTACK_SHARE)) for s in scenarios]
+    published = [PUBLISHED.get(s, (None, None)) for s in scenarios]
+    lines.append(
+        "| published KD-GAT fusion | | | | " + " | ".join(f"{_cell(f)} / {_cell(a)}" for f, a in published) + " |"
+    )
+    all_attack = [(None, None) if p is None else (2 * p / (1 + p) if p > 0 else None, p) for p in share]
+    all_normal = [(None, None) if p is None else (0.0 if p > 0 else None, 1 - p) for p in share]
+    for label, trivial in (("everything an attack", all_attack), ("everything normal", all_normal)):
+        lines.append(f"| {label} | | | | " + " | ".join(f"{_cell(f)} / {_cell(a)}" for f, a in trivial) + " |")
     for size, kd in ROLES:
         ev = results[(size, kd, Stage.EVALUATION.value)].metrics
-        for stage, prefix in TABLE_MODELS:
-            params = results[(size, kd, stage.value)].metrics.get(Metric.NUM_PARAMETERS.value)
-            cells = []
+        rows: list[tuple[str, Stage | None, str | None]] = [
+            (f"{stage} ({STAGE_ARCH[stage]})", stage, prefix) for stage, prefix in TABLE_MODELS
+        ]
+        if any(scenario_metric(s, f"{TIMING_SCORE}_accuracy") in ev for s in scenarios):
+            rows.insert(2, (f"{TIMING_SCORE} score", None, TIMING_SCORE))
+        for label, stage, prefix in rows:
+            params = results[(size, kd, stage.value)].metrics.get(Metric.NUM_PARAMETERS.value) if stage else None
+            cells: list[str] = []
             for s in scenarios:
-                f1 = ev[scenario_metric(s, f"{prefix}_f1" if prefix else "f1")]
-                acc = ev[scenario_metric(s, f"{prefix}_accuracy" if prefix else "accuracy")]
-                cells.append(f"{f1:.3f} / {acc:.3f}")
-            label = f"{stage} ({STAGE_ARCH[stage]})"
+                f1 = ev.get(scenario_metric(s, f"{prefix}_f1" if prefix else "f1"))
+                acc = ev.get(scenario_metric(s, f"{prefix}_accuracy" if prefix else "accuracy"))
+                cells.append(f"{_cell(f1)} / {_cell(acc)}")
             lines.append(
                 f"| {label} | {size} | {'yes' if kd else 'no'} | {int(params) if params else ''} | "
                 + " | ".join(cells)

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdgat_core.config import (
+    ENV_RETRY_OF,
     HOST_TAG,
     MLFLOW_RUN_NAME_TAG,
     PID_TAG,
+    RETRY_OF_TAG,
     TEACHER_AUTO,
     KdgatError,
     MlflowStatus,
@@ -34,6 +36,7 @@ from kdgat_core.config import (
     RunStatus,
     Tag,
     bool_tag,
+    retry_of_for_task,
 )
 from kdgat_core.tracking.store import Store, get_store, with_retry
 
@@ -288,6 +291,9 @@ def open_run(
             Tag.ARTIFACT_DIR: str(artifact_dir),
             PID_TAG: os.getpid(),
             HOST_TAG: socket.gethostname(),
+            RETRY_OF_TAG: retry_of_for_task(  # set by `kdgat resubmit`
+                os.environ.get(ENV_RETRY_OF, ""), os.environ.get("SLURM_ARRAY_TASK_ID")
+            ),
         }
         merged = {str(k): v for k, v in tags.items()}
         merged.update({str(k): v for k, v in (extra_tags or {}).items()})

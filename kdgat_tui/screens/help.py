@@ -19,12 +19,13 @@ Filter (/, the same as kdgat's --where): terms side by side are ANDed; | is OR; 
   status!=failed     not equal (runs without the column stay)
   name~kd$           regular expression; !~ excludes
   Aliases: size=model_size, kd=use_kd, name=run_name, id=run_id, job=slurm_job_id, teacher=teacher_run_id
-Command line (:): runs, jobs, sql [query], lineage [dataset], diff, submit [dataset], filter <expr>, help, quit"""
+Command line (:): runs, jobs, failures, sql [query], lineage [dataset], diff, submit [dataset], filter <expr>, help, quit"""
 
 
 def screen_classes():
     from kdgat_tui.screens.chart import ChartScreen
     from kdgat_tui.screens.diff import DiffScreen
+    from kdgat_tui.screens.failures import FailuresScreen
     from kdgat_tui.screens.jobs import JobsScreen, LogScreen
     from kdgat_tui.screens.lineage import LineageScreen
     from kdgat_tui.screens.run_detail import RunDetailScreen
@@ -41,6 +42,7 @@ def screen_classes():
         ("SQL console", SqlConsole),
         ("Jobs", JobsScreen),
         ("Job log", LogScreen),
+        ("Failures", FailuresScreen),
         ("Submit", SubmitScreen),
     ]
 

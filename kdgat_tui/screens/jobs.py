@@ -16,7 +16,9 @@ from kdgat_tui.runs_model import column_widths
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.dialogs import Confirm
 
-COLUMNS = ("job", "name", "state", "run", "elapsed", "node", "reason", "metric", "run_id")
+COLUMNS = ("job", "name", "state", "run", "elapsed", "node", "why", "metric", "run_id")
+# from sacct (kdgat_core.slurm.accounting): what the job used of what it asked for, and why it failed
+USAGE_COLUMNS = ("cause", "cpu_eff", "mem_eff", "time_eff")
 TAIL_BYTES = 64 * 1024
 
 
@@ -65,16 +67,23 @@ class JobsScreen(Screen):
         except Exception as exc:
             self.app.call_from_thread(self._failed, exc)
             return
-        self.app.call_from_thread(self._show, rows)
+        try:
+            usage = {u.job_id: u for u in self.app.slurm.job_usage()}
+        except Exception:
+            usage = {}  # no accounting here: the queue alone
+        self.app.call_from_thread(self._show, rows, usage)
 
     def _failed(self, exc: Exception) -> None:
         self.query_one("#jobs-title", Static).update(f"jobs: {str(exc).splitlines()[0] if str(exc) else exc!r}")
 
-    def _show(self, rows) -> None:
+    def _show(self, rows, usage: dict | None = None) -> None:
         table = self.query_one(ArrowTable)
         keep = self.current_job()
         self.rows = rows
         data = pa.table({c: pa.array([str(getattr(r, c) or "") for r in rows], pa.string()) for c in COLUMNS})
+        if usage:
+            for column in USAGE_COLUMNS:
+                data = data.append_column(column, pa.array([_usage(usage.get(r.job), column) for r in rows]))
         index = next((i for i, r in enumerate(rows) if r.job == keep), None)
         table.replace(data, column_widths(data), cursor_row=index)
         active = sum(1 for r in rows if r.state in ("RUNNING", "PENDING", "CONFIGURING", "COMPLETING"))
@@ -138,6 +147,15 @@ class JobsScreen(Screen):
             return
         self.app.call_from_thread(self.notify, f"cancelled job {job_id}")
         self.app.call_from_thread(self.action_refresh)
+
+
+def _usage(job, column: str) -> str:
+    if job is None:
+        return ""
+    if column == "cause":
+        return job.job_cause + (f" by {job.cancelled_by}" if job.cancelled_by else "")
+    value = getattr(job, column)
+    return "" if value is None else f"{value:.0%}"
 
 
 class LogScreen(Screen):

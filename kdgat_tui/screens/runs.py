@@ -14,11 +14,12 @@ from textual.widgets import Footer, Input, Label, Static
 
 from kdgat_core.config import RunStatus, Tag, metric_direction
 from kdgat_tui.run_filter import FilterError
-from kdgat_tui.runs_model import QUICK_COLUMNS, RunsModel, View, column_of_header
+from kdgat_tui.runs_model import HEADERS, QUICK_COLUMNS, RUN_ID, RunsModel, View, column_of_header
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.dialogs import Ask, Confirm, Pick, PickMany
 
 MUTATING_ACTIONS = {"submit", "annotate"}
+FACTS_EVERY_S = 30.0  # efficiency and cause change only when jobs end: no need to ask sacct on every refresh
 
 
 class RunsScreen(Screen):
@@ -43,6 +44,13 @@ class RunsScreen(Screen):
         Binding("0", "clear_filters", "Clear", show=False, tooltip="Clear the filter, quick filters and marks"),
         Binding("l", "lineage", "Lineage", tooltip="Teacher -> student -> fusion -> evaluation"),
         Binding("j", "jobs", "Jobs", tooltip="SLURM queue and history, joined with runs"),
+        Binding(
+            "F",
+            "failures",
+            "Failures",
+            show=False,
+            tooltip="Failed and lost runs grouped by cause; resubmit from there",
+        ),
         Binding("x", "sql", "SQL", tooltip="SQL console over the views"),
         Binding("n", "submit", "Submit", tooltip="Submit the next stage for this run"),
         Binding("r", "refresh", "Refresh", show=False, tooltip="Re-read new and changed runs now"),
@@ -59,6 +67,8 @@ class RunsScreen(Screen):
         self.loaded_at: float | None = None
         self.cached = False
         self._views: dict = {}  # kdgat.toml's saved views, read when `v` is pressed
+        self._facts_at = float("-inf")  # when the scheduler's facts (efficiency, cause) were last asked for
+        self.last_event = ""  # the newest watch event, shown in the status line
 
     def compose(self) -> ComposeResult:
         yield Static("kdgat · loading runs…", id="status-line", markup=False)
@@ -66,7 +76,12 @@ class RunsScreen(Screen):
             yield Label("/", id="filter-prompt")
             yield Input(placeholder="free text or dataset=hcrl_sa f1>0.9 status!=failed", id="filter")
         yield Static("", id="filter-error", classes="hidden", markup=False)
-        yield ArrowTable(id="runs", styled_values={Tag.STATUS.value: {RunStatus.LOST.value: "arrow-table--lost"}})
+        yield ArrowTable(
+            id="runs",
+            styled_values={Tag.STATUS.value: {RunStatus.LOST.value: "arrow-table--lost"}},
+            fit_right_edge=True,
+            prefix_columns=frozenset({HEADERS[RUN_ID]}),  # an id prefix names the run (kdgat takes prefixes)
+        )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -151,6 +166,26 @@ class RunsScreen(Screen):
         lost = self.app.source.lost_runs(running)
         if lost is not None:
             self.app.call_from_thread(self._lost, lost & set(running))
+        now = time.monotonic()
+        if now - self._facts_at < FACTS_EVERY_S:
+            return
+        self._facts_at = now
+        facts = self.app.source.job_facts()
+        if facts:
+            self.app.call_from_thread(self._job_facts, facts)
+        fresh = self.app.source.new_events()  # what `kdgat watch` would alert, since this screen opened
+        if fresh:
+            self.app.call_from_thread(self._events, fresh)
+
+    def _events(self, fresh: list) -> None:
+        self.last_event = f"{datetime.now():%H:%M} {fresh[-1].text}"
+        for event in fresh[-3:]:
+            self.notify(event.text, title="kdgat watch", timeout=8)
+        self._status()
+
+    def _job_facts(self, facts: dict[str, dict]) -> None:
+        if self.model is not None and self.model.set_job_facts(facts):
+            self.render_view(keep_run=self.current_run_id())
 
     def _lost(self, lost: set[str]) -> None:
         if self.model is not None and self.model.set_lost(lost):
@@ -200,6 +235,8 @@ class RunsScreen(Screen):
             parts.append(f"cached copy of {datetime.fromtimestamp(self.last_ok):%H:%M:%S}, updating…")
         elif self.last_ok:
             parts.append(f"updated {datetime.fromtimestamp(self.last_ok):%H:%M:%S}")
+        if self.last_event:
+            parts.append(self.last_event)
         line = self.query_one("#status-line", Static)
         line.update(" · ".join(parts))
         line.set_class(error is not None, "stale")
@@ -519,6 +556,9 @@ class RunsScreen(Screen):
 
     def action_jobs(self) -> None:
         self.app.open_jobs()
+
+    def action_failures(self) -> None:
+        self.app.open_failures()
 
     def action_sql(self) -> None:
         self.app.open_sql()

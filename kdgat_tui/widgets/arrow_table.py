@@ -16,6 +16,7 @@ from textual_fastdatatable import ArrowBackend, DataTable
 
 # Long values (a run name, an error) are cut rather than widening a column past the screen.
 MAX_COLUMN_WIDTH = 40
+CELL_PADDING = 2  # one space either side of every cell (textual_fastdatatable's CELL_X_PADDING)
 # combined cell styles by (styles, row, column): bounded, a screenful needs a few thousand
 _STYLES: dict[tuple, Style] = {}
 MAX_STYLES = 50_000
@@ -36,9 +37,16 @@ class ArrowTable(DataTable):
         table: pa.Table | None = None,
         widths: list[int] | None = None,
         styled_values: dict[str, dict[str, str]] | None = None,
+        fit_right_edge: bool = False,
+        prefix_columns: frozenset[str] = frozenset(),
         **kwargs,
     ) -> None:
         self.styled_values = styled_values or {}  # header -> {cell value: component class}
+        # widen the last whole column so no column shows cut at the right edge (a header read as `val_lo`)
+        self.fit_right_edge = fit_right_edge
+        self.prefix_columns = prefix_columns  # headers whose values read fine cut short (ids)
+        self._shown: tuple[pa.Table, list[int] | None] | None = None  # what replace() was given
+        self._fitted_widths: list[int] | None = None
         self._styled_columns: dict[int, dict[str, str]] = {}
         kwargs.setdefault("cursor_type", "row")
         kwargs.setdefault("max_column_content_width", MAX_COLUMN_WIDTH)
@@ -67,6 +75,9 @@ class ArrowTable(DataTable):
         row = self.cursor_row if cursor_row is None else cursor_row
         column = self.cursor_column
         same_columns = self.backend is not None and list(self.backend.columns) == table.column_names
+        self._shown = (table, widths)
+        widths = self._fitted(table, widths)
+        self._fitted_widths = widths
         self.backend = self._backend(table, widths)
         self._find_styled_columns(table)
         if not same_columns:
@@ -83,6 +94,25 @@ class ArrowTable(DataTable):
             else:
                 self._highlight_row(target.row)
         self.refresh(layout=True)
+
+    def _viewport_width(self, table: pa.Table, widths: list[int]) -> int:
+        """Cells left for the columns once the vertical scrollbar (if the rows need one) takes its share."""
+        width, height = self.size
+        total = sum(widths) + CELL_PADDING * len(widths)
+        bar_v, bar_h = self.styles.scrollbar_size_vertical, self.styles.scrollbar_size_horizontal
+        rows = table.num_rows + 1  # and the header
+        needs_v = rows > height or (total > width and rows > height - bar_h)
+        return width - (bar_v if needs_v else 0)
+
+    def _fitted(self, table: pa.Table, widths: list[int] | None) -> list[int] | None:
+        if not self.fit_right_edge or widths is None or self.size.width <= 0:
+            return widths
+        return fit_widths(widths, self._viewport_width(table, widths), table.column_names, self.prefix_columns)
+
+    def on_resize(self) -> None:
+        # only when the new size moves the right edge onto another column (not on every height change)
+        if self._shown is not None and self._fitted(*self._shown) != self._fitted_widths:
+            self.replace(*self._shown)
 
     def update_cell_value(self, row: int, column: int, value) -> None:
         if self.backend is None or not (0 <= row < self.backend.row_count):
@@ -162,3 +192,26 @@ class ArrowTable(DataTable):
         lines = [[Segment(f" {text} " if width >= 2 else text[:width], style)]]
         self._cell_render_cache[key] = lines
         return lines
+
+
+def fit_widths(
+    widths: list[int], viewport: int, headers: list[str], prefix_ok: frozenset[str] = frozenset()
+) -> list[int]:
+    """Content widths such that no column shows cut at the right edge of a `viewport`-cell table: the column the edge
+    would cut starts past it instead (scrolling right shows it whole), and the nearest whole column before it that
+    can grow (up to MAX_COLUMN_WIDTH) takes the slack as trailing blanks. A cut header misleads (`val_lo`), and so
+    does a cut number (0.1350 read as 0.13); columns in `prefix_ok` (ids) only need their header to fit."""
+    widths = [min(w, MAX_COLUMN_WIDTH) for w in widths]
+    start = 0
+    for i, width in enumerate(widths):
+        need = cell_len(headers[i]) if headers[i] in prefix_ok else width
+        if start + 1 + need > viewport:  # the text (after the left padding) does not fit
+            slack = viewport - start
+            if slack <= 0:
+                return widths
+            for j in range(i - 1, -1, -1):
+                if widths[j] + slack <= MAX_COLUMN_WIDTH:
+                    return widths[:j] + [widths[j] + slack] + widths[j + 1 :]
+            return widths
+        start += width + CELL_PADDING
+    return widths

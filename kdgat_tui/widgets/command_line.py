@@ -8,7 +8,7 @@ from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Input
 
-COMMANDS = ("runs", "jobs", "sql", "lineage", "diff", "submit", "filter", "help", "quit")
+COMMANDS = ("runs", "jobs", "failures", "sql", "lineage", "diff", "submit", "filter", "help", "quit")
 
 
 class CommandLine(ModalScreen[str | None]):

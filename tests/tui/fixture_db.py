@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from kdgat_core.config import HOST_TAG, PID_TAG
+
 SAMPLE_ARGS = ["--datasets", "hcrl_sa,set_01", "--seeds", "2", "--epochs", "12"]
 
 # Rewrites run ids to md5("kdgat-run-<i>") (in start order) everywhere they appear, and times to a fixed clock.
@@ -38,6 +40,9 @@ _NORMALISE = textwrap.dedent("""
         con.execute("UPDATE params SET value = ? WHERE value = ?", (nid, old))
         con.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (old, nid))
     con.execute("UPDATE tags SET value = 'abc1234' WHERE key = 'git_commit'")
+    # the writer's pid and host (kept for finding lost runs) differ on every write
+    con.execute("UPDATE tags SET value = '4242' WHERE key = ?", (sys.argv[3],))
+    con.execute("UPDATE tags SET value = 'login01' WHERE key = ?", (sys.argv[4],))
     con.commit()
     con.close()
 """)
@@ -62,5 +67,5 @@ def normalised_copy(db: Path, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / "mlflow.db"
     shutil.copyfile(db, out)
-    subprocess.run([sys.executable, "-c", _NORMALISE, str(out), str(db.parent)], check=True)
+    subprocess.run([sys.executable, "-c", _NORMALISE, str(out), str(db.parent), PID_TAG, HOST_TAG], check=True)
     return out

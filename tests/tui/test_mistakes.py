@@ -166,3 +166,36 @@ async def test_a_bad_filter_term_keeps_the_rows_and_says_why_in_the_status_line(
             hcrl_sa = db.runs(dataset="hcrl_sa", arrow=True).num_rows
         assert 0 < len(screen.view.run_ids) == hcrl_sa < total
         assert "'f1>abc' ignored: 'abc' is not a number" in screen_text(app)
+
+
+def _header_words(app) -> list[str]:
+    return screen_text(app).splitlines()[1].split()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (97, 30), (160, 48)])
+async def test_no_column_header_is_cut_at_the_right_edge(sample_db, size):
+    """At 80x24 the vertical scrollbar covered `val_loss` down to `val_lo`: every header shown is a whole one."""
+    app = KdgatApp(tracking_uri=sample_db, refresh_s=0)
+    async with app.run_test(size=size) as pilot:
+        screen = await runs_ready(pilot)
+        await pilot.pause()
+        headers = {w for h in screen.view.headers for w in h.split()}
+        shown = _header_words(app)
+        assert len(shown) >= 4 and set(shown) <= headers, shown
+        # and after the terminal changes size
+        await pilot.resize_terminal(size[0] + 7, size[1])
+        await pilot.pause(0.3)
+        assert set(_header_words(app)) <= headers, _header_words(app)
+
+
+def test_fit_widths_pushes_a_cut_column_past_the_edge():
+    from kdgat_tui.widgets.arrow_table import fit_widths
+
+    headers = [" ", "run", "status", "f1", "accuracy", "auc", "val_loss", "run id"]
+    widths = [1, 30, 8, 6, 8, 6, 8, 32]
+    # 78 cells (80 minus the scrollbar): val_loss would show as `val_lo`; auc takes the 7 spare cells instead
+    assert fit_widths(widths, 78, headers) == [1, 30, 8, 6, 8, 13, 8, 32]
+    assert fit_widths(widths, 80, headers) == widths  # `val_loss` fits (only its right padding is cut)
+    # an id column only needs its header to fit: its prefix still names the run
+    assert fit_widths(widths, 90, headers, frozenset({"run id"})) == widths
+    assert fit_widths(widths, 90, headers) == [1, 30, 8, 6, 8, 6, 17, 32]

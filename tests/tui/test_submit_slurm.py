@@ -30,6 +30,9 @@ async def test_submit_a_distilled_student_from_a_teacher_then_cancel_it(
     slurm_cluster, sample_db, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("KDGAT_QUEUE_CACHE_SECONDS", "0")
+    # the published request (16 CPUs, 128G, a GPU) fits no node of the test cluster: kdgat would refuse it
+    (tmp_path / "kdgat.toml").write_text('[cluster.resources]\ncpus = 1\nmem = "1G"\ngpus = 0\n')
+    monkeypatch.chdir(tmp_path)
     db = tmp_path / "mlflow.db"
     shutil.copyfile(sample_db[len("sqlite:///") :], db)
     with open_db(str(db)) as tdb:

@@ -94,6 +94,15 @@ CASES: list[list[str]] = [
     ["reconcile", "-n", "-u", "{empty}"],
     ["reconcile", "-n", "-u", "{dir}"],
     ["reconcile", "-n", "-u", "{db}", "--format", "xml"],
+    ["efficiency", "-u", "{db}", "--since", "yesterday"],
+    ["efficiency", "-u", "{db}", "--format", "xml"],
+    ["failures", "-u", "{db}", "--since", "3 weeks"],
+    ["failures", "-u", "{db}", "-o", "{db}"],
+    ["resubmit", "-u", "{db}"],
+    ["resubmit", "-u", "{db}", "--failed", "--cause", "nope"],
+    ["resubmit", "-u", "{db}", "--failed", "--stage", "nope"],
+    ["resubmit", "-u", "{db}", "no-such-run", "-n"],
+    ["watch", "--once", "--interval", "abc"],
 ]
 # A kdgat.toml that is not UTF-8, then one that does not fit the schema: every command that reads it says so
 TOML_COMMANDS = [["doctor"], ["runs"], ["datasets"], ["submit", "autoencoder", "-d", "hcrl_sa", "-n"], ["jobs"]]

@@ -1,0 +1,118 @@
+"""`kdgat watch`: rules and sinks from kdgat.toml, a real MLflow store (written by MLflow's client in another process),
+a real HTTP server on 127.0.0.1 for the webhook, a real shell command; no alert twice, across restarts; a locked
+tracking DB and a machine without a scheduler are survived."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.unit.conftest import run_python
+
+KDGAT = str(Path(sys.executable).parent / "kdgat")
+
+ADD_RUNS = textwrap.dedent(r"""
+    import sys
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+    from kdgat_core import config as C
+    client = MlflowClient("sqlite:///" + sys.argv[1])
+    exp = client.get_experiment_by_name(C.EXPERIMENT_NAME)
+    exp = exp.experiment_id if exp else client.create_experiment(C.EXPERIMENT_NAME)
+    for spec in sys.argv[2:]:
+        name, status, f1, loss = spec.split(":")
+        r = client.create_run(exp, run_name=name)
+        client.log_batch(r.info.run_id, metrics=[Metric("f1", float(f1), 0, 0), Metric("train_loss", float(loss), 0, 1)],
+                         tags=[RunTag(C.Tag.STATUS.value, status), RunTag(C.Tag.RUN_ID.value, r.info.run_id)])
+""")
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Hook.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture()
+def webhook():
+    Hook.received = []
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", Hook.received
+    server.shutdown()
+    server.server_close()
+
+
+def watch(project: Path, path_dir: Path) -> subprocess.CompletedProcess[str]:
+    # no sbatch on PATH: this machine has no scheduler (the store alone is watched)
+    env = {**os.environ, "PATH": f"{path_dir}:{Path(sys.executable).parent}", "TMUX": ""}
+    return subprocess.run([KDGAT, "watch", "--once"], cwd=project, capture_output=True, text=True, timeout=180, env=env)
+
+
+def test_watch_alerts_each_new_event_once_through_every_sink_and_survives_a_locked_db(tmp_path, webhook):
+    url, received = webhook
+    db = tmp_path / "mlflow.db"
+    (tmp_path / "kdgat.toml").write_text(
+        textwrap.dedent(f"""\
+        [tracking]
+        uri = "mlflow.db"
+        [watch]
+        webhook = "{url}"
+        command = "cat >> {tmp_path / "events.jsonl"}; echo >> {tmp_path / "events.jsonl"}"
+        [[watch.metric]]
+        name = "f1"
+        above = 0.9
+    """)
+    )
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("sh", "cat", "echo"):
+        (tools / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
+    run_python(ADD_RUNS, str(db), "old/teacher_curriculum:complete:0.95:0.5")
+
+    first = watch(tmp_path, tools)
+    assert first.returncode == 0 and "alerts start now" in first.stderr
+    assert received == [] and first.stdout == ""  # what happened before the watcher started is not news
+
+    run_python(ADD_RUNS, str(db), "a/student_curriculum:failed:0.5:nan", "b/teacher_fusion:complete:0.97:0.1")
+    second = watch(tmp_path, tools)
+    assert second.returncode == 0, second.stderr
+    kinds = sorted((e["kind"], e["run_name"]) for e in received)
+    assert kinds == [
+        ("metric", "b/teacher_fusion"),
+        ("nan_loss", "a/student_curriculum"),
+        ("stage_finished", "b/teacher_fusion"),
+    ]
+    assert "b/teacher_fusion" in second.stdout and "train_loss is NaN" in second.stdout
+    lines = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines() if x.strip()]
+    assert sorted(e["key"] for e in lines) == sorted(e["key"] for e in received)  # the command got the same events
+
+    again = watch(tmp_path, tools)  # a restart: the state file remembers what was alerted
+    assert again.returncode == 0 and again.stdout == "" and len(received) == 3
+
+    lock = sqlite3.connect(db, timeout=1)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        locked = watch(tmp_path, tools)
+    finally:
+        lock.rollback()
+        lock.close()
+    assert locked.returncode == 0 and "cannot read the tracking DB" in locked.stderr
+    assert "Traceback" not in locked.stderr and len(received) == 3
