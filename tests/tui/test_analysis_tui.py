@@ -111,7 +111,8 @@ async def test_annotate_asks_first_writes_through_mlflow_and_the_refresh_shows_i
         await wait_for(pilot, lambda: "tag verdict = 'good' (was None)" in screen_text(app), what="the confirmation")
         assert screen.model.value_of(run_id, "tags.verdict") is None  # nothing written before the answer
         await pilot.press("y")
-        await wait_for(pilot, lambda: screen.model.value_of(run_id, "tags.verdict") == "good", what="the refresh")
+        # the write is a subprocess that imports mlflow (8 s idle, more on a loaded machine)
+        await wait_for(pilot, lambda: screen.model.value_of(run_id, "tags.verdict") == "good", 120, "the refresh")
 
 
 async def test_readonly_removes_annotations(sample_db):
