@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from kdgat_core.commands import analytics, cluster, data, slurm, store, train
+from kdgat_core.commands import analysis, analytics, annotate, cluster, data, slurm, store, train
 from kdgat_core.config import KdgatError
 
 app = typer.Typer(
@@ -46,6 +46,15 @@ app.command("query")(analytics.query_command)
 app.command("backup")(analytics.backup_command)
 app.command("doctor")(analytics.doctor_command)
 app.command("migrate")(store.migrate_command)
+app.command("group")(analysis.group_command)
+app.command("ab")(analysis.ab_command)
+app.command("summary")(analysis.summary_command)
+app.command("importance")(analysis.importance_command)
+app.command("plot")(analysis.plot_command)
+app.command("tag")(annotate.tag_command)
+app.command("note")(annotate.note_command)
+app.command("delete")(annotate.delete_command)
+app.command("restore")(annotate.restore_command)
 app.command("ingest")(data.ingest_command)
 app.command("datasets")(data.datasets_command)
 app.command("graphs")(data.graphs_command)

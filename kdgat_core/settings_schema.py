@@ -44,6 +44,16 @@ class ClusterSection(_Section):
     resources: dict[str, Any] | None = None
 
 
+class ViewSection(_Section):
+    """[views.<name>]: a saved view (kdgat_core.query.saved_views)."""
+
+    where: StrictStr | None = None
+    columns: list[StrictStr] | None = None
+    sort: StrictStr | None = None
+    descending: StrictBool | None = None
+    group_by: list[StrictStr] | None = None
+
+
 class WatchMetricRule(_Section):
     name: StrictStr
     above: float | int | None = None
@@ -67,4 +77,5 @@ class SettingsFile(_Section):
     data: DataSection | None = None
     datasets: dict[str, DatasetSection] | None = None
     cluster: ClusterSection | None = None
+    views: dict[str, ViewSection] | None = None
     watch: WatchSection | None = None

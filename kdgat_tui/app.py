@@ -107,6 +107,11 @@ class KdgatApp(App):
 
         self.push_screen(RunDetailScreen(run_id))
 
+    def open_chart(self, run_ids: list[str] | None = None, groups: list[tuple[str, list[str]]] | None = None) -> None:
+        from kdgat_tui.screens.chart import ChartScreen
+
+        self.push_screen(ChartScreen(run_ids, groups))
+
     def open_diff(self, run_ids: list[str]) -> None:
         from kdgat_tui.screens.diff import DiffScreen
 

@@ -40,8 +40,6 @@ HEADERS = {
 STANDARD = {m.value for m in STANDARD_METRICS}
 DEFAULT_METRICS = (Metric.F1.value, Metric.ACCURACY.value, Metric.AUC.value, Metric.VAL_LOSS.value)
 # Columns a run's seed lives in: runs equal in everything else form one group in the "by config" view.
-# Params that tell runs of one configuration apart without changing it (as kdgat_core.query's by-config leaderboard).
-NOT_CONFIG_LEAVES = ("seed", Tag.TEACHER_RUN_ID.value)
 GROUP_BY = (Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value)
 # The scheduler's facts about a run's job (kdgat_core.query's `jobs` view), shown after the metrics once known.
 JOB_FACT_COLUMNS = ("cause", "mem_eff", "cpu_eff", "time_eff")
@@ -90,6 +88,7 @@ class RunsModel:
         self.sort_key: str | None = "start_time"
         self.sort_desc = True
         self.grouped = False
+        self.group_by: list[str] = []  # columns picked for grouping; empty: by configuration
         self.marks: set[str] = set()
         self.metrics = list(metrics or DEFAULT_METRICS)
         self.lost: set[str] = set()  # run ids the scheduler says have ended while tagged running
@@ -304,41 +303,54 @@ class RunsModel:
         table = pa.Table.from_arrays(arrays, names=names)
         return View(table, ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids, names, widths, self.total)
 
+    def group_keys(self, rows: pa.Table) -> list[str]:
+        """The columns groups are formed by: those picked (`group_by`), else a configuration (differs only in seed)."""
+        from kdgat_core.query.groups import config_keys  # DuckDB loads on the first read, not at startup
+
+        if self.group_by:
+            return [c for c in self.group_by if c in rows.column_names]
+        return config_keys(rows.column_names)
+
+    def group_table(self) -> pa.Table:
+        """The statistics behind the grouped view (kdgat_core.query.groups: the CLI and notebooks compute the same)."""
+        from kdgat_core.query.groups import group_stats
+
+        rows = self.selected_rows()
+        metrics = list(self.metrics)
+        desc = metric_direction(self.sort_key) == "desc" if self.sort_key in metrics else True
+        return group_stats(
+            rows, self.group_keys(rows), metrics, self.sort_key if self.sort_key in metrics else None, desc
+        )
+
     def _grouped_view(self, rows: pa.Table) -> View:
-        keys = [c for c in GROUP_BY if c in rows.column_names]
-        params = [
-            c for c in rows.column_names if c.startswith(PARAM_PREFIX) and c.rsplit(".", 1)[-1] not in NOT_CONFIG_LEAVES
-        ]
-        keys_all = keys + params
+        keys_all = self.group_keys(rows)
         if rows.num_rows == 0:
             empty = pa.table({"config": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
             return View(empty, pa.array([], pa.string()), ["config", "n"], [6, 1], self.total, grouped=True)
         metrics = list(self.metrics)
-        aggs = [(RUN_ID, "list"), (RUN_ID, "count")]
-        for m in metrics:
-            aggs += [(m, "mean"), (m, "stddev")]
-        # every key must be hashable text for group_by; missing params become "" so such runs still group
-        key_table = pa.table({k: pc.fill_null(pc.cast(rows[k], pa.string()), "") for k in keys_all})
-        work = key_table
-        for m in metrics:
-            work = work.append_column(m, pc.cast(rows[m], pa.float64()))
-        work = work.append_column(RUN_ID, rows[RUN_ID])
-        grouped = work.group_by(keys_all, use_threads=False).aggregate(aggs)
-        if self.sort_key in metrics:
-            order = "descending" if self.sort_desc else "ascending"
-            grouped = grouped.take(pc.sort_indices(grouped, [(f"{self.sort_key}_mean", order, "at_end")]))
+        grouped = self.group_table()
+        keys = [c for c in GROUP_BY if c in keys_all]
+        params = [c for c in keys_all if c not in keys]
+        if self.group_by:
+            names_col = pa.array(
+                [
+                    " ".join(f"{k.removeprefix(PARAM_PREFIX)}={'' if v is None else v}" for k, v in r.items())
+                    for r in grouped.select(keys_all).to_pylist()
+                ],
+                pa.string(),
+            )
+            names = ["group", "n"]
         else:
-            grouped = grouped.take(pc.sort_indices(grouped, [(k, "ascending") for k in keys]))
-        names_col = _group_names(grouped, keys, params)
-        arrays = [names_col, grouped[f"{RUN_ID}_count"]]
-        names = ["config (differs only in seed)", "n"]
+            names_col = _group_names(grouped, keys, params)
+            names = ["config (differs only in seed)", "n"]
+        arrays = [names_col, grouped["runs"]]
         for m in metrics:
-            mean, std = grouped[f"{m}_mean"], pc.fill_null(grouped[f"{m}_stddev"], 0.0)
+            mean, std = grouped[f"{m}_mean"], pc.fill_null(grouped[f"{m}_std"], 0.0)
             text = pc.binary_join_element_wise(fixed4(mean, pad=False), fixed4(std, pad=False), "±")
             arrays.append(pc.fill_null(text, ""))
             names.append(f"{HEADERS.get(m, m)} mean±std")
         table = pa.Table.from_arrays(arrays, names=names)
-        groups = grouped[f"{RUN_ID}_list"].to_pylist()
+        groups = grouped["run_ids"].to_pylist()
         return View(
             table,
             pa.array([g[0] for g in groups], pa.string()),

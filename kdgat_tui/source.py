@@ -288,6 +288,34 @@ class Source:
         except KdgatError:
             return None
 
+    def history_keys(self, run_ids: list[str]) -> list[str]:
+        """The metrics these runs logged over more than one step (what a chart can draw), most common first."""
+        import pyarrow.compute as pc
+
+        def keys():
+            s = self.db.metric_summary_table()
+            s = s.filter(
+                pc.and_(pc.is_in(s["run_id"], value_set=pa.array(run_ids, pa.string())), pc.greater(s["n_steps"], 1))
+            )
+            counts = s.group_by("key").aggregate([("run_id", "count")]).to_pylist()
+            return [c["key"] for c in sorted(counts, key=lambda c: (-c["run_id_count"], c["key"]))]
+
+        return self._call(keys)
+
+    def run_curves(self, run_ids: list[str], metric: str, x: str = "step", teachers: bool = True) -> list:
+        from kdgat_core.query.curves import run_curves
+
+        return self._call(lambda: run_curves(self.db, run_ids, metric, x, teachers))
+
+    def group_curves(self, groups: list[tuple[str, list[str]]], metric: str, x: str = "step") -> list:
+        from kdgat_core.query.curves import group_curves
+
+        return self._call(lambda: group_curves(self.db, groups, metric, x))
+
+    def compare(self, run_ids: list[str]) -> pa.Table:
+        """Final metrics side by side (kdgat_core.query.compare: what `kdgat compare` prints)."""
+        return self._call(lambda: self.db.compare(*run_ids, arrow=True))
+
     def config_diff(self, run_ids: list[str], all_params: bool) -> pa.Table:
         return self._call(lambda: self.db.config_diff(run_ids, all=all_params, arrow=True))
 

@@ -34,7 +34,15 @@ StatusOpt = Annotated[
 ]
 MetricOpt = Annotated[
     str,
-    typer.Option("--metric", "-m", help="Final metric, e.g. f1, val_loss, test_02_unknown_vehicle_known_attack/f1."),
+    typer.Option(
+        "--metric",
+        "-m",
+        help="Metric: f1, val_loss, test_02_unknown_vehicle_known_attack/f1, max(val_f1), argmin(val_loss), val_f1@20.",
+    ),
+]
+WhereOpt = Annotated[
+    Optional[str],
+    typer.Option("--where", "-w", help='Filter, as the TUI\'s /: e.g. "(dataset=hcrl_sa | dataset=set_01) f1>0.9".'),
 ]
 
 
@@ -64,6 +72,10 @@ def leaderboard_command(
     by_config: Annotated[
         bool, typer.Option("--by-config", help="Group runs that differ only in seed: mean, std, n.")
     ] = False,
+    where: WhereOpt = None,
+    group_by: Annotated[
+        Optional[str], typer.Option("--group-by", help="Group by params/tags instead (as `kdgat group --by`).")
+    ] = None,
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
@@ -73,6 +85,14 @@ def leaderboard_command(
 
     Example: kdgat leaderboard --metric f1 --dataset hcrl_sa --stage evaluation --top 10
     """
+    if group_by:  # as `kdgat group --by`
+        keys = [k.strip() for k in group_by.split(",") if k.strip()]
+        with _open(tracking_uri) as db:
+            groups = db.groups(
+                keys, metric, where=where, dataset=dataset, kd=kd, arrow=True, **_filters(stage, model_size, status)
+            )
+        emit(groups.drop_columns(["run_ids", "run_name"]), fmt, output, title=f"{metric} by {', '.join(keys)}")
+        return
     with _open(tracking_uri) as db:
         kwargs = dict(
             metric=metric,
@@ -80,6 +100,7 @@ def leaderboard_command(
             dataset=dataset,
             kd=kd,
             by_config=by_config,
+            where=where,
             **_filters(stage, model_size, status),
         )
         # plain rows: no pyarrow import (0.2 s); an empty board comes as Arrow so its header still prints
@@ -92,6 +113,7 @@ def leaderboard_command(
             ("model_size", model_size),
             ("kd", kd),
             ("status", status),
+            ("where", where),
         )
         if v is not None
     )
@@ -104,18 +126,20 @@ def leaderboard_command(
 
 
 def compare_command(
-    run_a: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name (newest).")],
-    run_b: Annotated[str, typer.Argument(help="Run id, unique id prefix, or run name (newest).")],
+    runs: Annotated[list[str], typer.Argument(help="Two or more runs: id, unique id prefix, or run name (newest).")],
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Two runs' final metrics side by side, with b - a and which run is better per metric."""
+    """Runs' final metrics side by side, with the difference to the first and which run is best per metric."""
+    if len(runs) < 2:
+        raise KdgatError("compare needs at least two runs.")
     with _open(tracking_uri) as db:
-        table = db.compare(run_a, run_b, arrow=True)
+        table = db.compare(*runs, arrow=True)
     meta = table.schema.metadata or {}
-    title = f"a = {meta.get(b'kdgat.a', b'').decode()}   b = {meta.get(b'kdgat.b', b'').decode()}"
+    names = [c for c in table.column_names[1:] if f"kdgat.{c}".encode() in meta]
+    title = "   ".join(f"{n} = {meta[f'kdgat.{n}'.encode()].decode()}" for n in names)
     emit(table, fmt, output, title=title)
 
 
@@ -174,12 +198,22 @@ def lineage_command(
     run: Annotated[Optional[str], typer.Argument(help="Only the tree around this run (id, prefix or name).")] = None,
     dataset: DatasetOpt = None,
     metric: MetricOpt = "f1",
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Paired statistics of KD students against their teachers.")
+    ] = False,
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Teacher -> student trees (from teacher_run_id tags) with each student's delta to its teacher."""
+    if stats:
+        from kdgat_core.commands.comparison import print_comparison
+
+        with _open(tracking_uri) as db:
+            result = db.lineage_stats(metric, dataset=dataset, run=run)
+        print_comparison(result, fmt, output)
+        return
     with _open(tracking_uri) as db:
         table = db.lineage(run=run, dataset=dataset, metric=metric, arrow=True)
     if fmt is not OutputFormat.table:
@@ -198,12 +232,26 @@ def runs_command(
     limit: Annotated[
         Optional[int], typer.Option("--limit", help="At most this many rows (newest first).", min=0, max=MAX_ROWS)
     ] = None,
+    where: WhereOpt = None,
+    view: Annotated[
+        Optional[str], typer.Option("--view", "-V", help="A saved view of kdgat.toml ([views.NAME]).")
+    ] = None,
     tracking_uri: TrackingUriOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """List runs (newest first), e.g. kdgat runs --status failed."""
+    """List runs (newest first), e.g. kdgat runs --status failed; kdgat runs --view kd-students."""
+    if where or view:
+        from kdgat_core.query.saved_views import apply_view, get_view
+
+        saved = get_view(view) if view else None
+        with _open(tracking_uri) as db:
+            table = apply_view(db, saved, where, dataset=dataset, kd=kd, **_filters(stage, model_size, status))
+        if limit is not None:
+            table = table.slice(0, max(limit, 0))
+        emit(table, fmt, output, title=f"{table.num_rows} {'groups' if saved and saved.group_by else 'runs'}")
+        return
     with _open(tracking_uri) as db:
         table = db.runs(
             dataset=dataset,

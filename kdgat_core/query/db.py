@@ -40,9 +40,11 @@ from kdgat_core.query.connection import (
     register_arrow,
     resolve_db,
 )
+from kdgat_core.query.expressions import parse_metric
 from kdgat_core.query.filters import RunFilter, _lit, _quote, bool_tag_sql, tag_equals  # noqa: F401 - re-exported
 from kdgat_core.query.sql_guard import check_user_sql, one_line, summarized_query, table_names
 from kdgat_core.query.sql_text import decoded_metric, in_list, literal, quote_ident
+from kdgat_core.query.summaries import SummaryCache, summary_placeholder_sql
 from kdgat_core.query.summarize import summary_sql
 from kdgat_core.query.wide import (
     BASE_COLUMNS,
@@ -59,7 +61,7 @@ from kdgat_core.query.wide import (
     visible_rows,
 )
 
-VIEWS = ("runs", "params", "tags", "metrics", "metric_history", "lineage", "runs_wide")
+VIEWS = ("runs", "params", "tags", "metrics", "metric_history", "metric_summary", "lineage", "runs_wide")
 # Views backed by the wide table: a query naming one of them brings the table up to date first.
 _WIDE_VIEWS = {"runs", "lineage", "runs_wide"}
 _HEX_ID = re.compile(r"^[0-9a-f]{1,32}$")
@@ -109,6 +111,7 @@ class TrackingDB:
             else None
         )
         self._wide: pa.Table | None = None
+        self._summary = SummaryCache(lambda: self._reader, resolved.path, self._cache.dir if self._cache else None)
         self._views_current = False
         self._views_created = False
         self.last_refresh = RefreshStats()
@@ -187,6 +190,7 @@ class TrackingDB:
             "WHEN m.value <= -1.7976931348623157e308 THEN '-inf'::DOUBLE ELSE m.value END"
         )
         con.execute(f"CREATE OR REPLACE VIEW _kdgat_visible AS {visible}")
+        self._create_summary_view()
         con.execute(
             f"CREATE OR REPLACE VIEW params AS SELECT p.run_uuid AS run_id, p.key, p.value FROM {ALIAS}.params p "
             "WHERE p.run_uuid IN (SELECT run_uuid FROM _kdgat_visible)"
@@ -207,6 +211,124 @@ class TrackingDB:
             f"FROM {ALIAS}.metrics m WHERE m.run_uuid IN (SELECT run_uuid FROM _kdgat_visible) "
             "GROUP BY m.run_uuid, m.key, m.step"
         )
+
+    def _create_summary_view(self, table: pa.Table | None = None) -> None:
+        """`metric_summary`: an empty typed stand-in until a query names it, then the summary cache's table."""
+        con = self._reader.con
+        if table is None:
+            con.execute(f"CREATE OR REPLACE VIEW _kdgat_summary AS {summary_placeholder_sql()}")
+        else:
+            register_arrow(con, "_kdgat_summary", table)
+        con.execute(
+            "CREATE OR REPLACE VIEW metric_summary AS SELECT * FROM _kdgat_summary "
+            "WHERE run_id IN (SELECT run_uuid FROM _kdgat_visible)"
+        )
+
+    def _sync_summary_view(self) -> None:
+        self.con  # noqa: B018 - the views exist from here on
+        self._create_summary_view(self.metric_summary_table())
+
+    def metric_summary_table(self) -> pa.Table:
+        """Every run's metric summaries (deleted runs too), from the read cache (see `kdgat_core.query.summaries`)."""
+        return self._summary.get()
+
+    def metric_summary(self, run: str | None = None, key: str | None = None, arrow: bool = False):
+        """Per run and metric: last, min, max, argmin_step, argmax_step, n_steps, last_step (from the history).
+
+        >>> s = db.metric_summary("hcrl_sa/teacher_curriculum", "val_loss")
+        >>> s[["key", "last", "min", "max", "argmin_step", "argmax_step", "n_steps"]]
+                key  last  min  max  argmin_step  argmax_step  n_steps
+        0  val_loss   0.2  0.2  0.6            3            1        3
+        """
+        table = self.metric_summary_table()
+        if run is not None:
+            table = table.filter(pc.equal(table["run_id"], self.resolve_run(run)))
+        elif not self.include_deleted:
+            visible = self.wide(arrow=True)["run_id"]
+            table = table.filter(pc.is_in(table["run_id"], value_set=visible.combine_chunks()))
+        if key is not None:
+            table = table.filter(pc.equal(table["key"], key))
+            if table.num_rows == 0:
+                self.check_metric(key)
+        return self._out(table, arrow)
+
+    def frame(self, metrics: Sequence[str] = (), where: str | None = None, arrow: bool = False, **filters: Any):
+        """Visible runs (wide rows) passing the filters, with a column per metric expression (``max(val_f1)``...)."""
+        from kdgat_core.query import frame
+
+        return self._out(frame.build(self, metrics, RunFilter(**filters), where), arrow)
+
+    def groups(
+        self,
+        by: Sequence[str],
+        metric: str = Metric.F1.value,
+        where: str | None = None,
+        arrow: bool = False,
+        **filters: Any,
+    ):
+        """Runs grouped by params and tags: n, mean, std, median, min, max and a 95% CI of a metric expression.
+
+        >>> g = db.groups(["model_size"], "f1", dataset="hcrl_sa", stage="evaluation")
+        >>> g[["model_size", "runs", "f1_n", "f1_mean", "f1_ci_low"]].round(3)
+          model_size  runs  f1_n  f1_mean  f1_ci_low
+        0    teacher     4     4    0.930      0.896
+        1    student     2     2    0.898      0.675
+        """
+        from kdgat_core.query import frame
+        from kdgat_core.query.groups import group_stats
+
+        expr = parse_metric(metric)
+        table = frame.build(self, [expr], RunFilter(**filters), where)
+        keys = [frame.resolve_column(k, table.column_names) for k in by]
+        out = group_stats(table, keys, [expr.text], order_by=expr.text, descending=expr.direction == "desc")
+        return self._out(out, arrow)
+
+    def ab(
+        self,
+        by: str,
+        metric: str = Metric.F1.value,
+        pair_on: Sequence[str] = (),
+        a: str | None = None,
+        b: str | None = None,
+        where: str | None = None,
+        **filters: Any,
+    ):
+        """Compare a metric expression between the two values of a tag or param (`kdgat ab`): a `stats.Comparison`.
+
+        >>> c = db.ab("model_size", "f1", dataset="hcrl_sa", stage="evaluation")
+        >>> c.sentence.split(" (")[0], round(c.p_value, 2), c.test
+        ('model_size=teacher: +0.0325 f1 against model_size=student', 0.27, 'Mann-Whitney U')
+        """
+        from kdgat_core.query import frame
+        from kdgat_core.query.stats import compare_sides
+
+        expr = parse_metric(metric)
+        table = frame.build(self, [expr], RunFilter(**filters), where)
+        col = frame.resolve_column(by, table.column_names)
+        keys = [frame.resolve_column(k, table.column_names) for k in pair_on]
+        label = col.removeprefix(PARAM_PREFIX)
+        table = table.rename_columns([label if c == col else c for c in table.column_names])
+        return compare_sides(table, label, expr.text, keys, a, b, lower_is_better=expr.direction == "asc")
+
+    def importance(self, metric: str = Metric.F1.value, where: str | None = None, **filters: Any):
+        """Per varying param: Spearman's rho and random-forest permutation importance (`query.importance`)."""
+        from kdgat_core.query import frame
+        from kdgat_core.query.importance import importance
+
+        expr = parse_metric(metric)
+        return importance(frame.build(self, [expr], RunFilter(**filters), where), expr.text)
+
+    def lineage_stats(self, metric: str = Metric.F1.value, dataset: str | None = None, run: str | None = None):
+        """Paired statistics of KD students against their teachers (each edge of `lineage` is a pair)."""
+        from kdgat_core.query import frame
+        from kdgat_core.query.stats import paired
+
+        expr = parse_metric(metric)
+        edges = self.lineage(run=run, dataset=dataset, metric=Metric.F1.value, arrow=True)
+        edges = edges.filter(pc.is_valid(edges["teacher_name"]))
+        teacher = frame.metric_values(self, expr, edges["teacher_run_id"].combine_chunks()).to_pylist()
+        student = frame.metric_values(self, expr, edges["student_run_id"].combine_chunks()).to_pylist()
+        return paired(teacher, student, expr.text, "teachers", "KD students", lower_is_better=expr.direction == "asc")
 
     def _create_wide_views(self) -> None:
         where = "" if self.include_deleted else " WHERE lifecycle <> 'deleted'"
@@ -407,6 +529,7 @@ class TrackingDB:
         by_config: bool = False,
         arrow: bool = False,
         rows: bool = False,
+        where: str | None = None,
     ):
         """The best runs by a final metric (lower-is-better metrics such as val_loss sort ascending).
 
@@ -428,9 +551,16 @@ class TrackingDB:
         if top is not None and top < 1:
             raise KdgatError("--top must be at least 1.")
         flt = RunFilter(dataset, stage, model_size, kd, status)
+        expr = parse_metric(metric)
         if by_config:
-            table = boards.board_by_config(self, metric, top, flt)
+            table = boards.board_by_config(self, expr.text, top, flt, where)
             return table.to_pylist() if rows else self._out(table, arrow)
+        if expr.from_history or where:  # max(val_f1), val_f1@20, a --where filter: over the analysis frame
+            from kdgat_core.query import frame
+
+            table = boards.board_from(self, frame.build(self, [expr], flt, where), None, expr.text, top, flt, rows)
+            return table if rows else self._out(table, arrow)
+        metric = expr.text
         # Three sources, one answer (tests check they agree): the wide table already in memory, the cache's
         # leaderboard columns when the file has not changed (a parquet file DuckDB reads without touching the DB),
         # else an indexed join inside SQLite. The last two never build Arrow from Python objects: that would import
@@ -448,8 +578,11 @@ class TrackingDB:
         return table if rows else self._out(table, arrow)
 
     def _metric_column(self, metric: str, names: Iterable[str]) -> str | None:
+        names = set(names)
         col = metric if metric in METRIC_COLUMNS else METRIC_PREFIX + metric
-        return col if col in set(names) else None
+        if col not in names and parse_metric(metric).from_history and metric in names:
+            return metric  # an expression's column in the analysis frame
+        return col if col in names else None
 
     def check_metric(self, metric: str) -> None:
         """Raise a clear error naming close matches if no run has logged `metric`."""
@@ -469,8 +602,9 @@ class TrackingDB:
         raise KdgatError(f"Unknown metric '{metric}': no run has logged it.{hint}")
 
     # -- comparing runs -----------------------------------------------------------------------------------------------
-    def compare(self, run_a: str, run_b: str, arrow: bool = False):
-        """Final metrics of two runs side by side; ``delta`` is b - a, ``better`` names the better run per metric.
+    def compare(self, run_a: str, run_b: str, *more: str, arrow: bool = False):
+        """Final metrics of two or more runs side by side (`kdgat_core.query.compare`): two runs give ``delta`` = b - a
+        and ``better``; more give ``delta_b``, ``delta_c``... against a and ``best``.
 
         >>> c = db.compare("hcrl_sa/teacher_curriculum", "hcrl_sa/student_curriculum_kd")
         >>> c[c.metric.isin(["f1", "mcc"])][["metric", "a", "b", "delta", "better"]]
@@ -478,40 +612,11 @@ class TrackingDB:
         2     f1  0.91  0.89  -0.02      a
         6    mcc  0.88  0.85  -0.03      a
         """
-        ids = [self.resolve_run(run_a), self.resolve_run(run_b)]
-        rows = self._runs_by_id(ids).to_pylist()
-        a, b = rows[0], rows[1] if len(rows) > 1 else rows[0]
-        keys = [m for m in METRIC_COLUMNS] + sorted(
-            {k for r in (a, b) for k, v in r.items() if k.startswith(METRIC_PREFIX) and v is not None}
-        )
-        out: dict[str, list[Any]] = {"metric": [], "a": [], "b": [], "delta": [], "better": []}
-        for k in keys:
-            va, vb = a.get(k), b.get(k)
-            if va is None and vb is None:
-                continue
-            name = k[len(METRIC_PREFIX) :] if k.startswith(METRIC_PREFIX) else k
-            delta = None if va is None or vb is None else vb - va
-            better = None
-            if delta is not None and delta == delta:
-                lower = metric_direction(name) == "asc"
-                better = "=" if delta == 0 else ("b" if (delta < 0) == lower else "a")
-            for col, v in (("metric", name), ("a", va), ("b", vb), ("delta", delta), ("better", better)):
-                out[col].append(v)
-        table = pa.table(
-            out,
-            schema=pa.schema(
-                [
-                    ("metric", pa.string()),
-                    ("a", pa.float64()),
-                    ("b", pa.float64()),
-                    ("delta", pa.float64()),
-                    ("better", pa.string()),
-                ]
-            ),
-        )
-        meta = {"a": f"{a['run_name']} ({a['run_id'][:8]})", "b": f"{b['run_name']} ({b['run_id'][:8]})"}
-        table = table.replace_schema_metadata({f"kdgat.{k}": v for k, v in meta.items()})
-        return self._out(table, arrow)
+        from kdgat_core.query.compare import compare_rows
+
+        ids = [self.resolve_run(r) for r in (run_a, run_b, *more)]
+        by_id = {r["run_id"]: r for r in self._runs_by_id(ids).to_pylist()}
+        return self._out(compare_rows([by_id[i] for i in ids]), arrow)
 
     def config_diff(self, runs: Sequence[str], all: bool = False, arrow: bool = False):
         """The params that differ between runs (``all=True``: every param). One column per run, labelled name@id.
@@ -735,6 +840,8 @@ class TrackingDB:
         if table_names(statement) & _WIDE_VIEWS:
             self.wide(arrow=True)
             self._sync_views()
+        if "metric_summary" in table_names(statement):
+            self._sync_summary_view()
         try:
             source = summarized_query(statement) if statement.lstrip()[:9].upper() == "SUMMARIZE" else None
             if source is not None:

@@ -11,15 +11,12 @@ from typing import Any
 import duckdb
 
 from kdgat_core.config import Tag, metric_direction
-from kdgat_core.query.connection import pa, result_rows, sqlite_in_list, sqlite_literal
+from kdgat_core.query.connection import pa, pc, result_rows, sqlite_in_list, sqlite_literal
+from kdgat_core.query.expressions import parse_metric
 from kdgat_core.query.filters import RunFilter, _lit, _quote, bool_tag_sql, tag_equals
-from kdgat_core.query.wide import PARAM_PREFIX
 
 # The TrackingDB these functions serve (not imported: db imports this module; the layer contract forbids the cycle)
 TrackingDB = Any
-
-# Params that tell runs of one configuration apart without changing it: the seed, and the teacher a student used.
-_NOT_CONFIG_PARAM_LEAVES = {Tag.SEED.value, Tag.TEACHER_RUN_ID.value}
 
 
 def board_from(
@@ -40,7 +37,7 @@ def board_from(
     col = db._metric_column(metric, names)
     if col is None:
         return [] if rows else empty_board(db, metric)
-    direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
+    direction = "ASC" if parse_metric(metric).direction == "asc" else "DESC"
     limit = f"LIMIT {int(top)}" if top else ""
     sql = (
         f"SELECT row_number() OVER () AS rank, * FROM (SELECT run_id, run_name, dataset, stage, model_size, "
@@ -156,30 +153,24 @@ def board_native(
     )
 
 
-def board_by_config(db: TrackingDB, metric: str, top: int | None, flt: RunFilter) -> pa.Table:
-    wide = db._wide_current()
-    col = db._metric_column(metric, wide.column_names)
-    if col is None:
-        db.check_metric(metric)
-        return pa.table({})
-    config_cols = [
-        c
-        for c in wide.column_names
-        if c.startswith(PARAM_PREFIX) and c.rsplit(".", 1)[-1] not in _NOT_CONFIG_PARAM_LEAVES
-    ]
-    group = ", ".join(_quote(c) for c in ["dataset", "stage", "model_size", "use_kd", *config_cols])
-    direction = "ASC" if metric_direction(metric) == "asc" else "DESC"
-    m = _quote(col)
-    limit = f"LIMIT {int(top)}" if top else ""
-    return db._calc(
-        f"""SELECT row_number() OVER () AS rank, * FROM (
-              SELECT arg_max(run_name, start_time) AS run_name, dataset, stage, model_size, use_kd,
-                     count(*) AS n, avg({m}) AS {_quote(metric + "_mean")}, stddev_samp({m}) AS {_quote(metric + "_std")},
-                     min({m}) AS {_quote(metric + "_min")}, max({m}) AS {_quote(metric + "_max")},
-                     string_agg(coalesce(seed, '?'), ',' ORDER BY seed) AS seeds,
-                     arg_max(run_id, start_time) AS newest_run_id
-              FROM w WHERE {flt.where(db.include_deleted)} AND {m} IS NOT NULL AND NOT isnan({m})
-              GROUP BY {group}
-              ORDER BY 7 {direction}, n DESC, newest_run_id {limit})""",
-        w=wide,
-    )
+def board_by_config(db: TrackingDB, metric: str, top: int | None, flt: RunFilter, where: str | None = None) -> pa.Table:
+    """Runs that differ only in seed, one row each: the statistics of `kdgat_core.query.groups` (ranked by mean)."""
+    from kdgat_core.query import frame
+    from kdgat_core.query.groups import CONFIG_TAGS, config_keys, group_stats
+
+    expr = parse_metric(metric)
+    table = frame.build(db, [expr], flt, where)
+    m = expr.text
+    stats = group_stats(table, config_keys(table.column_names), [m], m, expr.direction == "desc")
+    stats = stats.filter(pc.greater(stats[m + "_n"], 0))
+    if top:
+        stats = stats.slice(0, int(top))
+    cols = {
+        "run_name": stats["run_name"],
+        **{k: stats[k] if k in stats.column_names else pa.nulls(stats.num_rows, pa.string()) for k in CONFIG_TAGS},
+        "n": stats[m + "_n"],
+        **{f"{m}_{s}": stats[f"{m}_{s}"] for s in ("mean", "std", "min", "max", "median", "ci_low", "ci_high")},
+        "seeds": stats["seeds"],
+        "newest_run_id": pc.list_element(stats["run_ids"], 0),
+    }
+    return pa.table({"rank": pa.array(range(1, stats.num_rows + 1), pa.int64()), **cols})

@@ -8,7 +8,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, Static
 
-from kdgat_core.config import METRIC_PREFIX, STANDARD_METRICS, metric_direction
+from kdgat_core.config import metric_direction
+from kdgat_core.query.compare import letters
 from kdgat_tui.runs_model import column_widths
 from kdgat_tui.screens.base import KdgatScreen
 from kdgat_tui.widgets.arrow_table import ArrowTable
@@ -45,7 +46,7 @@ class DiffScreen(KdgatScreen):
         source = self.app.source
         try:
             params = source.config_diff(self.run_ids, self.all_params)
-            metrics = metrics_side_by_side([source.run_row(r) for r in self.run_ids])
+            metrics = metrics_side_by_side(source.compare(self.run_ids))
         except Exception as exc:
             self.app.call_from_thread(self._failed, exc)
             return
@@ -73,33 +74,32 @@ class DiffScreen(KdgatScreen):
         (metrics if params.has_focus else params).focus()
 
 
-def metrics_side_by_side(rows: list[dict]) -> pa.Table:
-    """metric | run 1 | run 2 (Δ) | ...: standard metrics first, then the rest any of the runs logged."""
-    keys = [m.value for m in STANDARD_METRICS if any(r.get(m.value) is not None for r in rows)]
-    keys += sorted({k for r in rows for k, v in r.items() if k.startswith(METRIC_PREFIX) and v is not None})
+def metrics_side_by_side(compared: pa.Table) -> pa.Table:
+    """metric | run 1 | run 2 (Δ) | ...: `kdgat compare`'s table (standard metrics first) as the diff shows it."""
+    import json
+
+    runs = json.loads((compared.schema.metadata or {}).get(b"kdgat.runs", b"[]"))
     labels = []
-    for r in rows:
-        label = f"{r.get('run_name') or '?'}@{r['run_id'][:8]}"
+    for run_id, name in runs:
+        label = f"{name or '?'}@{run_id[:8]}"
         labels.append(label if label not in labels else f"{label}#{len(labels) + 1}")
+    columns = letters(len(runs))
+    deltas = ["delta"] if len(runs) == 2 else [f"delta_{c}" for c in columns[1:]]
     out: dict[str, list] = {"metric": []}
     for label in labels:
         out[label] = []
-    for key in keys:
-        name = key[len(METRIC_PREFIX) :] if key.startswith(METRIC_PREFIX) else key
-        arrow = "↓" if metric_direction(name) == "asc" else "↑"
-        out["metric"].append(f"{name} {arrow}")
-        base = rows[0].get(key)
-        for label, row in zip(labels, rows):
-            value = row.get(key)
-            out[label].append(_cell(value, base if row is not rows[0] else None))
+    for row in compared.to_pylist():
+        arrow = "↓" if metric_direction(row["metric"]) == "asc" else "↑"
+        out["metric"].append(f"{row['metric']} {arrow}")
+        out[labels[0]].append(_cell(row[columns[0]], None))
+        for label, col, delta in zip(labels[1:], columns[1:], deltas):
+            out[label].append(_cell(row[col], row[delta]))
     return pa.table({k: pa.array(v, pa.string()) for k, v in out.items()})
 
 
-def _cell(value, base) -> str:
+def _cell(value, delta) -> str:
     if value is None:
         return ""
-    if not isinstance(value, float):
-        return str(value)
-    if base is None or not isinstance(base, float):
+    if delta is None:  # the first run, or the first run has no value
         return f"{value:.4f}"
-    return f"{value:.4f} ({value - base:+.4f})"
+    return f"{value:.4f} ({delta:+.4f})"

@@ -13,9 +13,10 @@ from textual.widgets import Footer, Static
 from kdgat_tui.screens.base import KdgatScreen, is_mutating
 
 FILTER_HELP = """\
-Filter (/): terms are ANDed.
+Filter (/, the same as kdgat's --where): terms side by side are ANDed; | is OR; parentheses group; !( ) negates.
   hcrl_sa            free text on run names and tags (case-insensitive); !word excludes
-  dataset=hcrl_sa    a column equals a value; dataset=hcrl_sa,set_01 means either
+  dataset=hcrl_sa    a column equals a value; dataset=hcrl_sa,set_01 or dataset in (hcrl_sa, set_01) means either
+  (dataset=hcrl_sa | dataset=set_01) lr>=0.001   params by dotted key or unique leaf; not in (...) excludes
   f1>0.9 val_loss<=0.2   compare numbers (also >=, <, !=)
   status!=failed     not equal (runs without the column stay)
   name~kd$           regular expression; !~ excludes
@@ -24,6 +25,7 @@ Command line (:): runs, jobs, failures, sql [query], lineage [dataset], diff, su
 
 
 def screen_classes():
+    from kdgat_tui.screens.chart import ChartScreen
     from kdgat_tui.screens.diff import DiffScreen
     from kdgat_tui.screens.failures import FailuresScreen
     from kdgat_tui.screens.jobs import JobsScreen, LogScreen
@@ -37,6 +39,7 @@ def screen_classes():
         ("Runs", RunsScreen),
         ("Run detail", RunDetailScreen),
         ("Diff", DiffScreen),
+        ("Chart", ChartScreen),
         ("Lineage", LineageScreen),
         ("SQL console", SqlConsole),
         ("Jobs", JobsScreen),

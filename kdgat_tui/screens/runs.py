@@ -11,28 +11,32 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Input, Label, Static
 
-from kdgat_core.config import RunStatus, Tag
+from kdgat_core.config import RunStatus, Tag, metric_direction
 from kdgat_tui.run_filter import FilterError
 from kdgat_tui.runs_model import HEADERS, QUICK_COLUMNS, RUN_ID, RunsModel, View, column_of_header
 from kdgat_tui.screens.base import KdgatScreen
 from kdgat_tui.widgets.arrow_table import ArrowTable
-from kdgat_tui.widgets.dialogs import Pick, PickMany
+from kdgat_tui.widgets.dialogs import Ask, Confirm, Pick, PickMany
 
 FACTS_EVERY_S = 30.0  # efficiency and cause change only when jobs end: no need to ask sacct on every refresh
 
 
 class RunsScreen(KdgatScreen):
-    MUTATING = frozenset({"submit"})
+    MUTATING = frozenset({"submit", "annotate"})
     clock = staticmethod(time.time)  # one seam for "now", so snapshot tests can fix the status line's time
     BINDINGS = [
         Binding("/", "filter", "Filter", tooltip="Free text, or dataset=hcrl_sa f1>0.9 status!=failed"),
         Binding("enter", "open_run", "Detail", tooltip="Tags, params, metrics, scenarios, curves, artifacts"),
         Binding("space", "mark", "Mark", tooltip="Mark runs to diff"),
         Binding("d", "diff", "Diff", tooltip="Compare the marked runs (or the cursor run with its teacher)"),
+        Binding("c", "chart", "Chart", tooltip="Curves of the marked runs, or of the groups (mean ± std)"),
         Binding("s", "sort", "Sort", tooltip="Sort by a column (again: reverse)"),
         Binding("S", "reverse", "Reverse", show=False, tooltip="Reverse the sort"),
         Binding("m", "metrics", "Metrics", tooltip="Choose the metric columns"),
         Binding("g", "group", "Group", tooltip="Group runs that differ only in seed (mean ± std, n)"),
+        Binding("G", "group_columns", "Group by", show=False, tooltip="Pick the columns to group by"),
+        Binding("v", "views", "Views", show=False, tooltip="Switch to a saved view of kdgat.toml ([views.NAME])"),
+        Binding("A", "annotate", "Annotate", show=False, tooltip="Tag, note or delete the marked runs (asks first)"),
         Binding("1", "quick(0)", "Dataset", show=False, tooltip="Cycle the dataset quick filter"),
         Binding("2", "quick(1)", "Stage", show=False, tooltip="Cycle the stage quick filter"),
         Binding("3", "quick(2)", "Size", show=False, tooltip="Cycle the model-size quick filter"),
@@ -62,6 +66,7 @@ class RunsScreen(KdgatScreen):
         self.last_ok: float | None = None
         self.loaded_at: float | None = None
         self.cached = False
+        self._views: dict = {}  # kdgat.toml's saved views, read when `v` is pressed
         self._facts_at = float("-inf")  # when the scheduler's facts (efficiency, cause) were last asked for
         self.last_event = ""  # the newest watch event, shown in the status line
 
@@ -333,6 +338,23 @@ class RunsScreen(KdgatScreen):
         rows = {r: self.view.row_of(r) for r in marks} if self.view else {}
         self.app.open_diff(sorted(marks, key=lambda r: rows.get(r) if rows.get(r) is not None else 1 << 60))
 
+    def action_chart(self) -> None:
+        if self.model is None or self.view is None or not len(self.view.ids):
+            return
+        if self.view.grouped:
+            # the cursor's group and the ones below it, at most 8: one legend colour each
+            start = self.query_one(ArrowTable).cursor_row
+            names = self.view.table.column(0).to_pylist()
+            groups = [(names[i], self.view.groups[i]) for i in range(start, min(start + 8, len(names)))]
+            self.app.open_chart(groups=groups)
+            return
+        marks = list(self.model.marks)
+        if marks:
+            rows = {r: self.view.row_of(r) for r in marks}
+            self.app.open_chart(sorted(marks, key=lambda r: rows.get(r) if rows.get(r) is not None else 1 << 60))
+        elif self.current_run_id():
+            self.app.open_chart([self.current_run_id()])
+
     def action_sort(self) -> None:
         if self.model is None:
             return
@@ -369,6 +391,138 @@ class RunsScreen(KdgatScreen):
         if self.model is not None:
             self.model.grouped = not self.model.grouped
             self.render_view(keep_run=None if self.model.grouped else self.current_run_id())
+
+    def action_group_columns(self) -> None:
+        if self.model is None:
+            return
+        from kdgat_core.query.groups import CONFIG_TAGS
+
+        cols = [c for c in self.model.columns if c in CONFIG_TAGS or c.startswith(("params.", "tags."))]
+        items = [(c, c) for c in cols]
+        self.app.push_screen(
+            PickMany("Group by (none: by configuration)", items, self.model.group_by), self._grouped_by
+        )
+
+    def _grouped_by(self, chosen: list[str] | None) -> None:
+        if chosen is not None and self.model is not None:
+            self.model.group_by = list(chosen)
+            self.model.grouped = True
+            self.render_view(keep_run=None)
+
+    # ---- annotations: written by `kdgat tag|note|delete` in a subprocess (mlflow never loads in the TUI) --------
+    def _targets(self) -> list[str]:
+        if self.model is None:
+            return []
+        return sorted(self.model.marks) or ([self.current_run_id()] if self.current_run_id() else [])
+
+    def action_annotate(self) -> None:
+        if self.app.readonly or not self._targets():
+            return
+        items = [("tag", "tag KEY=VALUE"), ("note", "note (MLflow's description)"), ("delete", "delete (restorable)")]
+        self.app.push_screen(Pick(f"Annotate {len(self._targets())} run(s)", items), self._annotate_chosen)
+
+    def _annotate_chosen(self, action: str | None) -> None:
+        if action == "delete":
+            self._confirm_annotation("delete", [], [f"{self._who(r)}: delete" for r in self._targets()])
+        elif action in ("tag", "note"):
+            prompt = "tag KEY=VALUE" if action == "tag" else "note"
+            self.app.push_screen(Ask(prompt), lambda text: self._annotate_text(action, text))
+
+    def _annotate_text(self, action: str, text: str | None) -> None:
+        if not text:
+            return
+        runs = self._targets()
+        if action == "tag":
+            key, sep, value = text.partition("=")
+            key = key.strip()
+            if not sep or not key or key.startswith("mlflow."):
+                self.notify(f"'{text}' is not KEY=VALUE (mlflow.* keys are MLflow's own).", severity="error")
+                return
+            old = {r: self.model.value_of(r, key) or self.model.value_of(r, f"tags.{key}") for r in runs}
+            lines = [f"{self._who(r)}: tag {key} = {value!r} (was {old[r]!r})" for r in runs if old[r] != value]
+            self._confirm_annotation("tag", ["--set", f"{key}={value}"], lines)
+        else:
+            self._confirm_annotation("note", ["--text", text], [f"{self._who(r)}: note {text!r}" for r in runs])
+
+    def _who(self, run_id: str) -> str:
+        return f"{self.model.value_of(run_id, 'run_name') or '?'} ({run_id[:8]})"
+
+    def _confirm_annotation(self, action: str, args: list[str], lines: list[str]) -> None:
+        if not lines:
+            self.notify("Nothing to change: the runs already look like that.")
+            return
+        runs = self._targets()
+        body = "\n".join(lines[:12]) + (f"\n... and {len(lines) - 12} more" if len(lines) > 12 else "")
+        self.app.push_screen(
+            Confirm(f"{action}: {len(lines)} change(s) through MLflow", body),
+            lambda yes: self._write_annotation(action, runs, args) if yes else None,
+        )
+
+    @work(thread=True, group="annotate")
+    def _write_annotation(self, action: str, runs: list[str], args: list[str]) -> None:
+        import subprocess
+        import sys
+
+        cmd = [
+            sys.executable,
+            "-m",
+            "kdgat_core.cli",
+            action,
+            *runs,
+            *args,
+            "--yes",
+            "--tracking-uri",
+            self.app.source.uri,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode == 0:
+            self.app.call_from_thread(self.notify, proc.stdout.strip().splitlines()[-1])
+            self.app.call_from_thread(self.action_reload)  # a full (incremental, exact) read sees tag changes
+        else:
+            message = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+            self.app.call_from_thread(self.notify, message, severity="error")
+
+    def action_views(self) -> None:
+        from kdgat_core.query.saved_views import load_views
+
+        try:
+            self._views = load_views()
+        except Exception as exc:  # a malformed kdgat.toml is a sentence, not a crash
+            self.notify(str(exc), severity="error")
+            return
+        if not self._views:
+            self.notify("No saved views: add [views.<name>] to kdgat.toml (see docs/analysis.md).", severity="warning")
+            return
+        items = [(n, f"{n}  {v.where}") for n, v in sorted(self._views.items())]
+        self.app.push_screen(Pick("Saved view", items), self._view_chosen)
+
+    def _view_chosen(self, name: str | None) -> None:
+        if not name or self.model is None:
+            return
+        view = self._views[name]
+        model = self.model
+        model.filter_text = view.where
+        self.query_one("#filter", Input).value = view.where
+        self.query_one("#filter-row").set_class(not view.where, "hidden")
+        metrics = [m for c in view.columns for m in (c, f"metrics.{c}") if m in model.available_metrics]
+        if metrics:
+            model.metrics = metrics
+        if view.sort:
+            column = next(
+                (c for c in (view.sort, f"metrics.{view.sort}", f"params.{view.sort}") if c in model.columns), None
+            )
+            if column:
+                model.sort_key = column
+                model.sort_desc = (
+                    view.descending
+                    if view.descending is not None
+                    else (metric_direction(column) == "desc" if column in model.available_metrics else True)
+                )
+        found = (next((c for c in (g, f"params.{g}", f"tags.{g}") if c in model.columns), None) for g in view.group_by)
+        model.group_by = [c for c in found if c]
+        model.grouped = bool(view.group_by)
+        self.render_view(keep_run=None)
+        self.notify(f"view {name}")
 
     def action_quick(self, which: int) -> None:
         if self.model is None:

@@ -55,3 +55,46 @@ class Curves(Static):
         if w < 10 or h < 4:
             return
         self.update(render_curves(self.series, w, h, self.title))
+
+
+def render_lines(
+    lines: list, width: int, height: int, title: str = "", log_y: bool = False, smooth: float = 0.0
+) -> Text:
+    """Curves of kdgat_core.query.curves (runs, or groups with a ± std band drawn as thin lines), the colours
+    `kdgat plot` uses; teachers grey, first, so the runs are drawn over them."""
+    import math
+
+    import plotext as plt
+
+    from kdgat_core.query.curves import ema
+
+    if not lines:
+        return Text("no points logged", style="dim")
+
+    def tf(values: list[float]) -> list[float]:
+        values = ema(values, smooth) if smooth else list(values)
+        return [math.log10(v) if log_y and v == v and v > 0 else (float("nan") if log_y else v) for v in values]
+
+    fig = plt.figure
+    fig.clear()
+    fig.plot_size(max(width, 20), max(height, 6))
+    fig.theme("dark")
+    if title:
+        fig.title(title)
+    for c in sorted(lines, key=lambda c: not c.teacher):
+        rgb = tuple(int(c.colour[i : i + 2], 16) for i in (1, 3, 5))
+        y = tf(c.y)
+        keep = [(x, v) for x, v in zip(c.x, y) if v == v]
+        if not keep:
+            continue
+        xs, ys = [k[0] for k in keep], [k[1] for k in keep]
+        fig.draw(fig.signal(xs, ys, marker=plt.marker("hd", pixel=rgb)).lines().label(c.label[:32]))
+        if c.std is not None and any(s for s in c.std):
+            raw = ema(c.y, smooth) if smooth else c.y
+            for sign in (-1, 1):
+                band = [m + sign * s for m, s in zip(raw, c.std)]
+                band = [math.log10(v) if v > 0 else float("nan") for v in band] if log_y else band
+                pts = [(x, v) for x, v in zip(c.x, band) if v == v]
+                if pts:
+                    fig.draw(fig.signal([p[0] for p in pts], [p[1] for p in pts], marker=plt.marker("·", pixel=rgb)))
+    return Text.from_ansi(fig.build().string())

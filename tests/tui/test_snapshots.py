@@ -153,3 +153,15 @@ def _type(text: str):
             await pilot.press("space" if ch == " " else ch)
 
     return typing
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_chart_of_marked_runs_with_a_teacher(snap_compare, stable_db, size):
+    steps = ("slash", _type("stage=curriculum kd=yes"), "enter", "space space", "c", _until("val_loss ·"))
+    assert snap_compare(app_for(stable_db), terminal_size=SIZES[size], run_before=_then(*steps))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_chart_of_groups_with_bands(snap_compare, stable_db, size):
+    steps = ("slash", _type("stage=curriculum"), "enter", "g", "c", _until("groups (mean"), "l")
+    assert snap_compare(app_for(stable_db), terminal_size=SIZES[size], run_before=_then(*steps))
