@@ -98,7 +98,10 @@ class Reader:
             raise
         # never resolve unknown table names to Python variables of the caller
         con.execute("SET python_enable_replacements = false")
-        con.execute("SET enable_progress_bar = false")  # a slow server query must not draw over the CLI's output
+        try:  # a slow server query must not draw over the CLI's output
+            con.execute("SET enable_progress_bar = false")
+        except duckdb.InvalidInputException:
+            pass  # inside Jupyter without ipywidgets DuckDB refuses to touch the setting; it draws no bar there
         con.execute("SET enable_external_access = false")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
