@@ -75,6 +75,8 @@ class HelpScreen(KdgatScreen):
         yield Static("Keys · esc back", classes="screen-title")
         with VerticalScroll():
             readonly = getattr(self.app, "readonly", False)
+            if readonly:  # first: the help grew past one screen, and this is what a read-only user must see
+                yield Static("read-only mode: submit and cancel are switched off.", classes="section muted")
             classes = screen_classes()
             classes.sort(key=lambda item: item[1] is not self.current_cls)
             for title, cls in classes:
@@ -114,6 +116,4 @@ class HelpScreen(KdgatScreen):
                 everywhere.add_row(key, what)
             yield Static(everywhere, classes="section")
             yield Static(Text(FILTER_HELP), classes="section")
-            if readonly:
-                yield Static("read-only mode: submit and cancel are switched off.", classes="section muted")
         yield Footer()
