@@ -16,7 +16,7 @@ column (params are text) compares as numbers; `!=` keeps runs without a value. N
 >>> compile_filter("f1>")
 Traceback (most recent call last):
 ...
-kdgat_core.query.filters.FilterError: 'f1>' has no value after '>'; write e.g. f1>0.9.
+kdgat_core.query.filter_language.FilterError: 'f1>' has no value after '>'; write e.g. f1>0.9.
 """
 
 from __future__ import annotations
