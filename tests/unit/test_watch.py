@@ -62,7 +62,9 @@ def webhook():
 
 def watch(project: Path, path_dir: Path) -> subprocess.CompletedProcess[str]:
     # no sbatch on PATH: this machine has no scheduler (the store alone is watched)
-    env = {**os.environ, "PATH": f"{path_dir}:{Path(sys.executable).parent}", "TMUX": ""}
+    # and nothing another test left in the environment chooses the store, the cache or the scheduler for it
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("KDGAT_", "MLFLOW_", "SLURM_"))}
+    env = {**keep, "PATH": f"{path_dir}:{Path(sys.executable).parent}", "TMUX": ""}
     return subprocess.run([KDGAT, "watch", "--once"], cwd=project, capture_output=True, text=True, timeout=180, env=env)
 
 
