@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py $(DEMO_ARGS)
