@@ -1,7 +1,7 @@
 """`kdgat migrate SRC DEST`: move an MLflow SQLite store into an empty PostgreSQL database, every id kept.
 
 MLflow has no way to move a store between backends. Both stores have MLflow's schema at the same alembic version (the
-destination made by `mlflow db upgrade`), so every table is copied column for column: experiments, runs, params,
+destination made by `mlflow db upgrade`), so every table is copied column for column (with COPY): experiments, runs, params,
 tags, metrics, latest_metrics, inputs, datasets and whatever else holds rows, in foreign-key order, in ONE
 transaction (an interrupted migration leaves the destination empty). SQLite's 0/1 become PostgreSQL booleans where
 the column is boolean, and each serial column's sequence continues after the highest copied id.
@@ -13,9 +13,11 @@ runs with the same values (all of them, or a fixed sample of a big store). The s
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import random
+import re
 import sqlite3
 import tempfile
 import time
@@ -28,6 +30,8 @@ from typing import Any
 from kdgat_core.config import KdgatError, is_postgres_uri, libpq_dsn, mask_secret, mask_uri, sqlite_path
 
 BATCH = 5000
+COPY_BATCH = 50_000  # rows per COPY call (COPY loads ~10x faster than INSERT ... VALUES here)
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")  # what COPY's text format escapes
 VERIFY_ALL_UP_TO = 5000  # runs; above this a fixed random sample of VERIFY_SAMPLE runs is compared
 VERIFY_SAMPLE = 1000
 # Tables `mlflow db upgrade` itself fills (MLflow 3.17: the default workspace)
@@ -203,15 +207,19 @@ def migrate(
             types = [pg_cols[c] for c in cols]
             names = ", ".join(f'"{c}"' for c in cols)
             sql = f'INSERT INTO "{table}" ({names}) VALUES %s'
+            copy = "bytea" not in types  # binary columns keep psycopg2's adaptation
             done, last_shown = 0, time.perf_counter()
             reader = scon.execute(f'SELECT {names} FROM "{table}"')
             while True:
-                rows = reader.fetchmany(BATCH)
+                rows = reader.fetchmany(COPY_BATCH if copy else BATCH)
                 if not rows:
                     break
-                execute_values(
-                    cur, sql, [tuple(_convert(v, t) for v, t in zip(r, types)) for r in rows], page_size=BATCH
-                )
+                if copy:
+                    _copy_rows(cur, table, names, types, rows)
+                else:
+                    execute_values(
+                        cur, sql, [tuple(_convert(v, t) for v, t in zip(r, types)) for r in rows], page_size=BATCH
+                    )
                 done += len(rows)
                 if time.perf_counter() - last_shown > 2:
                     progress(f"{table}: {done:,} of {total:,} rows")
@@ -284,6 +292,34 @@ def _advance_sequences(cur: Any, tables: list[str]) -> None:
                     FROM "{table}" """,
                 (f'"{table}"', col),
             )
+
+
+def _copy_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _copy_plain(value: Any) -> str:
+    """A value in COPY's text format (NULL as \\N); what execute_values stores for it: floats by repr (exact; PostgreSQL
+    reads 'nan', 'inf', '-inf'), ints and text as they are."""
+    if value is None:
+        return "\\N"
+    if type(value) is str:
+        return _copy_escape(value) if _COPY_SPECIAL.search(value) else value
+    if isinstance(value, bytes):
+        return "\\\\x" + value.hex()
+    return str(value)
+
+
+def _copy_boolean(value: Any) -> str:
+    value = _convert(value, "boolean")
+    return "\\N" if value is None else ("t" if value else "f")
+
+
+def _copy_rows(cur: Any, table: str, names: str, types: list[str], rows: list[tuple]) -> None:
+    """Load rows with COPY FROM STDIN (text format), converting as `_convert` does."""
+    convs = [_copy_boolean if t == "boolean" else _copy_plain for t in types]
+    text = "\n".join(["\t".join([f(v) for f, v in zip(convs, r)]) for r in rows])
+    cur.copy_expert(f'COPY "{table}" ({names}) FROM STDIN', io.StringIO(text + "\n"))
 
 
 def _verify_counts(scon: sqlite3.Connection, cur: Any, report: MigrationReport) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -74,3 +75,46 @@ def test_a_failing_migration_rolls_back_everything(sqlite_fixture_db, pg_server,
         database="migrate_fails",
     )
     assert counts == [(0, 0, 0)]
+
+
+AWKWARD = ["tab\there", "line\nbreak", "cr\rhere", "back\\slash", "\\.", "\\N", "", "ünïcode ✓", 'quote"s, and commas']
+
+
+def test_migrate_copies_awkward_text_and_extreme_numbers_exactly(pg_server, tmp_path):
+    """COPY's text format escapes tabs, newlines and backslashes: every byte and every float bit arrives unchanged."""
+    import sqlite3
+
+    src = tmp_path / "awkward.db"
+    run_python(
+        "import sys, json\n"
+        "from mlflow import MlflowClient\n"
+        "from mlflow.entities import Metric, Param, RunTag\n"
+        "c = MlflowClient(f'sqlite:///{sys.argv[1]}')\n"
+        "exp = c.create_experiment('awkward')\n"
+        "r = c.create_run(exp).info.run_id\n"
+        "vals = json.loads(sys.argv[2])\n"
+        "c.log_batch(r, params=[Param(f'p{i}', v) for i, v in enumerate(vals)],\n"
+        "            tags=[RunTag(f't{i}', v) for i, v in enumerate(vals)])\n"
+        "nums = [0.1 + 0.2, 1e-300, -2.5e-310, 1.7976931348623157e308, float('inf'), float('-inf'), float('nan')]\n"
+        "c.log_batch(r, metrics=[Metric('m', v, 1000 + s, s) for s, v in enumerate(nums)])\n"
+        "c.set_terminated(r)\n",
+        str(src),
+        json.dumps(AWKWARD),
+    )
+    dest = pg_server.new_store("migrate_awkward")
+    res = kdgat("migrate", f"sqlite:///{src}", dest, cache_dir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    con = sqlite3.connect(src)
+    for table, cols in {
+        "params": "key, value, run_uuid",
+        "tags": "key, value, run_uuid",
+        "metrics": "key, value, timestamp, run_uuid, step, is_nan",
+        "latest_metrics": "key, value, timestamp, step, is_nan, run_uuid",
+    }.items():
+        want = sorted(con.execute(f"SELECT {cols} FROM {table}").fetchall(), key=repr)
+        got = pg_server.execute(f"SELECT {cols} FROM {table}", database="migrate_awkward")
+        got = sorted((tuple(int(v) if isinstance(v, bool) else v for v in r) for r in got), key=repr)
+        assert repr(got) == repr(want), table  # repr: exact floats, every character
+    con.close()
+    values = {r[0] for r in pg_server.execute("SELECT value FROM tags WHERE key LIKE 't%'", database="migrate_awkward")}
+    assert set(AWKWARD) <= values
