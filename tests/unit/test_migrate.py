@@ -80,9 +80,25 @@ def test_a_failing_migration_rolls_back_everything(sqlite_fixture_db, pg_server,
 AWKWARD = ["tab\there", "line\nbreak", "cr\rhere", "back\\slash", "\\.", "\\N", "", "ünïcode ✓", 'quote"s, and commas']
 
 
-def test_migrate_copies_awkward_text_and_extreme_numbers_exactly(pg_server, tmp_path):
-    """COPY's text format escapes tabs, newlines and backslashes: every byte and every float bit arrives unchanged."""
+def _schema(pg_server, database: str) -> list:
+    """Every index and constraint definition of the public schema."""
+    return pg_server.execute(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
+        database=database,
+    ) + pg_server.execute(
+        "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2",
+        database=database,
+    )
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["through-indexes", "indexes-rebuilt"])
+def test_migrate_copies_awkward_text_and_extreme_numbers_exactly(pg_server, tmp_path, monkeypatch, bulk):
+    """COPY's text format escapes tabs, newlines and backslashes: every byte and every float bit arrives unchanged,
+    also when big tables are loaded without their indexes and keys (rebuilt after: the same schema as MLflow's)."""
     import sqlite3
+
+    from kdgat_core.tracking import migrate as migrate_module
 
     src = tmp_path / "awkward.db"
     run_python(
@@ -101,9 +117,18 @@ def test_migrate_copies_awkward_text_and_extreme_numbers_exactly(pg_server, tmp_
         str(src),
         json.dumps(AWKWARD),
     )
-    dest = pg_server.new_store("migrate_awkward")
-    res = kdgat("migrate", f"sqlite:///{src}", dest, cache_dir=tmp_path)
-    assert res.returncode == 0, res.stderr
+    db_name = f"migrate_awkward_{int(bulk)}"
+    dest = pg_server.new_store(db_name)
+    fresh = _schema(pg_server, db_name)
+    if bulk:
+        monkeypatch.setattr(migrate_module, "BULK_ROWS", 0)
+        messages: list[str] = []
+        report = migrate_module.migrate(dest=dest, src=f"sqlite:///{src}", progress=messages.append)
+        assert report.verified_runs == 1 and any("rebuilding its 4 indexes and keys" in m for m in messages), messages
+    else:
+        res = kdgat("migrate", f"sqlite:///{src}", dest, cache_dir=tmp_path)
+        assert res.returncode == 0, res.stderr
+    assert _schema(pg_server, db_name) == fresh  # every index, key and foreign key as MLflow made them
     con = sqlite3.connect(src)
     for table, cols in {
         "params": "key, value, run_uuid",
@@ -112,9 +137,9 @@ def test_migrate_copies_awkward_text_and_extreme_numbers_exactly(pg_server, tmp_
         "latest_metrics": "key, value, timestamp, step, is_nan, run_uuid",
     }.items():
         want = sorted(con.execute(f"SELECT {cols} FROM {table}").fetchall(), key=repr)
-        got = pg_server.execute(f"SELECT {cols} FROM {table}", database="migrate_awkward")
+        got = pg_server.execute(f"SELECT {cols} FROM {table}", database=db_name)
         got = sorted((tuple(int(v) if isinstance(v, bool) else v for v in r) for r in got), key=repr)
         assert repr(got) == repr(want), table  # repr: exact floats, every character
     con.close()
-    values = {r[0] for r in pg_server.execute("SELECT value FROM tags WHERE key LIKE 't%'", database="migrate_awkward")}
+    values = {r[0] for r in pg_server.execute("SELECT value FROM tags WHERE key LIKE 't%'", database=db_name)}
     assert set(AWKWARD) <= values
