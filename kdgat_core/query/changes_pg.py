@@ -66,8 +66,8 @@ def read_state(reader: Reader, old: DBState | None = None) -> tuple[DBState, set
     ]
     if old_wm is not None:
         queries.append(f"SELECT DISTINCT CAST(run_id AS VARCHAR) AS run_id FROM {store.native(_touched_sql(old_wm))}")
-    runs, counts, *rest = reader.fetch_many(queries)
-    touched = set(rest[0]["run_id"].to_pylist()) if rest and rest[0].num_rows else set()
+    runs, counts, *written = reader.fetch_many(queries)
+    touched = set(written[0]["run_id"].to_pylist()) if written and written[0].num_rows else set()
     counts = counts.select(["block", "run_id", "h"]).cast(
         pa.schema([("block", pa.int64()), ("run_id", pa.string()), ("h", pa.uint64())])
     )
