@@ -159,3 +159,23 @@ def test_the_read_uri_from_kdgat_toml(pg_fixture_db, tmp_path, capsys):
     res = run_kdgat(capsys, ["leaderboard", "-d", "hcrl_sa", "-s", "evaluation", "-f", "json"], cwd=tmp_path)
     assert res.code == 0, res.err
     assert [r["f1"] for r in json.loads(res.out)][:3] == [0.95, 0.94, 0.93]
+
+
+def test_kdgat_writes_straight_to_postgres(pg_server, sample_db, tmp_path):
+    """kdgat's tracking writer (open_run, what `kdgat run` logs through) with a bare `postgresql://` tracking URI, as
+    a lab sets MLFLOW_TRACKING_URI without a server: the same runs, statuses and values as its SQLite sample."""
+    from tests.unit.conftest import WRITE_SAMPLE, run_python
+
+    uri = pg_server.new_store("writer_direct")
+    bare = pg_server.uri("writer_direct", driver=False)  # SQLAlchemy would pick psycopg 3 for this: kdgat rewrites it
+    code = WRITE_SAMPLE.replace('"sqlite:///" + sys.argv[1]', "sys.argv[1]")
+    assert code != WRITE_SAMPLE
+    run_python(code, bare, str(tmp_path / "ids.json"), timeout=600)
+    ids = json.loads((tmp_path / "ids.json").read_text())
+    assert ids["deleted"] and ids["failed"]
+    columns = "run_name, dataset, stage, model_size, use_kd, status, mlflow_status, f1, val_loss, lifecycle"
+    sql = f"SELECT {columns} FROM runs ORDER BY run_name, f1"
+    with open_db(sample_db[0], cache=False) as sqlite, open_db(uri, cache=False) as pg:
+        expected = sqlite.sql(sql, arrow=True)
+        assert expected.num_rows > 20
+        assert pg.sql(sql, arrow=True).to_pylist() == expected.to_pylist()
