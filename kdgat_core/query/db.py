@@ -819,7 +819,11 @@ class TrackingDB:
     ):
         """Retries (`kdgat resubmit` tags the new run ``retry_of`` = the run it retries), one row per retry, chains in
         order: ``chain_root`` is the first failed run (or ``job <id>`` when that job never opened a run), ``attempt``
-        1 its first retry, 2 the retry of that retry, ... With `run`, only the chain it belongs to."""
+        1 its first retry, 2 the retry of that retry, ... With `run`, only the chain it belongs to.
+
+        >>> db.retries().columns.tolist()[:6]  # the fixture has no retries: an empty frame with these columns
+        ['chain_root', 'attempt', 'retry_of', 'retried_name', 'retried_status', 'run_id']
+        """
         wide = self._wide_current()
         mcol = self._metric_column(metric, wide.column_names)
         if mcol is None:
