@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kdgat_core.config import FailureCause
+from kdgat_core.config import FailureCause, KdgatError
 from kdgat_core.slurm.capacity import mem_mb, minutes
 from kdgat_core.slurm.scheduler import _SEP, HISTORY_WINDOW, QUEUE_CACHE_SECONDS, _run, normalize_state
 
@@ -276,12 +276,20 @@ def job_usage(
         proc = _run(
             ["sacct", "-n", "-P", "--delimiter", _SEP, "-u", user, "-S", window, "-o", ",".join(FIELDS)], "sacct"
         )
-        if proc.returncode != 0 or "accounting storage is disabled" in proc.stderr.lower():
-            rows: list[JobUsage] = []
+        if "accounting storage is disabled" in proc.stderr.lower():
+            rows: list[JobUsage] = []  # a cluster without slurmdbd: nothing to read, and nothing wrong
+        elif proc.returncode != 0:  # slurmdbd down or unreachable: the caller says so and goes on with the runs
+            raise KdgatError(f"sacct could not read the job accounting ({_first_error(proc.stderr)}).")
         else:
             rows = parse_sacct(proc.stdout)
         _cache[key] = (time.monotonic(), rows)
         return rows
+
+
+def _first_error(stderr: str) -> str:
+    """sacct's last error line without its `sacct: error: ` prefix (the last one names the cause)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return re.sub(r"^sacct: (error: )?", "", lines[-1]).rstrip(".") if lines else "no message"
 
 
 def job_facts(

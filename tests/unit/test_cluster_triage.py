@@ -230,6 +230,23 @@ def test_advice_lowers_a_request_far_above_the_peak_and_the_toml_stores_it():
     assert toml_snippet([row]) == ('[cluster.resources.curriculum.teacher]\nmem = "4G"\ntime = "00:45:00"\ncpus = 4\n')
 
 
+def test_the_stored_suggestion_is_what_the_next_job_of_that_stage_asks_for(tmp_path):
+    from kdgat_core.config import load_settings, preset
+    from kdgat_core.slurm.render import prepare_job
+
+    rows = [
+        {"stage": "curriculum", "model_size": "teacher", "variant": "", "state": "COMPLETED", "cause": None,
+         "elapsed_s": 1800, "time_limit_s": 21600, "cpus": 16, "cpu_time_s": 1800 * 3.0, "req_mem_mb": 32768.0,
+         "max_rss_mb": 3174.0, "gpus": 1, "gpu_util": 0.6, "time_eff": 1 / 12, "cpu_eff": 3 / 16, "mem_eff": 0.1}
+    ]  # fmt: skip
+    (tmp_path / "kdgat.toml").write_text('[cluster.resources]\npartition = "gpu"\n\n' + toml_snippet(advise(rows)))
+    settings = load_settings(tmp_path)
+    teacher = prepare_job(preset("gat,teacher", dataset="synthetic"), None, settings).resources
+    assert (teacher.mem, teacher.time, teacher.cpus, teacher.gpus) == ("4G", "00:45:00", 4, 1)
+    student = prepare_job(preset("gat,student", dataset="synthetic"), None, settings).resources
+    assert (student.mem, student.cpus) == ("128G", 16)  # another size of the stage keeps its own request
+
+
 def test_failures_on_a_machine_without_slurm_come_from_the_runs_alone(jobs_db, tmp_path):
     import os
     import subprocess
