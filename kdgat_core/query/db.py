@@ -753,7 +753,7 @@ class TrackingDB:
         metric: str = Metric.F1.value,
         arrow: bool = False,
         retries: bool = False,
-    ):
+    ) -> Any:  # a pyarrow Table with arrow=True, else a pandas DataFrame
         """Teacher -> student edges (from the students' ``teacher_run_id`` tag) with each student's delta to its teacher.
 
         Each row also says whether the student is itself a retry (``retry_of``, from `kdgat resubmit`) and both runs'
@@ -816,7 +816,7 @@ class TrackingDB:
 
     def retries(
         self, run: str | None = None, dataset: str | None = None, metric: str = Metric.F1.value, arrow: bool = False
-    ):
+    ) -> Any:  # a pyarrow Table with arrow=True, else a pandas DataFrame
         """Retries (`kdgat resubmit` tags the new run ``retry_of`` = the run it retries), one row per retry, chains in
         order: ``chain_root`` is the first failed run (or ``job <id>`` when that job never opened a run), ``attempt``
         1 its first retry, 2 the retry of that retry, ... With `run`, only the chain it belongs to.
