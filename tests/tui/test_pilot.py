@@ -426,7 +426,7 @@ async def test_live_refresh_brings_new_runs_and_keeps_cursor_marks_and_filter(sa
         )
         after = visible_runs(str(db)).num_rows
         assert after > before
-        await wait_for(pilot, lambda: screen.view.total == after, timeout=120, what="the new runs")  # failed once at load 16
+        await wait_for(pilot, lambda: screen.view.total == after, timeout=120, what="the new runs")
         assert screen.model.marks == {marked}
         assert screen.model.filter_text == "status!=failed"
         assert screen.current_run_id() == cursor_run
