@@ -56,7 +56,8 @@ def group_stats(
         "list(run_id ORDER BY start_time DESC NULLS LAST, run_id) AS run_ids",
         "arg_max(run_name, start_time) AS run_name",
         (
-            f"string_agg(coalesce({_q(seed)}, '?'), ',' ORDER BY {_q(seed)}) AS seeds"
+            # each seed once: at 100k runs a group holds thousands of runs but a handful of seeds
+            f"string_agg(DISTINCT coalesce({_q(seed)}, '?'), ',' ORDER BY coalesce({_q(seed)}, '?')) AS seeds"
             if seed in table.column_names
             else "NULL::VARCHAR AS seeds"
         ),

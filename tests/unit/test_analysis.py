@@ -376,3 +376,24 @@ def test_runs_view_applies_the_saved_filter_columns_sort_and_grouping(analysis_d
     assert groups["True"]["argmax(val_f1)_mean"] == 5.0 and groups["True"]["argmax(val_f1)_n"] == 12
     proc = kdgat(analysis_db[0], "runs", "--view", "nope", cwd=tmp_path)
     assert proc.returncode == 2 and "saved views: best-epoch, kd" in proc.stderr
+
+
+def test_a_group_lists_each_seed_once_however_many_runs_share_it():
+    import pyarrow as pa
+
+    from kdgat_core.config import Tag
+    from kdgat_core.query.groups import group_stats
+
+    seeds = ["1", "0", "1", "1", None, "0"]
+    table = pa.table(
+        {
+            "run_id": [f"r{i}" for i in range(6)],
+            "run_name": [f"n{i}" for i in range(6)],
+            "start_time": list(range(6)),
+            "dataset": ["a"] * 6,
+            Tag.SEED.value: seeds,
+            "f1": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+        }
+    )
+    row = group_stats(table, ["dataset"], ["f1"]).to_pylist()[0]
+    assert (row["runs"], row["seeds"], row["f1_n"]) == (6, "0,1,?", 6)
