@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +30,7 @@ FACTS_EVERY_S = 30.0  # efficiency and cause change only when jobs end: no need 
 class RunsLoaded(Message):
     table: pa.Table  # every run: the first read, or a complete re-read
     cached_at: float | None = None  # set when the table is the read cache's copy (painted before the real read)
+    shown: threading.Event | None = None  # set once the table is on screen (the worker waits for it)
 
 
 @dataclass
@@ -133,7 +135,9 @@ class RunsScreen(KdgatScreen):
     def load(self) -> None:
         cached = self.app.source.cached_runs() if self.model is None else None
         if cached is not None:
-            self.post_message(RunsLoaded(cached.table, cached.written_at))
+            shown = threading.Event()
+            if self.post_message(RunsLoaded(cached.table, cached.written_at, shown)):
+                shown.wait(10.0)  # the cached copy is drawn first: the heavy read would compete with it for the GIL
             time.sleep(0.05)  # let the first frame reach the terminal before the heavy read competes for the GIL
         self.post_message(RunsLoaded(self.app.source.load_runs()))
 
@@ -151,14 +155,18 @@ class RunsScreen(KdgatScreen):
         """Show a full runs table: the first one, or a complete re-read (marks, filters and cursor stay)."""
         table, cached_at = message.table, message.cached_at
         keep = self.current_run_id()
-        if self.model is None:
-            self.model = RunsModel(table)
-        else:
-            self.model.replace_all(table)
-        self.loaded_at = time.monotonic()
-        self.last_ok = cached_at if cached_at is not None else self.clock()
-        self.cached = cached_at is not None
-        self.render_view(keep_run=keep)
+        try:
+            if self.model is None:
+                self.model = RunsModel(table)
+            else:
+                self.model.replace_all(table)
+            self.loaded_at = time.monotonic()
+            self.last_ok = cached_at if cached_at is not None else self.clock()
+            self.cached = cached_at is not None
+            self.render_view(keep_run=keep)
+        finally:
+            if message.shown is not None:
+                message.shown.set()
         if not self.cached:
             self.check_lost()
 
