@@ -124,6 +124,14 @@ RETRY_OF_TAG = "retry_of"
 ENV_RETRY_OF = "KDGAT_RETRY_OF"  # how a resubmitted job hands that id to its run
 
 
+RETRY_MARK = "↻"  # how lineage (CLI and TUI) marks a retry
+
+
+def retry_label(retried: str) -> str:
+    """`↻ retry of 1a2b3c4d` (a run id, shortened) or `↻ retry of job 1234` (a job that never opened a run)."""
+    return f"{RETRY_MARK} retry of {retried if retried.startswith('job ') else retried[:8]}"
+
+
 def retry_of_value(by_task: dict[str, str]) -> str:
     """What ENV_RETRY_OF holds: the retried run's id, or for an array `task=run,task=run` (one per retried index)."""
     if list(by_task) == [""]:

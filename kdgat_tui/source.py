@@ -320,7 +320,8 @@ class Source:
         return self._call(lambda: self.db.config_diff(run_ids, all=all_params, arrow=True))
 
     def lineage(self, dataset: str | None = None, run_id: str | None = None, metric: str = "f1") -> pa.Table:
-        return self._call(lambda: self.db.lineage(run=run_id, dataset=dataset, metric=metric, arrow=True))
+        """Teacher -> student links, then retry links (link = 'retry'): what `kdgat lineage` draws."""
+        return self._call(lambda: self.db.lineage(run=run_id, dataset=dataset, metric=metric, arrow=True, retries=True))
 
     def sql(self, query: str) -> pa.Table:
         return self._call(lambda: self.db.sql(query, arrow=True, timeout_s=SQL_TIMEOUT_S))

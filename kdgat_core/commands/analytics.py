@@ -206,7 +206,8 @@ def lineage_command(
     output: OutputOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Teacher -> student trees (from teacher_run_id tags) with each student's delta to its teacher."""
+    """Teacher -> student trees (from teacher_run_id tags) with each student's delta to its teacher, and retries
+    (kdgat resubmit) under the runs they retry."""
     if stats:
         from kdgat_core.commands.comparison import print_comparison
 
@@ -215,7 +216,7 @@ def lineage_command(
         print_comparison(result, fmt, output)
         return
     with _open(tracking_uri) as db:
-        table = db.lineage(run=run, dataset=dataset, metric=metric, arrow=True)
+        table = db.lineage(run=run, dataset=dataset, metric=metric, arrow=True, retries=True)
     if fmt is not OutputFormat.table:
         emit(table, fmt, output, title=f"Lineage ({metric})")
         return
@@ -373,30 +374,55 @@ def doctor_command(
 
 
 def render_lineage_tree(table: pa.Table, metric: str) -> str:
-    """A rich Tree: teacher -> students, each student with its metric and its delta to the teacher."""
+    """A rich Tree: teacher -> students, each student with its metric and its delta to the teacher; then the retry
+    chains (`link = 'retry'` rows), each retry under the run it retries."""
     import io
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.tree import Tree
+
+    from kdgat_core.config import retry_label
 
     def fmt(v: float | None) -> str:
         return "-" if v is None or v != v else f"{v:.4f}"
 
+    rows = table.to_pylist()
+    kd = [r for r in rows if r.get("link", "kd") == "kd"]
+    retries = [r for r in rows if r.get("link") == "retry"]
     root = Tree(f"lineage ({metric}; delta = student - teacher)")
-    if table.num_rows == 0:
+    if not kd:
         root.add("no KD students (no run has a teacher_run_id tag)")
     teachers: dict[str, Tree] = {}
-    for row in table.to_pylist():
+    for row in kd:
         tid = row["teacher_run_id"]
         if tid not in teachers:
-            name = row["teacher_name"] or "(teacher not found or deleted)"
+            name = escape(row["teacher_name"] or "(teacher not found or deleted)")
             teachers[tid] = root.add(f"[bold]{name}[/] {tid[:8]}  {metric}={fmt(row[f'teacher_{metric}'])}")
         delta = row[f"delta_{metric}"]
         sign = "" if delta is None or delta != delta else ("+" if delta >= 0 else "")
+        retry = f"  {retry_label(row['retry_of'])}" if row.get("retry_of") else ""
         teachers[tid].add(
-            f"{row['student_name']} {row['student_run_id'][:8]}  {metric}={fmt(row[f'student_{metric}'])}"
-            f"  delta={sign}{fmt(delta)}"
+            f"{escape(row['student_name'] or '')} {row['student_run_id'][:8]}  {metric}={fmt(row[f'student_{metric}'])}"
+            f"  delta={sign}{fmt(delta)}{escape(retry)}"
         )
+    if retries:
+        branch = root.add("retries (kdgat resubmit; each under the run it retries)")
+        nodes: dict[str, Tree] = {}
+        for row in retries:  # chain by chain, in attempt order: a retry's parent is always placed first
+            parent = row["teacher_run_id"]
+            if parent not in nodes:
+                if parent.startswith("job "):
+                    head = f"[bold]{parent}[/] (it died before opening a run)"
+                else:
+                    name = escape(row["teacher_name"] or "(run not found or deleted)")
+                    status = row.get("teacher_status") or ""
+                    head = f"[bold]{name}[/] {parent[:8]}  {status}  {metric}={fmt(row[f'teacher_{metric}'])}"
+                nodes[parent] = branch.add(head)
+            nodes[row["student_run_id"]] = nodes[parent].add(
+                f"{escape(retry_label(parent))}: {escape(row['student_name'] or '')} {row['student_run_id'][:8]}  "
+                f"{row.get('student_status') or ''}  {metric}={fmt(row[f'student_{metric}'])}"
+            )
     buf = io.StringIO()
     Console(file=buf, width=160, force_terminal=False, color_system=None).print(root)
     return buf.getvalue()

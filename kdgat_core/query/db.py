@@ -25,6 +25,7 @@ import duckdb
 from kdgat_core import mlflow_schema
 from kdgat_core.config import (
     PIPELINE_ORDER,
+    RETRY_OF_TAG,
     KdgatError,
     Metric,
     RunStatus,
@@ -921,16 +922,36 @@ class TrackingDB:
 
     @overload
     def lineage(
-        self, run: str | None = ..., dataset: str | None = ..., metric: str = ..., *, arrow: Literal[True]
+        self,
+        run: str | None = ...,
+        dataset: str | None = ...,
+        metric: str = ...,
+        *,
+        arrow: Literal[True],
+        retries: bool = ...,
     ) -> pa.Table: ...
     @overload
     def lineage(
-        self, run: str | None = ..., dataset: str | None = ..., metric: str = ..., arrow: Literal[False] = ...
+        self,
+        run: str | None = ...,
+        dataset: str | None = ...,
+        metric: str = ...,
+        arrow: Literal[False] = ...,
+        retries: bool = ...,
     ) -> pd.DataFrame: ...
     def lineage(
-        self, run: str | None = None, dataset: str | None = None, metric: str = Metric.F1.value, arrow: bool = False
+        self,
+        run: str | None = None,
+        dataset: str | None = None,
+        metric: str = Metric.F1.value,
+        arrow: bool = False,
+        retries: bool = False,
     ) -> pa.Table | pd.DataFrame:
         """Teacher -> student edges (from the students' ``teacher_run_id`` tag) with each student's delta to its teacher.
+
+        Each row also says whether the student is itself a retry (``retry_of``, from `kdgat resubmit`) and both runs'
+        status. With ``retries=True`` the retry edges follow (``link = 'retry'``): the teacher columns then hold the
+        retried run, the student columns its retry, ``attempt`` its place in the chain (see `retries`).
 
         >>> db.lineage(dataset="hcrl_sa")[["teacher_name", "student_name", "teacher_f1", "student_f1", "delta_f1"]].head(2)
                          teacher_name                   student_name  teacher_f1  student_f1  delta_f1
@@ -947,24 +968,120 @@ class TrackingDB:
             conds.append("s.lifecycle <> 'deleted'")
         if dataset:
             conds.append(f"s.dataset = {literal(dataset)}")
-        if run:
-            rid = self.resolve_run(run)
+        rid = self.resolve_run(run) if run else None
+        if rid:
             conds.append(f"(s.run_id = {literal(rid)} OR s.teacher_run_id = {literal(rid)})")
         order = " ".join(f"WHEN '{s}' THEN {i}" for i, s in enumerate(PIPELINE_ORDER))
         teacher_visible = "" if self.include_deleted else " AND t.lifecycle <> 'deleted'"
+        tags = self._retry_tags()
         table = self._calc(
             f"""SELECT s.teacher_run_id, t.run_name AS teacher_name, s.run_id AS student_run_id,
                        s.run_name AS student_name, s.dataset, s.stage, {tval} AS {quote_ident("teacher_" + metric)},
-                       {sval} AS {quote_ident("student_" + metric)}, {sval} - {tval} AS {quote_ident("delta_" + metric)}
+                       {sval} AS {quote_ident("student_" + metric)}, {sval} - {tval} AS {quote_ident("delta_" + metric)},
+                       'kd' AS link, rt.retry_of, NULL::BIGINT AS attempt, t.status AS teacher_status,
+                       s.status AS student_status
                 FROM w s LEFT JOIN w t ON t.run_id = s.teacher_run_id{teacher_visible}
+                     LEFT JOIN rt ON rt.run_id = s.run_id
                 WHERE {" AND ".join(conds)}
                 ORDER BY s.dataset, CASE s.stage {order} ELSE 9 END, teacher_name, t.start_time DESC,
                          s.start_time DESC, s.run_id""",
             w=wide,
+            rt=tags,
         )
-        if run and table.num_rows == 0:
-            raise KdgatError(f"Run '{run}' has no teacher and no students (no teacher_run_id tag links it).")
+        if retries:
+            chains = self._retry_chains(wide, tags, mcol, metric, rid, dataset)
+            as_edges = self._calc(
+                f"""SELECT retry_of AS teacher_run_id, retried_name AS teacher_name, run_id AS student_run_id,
+                           run_name AS student_name, dataset, stage,
+                           {quote_ident("retried_" + metric)} AS {quote_ident("teacher_" + metric)},
+                           {quote_ident(metric)} AS {quote_ident("student_" + metric)},
+                           {quote_ident(metric)} - {quote_ident("retried_" + metric)} AS {quote_ident("delta_" + metric)},
+                           'retry' AS link, retry_of, attempt, retried_status AS teacher_status,
+                           status AS student_status
+                    FROM c""",
+                c=chains,
+            )
+            table = pa.concat_tables([table, as_edges.cast(table.schema)])
+        if rid and table.num_rows == 0:
+            also = " and no retries" if retries else ""
+            raise KdgatError(f"Run '{run}' has no teacher and no students (no teacher_run_id tag links it){also}.")
         return self._out(table, arrow)
+
+    @overload
+    def retries(
+        self, run: str | None = ..., dataset: str | None = ..., metric: str = ..., *, arrow: Literal[True]
+    ) -> pa.Table: ...
+    @overload
+    def retries(
+        self, run: str | None = ..., dataset: str | None = ..., metric: str = ..., arrow: Literal[False] = ...
+    ) -> pd.DataFrame: ...
+    def retries(
+        self, run: str | None = None, dataset: str | None = None, metric: str = Metric.F1.value, arrow: bool = False
+    ) -> pa.Table | pd.DataFrame:
+        """Retries (`kdgat resubmit` tags the new run ``retry_of`` = the run it retries), one row per retry, chains in
+        order: ``chain_root`` is the first failed run (or ``job <id>`` when that job never opened a run), ``attempt``
+        1 its first retry, 2 the retry of that retry, ... With `run`, only the chain it belongs to.
+
+        >>> db.retries().columns.tolist()[:6]  # the fixture has no retries: an empty frame with these columns
+        ['chain_root', 'attempt', 'retry_of', 'retried_name', 'retried_status', 'run_id']
+        """
+        wide = self._wide_current()
+        mcol = self._metric_column(metric, wide.column_names)
+        if mcol is None:
+            self.check_metric(metric)
+        rid = self.resolve_run(run) if run else None
+        return self._out(self._retry_chains(wide, self._retry_tags(), mcol, metric, rid, dataset), arrow)
+
+    def _retry_tags(self) -> pa.Table:
+        """run_id -> retry_of, read inside the store (MLflow's tags key index)."""
+        rows = self._reader.fetch_native_rows(
+            f"SELECT run_uuid AS run_id, value AS retry_of FROM tags "
+            f"WHERE key = {literal(RETRY_OF_TAG)} AND coalesce(value, '') <> ''"
+        )
+        return pa.table(
+            {
+                "run_id": pa.array([r["run_id"] for r in rows], pa.string()),
+                "retry_of": pa.array([r["retry_of"] for r in rows], pa.string()),
+            }
+        )
+
+    def _retry_chains(
+        self,
+        wide: pa.Table,
+        tags: pa.Table,
+        mcol: str | None,
+        metric: str,
+        rid: str | None,
+        dataset: str | None,
+    ) -> pa.Table:
+        cval, pval = (f"c.{quote_ident(mcol)}", f"p.{quote_ident(mcol)}") if mcol else ("NULL::DOUBLE", "NULL::DOUBLE")
+        visible = "" if self.include_deleted else " AND c.lifecycle <> 'deleted'"
+        parent_visible = "" if self.include_deleted else " AND p.lifecycle <> 'deleted'"
+        conds = ["TRUE"]
+        if dataset:
+            conds.append(f"coalesce(c.dataset, p.dataset) = {literal(dataset)}")
+        if rid:
+            conds.append(f"ch.root IN (SELECT root FROM ch WHERE child = {literal(rid)} OR root = {literal(rid)})")
+        return self._calc(
+            f"""WITH RECURSIVE e AS (SELECT rt.run_id AS child, rt.retry_of AS parent
+                                     FROM rt JOIN w c ON c.run_id = rt.run_id{visible}),
+                ch(root, child, attempt) AS (
+                    SELECT parent, child, 1 FROM e WHERE parent NOT IN (SELECT child FROM e)
+                    UNION ALL
+                    SELECT ch.root, e.child, ch.attempt + 1 FROM ch JOIN e ON e.parent = ch.child
+                    WHERE ch.attempt < 1000)  -- a tag loop (never written by kdgat) cannot recurse for ever
+                SELECT ch.root AS chain_root, ch.attempt::BIGINT AS attempt, e.parent AS retry_of,
+                       p.run_name AS retried_name, p.status AS retried_status, c.run_id, c.run_name, c.status,
+                       coalesce(c.dataset, p.dataset) AS dataset, coalesce(c.stage, p.stage) AS stage, c.model_size,
+                       c.start_time, {pval} AS {quote_ident("retried_" + metric)}, {cval} AS {quote_ident(metric)}
+                FROM ch JOIN e ON e.child = ch.child JOIN w c ON c.run_id = e.child
+                     LEFT JOIN w p ON p.run_id = e.parent{parent_visible}
+                WHERE {" AND ".join(conds)}
+                ORDER BY coalesce(c.dataset, p.dataset), min(c.start_time) OVER (PARTITION BY ch.root), ch.root,
+                         ch.attempt, c.start_time, c.run_id""",
+            w=wide,
+            rt=tags,
+        )
 
     # -- one run ------------------------------------------------------------------------------------------------------
     @overload

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kdgat_core.config import FailureCause
+from kdgat_core.config import FailureCause, KdgatError
 from kdgat_core.slurm.capacity import mem_mb, minutes
 from kdgat_core.slurm.scheduler import _SEP, HISTORY_WINDOW, QUEUE_CACHE_SECONDS, _run, normalize_state
 
@@ -143,6 +143,22 @@ def tres(text: str) -> dict[str, str]:
     return out
 
 
+def gpu_count(alloc: dict[str, str]) -> int:
+    """GPUs of an AllocTRES: `gres/gpu=2`, else the typed counts summed (`gres/gpu:a100=2` alone); `gres/gpumem` and
+    `gres/gpuutil` are usage, not GPUs."""
+    generic = _number(alloc.get("gres/gpu", ""))
+    if generic is not None:
+        return int(generic)
+    return int(sum(_number(v) or 0 for k, v in alloc.items() if k.startswith("gres/gpu:")))
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _who(state_text: str) -> str:
     """'CANCELLED by 1000' -> the user name of uid 1000."""
     m = re.search(r"by (\d+)", state_text)
@@ -193,7 +209,7 @@ def parse_sacct(text: str) -> list[JobUsage]:
             cpu_time_s=seconds(f[13]),
             req_mem_mb=size_mb(f[14], cpus) if f[14] else (mem_mb(alloc["mem"]) if "mem" in alloc else None),
             max_rss_mb=size_mb(f[15]) if f[15] else None,
-            gpus=int(alloc.get("gres/gpu", "0") or 0) if alloc.get("gres/gpu", "0").isdigit() else 0,
+            gpus=gpu_count(alloc),
             cancelled_by=_who(f[3]),
         )
         job.steps.append(f[3])
@@ -209,9 +225,9 @@ def parse_sacct(text: str) -> list[JobUsage]:
         if rss is not None:
             job.max_rss_mb = max(job.max_rss_mb or 0.0, rss)
         usage = tres(f[17])
-        util = usage.get("gres/gpuutil")
-        if util and util.replace(".", "").isdigit() and job.gpus:
-            job.gpu_util = max(job.gpu_util or 0.0, float(util) / 100 / job.gpus)
+        util = _number(usage.get("gres/gpuutil", ""))
+        if util is not None and job.gpus:  # percent summed over the step's GPUs (NVML/RSMI gathering)
+            job.gpu_util = max(job.gpu_util or 0.0, util / 100 / job.gpus)
         if not job.cancelled_by:
             job.cancelled_by = _who(f[3]) if job.state == "CANCELLED" else ""
     for job in jobs.values():
@@ -260,12 +276,20 @@ def job_usage(
         proc = _run(
             ["sacct", "-n", "-P", "--delimiter", _SEP, "-u", user, "-S", window, "-o", ",".join(FIELDS)], "sacct"
         )
-        if proc.returncode != 0 or "accounting storage is disabled" in proc.stderr.lower():
-            rows: list[JobUsage] = []
+        if "accounting storage is disabled" in proc.stderr.lower():
+            rows: list[JobUsage] = []  # a cluster without slurmdbd: nothing to read, and nothing wrong
+        elif proc.returncode != 0:  # slurmdbd down or unreachable: the caller says so and goes on with the runs
+            raise KdgatError(f"sacct could not read the job accounting ({_first_error(proc.stderr)}).")
         else:
             rows = parse_sacct(proc.stdout)
         _cache[key] = (time.monotonic(), rows)
         return rows
+
+
+def _first_error(stderr: str) -> str:
+    """sacct's last error line without its `sacct: error: ` prefix (the last one names the cause)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return re.sub(r"^sacct: (error: )?", "", lines[-1]).rstrip(".") if lines else "no message"
 
 
 def job_facts(

@@ -8,6 +8,7 @@ All jobs are submitted at once by one module fixture and run side by side; the t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -67,10 +68,11 @@ def make_project(root: Path) -> Path:
     return root
 
 
-def create_stores(*roots: Path) -> None:
-    """The MLflow schema, once per project before jobs start together (one interpreter: mlflow imports once)."""
+def start_stores(*roots: Path) -> subprocess.Popen[bytes]:
+    """The MLflow schema of each project, created before its jobs start together: one interpreter (MLflow imports
+    once), in the background while the datasets are written."""
     code = "import sys\nfrom kdgat_core.tracking import get_store\nfor r in sys.argv[1:]: get_store(f'sqlite:///{r}/mlflow.db')"
-    subprocess.run([sys.executable, "-c", code, *map(str, roots)], check=True, timeout=180)
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, roots)])
 
 
 def cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -110,7 +112,7 @@ def wait_ended(job_ids: list[str], timeout: float = WAIT_S) -> dict[str, str]:
             time.sleep(1.0)  # sacct's steps (MaxRSS) arrive a moment after the job's own line
             return states(job_ids)
         assert time.monotonic() < deadline, f"jobs did not end in {timeout:.0f} s: {now}"
-        time.sleep(1.0)
+        time.sleep(0.5)
 
 
 def retry_tags(db: Path) -> dict[str, str]:
@@ -141,11 +143,48 @@ def submitted_job(out: str) -> str:
     return line.split(" as job ", 1)[1].split()[0].rstrip(",")
 
 
+async def resubmit_in_tui(project: Path, job: str, monkeypatch) -> str:
+    """Failures screen (F), cursor on the job's row, R, the confirmation shows the #SBATCH lines that change, y:
+    the id of the job the TUI submitted."""
+    from kdgat_tui.app import KdgatApp
+    from kdgat_tui.screens.failures import FailuresScreen
+    from kdgat_tui.widgets.arrow_table import ArrowTable
+    from kdgat_tui.widgets.dialogs import Confirm
+    from tests.tui.conftest import runs_ready, wait_for
+    from tests.tui.screen_text import screen_text
+
+    monkeypatch.chdir(project)  # the TUI reads kdgat.toml (the templates, the cluster's resources) from here
+    app = KdgatApp(tracking_uri=str(project / "mlflow.db"), refresh_s=0)
+    async with app.run_test(size=(180, 50)) as pilot:
+        await runs_ready(pilot)
+        await pilot.press("F")
+        await wait_for(pilot, lambda: isinstance(app.screen, FailuresScreen) and app.screen.groups, what="failures")
+        screen = app.screen
+        row = next(i for i, r in enumerate(screen.rows) if r.get("job_id") == job)
+        screen.query_one(ArrowTable).move_cursor(row=row)
+        await pilot.press("R")
+        await wait_for(pilot, lambda: isinstance(app.screen, Confirm), timeout=60, what="the confirmation")
+        text = screen_text(app)
+        assert "- #SBATCH --mem=400M" in text and "+ #SBATCH --mem=1024M" in text, text
+        await pilot.press("y")
+
+        def retried_by() -> str | None:
+            rows = screen.rows if isinstance(app.screen, FailuresScreen) else []
+            return next((r.get("retried_by") for r in rows if r.get("job_id") == job and r.get("retried_by")), None)
+
+        await wait_for(pilot, lambda: retried_by() is not None, timeout=60, what="the resubmitted job")
+        return str(retried_by())
+
+
 @pytest.fixture(scope="module")
 def jobs(slurm_cluster, tmp_path_factory):
-    main = make_project(tmp_path_factory.mktemp("triage"))
-    arrays = make_project(tmp_path_factory.mktemp("triage_array"))
-    create_stores(main, arrays)
+    main, arrays = tmp_path_factory.mktemp("triage"), tmp_path_factory.mktemp("triage_array")
+    stores = start_stores(main, arrays)
+    make_project(main)
+    make_project(arrays)
+    assert stores.wait(timeout=300) == 0, "the MLflow stores were not created"
+    first = cli("watch", "--once", cwd=main)  # the watcher's memory starts before any job of the module ends
+    assert "alerts start now" in first.stderr
     old = os.getcwd()
     ids: dict[str, str] = {}
     try:
@@ -182,21 +221,26 @@ def jobs(slurm_cluster, tmp_path_factory):
         subprocess.run(["scancel", *live], capture_output=True, timeout=30)
 
 
-def test_a_job_over_its_memory_is_triaged_oom_resubmitted_with_more_and_completes(jobs):
+def test_a_job_over_its_memory_is_triaged_alerted_resubmitted_with_more_and_completes(jobs, monkeypatch):
     main, job = jobs["main"], jobs["oom"]
     assert wait_ended([job])[job] in ("FAILED", "OUT_OF_MEMORY")
     failures = json.loads(cli("failures", "--format", "json", cwd=main).stdout)
     row = next(r for r in failures if r["job_id"] == job)
     assert row["cause"] == FailureCause.OOM
-    assert "oom: " in cli("failures", cwd=main).stdout  # the terminal view groups it under its cause
+    table = cli("failures", cwd=main).stdout  # the terminal view groups it under its cause, with its log's last lines
+    oom_group = table.split("oom: ", 1)[1].split("\n\n", 1)[0]
+    assert f"job {job} " in oom_group and f"last lines of {main}" in oom_group and f"slurm-{job}." in oom_group
     sql = f"SELECT cause, req_mem_mb FROM jobs WHERE job_id = '{job}'"
     assert json.loads(cli("query", sql, "--format", "json", cwd=main).stdout) == [{"cause": "oom", "req_mem_mb": 400.0}]
 
     dry = cli("resubmit", job, "--dry-run", cwd=main).stdout
     assert "-  #SBATCH --mem=400M" in dry and "+  #SBATCH --mem=1024M" in dry
     assert "export KDGAT_RETRY_OF=" in dry
-    out = cli("resubmit", job, "--yes", cwd=main).stdout
-    retry = submitted_job(out)
+    alert = cli("watch", "--once", cwd=main).stdout  # kdgat watch tells of it once, with its cause
+    assert f"job {job} " in alert and "failed: oom" in alert, alert
+    assert f"job {job} " not in cli("watch", "--once", cwd=main).stdout
+
+    retry = asyncio.run(resubmit_in_tui(main, job, monkeypatch))  # the TUI's R, confirmed, does what the CLI does
     assert wait_ended([retry])[retry] == "COMPLETED", cli("logs", "--err", retry, cwd=main, check=False).stdout[-1500:]
     usage = usage_of(retry)
     assert usage.req_mem_mb == 1024 and usage.max_rss_mb and usage.max_rss_mb > 400  # it needed more than it had

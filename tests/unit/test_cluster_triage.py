@@ -61,6 +61,46 @@ def test_sacct_rows_fold_steps_into_jobs_and_say_why_each_failed():
     assert (task.raw_id, task.gpus, task.gpu_util, task.max_rss_mb) == ("21", 2, 0.25, 2048)
 
 
+# GPU jobs as sacct prints them where the cluster gathers GPU usage (AcctGatherGpu via NVML:
+# AccountingStorageTRES=gres/gpu,gres/gpumem,gres/gpuutil): a typed and a generic count in AllocTRES, gpumem and
+# gpuutil (percent, summed over the step's GPUs) in TRESUsageInTot; then a job whose AllocTRES names only the GPU type,
+# a node failure and a preemption.
+SACCT_GPU = [
+    "40|40|train|COMPLETED|0:0|gpu|gpu07|2026-12-03T09:00:00|2026-12-03T09:00:05|2026-12-03T10:00:05|3600|360|8|"
+    "05:20:00|64G||billing=8,cpu=8,gres/gpu:a100=2,gres/gpu=2,mem=64G,node=1|",
+    "40.batch|40.batch|batch|COMPLETED|0:0||gpu07|2026-12-03T09:00:05|2026-12-03T09:00:05|2026-12-03T10:00:05|3600||8|"
+    "05:20:00||20480000K|cpu=8,gres/gpu:a100=2,gres/gpu=2,mem=64G,node=1|"
+    "cpu=05:20:00,energy=0,fs/disk=40397700,gres/gpumem=12345M,gres/gpuutil=130,mem=20480000K,pages=0,vmem=21000000K",
+    "40.extern|40.extern|extern|COMPLETED|0:0||gpu07|2026-12-03T09:00:05|2026-12-03T09:00:05|2026-12-03T10:00:05|3600||"
+    "8|00:00:00||1000K|billing=8,cpu=8,gres/gpu:a100=2,gres/gpu=2,mem=64G,node=1|"
+    "cpu=00:00:00,energy=0,fs/disk=2012,mem=1000K,pages=0,vmem=4000K",
+    "41|41|eval|COMPLETED|0:0|gpu|gpu03|2026-12-03T09:00:00|2026-12-03T09:00:05|2026-12-03T09:10:05|600|120|4|"
+    "00:09:00|16G||billing=4,cpu=4,gres/gpu:h100=1,mem=16G,node=1|",
+    "41.batch|41.batch|batch|COMPLETED|0:0||gpu03|2026-12-03T09:00:05|2026-12-03T09:00:05|2026-12-03T09:10:05|600||4|"
+    "00:09:00||3G|cpu=4,gres/gpu:h100=1,mem=16G,node=1|"
+    "cpu=00:09:00,energy=0,fs/disk=1000,gres/gpumem=900M,gres/gpuutil=3,mem=3G,pages=0,vmem=3G",
+    "42|42|train|NODE_FAIL|0:0|gpu|gpu09|2026-12-03T09:00:00|2026-12-03T09:00:05|2026-12-03T09:30:05|1800|360|8|"
+    "00:00:00|64G||billing=8,cpu=8,gres/gpu=1,mem=64G,node=1|",
+    "43|43|train|PREEMPTED|0:15|gpu|gpu09|2026-12-03T09:00:00|2026-12-03T09:00:05|2026-12-03T09:20:05|1200|360|8|"
+    "00:00:00|64G||billing=8,cpu=8,gres/gpu=1,mem=64G,node=1|",
+]
+
+
+def test_gpu_use_comes_from_tres_usage_and_node_failures_and_preemptions_are_named():
+    jobs = {j.job_id: j for j in parse_sacct("\n".join(line.replace("|", _SEP) for line in SACCT_GPU))}
+    two, typed, lost, preempted = (jobs[k] for k in ("40", "41", "42", "43"))
+    # gres/gpumem and gres/gpu:a100 are not counted as GPUs; 130 % over two GPUs is 65 % each
+    assert (two.gpus, two.gpu_util, two.job_cause) == (2, pytest.approx(0.65), "")
+    assert two.facts()["gpu_eff"] == pytest.approx(0.65) and two.max_rss_mb == pytest.approx(20480000 / 1024)
+    assert (typed.gpus, typed.gpu_util) == (1, pytest.approx(0.03))  # only the typed count was given
+    assert (lost.job_cause, preempted.job_cause) == (FailureCause.NODE_FAIL, FailureCause.PREEMPTED)
+    assert lost.gpu_util is None  # nothing gathered: unknown, not zero
+    # an idle GPU is advice to give it back
+    rows = [dict(j.facts(), stage="evaluation", model_size="student", variant="", cause=j.job_cause) for j in [typed]]
+    (advice,) = advise(rows)
+    assert "1 GPU at 3% at most: run it on CPUs" in advice["advice"] and "gpus=0" in advice["suggested"]
+
+
 def test_resources_after_an_oom_double_and_after_a_time_limit_double():
     res = Resources(time="1", mem="400M")
     assert adjusted(res, [FailedJob("5", FailureCause.OOM.value, max_rss_mb=410)]).mem == "1024M"
@@ -188,6 +228,23 @@ def test_advice_lowers_a_request_far_above_the_peak_and_the_toml_stores_it():
     assert row["advice"].startswith("asked 32.0G, peak 3.1G over 12 runs: --mem 4G would do")
     assert "--cpus-per-task 4" in row["advice"] and "--time 00:45:00" in row["advice"]
     assert toml_snippet([row]) == ('[cluster.resources.curriculum.teacher]\nmem = "4G"\ntime = "00:45:00"\ncpus = 4\n')
+
+
+def test_the_stored_suggestion_is_what_the_next_job_of_that_stage_asks_for(tmp_path):
+    from kdgat_core.config import load_settings, preset
+    from kdgat_core.slurm.render import prepare_job
+
+    rows = [
+        {"stage": "curriculum", "model_size": "teacher", "variant": "", "state": "COMPLETED", "cause": None,
+         "elapsed_s": 1800, "time_limit_s": 21600, "cpus": 16, "cpu_time_s": 1800 * 3.0, "req_mem_mb": 32768.0,
+         "max_rss_mb": 3174.0, "gpus": 1, "gpu_util": 0.6, "time_eff": 1 / 12, "cpu_eff": 3 / 16, "mem_eff": 0.1}
+    ]  # fmt: skip
+    (tmp_path / "kdgat.toml").write_text('[cluster.resources]\npartition = "gpu"\n\n' + toml_snippet(advise(rows)))
+    settings = load_settings(tmp_path)
+    teacher = prepare_job(preset("gat,teacher", dataset="synthetic"), None, settings).resources
+    assert (teacher.mem, teacher.time, teacher.cpus, teacher.gpus) == ("4G", "00:45:00", 4, 1)
+    student = prepare_job(preset("gat,student", dataset="synthetic"), None, settings).resources
+    assert (student.mem, student.cpus) == ("128G", 16)  # another size of the stage keeps its own request
 
 
 def test_failures_on_a_machine_without_slurm_come_from_the_runs_alone(jobs_db, tmp_path):

@@ -60,12 +60,50 @@ def webhook():
     server.server_close()
 
 
-def watch(project: Path, path_dir: Path) -> subprocess.CompletedProcess[str]:
-    # no sbatch on PATH: this machine has no scheduler (the store alone is watched)
+def watch(project: Path, path_dir: Path, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    # no sbatch on PATH (unless path_dir has one): this machine has no scheduler (the store alone is watched)
     # and nothing another test left in the environment chooses the store, the cache or the scheduler for it
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("KDGAT_", "MLFLOW_", "SLURM_"))}
-    env = {**keep, "PATH": f"{path_dir}:{Path(sys.executable).parent}", "TMUX": ""}
+    env = {**keep, "PATH": f"{path_dir}:{Path(sys.executable).parent}", "TMUX": "", **env_vars}
     return subprocess.run([KDGAT, "watch", "--once"], cwd=project, capture_output=True, text=True, timeout=180, env=env)
+
+
+# A cluster whose controller and accounting daemon are down (nothing listens on port 9): SLURM's real clients refuse
+# at once with "Connection refused".
+DOWN_CLUSTER = """ClusterName=down
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort=9
+AuthType=auth/munge
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=9
+NodeName=localhost CPUs=1
+PartitionName=debug Nodes=localhost Default=YES
+"""
+
+
+def test_watch_says_once_that_the_scheduler_does_not_answer_and_alerts_from_the_runs(tmp_path):
+    import shutil
+
+    from tests.conftest import require
+
+    require(shutil.which("sacct") is not None and shutil.which("sbatch") is not None, "SLURM's clients are missing")
+    (tmp_path / "kdgat.toml").write_text('[tracking]\nuri = "mlflow.db"\n')
+    (tmp_path / "slurm.conf").write_text(DOWN_CLUSTER)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("sacct", "sbatch"):
+        (tools / tool).symlink_to(str(shutil.which(tool)))
+    down = {"SLURM_CONF": str(tmp_path / "slurm.conf")}
+    run_python(ADD_RUNS, str(tmp_path / "mlflow.db"), "b/teacher_fusion:complete:0.97:0.1")
+    state = tmp_path / "experimentruns" / ".watch_state.json"
+    state.parent.mkdir()
+    state.write_text('{"seen": []}')  # a watcher that has run before: what the store shows now is news
+    second = watch(tmp_path, tools, **down)
+    assert second.returncode == 0 and "Traceback" not in second.stderr, second.stderr
+    assert "the scheduler does not answer (sacct could not read the job accounting" in second.stderr, second.stderr
+    assert "b/teacher_fusion finished" in second.stdout  # the runs are still watched
+    assert second.stderr.count("does not answer") == 1  # one sentence per check, not one per rule
 
 
 def test_watch_alerts_each_new_event_once_through_every_sink_and_survives_a_locked_db(tmp_path, webhook):
