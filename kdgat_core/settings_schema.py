@@ -17,6 +17,7 @@ class _Section(BaseModel):
 
 class TrackingSection(_Section):
     uri: StrictStr | None = None
+    read_uri: StrictStr | None = None  # the database readers open when writers go through an MLflow server
 
 
 class DataSection(_Section):

@@ -2,6 +2,9 @@
 # A throwaway PostgreSQL server for kdgat's tests and demos (Debian's postgresql-15 binaries), on 127.0.0.1.
 #
 #   scripts/pg_cluster.sh start DIR [PORT]   initdb (once) and start; prints `export KDGAT_PG_URI=postgresql://...`
+#   scripts/pg_cluster.sh replica DIR PRIMARY_DIR [PORT]
+#                                            a hot-standby replica of the server in PRIMARY_DIR (pg_basebackup -R,
+#                                            streaming), started in DIR; stop it with `stop DIR`
 #   scripts/pg_cluster.sh stop DIR           stop only the server this script started (by its recorded pid)
 #   scripts/pg_cluster.sh status DIR         exit 0 when the recorded server is alive
 #   scripts/pg_cluster.sh env DIR            print the export line again
@@ -18,7 +21,7 @@ for fd_path in /proc/$$/fd/*; do
 done
 
 ACTION=${1:-status}
-STATE=${2:?usage: pg_cluster.sh start|stop|status|env DIR [PORT]}
+STATE=${2:?usage: pg_cluster.sh start|replica|stop|status|env DIR [PORT]}
 PGBIN=${KDGAT_PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 log() { echo "pg_cluster: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -53,17 +56,39 @@ case "$ACTION" in
 local all postgres trust
 host all postgres 127.0.0.1/32 trust
 host all all 127.0.0.1/32 scram-sha-256
+host replication postgres 127.0.0.1/32 trust
 EOF
       NEW=1
     fi
     as_pg "$PGBIN/pg_ctl" -D "$STATE/data" -l "$STATE/server.log" -w -t 30 \
-      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $STATE -c fsync=off -c max_connections=200" start >/dev/null \
+      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $STATE -c fsync=off -c max_connections=200 -c wal_level=replica" start >/dev/null \
       || die "the server did not start; see $STATE/server.log"
     head -1 "$STATE/data/postmaster.pid" > "$STATE/pid"
     if [[ ${NEW:-0} == 1 ]]; then
       as_pg "$PGBIN/psql" -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres \
         -c "CREATE ROLE mlflow LOGIN PASSWORD 'mlflow'" -c "CREATE DATABASE mlflow OWNER mlflow" >/dev/null
     fi
+    print_env
+    ;;
+  replica)
+    PRIMARY=${3:?usage: pg_cluster.sh replica DIR PRIMARY_DIR [PORT]}
+    [[ -s $PRIMARY/pid ]] && alive "$(cat "$PRIMARY/pid")" || die "no server running in $PRIMARY"
+    mkdir -p "$STATE"
+    if [[ -s $STATE/pid ]] && alive "$(cat "$STATE/pid")"; then print_env; exit 0; fi
+    [[ $(id -u) == 0 ]] && chown postgres:postgres "$STATE"
+    PORT=${4:-$(free_port)}
+    echo "$PORT" > "$STATE/port"
+    if [[ ! -s $STATE/data/PG_VERSION ]]; then
+      # -R writes standby.signal and primary_conninfo: the copy starts as a streaming hot standby
+      as_pg "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$(cat "$PRIMARY/port")" -U postgres -D "$STATE/data" \
+        -R -X stream -c fast --no-sync >"$STATE/basebackup.log" 2>&1 || die "pg_basebackup failed; see $STATE/basebackup.log"
+    fi
+    # max_connections must be at least the primary's; feedback keeps the primary's vacuum from cancelling our reads
+    as_pg "$PGBIN/pg_ctl" -D "$STATE/data" -l "$STATE/server.log" -w -t 30 \
+      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $STATE -c fsync=off -c max_connections=200 -c hot_standby=on \
+          -c hot_standby_feedback=on" start >/dev/null \
+      || die "the replica did not start; see $STATE/server.log"
+    head -1 "$STATE/data/postmaster.pid" > "$STATE/pid"
     print_env
     ;;
   stop)
@@ -80,5 +105,5 @@ EOF
     [[ -s $STATE/pid ]] && alive "$(cat "$STATE/pid")"
     ;;
   env) print_env ;;
-  *) die "unknown action $ACTION (start|stop|status|env)" ;;
+  *) die "unknown action $ACTION (start|replica|stop|status|env)" ;;
 esac

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,42 @@ class PgServer:
 
     def stop(self) -> None:
         subprocess.run(["bash", str(SCRIPT), "stop", str(self.state)], capture_output=True, timeout=60)
+
+    def start_replica(self, state: Path) -> PgReplica:
+        """A hot-standby streaming replica of this server (pg_basebackup -R), started in `state`; stop() it."""
+        return PgReplica(state, self)
+
+    def wal_position(self) -> str:
+        """The primary's current WAL position: a replica that replayed up to it has every commit made before."""
+        return str(self.execute("SELECT pg_current_wal_lsn()")[0][0])
+
+
+class PgReplica(PgServer):
+    """A streaming hot standby of `primary`: read-only, same roles, databases and password as the primary."""
+
+    def __init__(self, state: Path, primary: PgServer):
+        self.state, self.primary = state, primary
+        out = subprocess.run(
+            ["bash", str(SCRIPT), "replica", str(state), str(primary.state)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"pg_cluster.sh replica failed: {out.stderr[-2000:]}")
+        self.port = int((state / "port").read_text())
+        self._lock = threading.Lock()
+        self._template = True  # databases are the primary's: new_database here would be refused
+
+    def wait_replayed(self, timeout_s: float = 60) -> float:
+        """Wait until the replica has replayed everything the primary committed so far; the seconds it took."""
+        target = self.primary.wal_position()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            if self.execute(f"SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '{target}') >= 0")[0][0]:
+                return time.monotonic() - t0
+            time.sleep(0.05)
+        raise TimeoutError(f"the replica did not replay up to {target} within {timeout_s} s")
 
 
 @pytest.fixture(scope="session")

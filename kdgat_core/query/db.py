@@ -1192,8 +1192,10 @@ class TrackingDB:
                 server_version=f"PostgreSQL {server['version']}",
                 role=server["role"],
                 # kdgat's own connection is always read-only (READ_ONLY attach); this is what the role itself allows
-                read_only="yes (role default_transaction_read_only)"
-                if server["role_read_only"] == "on" or server["standby"]
+                read_only="yes (a hot standby: the server refuses every write)"
+                if server["standby"]
+                else "yes (role default_transaction_read_only)"
+                if server["role_read_only"] == "on"
                 else "kdgat's connection only (the role can write; see docs/deploy.md)",
                 standby=bool(server["standby"]),
             )

@@ -14,6 +14,7 @@ from kdgat_core.config import (
     Stage,
     Tag,
     bool_tag,
+    mask_uri,
     parse_bool_tag,
     run_name,
 )
@@ -64,7 +65,7 @@ def _get_run(store: Store, run_id: str) -> Any:
     try:
         return with_retry(store.client.get_run, run_id, what="get_run")
     except MlflowException:
-        raise KdgatError(f"No run with id '{run_id}' in {store.uri}.") from None
+        raise KdgatError(f"No run with id '{run_id}' in {mask_uri(store.uri)}.") from None
 
 
 def _existing_store(tracking_uri: str | None) -> Store:

@@ -198,11 +198,14 @@ def check_reachable(uri: str, path: Path | None) -> None:
         with urllib.request.urlopen(health, timeout=HEALTH_TIMEOUT_S) as resp:
             resp.read(64)
     except urllib.error.HTTPError as exc:
-        raise KdgatError(f"The MLflow server at {uri} answered {exc.code} on /health; check the URI.") from None
+        raise KdgatError(
+            f"The MLflow server at {mask_uri(uri)} answered {exc.code} on /health; check the URI."
+        ) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise KdgatError(
-            f"Cannot reach the MLflow server at {uri} ({reason}); start it or check --tracking-uri."
+            f"Cannot reach the MLflow server at {mask_uri(uri)} ({mask_secret(str(reason), uri)}); start it or check "
+            "--tracking-uri."
         ) from None
 
 

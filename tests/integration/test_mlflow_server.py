@@ -39,6 +39,7 @@ pytestmark = pytest.mark.slow
 STARTUP_TIMEOUT_S = 420
 REQUEST_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 20
+GRACE_S = 5  # a throwaway server that has not exited this long after SIGTERM is killed
 
 
 def free_port() -> int:
@@ -55,6 +56,8 @@ class MlflowServer:
         exe = Path(sys.executable).parent / "mlflow"
         require(exe.is_file(), f"the mlflow command is not installed next to {sys.executable}")
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        # tracking only: no job runner (7 huey consumer processes, each importing MLflow, for MLflow's GenAI jobs)
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         self._log = open(self.log, "wb")
         self.proc = subprocess.Popen(
             [
@@ -136,7 +139,7 @@ class MlflowServer:
         except ProcessLookupError:
             pass
         try:
-            self.proc.wait(timeout=STOP_TIMEOUT_S)
+            self.proc.wait(timeout=GRACE_S)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=STOP_TIMEOUT_S)

@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from tests.tui.fixture_db import normalised_copy, write_sample_db
 
 
 @pytest.fixture(scope="session")
-def sample_db(tmp_path_factory) -> str:
+def sqlite_sample_db(tmp_path_factory) -> str:
     """sqlite URI of the sample runs (2 datasets x 2 seeds x 4 stages x teacher/student/KD, a sweep, a failure)."""
     return f"sqlite:///{write_sample_db(tmp_path_factory.mktemp('tracking'))}"
 
 
 @pytest.fixture(scope="session")
-def stable_db(sample_db, tmp_path_factory) -> str:
+def pg_sample_db(sqlite_sample_db, pg_server) -> str:
+    """The same runs in PostgreSQL, moved there by `kdgat migrate` (same ids): postgresql+psycopg2 URI."""
+    uri = pg_server.new_store("tui_sample")
+    # in a process of its own: this one reads the SQLite file through DuckDB
+    res = subprocess.run(
+        [sys.executable, "-m", "kdgat_core.cli", "migrate", "--no-verify", sqlite_sample_db, uri],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr
+    return uri
+
+
+@pytest.fixture(scope="session")
+def sample_db(request) -> str:
+    """URI of the sample runs: SQLite, or each backend in turn for a test marked `@ON_BOTH_STORES`."""
+    backend = getattr(request, "param", "sqlite")
+    return request.getfixturevalue("sqlite_sample_db" if backend == "sqlite" else "pg_sample_db")
+
+
+# The same screens from a PostgreSQL store (the sample runs migrated, ids kept) as from the SQLite file.
+ON_BOTH_STORES = pytest.mark.parametrize("sample_db", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def stable_db(sqlite_sample_db, tmp_path_factory) -> str:
     """The same runs with fixed ids and times, for snapshots."""
-    return f"sqlite:///{normalised_copy(sample_db[len('sqlite:///') :], tmp_path_factory.mktemp('stable'))}"
+    return f"sqlite:///{normalised_copy(sqlite_sample_db[len('sqlite:///') :], tmp_path_factory.mktemp('stable'))}"
 
 
 @pytest.fixture(autouse=True)

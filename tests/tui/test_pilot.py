@@ -23,7 +23,7 @@ from kdgat_tui.screens.runs import RunsScreen
 from kdgat_tui.screens.sql_console import SqlConsole
 from kdgat_tui.screens.submit import SubmitScreen
 from kdgat_tui.widgets.arrow_table import ArrowTable
-from tests.tui.conftest import runs_ready, wait_for
+from tests.tui.conftest import ON_BOTH_STORES, runs_ready, wait_for
 from tests.tui.screen_text import screen_text
 
 pytestmark = pytest.mark.anyio
@@ -59,6 +59,7 @@ async def test_runs_screen_lists_every_visible_run_and_hides_deleted(sample_db):
         assert newest in text.splitlines()[2]
 
 
+@ON_BOTH_STORES
 async def test_filter_expression_keeps_exactly_the_matching_runs(sample_db):
     runs = visible_runs(sample_db)
     keep = pc.and_(
@@ -106,6 +107,7 @@ async def test_a_bad_filter_is_explained_inline_and_the_table_stays(sample_db):
         assert app.is_running
 
 
+@ON_BOTH_STORES
 async def test_sort_by_a_metric_puts_the_best_run_on_top_and_reverses(sample_db):
     runs = visible_runs(sample_db)
     f1 = [v for v in runs["f1"].to_pylist() if v is not None]
@@ -145,6 +147,7 @@ async def test_quick_filters_and_grouping_by_config(sample_db):
         assert "mean±std" in screen_text(app)
 
 
+@ON_BOTH_STORES
 async def test_journey_filter_mark_diff(sample_db):
     app = KdgatApp(tracking_uri=sample_db, refresh_s=0)
     async with app.run_test(size=SIZE) as pilot:
@@ -177,6 +180,7 @@ async def test_journey_filter_mark_diff(sample_db):
         assert ("f1 ↑" in text and "(+" in text) or "(-" in text  # metrics side by side with deltas
 
 
+@ON_BOTH_STORES
 async def test_journey_lineage_to_student_to_teacher(sample_db):
     with open_db(sample_db) as db:
         edges = db.lineage(dataset="hcrl_sa", arrow=True)
@@ -211,6 +215,7 @@ async def test_journey_lineage_to_student_to_teacher(sample_db):
         )
 
 
+@ON_BOTH_STORES
 async def test_run_detail_tabs_params_search_scenarios_and_curves(sample_db):
     runs = visible_runs(sample_db)
     evaluation = runs.filter(pc.and_(pc.equal(runs["stage"], "evaluation"), pc.equal(runs["use_kd"], "True")))
@@ -238,6 +243,7 @@ async def test_run_detail_tabs_params_search_scenarios_and_curves(sample_db):
         assert "test_02_unknown_vehicle_known_attack" in scen["scenario"].to_pylist()
 
 
+@ON_BOTH_STORES
 async def test_run_detail_draws_a_students_curve_over_its_teachers(sample_db):
     runs = visible_runs(sample_db)
     student = runs.filter(pc.and_(pc.equal(runs["stage"], "curriculum"), pc.equal(runs["use_kd"], "True")))
@@ -258,6 +264,7 @@ async def test_run_detail_draws_a_students_curve_over_its_teachers(sample_db):
         assert "teacher val_f1" in screen_text(app)
 
 
+@ON_BOTH_STORES
 async def test_sql_console_errors_inline_results_history_and_export(sample_db, tmp_path):
     app = KdgatApp(tracking_uri=sample_db, refresh_s=0)
     async with app.run_test(size=SIZE) as pilot:
@@ -419,7 +426,7 @@ async def test_live_refresh_brings_new_runs_and_keeps_cursor_marks_and_filter(sa
         )
         after = visible_runs(str(db)).num_rows
         assert after > before
-        await wait_for(pilot, lambda: screen.view.total == after, timeout=60, what="the new runs")
+        await wait_for(pilot, lambda: screen.view.total == after, timeout=120, what="the new runs")
         assert screen.model.marks == {marked}
         assert screen.model.filter_text == "status!=failed"
         assert screen.current_run_id() == cursor_run

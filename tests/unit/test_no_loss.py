@@ -169,6 +169,12 @@ def test_fusion_without_parents_and_unreachable_stores_record_nothing(capsys, tm
     res = kdgat(capsys, tmp_path, "run", "autoencoder", "-p", "vgae,teacher,tiny", *base, "-u", "http://localhost:1")
     assert_one_sentence(res, "Cannot reach the MLflow server at http://localhost:1")
     assert time.monotonic() - t0 < 30
+    # basic auth in the server's URI (https://user:password@host): the password is never printed
+    res = kdgat(
+        capsys, tmp_path, "run", "autoencoder", "-p", "vgae,teacher,tiny", *base, "-u", "http://jobs:s3cret@localhost:1"
+    )
+    assert_one_sentence(res, "Cannot reach the MLflow server at http://jobs:***@localhost:1")
+    assert "s3cret" not in res.out + res.err
     res = kdgat(capsys, tmp_path, "run", "autoencoder", "-p", "vgae,teacher,tiny", *base, "-u", tmp_path / "data")
     assert_one_sentence(res, "is a directory")
     res = kdgat(capsys, tmp_path, "run", "autoencoder", "-p", "vgae,teacher,tiny", *base, "-u", db,

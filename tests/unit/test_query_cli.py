@@ -21,6 +21,13 @@ def uri(fixture_db):
     return f"sqlite:///{fixture_db[0]}"
 
 
+@pytest.fixture
+def store_uri(store_db):
+    """The fixture content on each backend (SQLite file, PostgreSQL database)."""
+    where = store_db[0]
+    return f"sqlite:///{where}" if isinstance(where, Path) else where
+
+
 def _query(*args, stdin: str | None = None, cache_dir=None) -> subprocess.CompletedProcess:
     env = dict(os.environ, KDGAT_CACHE_DIR=str(cache_dir))
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -35,7 +42,8 @@ def _query(*args, stdin: str | None = None, cache_dir=None) -> subprocess.Comple
     )
 
 
-def test_sql_from_stdin_and_from_a_file(uri, tmp_path):
+def test_sql_from_stdin_and_from_a_file(store_uri, tmp_path):
+    uri = store_uri
     # a query longer than the kernel's limit for one argument (128 KiB): only a file or stdin can carry it
     long_sql = "SELECT count(*) AS n FROM runs WHERE run_name NOT IN (" + ", ".join(["'x'"] * 40_000) + ")"
     assert len(long_sql) > 131_072
@@ -68,7 +76,8 @@ def test_bad_sql_sources_are_one_sentence(uri, tmp_path, args, says):
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
 
 
-def test_runaway_query_is_stopped_by_the_timeout(uri, tmp_path):
+def test_runaway_query_is_stopped_by_the_timeout(store_uri, tmp_path):
+    uri = store_uri
     t0 = time.monotonic()
     res = _query(RUNAWAY, "--timeout", "1", "-u", uri, cache_dir=tmp_path)
     assert res.returncode == 2

@@ -141,3 +141,41 @@ def test_run_states_since_sees_new_and_changed_runs(pg_server, tmp_path):
 def test_backup_points_a_postgres_store_to_pg_dump(pg_fixture_db, tmp_path):
     res = kdgat("backup", "-u", pg_fixture_db[0], tmp_path / "copy.db", cache_dir=tmp_path)
     assert res.returncode == 2 and "pg_dump" in res.stderr and not (tmp_path / "copy.db").exists()
+
+
+def test_the_read_uri_from_kdgat_toml(pg_fixture_db, tmp_path, capsys):
+    """A lab's kdgat.toml: jobs write through a server (uri), readers open its database (read_uri)."""
+    from tests.unit.cli_inprocess import run_kdgat
+
+    (tmp_path / "kdgat.toml").write_text(
+        f'[tracking]\nuri = "https://mlflow.lab.example:5000"\nread_uri = "{pg_fixture_db[0]}"\n'
+    )
+    res = run_kdgat(capsys, ["doctor", "-f", "json"], cwd=tmp_path)
+    assert res.code == 0, res.err
+    info = {r["check"]: r["value"] for r in json.loads(res.out)}
+    assert info["tracking URI"] == "https://mlflow.lab.example:5000"
+    assert info["read URI chosen by"].endswith("kdgat.toml ([tracking] read_uri)")
+    assert info["backend"] == "postgres" and info["runs"] == "20" and "mlflow:mlflow@" not in res.out
+    res = run_kdgat(capsys, ["leaderboard", "-d", "hcrl_sa", "-s", "evaluation", "-f", "json"], cwd=tmp_path)
+    assert res.code == 0, res.err
+    assert [r["f1"] for r in json.loads(res.out)][:3] == [0.95, 0.94, 0.93]
+
+
+def test_kdgat_writes_straight_to_postgres(pg_server, sample_db, tmp_path):
+    """kdgat's tracking writer (open_run, what `kdgat run` logs through) with a bare `postgresql://` tracking URI, as
+    a lab sets MLFLOW_TRACKING_URI without a server: the same runs, statuses and values as its SQLite sample."""
+    from tests.unit.conftest import WRITE_SAMPLE, run_python
+
+    uri = pg_server.new_store("writer_direct")
+    bare = pg_server.uri("writer_direct", driver=False)  # SQLAlchemy would pick psycopg 3 for this: kdgat rewrites it
+    code = WRITE_SAMPLE.replace('"sqlite:///" + sys.argv[1]', "sys.argv[1]")
+    assert code != WRITE_SAMPLE
+    run_python(code, bare, str(tmp_path / "ids.json"), timeout=600)
+    ids = json.loads((tmp_path / "ids.json").read_text())
+    assert ids["deleted"] and ids["failed"]
+    columns = "run_name, dataset, stage, model_size, use_kd, status, mlflow_status, f1, val_loss, lifecycle"
+    sql = f"SELECT {columns} FROM runs ORDER BY run_name, f1"
+    with open_db(sample_db[0], cache=False) as sqlite, open_db(uri, cache=False) as pg:
+        expected = sqlite.sql(sql, arrow=True)
+        assert expected.num_rows > 20
+        assert pg.sql(sql, arrow=True).to_pylist() == expected.to_pylist()

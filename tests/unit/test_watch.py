@@ -11,11 +11,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
 from tests.unit.conftest import run_python
 
 KDGAT = str(Path(sys.executable).parent / "kdgat")
@@ -156,3 +158,59 @@ def test_watch_alerts_each_new_event_once_through_every_sink_and_survives_a_lock
         lock.close()
     assert locked.returncode == 0 and "cannot read the tracking DB" in locked.stderr
     assert "Traceback" not in locked.stderr and len(received) == 3
+
+
+def test_watch_inside_tmux_puts_the_alert_on_the_status_line_of_the_attached_client(tmp_path):
+    """The tmux sink as a user sees it: `kdgat watch` in one session of a private tmux server, a client attached to that
+    session (itself running in a second session's pane, so the test can read its screen), the alert on its status line."""
+    require(subprocess.run(["which", "tmux"], capture_output=True).returncode == 0, "tmux is not installed")
+    db = tmp_path / "mlflow.db"
+    (tmp_path / "kdgat.toml").write_text('[tracking]\nuri = "mlflow.db"\n[watch]\nterminal = false\n')
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("sh", "tmux", "env"):
+        (tools / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
+    run_python(ADD_RUNS, str(db), "old/teacher_curriculum:complete:0.95:0.5")
+    assert watch(tmp_path, tools).returncode == 0  # the first watch only starts the clock
+    run_python(ADD_RUNS, str(db), "tmuxed/student_curriculum:failed:0.5:nan")
+
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("KDGAT_", "MLFLOW_", "SLURM_", "TMUX"))}
+    env = {**keep, "PATH": f"{tools}:{Path(sys.executable).parent}"}
+    socket = f"kdgat-watch-test-{os.getpid()}"
+
+    def tmux(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True, timeout=30, env=env)
+
+    done = tmp_path / "exit_code"
+    tmux("-f", "/dev/null", "new-session", "-d", "-s", "alerts", "-x", "120", "-y", "10", "sh")
+    try:
+        tmux("set-option", "-g", "display-time", "120000")  # the message stays until the test has read it
+        tmux(
+            "new-session",
+            "-d",
+            "-s",
+            "viewer",
+            "-x",
+            "120",
+            "-y",
+            "10",
+            f"env -u TMUX tmux -L {socket} attach -t alerts",
+        )
+        deadline = time.monotonic() + 30
+        while "alerts" not in tmux("list-clients", "-F", "#{session_name}").stdout:
+            assert time.monotonic() < deadline, "no client attached to the alerts session"
+            time.sleep(0.2)
+        tmux("send-keys", "-t", "alerts", f"cd {tmp_path} && {KDGAT} watch --once; echo $? > {done}", "Enter")
+        deadline = time.monotonic() + 180
+        while not (done.exists() and done.read_text().strip()):
+            assert time.monotonic() < deadline, "kdgat watch did not finish inside tmux"
+            time.sleep(0.5)
+        assert done.read_text().strip() == "0"
+        deadline = time.monotonic() + 10
+        while "kdgat: " not in (shown := tmux("capture-pane", "-p", "-t", "viewer").stdout):
+            assert time.monotonic() < deadline, f"no alert on the attached client's status line:\n{shown}"
+            time.sleep(0.2)
+        status = next(line for line in shown.splitlines() if "kdgat: " in line)
+        assert "tmuxed/student_curriculum" in status
+    finally:
+        tmux("kill-server")
