@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import duckdb
 
@@ -67,6 +67,12 @@ VIEWS = ("runs", "params", "tags", "metrics", "metric_history", "metric_summary"
 _WIDE_VIEWS = {"runs", "lineage", "runs_wide"}
 _HEX_ID = re.compile(r"^[0-9a-f]{1,32}$")
 __all__ = ["VIEWS", "RunFilter", "TrackingDB", "open_db"]
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kdgat_core.query.importance import Importance
+    from kdgat_core.query.stats import Comparison
 
 
 # PostgreSQL's oldest open transaction id as a 32-bit xid (what a row's xmin holds)
@@ -150,14 +156,25 @@ class TrackingDB:
     def __enter__(self) -> TrackingDB:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
         return f"TrackingDB({self.store.display!r})"
 
+    # A method with an `arrow` flag returns a pyarrow Table when it is true, else a pandas DataFrame: the overloads
+    # below say so to mypy (pyarrow has no type information, so its Table is Any to mypy).
+    @overload
     @staticmethod
-    def _out(table: pa.Table, arrow: bool):
+    def _out(table: pa.Table, arrow: Literal[True]) -> pa.Table: ...
+    @overload
+    @staticmethod
+    def _out(table: pa.Table, arrow: Literal[False]) -> pd.DataFrame: ...
+    @overload
+    @staticmethod
+    def _out(table: pa.Table, arrow: bool) -> pa.Table | pd.DataFrame: ...
+    @staticmethod
+    def _out(table: pa.Table, arrow: bool) -> pa.Table | pd.DataFrame:
         return table if arrow else table.to_pandas()
 
     def _calc(self, sql: str, **tables: pa.Table) -> pa.Table:
@@ -233,7 +250,15 @@ class TrackingDB:
         """Every run's metric summaries (deleted runs too), from the read cache (see `kdgat_core.query.summaries`)."""
         return self._summary.get()
 
-    def metric_summary(self, run: str | None = None, key: str | None = None, arrow: bool = False):
+    @overload
+    def metric_summary(self, run: str | None = ..., key: str | None = ..., *, arrow: Literal[True]) -> pa.Table: ...
+    @overload
+    def metric_summary(
+        self, run: str | None = ..., key: str | None = ..., arrow: Literal[False] = ...
+    ) -> pd.DataFrame: ...
+    def metric_summary(
+        self, run: str | None = None, key: str | None = None, arrow: bool = False
+    ) -> pa.Table | pd.DataFrame:
         """Per run and metric: last, min, max, argmin_step, argmax_step, n_steps, last_step (from the history).
 
         >>> s = db.metric_summary("hcrl_sa/teacher_curriculum", "val_loss")
@@ -253,12 +278,30 @@ class TrackingDB:
                 self.check_metric(key)
         return self._out(table, arrow)
 
-    def frame(self, metrics: Sequence[str] = (), where: str | None = None, arrow: bool = False, **filters: Any):
+    @overload
+    def frame(
+        self, metrics: Sequence[str] = ..., where: str | None = ..., *, arrow: Literal[True], **filters: Any
+    ) -> pa.Table: ...
+    @overload
+    def frame(
+        self, metrics: Sequence[str] = ..., where: str | None = ..., arrow: Literal[False] = ..., **filters: Any
+    ) -> pd.DataFrame: ...
+    def frame(
+        self, metrics: Sequence[str] = (), where: str | None = None, arrow: bool = False, **filters: Any
+    ) -> pa.Table | pd.DataFrame:
         """Visible runs (wide rows) passing the filters, with a column per metric expression (``max(val_f1)``...)."""
         from kdgat_core.query import frame
 
         return self._out(frame.build(self, metrics, RunFilter(**filters), where), arrow)
 
+    @overload
+    def groups(
+        self, by: Sequence[str], metric: str = ..., where: str | None = ..., *, arrow: Literal[True], **filters: Any
+    ) -> pa.Table: ...
+    @overload
+    def groups(
+        self, by: Sequence[str], metric: str = ..., where: str | None = ..., arrow: Literal[False] = ..., **filters: Any
+    ) -> pd.DataFrame: ...
     def groups(
         self,
         by: Sequence[str],
@@ -266,7 +309,7 @@ class TrackingDB:
         where: str | None = None,
         arrow: bool = False,
         **filters: Any,
-    ):
+    ) -> pa.Table | pd.DataFrame:
         """Runs grouped by params and tags: n, mean, std, median, min, max and a 95% CI of a metric expression.
 
         >>> g = db.groups(["model_size"], "f1", dataset="hcrl_sa", stage="evaluation")
@@ -293,7 +336,7 @@ class TrackingDB:
         b: str | None = None,
         where: str | None = None,
         **filters: Any,
-    ):
+    ) -> Comparison:
         """Compare a metric expression between the two values of a tag or param (`kdgat ab`): a `stats.Comparison`.
 
         >>> c = db.ab("model_size", "f1", dataset="hcrl_sa", stage="evaluation")
@@ -311,7 +354,7 @@ class TrackingDB:
         table = table.rename_columns([label if c == col else c for c in table.column_names])
         return compare_sides(table, label, expr.text, keys, a, b, lower_is_better=expr.direction == "asc")
 
-    def importance(self, metric: str = Metric.F1.value, where: str | None = None, **filters: Any):
+    def importance(self, metric: str = Metric.F1.value, where: str | None = None, **filters: Any) -> Importance:
         """Per varying param: Spearman's rho and random-forest permutation importance (`query.importance`)."""
         from kdgat_core.query import frame
         from kdgat_core.query.importance import importance
@@ -319,7 +362,9 @@ class TrackingDB:
         expr = parse_metric(metric)
         return importance(frame.build(self, [expr], RunFilter(**filters), where), expr.text)
 
-    def lineage_stats(self, metric: str = Metric.F1.value, dataset: str | None = None, run: str | None = None):
+    def lineage_stats(
+        self, metric: str = Metric.F1.value, dataset: str | None = None, run: str | None = None
+    ) -> Comparison:
         """Paired statistics of KD students against their teachers (each edge of `lineage` is a pair)."""
         from kdgat_core.query import frame
         from kdgat_core.query.stats import paired
@@ -345,7 +390,15 @@ class TrackingDB:
         )
 
     # -- the wide table -----------------------------------------------------------------------------------------------
-    def wide(self, arrow: bool = False, include_deleted: bool | None = None, refresh: bool = True):
+    @overload
+    def wide(self, arrow: Literal[True], include_deleted: bool | None = ..., refresh: bool = ...) -> pa.Table: ...
+    @overload
+    def wide(
+        self, arrow: Literal[False] = ..., include_deleted: bool | None = ..., refresh: bool = ...
+    ) -> pd.DataFrame: ...
+    def wide(
+        self, arrow: bool = False, include_deleted: bool | None = None, refresh: bool = True
+    ) -> pa.Table | pd.DataFrame:
         """All runs x (run fields, convention tags, final standard metrics, ``metrics.*``, ``params.*``, ``tags.*``).
 
         Served from the read cache and brought up to date exactly (see `kdgat_core.query.wide`).
@@ -384,6 +437,29 @@ class TrackingDB:
         return self._wide
 
     # -- runs ---------------------------------------------------------------------------------------------------------
+    @overload
+    def runs(
+        self,
+        dataset: str | None = ...,
+        stage: str | None = ...,
+        model_size: str | None = ...,
+        kd: bool | None = ...,
+        status: str | None = ...,
+        include_deleted: bool | None = ...,
+        *,
+        arrow: Literal[True],
+    ) -> pa.Table: ...
+    @overload
+    def runs(
+        self,
+        dataset: str | None = ...,
+        stage: str | None = ...,
+        model_size: str | None = ...,
+        kd: bool | None = ...,
+        status: str | None = ...,
+        include_deleted: bool | None = ...,
+        arrow: Literal[False] = ...,
+    ) -> pd.DataFrame: ...
     def runs(
         self,
         dataset: str | None = None,
@@ -393,7 +469,7 @@ class TrackingDB:
         status: str | None = None,
         include_deleted: bool | None = None,
         arrow: bool = False,
-    ):
+    ) -> pa.Table | pd.DataFrame:
         """One row per run (the columns of the ``runs`` view), newest first, filtered by convention tags.
 
         >>> db.runs(status="failed")[["run_name", "status", "error_msg"]]
@@ -409,19 +485,31 @@ class TrackingDB:
         )
         return self._out(out, arrow)
 
+    @overload
+    def runs_table(
+        self, run_ids: Sequence[str] | None = ..., include_deleted: bool | None = ..., *, arrow: Literal[True]
+    ) -> pa.Table: ...
+    @overload
+    def runs_table(
+        self, run_ids: Sequence[str] | None = ..., include_deleted: bool | None = ..., arrow: Literal[False] = ...
+    ) -> pd.DataFrame: ...
     def runs_table(
         self, run_ids: Sequence[str] | None = None, include_deleted: bool | None = None, arrow: bool = False
-    ):
+    ) -> pa.Table | pd.DataFrame:
         """Wide rows (all columns) of all runs, or of the given run ids only (read through SQLite's indexes)."""
         if run_ids is None:
-            return self.wide(arrow=arrow, include_deleted=include_deleted)
+            return self._out(self.wide(arrow=True, include_deleted=include_deleted), arrow)
         table = self._runs_by_id(list(run_ids)) if run_ids else self.wide(arrow=True).slice(0, 0)
         show_deleted = self.include_deleted if include_deleted is None else include_deleted
         if not show_deleted:
             table = table.filter(pc.invert(deleted_mask(table)))  # rows in the caller's order: no slice here
         return self._out(table, arrow)
 
-    def run_states(self, arrow: bool = False):
+    @overload
+    def run_states(self, arrow: Literal[True]) -> pa.Table: ...
+    @overload
+    def run_states(self, arrow: Literal[False] = ...) -> pd.DataFrame: ...
+    def run_states(self, arrow: bool = False) -> pa.Table | pd.DataFrame:
         """A cheap per-run fingerprint (run_id, mlflow_status, lifecycle, start_ms, end_ms): one read of `runs`.
 
         It does not see tag or metric changes; `wide()` does (exactly, and incrementally).
@@ -515,9 +603,56 @@ class TrackingDB:
         wide = pivot(read_long_for(self._reader, list(dict.fromkeys(run_ids))))
         order = {r: i for i, r in enumerate(run_ids)}
         idx = sorted(range(wide.num_rows), key=lambda i: order[wide["run_id"][i].as_py()])
-        return wide.take(idx)
+        return wide.take(pa.array(idx, pa.int64()))  # typed: an empty list (no such run) is not a null array
 
     # -- leaderboard --------------------------------------------------------------------------------------------------
+    @overload
+    def leaderboard(
+        self,
+        metric: str = ...,
+        top: int = ...,
+        dataset: str | None = ...,
+        stage: str | None = ...,
+        model_size: str | None = ...,
+        kd: bool | None = ...,
+        status: str | None = ...,
+        by_config: bool = ...,
+        arrow: bool = ...,
+        *,
+        rows: Literal[True],
+        where: str | None = ...,
+    ) -> list[dict[str, Any]]: ...
+    @overload
+    def leaderboard(
+        self,
+        metric: str = ...,
+        top: int = ...,
+        dataset: str | None = ...,
+        stage: str | None = ...,
+        model_size: str | None = ...,
+        kd: bool | None = ...,
+        status: str | None = ...,
+        by_config: bool = ...,
+        *,
+        arrow: Literal[True],
+        rows: Literal[False] = ...,
+        where: str | None = ...,
+    ) -> pa.Table: ...
+    @overload
+    def leaderboard(
+        self,
+        metric: str = ...,
+        top: int = ...,
+        dataset: str | None = ...,
+        stage: str | None = ...,
+        model_size: str | None = ...,
+        kd: bool | None = ...,
+        status: str | None = ...,
+        by_config: bool = ...,
+        arrow: Literal[False] = ...,
+        rows: Literal[False] = ...,
+        where: str | None = ...,
+    ) -> pd.DataFrame: ...
     def leaderboard(
         self,
         metric: str = Metric.F1.value,
@@ -531,7 +666,7 @@ class TrackingDB:
         arrow: bool = False,
         rows: bool = False,
         where: str | None = None,
-    ):
+    ) -> pa.Table | pd.DataFrame | list[dict[str, Any]]:
         """The best runs by a final metric (lower-is-better metrics such as val_loss sort ascending).
 
         With ``by_config=True`` runs that differ only in their seed form one row: mean, std and n.
@@ -603,7 +738,11 @@ class TrackingDB:
         raise KdgatError(f"Unknown metric '{metric}': no run has logged it.{hint}")
 
     # -- comparing runs -----------------------------------------------------------------------------------------------
-    def compare(self, run_a: str, run_b: str, *more: str, arrow: bool = False):
+    @overload
+    def compare(self, run_a: str, run_b: str, *more: str, arrow: Literal[True]) -> pa.Table: ...
+    @overload
+    def compare(self, run_a: str, run_b: str, *more: str, arrow: Literal[False] = ...) -> pd.DataFrame: ...
+    def compare(self, run_a: str, run_b: str, *more: str, arrow: bool = False) -> pa.Table | pd.DataFrame:
         """Final metrics of two or more runs side by side (`kdgat_core.query.compare`): two runs give ``delta`` = b - a
         and ``better``; more give ``delta_b``, ``delta_c``... against a and ``best``.
 
@@ -619,7 +758,11 @@ class TrackingDB:
         by_id = {r["run_id"]: r for r in self._runs_by_id(ids).to_pylist()}
         return self._out(compare_rows([by_id[i] for i in ids]), arrow)
 
-    def config_diff(self, runs: Sequence[str], all: bool = False, arrow: bool = False):
+    @overload
+    def config_diff(self, runs: Sequence[str], all: bool = ..., *, arrow: Literal[True]) -> pa.Table: ...
+    @overload
+    def config_diff(self, runs: Sequence[str], all: bool = ..., arrow: Literal[False] = ...) -> pd.DataFrame: ...
+    def config_diff(self, runs: Sequence[str], all: bool = False, arrow: bool = False) -> pa.Table | pd.DataFrame:
         """The params that differ between runs (``all=True``: every param). One column per run, labelled name@id.
 
         >>> d = db.config_diff(["hcrl_sa/teacher_curriculum", "hcrl_sa/student_curriculum"])
@@ -645,6 +788,31 @@ class TrackingDB:
         return self._out(pa.table({c: pa.array(v, pa.string()) for c, v in out.items()}), arrow)
 
     # -- sweeps and summaries -----------------------------------------------------------------------------------------
+    @overload
+    def sweep(
+        self,
+        param: str,
+        metric: str = ...,
+        dataset: str | None = ...,
+        stage: str | None = ...,
+        model_size: str | None = ...,
+        kd: bool | None = ...,
+        status: str | None = ...,
+        *,
+        arrow: Literal[True],
+    ) -> pa.Table: ...
+    @overload
+    def sweep(
+        self,
+        param: str,
+        metric: str = ...,
+        dataset: str | None = ...,
+        stage: str | None = ...,
+        model_size: str | None = ...,
+        kd: bool | None = ...,
+        status: str | None = ...,
+        arrow: Literal[False] = ...,
+    ) -> pd.DataFrame: ...
     def sweep(
         self,
         param: str,
@@ -655,7 +823,7 @@ class TrackingDB:
         kd: bool | None = None,
         status: str | None = None,
         arrow: bool = False,
-    ):
+    ) -> pa.Table | pd.DataFrame:
         """Per value of a param: count, mean, std, min and max of a final metric. Dotted keys; a unique leaf works too.
 
         >>> db.sweep("lr", "f1", dataset="hcrl_sa", stage="evaluation", model_size="teacher")
@@ -697,7 +865,13 @@ class TrackingDB:
         hint = f" Did you mean: {', '.join(close)}?" if close else " See `kdgat diff RUN_A RUN_B --all` for param keys."
         raise KdgatError(f"Unknown param '{param}': no run has logged it.{hint}")
 
-    def dataset_summary(self, dataset: str, metric: str = Metric.F1.value, arrow: bool = False):
+    @overload
+    def dataset_summary(self, dataset: str, metric: str = ..., *, arrow: Literal[True]) -> pa.Table: ...
+    @overload
+    def dataset_summary(self, dataset: str, metric: str = ..., arrow: Literal[False] = ...) -> pd.DataFrame: ...
+    def dataset_summary(
+        self, dataset: str, metric: str = Metric.F1.value, arrow: bool = False
+    ) -> pa.Table | pd.DataFrame:
         """Runs of one dataset by stage, model size and KD: counts per status and the best run of each group.
 
         >>> db.dataset_summary("hcrl_ch")[["stage", "model_size", "use_kd", "runs", "complete", "failed", "best_run"]]
@@ -746,6 +920,25 @@ class TrackingDB:
             raise KdgatError(f"No runs for dataset '{dataset}'; datasets with runs: {', '.join(known) or 'none'}.")
         return self._out(table, arrow)
 
+    @overload
+    def lineage(
+        self,
+        run: str | None = ...,
+        dataset: str | None = ...,
+        metric: str = ...,
+        *,
+        arrow: Literal[True],
+        retries: bool = ...,
+    ) -> pa.Table: ...
+    @overload
+    def lineage(
+        self,
+        run: str | None = ...,
+        dataset: str | None = ...,
+        metric: str = ...,
+        arrow: Literal[False] = ...,
+        retries: bool = ...,
+    ) -> pd.DataFrame: ...
     def lineage(
         self,
         run: str | None = None,
@@ -753,7 +946,7 @@ class TrackingDB:
         metric: str = Metric.F1.value,
         arrow: bool = False,
         retries: bool = False,
-    ) -> Any:  # a pyarrow Table with arrow=True, else a pandas DataFrame
+    ) -> pa.Table | pd.DataFrame:
         """Teacher -> student edges (from the students' ``teacher_run_id`` tag) with each student's delta to its teacher.
 
         Each row also says whether the student is itself a retry (``retry_of``, from `kdgat resubmit`) and both runs'
@@ -814,9 +1007,17 @@ class TrackingDB:
             raise KdgatError(f"Run '{run}' has no teacher and no students (no teacher_run_id tag links it){also}.")
         return self._out(table, arrow)
 
+    @overload
+    def retries(
+        self, run: str | None = ..., dataset: str | None = ..., metric: str = ..., *, arrow: Literal[True]
+    ) -> pa.Table: ...
+    @overload
+    def retries(
+        self, run: str | None = ..., dataset: str | None = ..., metric: str = ..., arrow: Literal[False] = ...
+    ) -> pd.DataFrame: ...
     def retries(
         self, run: str | None = None, dataset: str | None = None, metric: str = Metric.F1.value, arrow: bool = False
-    ) -> Any:  # a pyarrow Table with arrow=True, else a pandas DataFrame
+    ) -> pa.Table | pd.DataFrame:
         """Retries (`kdgat resubmit` tags the new run ``retry_of`` = the run it retries), one row per retry, chains in
         order: ``chain_root`` is the first failed run (or ``job <id>`` when that job never opened a run), ``attempt``
         1 its first retry, 2 the retry of that retry, ... With `run`, only the chain it belongs to.
@@ -883,7 +1084,11 @@ class TrackingDB:
         )
 
     # -- one run ------------------------------------------------------------------------------------------------------
-    def history(self, run: str, metric: str, arrow: bool = False):
+    @overload
+    def history(self, run: str, metric: str, arrow: Literal[True]) -> pa.Table: ...
+    @overload
+    def history(self, run: str, metric: str, arrow: Literal[False] = ...) -> pd.DataFrame: ...
+    def history(self, run: str, metric: str, arrow: bool = False) -> pa.Table | pd.DataFrame:
         """One run's per-step values of a metric (a step logged twice keeps its newest point). Uses MLflow's index.
 
         >>> db.history("hcrl_sa/teacher_curriculum", "val_loss")[["step", "value"]]
@@ -922,7 +1127,11 @@ class TrackingDB:
         return self._out(table, arrow)
 
     # -- SQL ----------------------------------------------------------------------------------------------------------
-    def sql(self, query: str, arrow: bool = False, timeout_s: float | None = None):
+    @overload
+    def sql(self, query: str, arrow: Literal[True], timeout_s: float | None = ...) -> pa.Table: ...
+    @overload
+    def sql(self, query: str, arrow: Literal[False] = ..., timeout_s: float | None = ...) -> pd.DataFrame: ...
+    def sql(self, query: str, arrow: bool = False, timeout_s: float | None = None) -> pa.Table | pd.DataFrame:
         """Run one read-only SELECT against the views (runs, params, tags, metrics, metric_history, lineage, runs_wide).
 
         A query running longer than `timeout_s` seconds (None: no limit) is stopped with a KdgatError; Ctrl-C stops

@@ -4,13 +4,17 @@ are `kdgat plot`'s (kdgat_core.query.curves)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.message import Message
 from textual.widgets import Footer, Static
+from textual.worker import Worker
 
 from kdgat_core.config import Metric
+from kdgat_tui.screens.base import KdgatScreen
 from kdgat_tui.widgets.curves import render_lines
 
 SMOOTHING = (0.0, 0.6, 0.9)
@@ -39,7 +43,13 @@ class Chart(Static):
             self.update(render_lines(self.lines, w, h, **self.options))
 
 
-class ChartScreen(Screen):
+@dataclass
+class CurvesLoaded(Message):
+    lines: list
+
+
+class ChartScreen(KdgatScreen):
+    STATUS_LINE, ERROR_PREFIX = "#chart-title", "chart"
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Back"),
         Binding("m", "metric", "Metric", tooltip="Next metric with a history"),
@@ -66,27 +76,26 @@ class ChartScreen(Screen):
     def on_mount(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True, group="chart")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="chart")
     def load(self) -> None:
         source = self.app.source
         ids = self.run_ids or [r for _, g in self.groups for r in g]
-        try:
-            if not self.keys:
-                self.keys = source.history_keys(ids)
-                if self.keys and self.metric not in self.keys:
-                    self.metric = self.keys[0]
-            if self.groups:
-                lines = source.group_curves(self.groups, self.metric, self.x)
-            else:
-                lines = source.run_curves(self.run_ids, self.metric, self.x, self.teachers)
-        except Exception as exc:
-            self.app.call_from_thread(self._failed, exc)
-            return
-        self.app.call_from_thread(self._show, lines)
+        if not self.keys:
+            self.keys = source.history_keys(ids)
+            if self.keys and self.metric not in self.keys:
+                self.metric = self.keys[0]
+        if self.groups:
+            lines = source.group_curves(self.groups, self.metric, self.x)
+        else:
+            lines = source.run_curves(self.run_ids, self.metric, self.x, self.teachers)
+        self.post_message(CurvesLoaded(lines))
 
-    def _failed(self, exc: Exception) -> None:
-        self.query_one("#chart-title", Static).update(f"chart: {self.app.source.describe_error(exc)}")
+    def worker_failed(self, worker: Worker, error: BaseException) -> None:
+        super().worker_failed(worker, error)
         self.query_one(Chart).show([])
+
+    def on_curves_loaded(self, message: CurvesLoaded) -> None:
+        self._show(message.lines)
 
     def _show(self, lines: list) -> None:
         what = f"{len(self.groups)} groups (mean ± std)" if self.groups else f"{len(self.run_ids)} runs"

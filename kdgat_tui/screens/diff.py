@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import Footer, Static
 
 from kdgat_core.config import metric_direction
@@ -15,7 +18,14 @@ from kdgat_tui.screens.base import KdgatScreen
 from kdgat_tui.widgets.arrow_table import ArrowTable
 
 
+@dataclass
+class DiffLoaded(Message):
+    params: pa.Table
+    metrics: pa.Table
+
+
 class DiffScreen(KdgatScreen):
+    STATUS_LINE, ERROR_PREFIX = "#diff-title", "diff"
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Back"),
         Binding("a", "toggle_all", "All params", tooltip="Show every param, not only those that differ"),
@@ -41,21 +51,14 @@ class DiffScreen(KdgatScreen):
         self.query_one("#diff-params", ArrowTable).focus()
         self.load()
 
-    @work(thread=True, exclusive=True, group="diff")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="diff")
     def load(self) -> None:
         source = self.app.source
-        try:
-            params = source.config_diff(self.run_ids, self.all_params)
-            metrics = metrics_side_by_side(source.compare(self.run_ids))
-        except Exception as exc:
-            self.app.call_from_thread(self._failed, exc)
-            return
-        self.app.call_from_thread(self._show, params, metrics)
+        params = source.config_diff(self.run_ids, self.all_params)
+        self.post_message(DiffLoaded(params, metrics_side_by_side(source.compare(self.run_ids))))
 
-    def _failed(self, exc: Exception) -> None:
-        self.query_one("#diff-title", Static).update(f"diff: {self.app.source.describe_error(exc)}")
-
-    def _show(self, params: pa.Table, metrics: pa.Table) -> None:
+    def on_diff_loaded(self, message: DiffLoaded) -> None:
+        params, metrics = message.params, message.metrics
         n = params.num_rows
         what = "params" if self.all_params else "params that differ"
         self.query_one("#diff-title", Static).update(

@@ -4,14 +4,18 @@ a confirmation that shows the #SBATCH lines that change (hidden under --readonly
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import Footer, Static
+from textual.worker import Worker
 
 from kdgat_tui.runs_model import column_widths
-from kdgat_tui.screens.base import KdgatScreen
+from kdgat_tui.screens.base import KdgatScreen, first_line
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.dialogs import Confirm
 
@@ -19,8 +23,24 @@ COLUMNS = ("cause", "job", "run", "run_id", "state", "retried", "error")
 LOG_LINES = 6
 
 
+@dataclass
+class FailuresLoaded(Message):
+    groups: list
+
+
+@dataclass
+class FailureLogRead(Message):
+    text: str  # the last lines of the selected run's job log ("" when it has none)
+
+
+@dataclass
+class Resubmitted(Message):
+    job_ids: list[str]
+
+
 class FailuresScreen(KdgatScreen):
     MUTATING = frozenset({"resubmit_one", "resubmit_group"})
+    STATUS_LINE = "#failures-title"
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Back"),
         Binding("enter", "open_run", "Run", tooltip="Open the failed run"),
@@ -47,20 +67,26 @@ class FailuresScreen(KdgatScreen):
     def action_refresh(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True, group="failures")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="failures")
     def load(self) -> None:
-        try:
-            groups = self.app.source.failure_groups()
-        except Exception as exc:
-            self.app.call_from_thread(self._title, f"failures: {str(exc).splitlines()[0] if str(exc) else exc!r}")
-            return
-        self.app.call_from_thread(self._show, groups)
+        self.post_message(FailuresLoaded(self.app.source.failure_groups()))
+
+    def worker_failed(self, worker: Worker, error: BaseException) -> None:
+        if worker.group == "failures-log":
+            self.query_one("#failures-log", Static).update(f"no log: {error}")
+        elif worker.group == "failures-resubmit":
+            self.notify(f"resubmit failed: {error}", severity="error")
+        else:
+            super().worker_failed(worker, error)
+
+    def error_line(self, worker: Worker, error: BaseException) -> str:
+        return f"failures: {first_line(error)}"
 
     def _title(self, text: str) -> None:
         self.query_one("#failures-title", Static).update(text)
 
-    def _show(self, groups) -> None:
-        self.groups = groups
+    def on_failures_loaded(self, message: FailuresLoaded) -> None:
+        self.groups = groups = message.groups
         self.rows = [dict(r, group=g.cause) for g in groups for r in g.runs]
         data = pa.table(
             {
@@ -87,22 +113,22 @@ class FailuresScreen(KdgatScreen):
     def on_data_table_row_highlighted(self, event) -> None:
         self.show_log()
 
-    @work(thread=True, exclusive=True, group="failures-log")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="failures-log")
     def show_log(self) -> None:
         row = self.current_row()
         text = ""
         if row is not None and row.get("job_id"):
-            try:
-                out, err = self.app.slurm.job_logs(str(row["job_id"]), tracking_uri=self.app.source.uri)
-                for path in (err, out):
-                    if path.exists():
-                        lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
-                        if lines:
-                            text = f"{path}:\n" + "\n".join(lines[-LOG_LINES:])
-                            break
-            except Exception as exc:
-                text = f"no log: {exc}"
-        self.app.call_from_thread(self.query_one("#failures-log", Static).update, text)
+            out, err = self.app.slurm.job_logs(str(row["job_id"]), tracking_uri=self.app.source.uri)
+            for path in (err, out):
+                if path.exists():
+                    lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
+                    if lines:
+                        text = f"{path}:\n" + "\n".join(lines[-LOG_LINES:])
+                        break
+        self.post_message(FailureLogRead(text))
+
+    def on_failure_log_read(self, message: FailureLogRead) -> None:
+        self.query_one("#failures-log", Static).update(message.text)
 
     def action_open_run(self) -> None:
         row = self.current_row()
@@ -147,13 +173,11 @@ class FailuresScreen(KdgatScreen):
         title = f"Resubmit {len(retries)} job{'s' * (len(retries) != 1)}?"
         self.app.push_screen(Confirm(title, "\n".join(lines)), lambda yes: self.resubmit(retries) if yes else None)
 
-    @work(thread=True, group="failures-resubmit")
+    @work(thread=True, exit_on_error=False, group="failures-resubmit")
     def resubmit(self, retries) -> None:
-        try:
-            subs = self.app.source.submit_retries(retries)
-        except Exception as exc:
-            self.app.call_from_thread(self.notify, f"resubmit failed: {exc}", severity="error")
-            return
-        ids = ", ".join(str(s.job_id) for s in subs)
-        self.app.call_from_thread(self.notify, f"resubmitted as job {ids}")
-        self.app.call_from_thread(self.load)
+        subs = self.app.source.submit_retries(retries)
+        self.post_message(Resubmitted([str(s.job_id) for s in subs]))
+
+    def on_resubmitted(self, message: Resubmitted) -> None:
+        self.notify(f"resubmitted as job {', '.join(message.job_ids)}")
+        self.load()

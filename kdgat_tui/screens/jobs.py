@@ -3,16 +3,19 @@ ctrl+d cancels after a confirmation that names the job (hidden under --readonly)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import Footer, RichLog, Static
+from textual.worker import Worker
 
 from kdgat_tui.runs_model import column_widths
-from kdgat_tui.screens.base import KdgatScreen
+from kdgat_tui.screens.base import KdgatScreen, first_line
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.dialogs import Confirm
 
@@ -22,8 +25,26 @@ USAGE_COLUMNS = ("cause", "cpu_eff", "mem_eff", "time_eff")
 TAIL_BYTES = 64 * 1024
 
 
+@dataclass
+class JobsLoaded(Message):
+    rows: list
+    usage: dict  # job id -> what it used of what it asked for (empty without accounting)
+
+
+@dataclass
+class JobCancelled(Message):
+    job_id: str
+
+
+@dataclass
+class LogRead(Message):
+    chunk: str  # the lines written since the last read ("" when none)
+    title: str
+
+
 class JobsScreen(KdgatScreen):
     MUTATING = frozenset({"cancel_job"})
+    STATUS_LINE = "#jobs-title"
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Back"),
         Binding("o", "log", "Log", tooltip="Tail the job's stdout and stderr"),
@@ -37,6 +58,7 @@ class JobsScreen(KdgatScreen):
         super().__init__()
         self.rows: list = []
         self.include_ended = True
+        self._job_of: dict[Worker, str] = {}  # a cancel worker -> its job id (for the error notification)
 
     def compose(self) -> ComposeResult:
         yield Static("jobs · loading…", classes="screen-title", id="jobs-title", markup=False)
@@ -53,27 +75,31 @@ class JobsScreen(KdgatScreen):
     def action_refresh(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True, group="jobs")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="jobs")
     def load(self) -> None:
-        try:
-            from kdgat_core.query.jobs import runs_of_jobs
+        from kdgat_core.query.jobs import runs_of_jobs
 
-            rows = self.app.slurm.job_table(
-                tracking_uri=self.app.source.uri, refresh=True, include_ended=self.include_ended, runs=runs_of_jobs
-            )
-        except Exception as exc:
-            self.app.call_from_thread(self._failed, exc)
-            return
+        rows = self.app.slurm.job_table(
+            tracking_uri=self.app.source.uri, refresh=True, include_ended=self.include_ended, runs=runs_of_jobs
+        )
         try:
             usage = {u.job_id: u for u in self.app.slurm.job_usage()}
         except Exception:
             usage = {}  # no accounting here: the queue alone
-        self.app.call_from_thread(self._show, rows, usage)
+        self.post_message(JobsLoaded(rows, usage))
 
-    def _failed(self, exc: Exception) -> None:
-        self.query_one("#jobs-title", Static).update(f"jobs: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+    def worker_failed(self, worker: Worker, error: BaseException) -> None:
+        job_id = self._job_of.pop(worker, None)
+        if job_id is not None:
+            self.notify(f"cancel {job_id} failed: {error}", severity="error")
+        else:
+            super().worker_failed(worker, error)
 
-    def _show(self, rows, usage: dict | None = None) -> None:
+    def error_line(self, worker: Worker, error: BaseException) -> str:
+        return f"jobs: {first_line(error)}"
+
+    def on_jobs_loaded(self, message: JobsLoaded) -> None:
+        rows, usage = message.rows, message.usage
         table = self.query_one(ArrowTable)
         keep = self.current_job()
         self.rows = rows
@@ -133,17 +159,23 @@ class JobsScreen(KdgatScreen):
         body = f"scancel {row.job}\n\njob  {row.job}  {row.name}\nstate {row.state}" + (
             f"\nrun  {row.run_id[:12]} ({row.run}) will end KILLED" if row.run_id else ""
         )
-        self.app.push_screen(Confirm(f"Cancel job {row.job}?", body), lambda yes: self.cancel(row.job) if yes else None)
+        self.app.push_screen(
+            Confirm(f"Cancel job {row.job}?", body), lambda yes: self._cancel(row.job) if yes else None
+        )
 
-    @work(thread=True, group="jobs-cancel")
+    def _cancel(self, job_id: str) -> None:
+        # the worker's failure is handled on this thread, after this method returns: the id is recorded in time
+        self._job_of[self.cancel(job_id)] = job_id
+
+    @work(thread=True, exit_on_error=False, group="jobs-cancel")
     def cancel(self, job_id: str) -> None:
-        try:
-            self.app.slurm.cancel([job_id], tracking_uri=self.app.source.uri)
-        except Exception as exc:
-            self.app.call_from_thread(self.notify, f"cancel {job_id} failed: {exc}", severity="error")
-            return
-        self.app.call_from_thread(self.notify, f"cancelled job {job_id}")
-        self.app.call_from_thread(self.action_refresh)
+        self.app.slurm.cancel([job_id], tracking_uri=self.app.source.uri)
+        self.post_message(JobCancelled(job_id))
+
+    def on_job_cancelled(self, message: JobCancelled) -> None:
+        self._job_of = {w: j for w, j in self._job_of.items() if j != message.job_id}
+        self.notify(f"cancelled job {message.job_id}")
+        self.action_refresh()
 
 
 def _usage(job, column: str) -> str:
@@ -158,6 +190,7 @@ def _usage(job, column: str) -> str:
 class LogScreen(KdgatScreen):
     """`o` on a job: the end of its stdout and stderr, followed while the job writes."""
 
+    STATUS_LINE = "#log-title"
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Back"),
         Binding("e", "toggle_stream", "stdout/stderr", tooltip="Switch between the job's stdout and stderr"),
@@ -182,36 +215,32 @@ class LogScreen(KdgatScreen):
         self.poll()
         self.set_interval(1.0, self.poll)
 
-    @work(thread=True, exclusive=True, group="log")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="log")
     def poll(self) -> None:
-        try:
-            if self.paths is None:
-                self.paths = tuple(self.app.slurm.job_logs(self.job_id, tracking_uri=self.app.source.uri))
-            path = self.paths[self.stream]
-            size = path.stat().st_size if path.exists() else 0
-        except Exception as exc:
-            self.app.call_from_thread(self._title, f"log of job {self.job_id}: {exc}")
-            return
+        if self.paths is None:
+            self.paths = tuple(self.app.slurm.job_logs(self.job_id, tracking_uri=self.app.source.uri))
+        path = self.paths[self.stream]
+        size = path.stat().st_size if path.exists() else 0
         if size < self.offset:
             self.offset = 0  # the file was truncated or replaced (requeue)
         start = max(self.offset, size - TAIL_BYTES) if self.offset == 0 else self.offset
         if size <= start:
-            self.app.call_from_thread(self._title, f"{path} · {size:,} bytes · waiting for output")
+            self.post_message(LogRead("", f"{path} · {size:,} bytes · waiting for output"))
             return
         with open(path, "rb") as fh:
             fh.seek(start)
             chunk = fh.read(size - start).decode(errors="replace")
         self.offset = size
-        self.app.call_from_thread(self._append, chunk, f"{path} · {size:,} bytes")
+        self.post_message(LogRead(chunk, f"{path} · {size:,} bytes"))
 
-    def _title(self, text: str) -> None:
-        self.query_one("#log-title", Static).update(text)
+    def error_line(self, worker: Worker, error: BaseException) -> str:
+        return f"log of job {self.job_id}: {error}"
 
-    def _append(self, chunk: str, title: str) -> None:
+    def on_log_read(self, message: LogRead) -> None:
         log = self.query_one(RichLog)
-        for line in chunk.splitlines():
+        for line in message.chunk.splitlines():
             log.write(line, scroll_end=self.follow)
-        self._title(title)
+        self.query_one("#log-title", Static).update(message.title)
 
     def action_toggle_stream(self) -> None:
         self.stream = 1 - self.stream

@@ -4,11 +4,14 @@ resubmit), each retry under the run it retries; enter opens the run."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import Footer, Static, Tree
 from textual.widgets.tree import TreeNode
 
@@ -18,7 +21,14 @@ from kdgat_tui.screens.base import KdgatScreen
 KEY_METRIC = {"autoencoder": Metric.AUC.value}  # the VGAE logs no F1: it is judged by AUC
 
 
+@dataclass
+class LineageLoaded(Message):
+    edges: pa.Table
+    alt: pa.Table | None  # the AUC edges, for the autoencoder stage when the key metric is F1
+
+
 class LineageScreen(KdgatScreen):
+    STATUS_LINE, ERROR_PREFIX = "#lineage-title", "lineage"
     BINDINGS = [
         Binding("escape,q", "app.pop_screen", "Back"),
         Binding("enter", "open", "Open run", show=True),
@@ -39,24 +49,18 @@ class LineageScreen(KdgatScreen):
         self.query_one(Tree).focus()
         self.load()
 
-    @work(thread=True, exclusive=True, group="lineage")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="lineage")
     def load(self) -> None:
         source = self.app.source
-        try:
-            # the whole dataset's lineage; the run (if any) only decides where the cursor starts
-            edges = source.lineage(dataset=self.dataset, metric=self.metric)
-            alt = None
-            if self.metric == Metric.F1.value:
-                alt = source.lineage(dataset=self.dataset, metric=KEY_METRIC["autoencoder"])
-        except Exception as exc:
-            self.app.call_from_thread(self._failed, exc)
-            return
-        self.app.call_from_thread(self._show, edges, alt)
+        # the whole dataset's lineage; the run (if any) only decides where the cursor starts
+        edges = source.lineage(dataset=self.dataset, metric=self.metric)
+        alt = None
+        if self.metric == Metric.F1.value:
+            alt = source.lineage(dataset=self.dataset, metric=KEY_METRIC["autoencoder"])
+        self.post_message(LineageLoaded(edges, alt))
 
-    def _failed(self, exc: Exception) -> None:
-        self.query_one("#lineage-title", Static).update(f"lineage: {self.app.source.describe_error(exc)}")
-
-    def _show(self, edges: pa.Table, alt: pa.Table | None) -> None:
+    def on_lineage_loaded(self, message: LineageLoaded) -> None:
+        edges, alt = message.edges, message.alt
         scope = self.dataset or "all datasets"
         self.query_one("#lineage-title", Static).update(
             f"lineage · {scope} · teacher → distilled student · Δ = student − teacher · m metric"
@@ -127,7 +131,7 @@ class LineageScreen(KdgatScreen):
         target = first_student or any_student
         if target is not None:
             # the cursor starts on the run the user came from, else on the first student
-            self.call_after_refresh(tree.move_cursor, target)
+            self.call_after_refresh(_move_cursor, tree, target)
         elif not all_rows:
             tree.root.add_leaf(Text("no distilled students yet (runs with a teacher_run_id tag)", style="dim"))
 
@@ -152,6 +156,13 @@ class LineageScreen(KdgatScreen):
         i = self.METRICS.index(self.metric) if self.metric in self.METRICS else -1
         self.metric = self.METRICS[(i + 1) % len(self.METRICS)]
         self.load()
+
+
+def _move_cursor(tree: Tree, node: TreeNode) -> None:
+    """`tree.move_cursor`, once the tree has numbered its lines again (reading `last_line` does it): a node added
+    since is at line -1 until then, and the cursor would land on the root."""
+    if tree.last_line >= 0:
+        tree.move_cursor(node)
 
 
 def _node(name: str, run_id: str | None, metric: str, value, delta=None) -> Text:

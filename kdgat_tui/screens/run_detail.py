@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,7 +12,9 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.message import Message
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+from textual.worker import Worker
 
 from kdgat_core.config import METRIC_PREFIX, PARAM_PREFIX, STANDARD_METRICS, TAG_PREFIX, Metric, Tag, metric_direction
 from kdgat_tui.runs_model import column_widths as _widths
@@ -27,8 +30,19 @@ TABS = ("overview", "params", "scenarios", "curves", "artifacts")
 CURVE_PLOTS = (("loss", (Metric.TRAIN_LOSS.value, Metric.VAL_LOSS.value)), ("F1", (Metric.VAL_F1.value,)))
 
 
+@dataclass
+class RunLoaded(Message):
+    row: dict
+
+
+@dataclass
+class RunCurvesLoaded(Message):
+    plots: dict  # plot title -> [(label, steps, values, is_teacher)]
+
+
 class RunDetailScreen(KdgatScreen):
     MUTATING = frozenset({"submit"})
+    STATUS_LINE = "#run-title"
     BINDINGS = [
         Binding("escape,q", "back", "Back"),
         Binding("1", "tab('overview')", "Overview", show=False),
@@ -75,15 +89,11 @@ class RunDetailScreen(KdgatScreen):
             return None  # shown dimmed: this run has no teacher
         return True
 
-    @work(thread=True, exclusive=True, group="detail")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="detail")
     def load(self) -> None:
         source = self.app.source
-        try:
-            row = source.run_row(self.run_id)
-        except Exception as exc:
-            self.app.call_from_thread(self._failed, exc)
-            return
-        self.app.call_from_thread(self._show, row)
+        row = source.run_row(self.run_id)
+        self.post_message(RunLoaded(row))
         teacher = row.get(Tag.TEACHER_RUN_ID.value) or None
         plots = {}
         for title, metrics in CURVE_PLOTS:
@@ -98,13 +108,13 @@ class RunDetailScreen(KdgatScreen):
                             (f"{who}{metric}", hist["step"].to_pylist(), hist["value"].to_pylist(), bool(who))
                         )
             plots[title] = series
-        self.app.call_from_thread(self._show_curves, plots)
+        self.post_message(RunCurvesLoaded(plots))
 
-    def _failed(self, exc: Exception) -> None:
-        self.query_one("#run-title", Static).update(f"run {self.run_id[:12]}: {self.app.source.describe_error(exc)}")
+    def error_line(self, worker: Worker, error: BaseException) -> str:
+        return f"run {self.run_id[:12]}: {self.app.source.describe_error(error)}"
 
-    def _show(self, row: dict) -> None:
-        self.row = row
+    def on_run_loaded(self, message: RunLoaded) -> None:
+        self.row = row = message.row
         status = row.get(Tag.STATUS.value) or row.get("mlflow_status") or ""
         self.query_one("#run-title", Static).update(
             f"{row.get('run_name') or '?'} · {status} · {self.run_id[:12]} · esc back"
@@ -117,8 +127,8 @@ class RunDetailScreen(KdgatScreen):
         self.query_one("#artifact-list", Static).update(artifacts(row))
         self.refresh_bindings()
 
-    def _show_curves(self, plots: dict) -> None:
-        for title, series in plots.items():
+    def on_run_curves_loaded(self, message: RunCurvesLoaded) -> None:
+        for title, series in message.plots.items():
             self.query_one(f"#curve-{title.lower()}", Curves).set_series(series)
 
     def _fill_params(self, text: str) -> None:

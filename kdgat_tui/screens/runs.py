@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
+import pyarrow as pa
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.widgets import Footer, Input, Label, Static
+from textual.worker import Worker
 
 from kdgat_core.config import RunStatus, Tag, metric_direction
 from kdgat_tui.run_filter import FilterError
@@ -21,8 +26,43 @@ from kdgat_tui.widgets.dialogs import Ask, Confirm, Pick, PickMany
 FACTS_EVERY_S = 30.0  # efficiency and cause change only when jobs end: no need to ask sacct on every refresh
 
 
+@dataclass
+class RunsLoaded(Message):
+    table: pa.Table  # every run: the first read, or a complete re-read
+    cached_at: float | None = None  # set when the table is the read cache's copy (painted before the real read)
+    shown: threading.Event | None = None  # set once the table is on screen (the worker waits for it)
+
+
+@dataclass
+class RunsChanged(Message):
+    changed: pa.Table  # rows of new or changed runs
+    removed: list[str]  # ids of runs that disappeared
+
+
+@dataclass
+class LostRuns(Message):
+    lost: set[str]  # runs tagged running whose job has ended
+
+
+@dataclass
+class JobFacts(Message):
+    facts: dict[str, dict]  # job id -> efficiency and cause, from sacct
+
+
+@dataclass
+class WatchEvents(Message):
+    events: list  # what `kdgat watch` would alert, since this screen opened
+
+
+@dataclass
+class Annotated(Message):
+    text: str  # the last line `kdgat tag|note|delete` printed
+    ok: bool
+
+
 class RunsScreen(KdgatScreen):
     MUTATING = frozenset({"submit", "annotate"})
+    ERROR_PREFIX = "runs"
     clock = staticmethod(time.time)  # one seam for "now", so snapshot tests can fix the status line's time
     BINDINGS = [
         Binding("/", "filter", "Filter", tooltip="Free text, or dataset=hcrl_sa f1>0.9 status!=failed"),
@@ -91,35 +131,42 @@ class RunsScreen(KdgatScreen):
             self.set_interval(self.app.refresh_s, self.action_refresh)
 
     # ---- loading and refreshing (workers: input never waits on the database) --------------------------------
-    @work(thread=True, exclusive=True, group="runs-load")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs-load")
     def load(self) -> None:
         cached = self.app.source.cached_runs() if self.model is None else None
         if cached is not None:
-            self.app.call_from_thread(self._loaded, cached.table, cached.written_at)
+            shown = threading.Event()
+            if self.post_message(RunsLoaded(cached.table, cached.written_at, shown)):
+                shown.wait(10.0)  # the cached copy is drawn first: the heavy read would compete with it for the GIL
             time.sleep(0.05)  # let the first frame reach the terminal before the heavy read competes for the GIL
-        try:
-            table = self.app.source.load_runs()
-        except Exception as exc:
-            if self.model is None and not self.app.source.is_locked(exc):
-                # nothing to show and nothing a retry fixes (a corrupt DB): leave with the reason, like a missing file
-                reason = f"cannot read the runs in {self.app.source.label}: {self.app.source.reason(exc)}"
-                self.app.call_from_thread(self.app.exit_with_error, reason)
-                return
-            self.app.call_from_thread(self._show_stale, exc)
-            return
-        self.app.call_from_thread(self._loaded, table)
+        self.post_message(RunsLoaded(self.app.source.load_runs()))
 
-    def _loaded(self, table, cached_at: float | None = None) -> None:
-        """Show a full runs table: the first one, or a complete re-read (marks, filters and cursor stay)."""
-        keep = self.current_run_id()
-        if self.model is None:
-            self.model = RunsModel(table)
+    def worker_failed(self, worker: Worker, error: BaseException) -> None:
+        source = self.app.source
+        if worker.group == "runs-load" and self.model is None and not source.is_locked(error):
+            # nothing to show and nothing a retry fixes (a corrupt DB): leave with the reason, like a missing file
+            self.app.exit_with_error(f"cannot read the runs in {source.label}: {source.reason(error)}")
+        elif worker.group in ("runs-load", "runs-refresh"):
+            self._status(error=error)  # the rows stay, marked stale; the next refresh retries
         else:
-            self.model.replace_all(table)
-        self.loaded_at = time.monotonic()
-        self.last_ok = cached_at if cached_at is not None else self.clock()
-        self.cached = cached_at is not None
-        self.render_view(keep_run=keep)
+            super().worker_failed(worker, error)
+
+    def on_runs_loaded(self, message: RunsLoaded) -> None:
+        """Show a full runs table: the first one, or a complete re-read (marks, filters and cursor stay)."""
+        table, cached_at = message.table, message.cached_at
+        keep = self.current_run_id()
+        try:
+            if self.model is None:
+                self.model = RunsModel(table)
+            else:
+                self.model.replace_all(table)
+            self.loaded_at = time.monotonic()
+            self.last_ok = cached_at if cached_at is not None else self.clock()
+            self.cached = cached_at is not None
+            self.render_view(keep_run=keep)
+        finally:
+            if message.shown is not None:
+                message.shown.set()
         if not self.cached:
             self.check_lost()
 
@@ -132,21 +179,16 @@ class RunsScreen(KdgatScreen):
     def action_reload(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True, group="runs-refresh")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs-refresh")
     def poll(self) -> None:
-        try:
-            changes = self.app.source.poll()
-        except Exception as exc:
-            self.app.call_from_thread(self._show_stale, exc)
-            return
-        self.app.call_from_thread(self._apply, changes)
+        self.post_message(RunsChanged(*self.app.source.poll()))
 
-    def _apply(self, changes) -> None:
+    def on_runs_changed(self, message: RunsChanged) -> None:
         self.last_ok = self.clock()
         self.cached = False
         if self.model is None:
             return
-        changed, removed = changes
+        changed, removed = message.changed, message.removed
         self.check_lost()
         if not changed.num_rows and not removed:
             self._status()
@@ -157,7 +199,7 @@ class RunsScreen(KdgatScreen):
         if new:
             self.notify(f"{new} new run{'s' if new != 1 else ''}", timeout=2)
 
-    @work(thread=True, exclusive=True, group="runs-lost")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs-lost")
     def check_lost(self) -> None:
         """Ask the scheduler which runs tagged running have a job that ended (only when there are such runs)."""
         if self.model is None:
@@ -165,34 +207,32 @@ class RunsScreen(KdgatScreen):
         running = self.model.running_jobs()
         lost = self.app.source.lost_runs(running)
         if lost is not None:
-            self.app.call_from_thread(self._lost, lost & set(running))
+            self.post_message(LostRuns(lost & set(running)))
         now = time.monotonic()
         if now - self._facts_at < FACTS_EVERY_S:
             return
         self._facts_at = now
         facts = self.app.source.job_facts()
         if facts:
-            self.app.call_from_thread(self._job_facts, facts)
+            self.post_message(JobFacts(facts))
         fresh = self.app.source.new_events()  # what `kdgat watch` would alert, since this screen opened
         if fresh:
-            self.app.call_from_thread(self._events, fresh)
+            self.post_message(WatchEvents(fresh))
 
-    def _events(self, fresh: list) -> None:
+    def on_watch_events(self, message: WatchEvents) -> None:
+        fresh = message.events
         self.last_event = f"{datetime.now():%H:%M} {fresh[-1].text}"
         for event in fresh[-3:]:
             self.notify(event.text, title="kdgat watch", timeout=8)
         self._status()
 
-    def _job_facts(self, facts: dict[str, dict]) -> None:
-        if self.model is not None and self.model.set_job_facts(facts):
+    def on_job_facts(self, message: JobFacts) -> None:
+        if self.model is not None and self.model.set_job_facts(message.facts):
             self.render_view(keep_run=self.current_run_id())
 
-    def _lost(self, lost: set[str]) -> None:
-        if self.model is not None and self.model.set_lost(lost):
+    def on_lost_runs(self, message: LostRuns) -> None:
+        if self.model is not None and self.model.set_lost(message.lost):
             self.render_view(keep_run=self.current_run_id())
-
-    def _show_stale(self, exc: Exception) -> None:
-        self._status(error=exc)
 
     # ---- drawing --------------------------------------------------------------------------------------------
     def render_view(self, keep_run: str | None) -> None:
@@ -210,7 +250,7 @@ class RunsScreen(KdgatScreen):
         self.query_one(ArrowTable).replace(view.table, view.widths, cursor_row=row)
         self._status()
 
-    def _status(self, error: Exception | None = None) -> None:
+    def _status(self, error: BaseException | None = None) -> None:
         m, v = self.model, self.view
         parts = ["kdgat"]
         if m is not None and v is not None:
@@ -458,7 +498,7 @@ class RunsScreen(KdgatScreen):
             lambda yes: self._write_annotation(action, runs, args) if yes else None,
         )
 
-    @work(thread=True, group="annotate")
+    @work(thread=True, exit_on_error=False, group="annotate")
     def _write_annotation(self, action: str, runs: list[str], args: list[str]) -> None:
         import subprocess
         import sys
@@ -476,11 +516,16 @@ class RunsScreen(KdgatScreen):
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode == 0:
-            self.app.call_from_thread(self.notify, proc.stdout.strip().splitlines()[-1])
-            self.app.call_from_thread(self.action_reload)  # a full (incremental, exact) read sees tag changes
+            self.post_message(Annotated(proc.stdout.strip().splitlines()[-1], ok=True))
         else:
-            message = (proc.stderr.strip().splitlines() or ["failed"])[-1]
-            self.app.call_from_thread(self.notify, message, severity="error")
+            self.post_message(Annotated((proc.stderr.strip().splitlines() or ["failed"])[-1], ok=False))
+
+    def on_annotated(self, message: Annotated) -> None:
+        if message.ok:
+            self.notify(message.text)
+            self.action_reload()  # a full (incremental, exact) read sees tag changes
+        else:
+            self.notify(message.text, severity="error")
 
     def action_views(self) -> None:
         from kdgat_core.query.saved_views import load_views

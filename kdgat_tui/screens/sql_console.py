@@ -4,13 +4,16 @@ runs_wide), results in the table, errors inline, history (kept across sessions),
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import Footer, Static, TextArea
+from textual.worker import Worker
 
 from kdgat_core.config import resolve_cache_dir
 from kdgat_tui.runs_model import column_widths
@@ -31,6 +34,13 @@ def history_file() -> Path:
     return resolve_cache_dir() / "tui" / "sql_history.jsonl"
 
 
+@dataclass
+class QueryDone(Message):
+    query: str
+    table: pa.Table
+    seconds: float
+
+
 class SqlConsole(KdgatScreen):
     clock = staticmethod(__import__("time").perf_counter)  # seam for snapshot tests (query times vary)
     BINDINGS = [
@@ -49,6 +59,7 @@ class SqlConsole(KdgatScreen):
         self.initial = query
         self.result: pa.Table | None = None
         self.history: list[str] = load_history()
+        self._query_of: dict[Worker, str] = {}  # a query's worker -> its text (history keeps failed queries too)
 
     def compose(self) -> ComposeResult:
         yield Static(
@@ -86,26 +97,28 @@ class SqlConsole(KdgatScreen):
         if not query:
             return
         self.query_one("#sql-info", Static).update("running…")
-        self.run_query(query)
+        # the worker's failure is handled on this thread, after this method returns: the query is recorded in time
+        self._query_of[self.run_query(query)] = query
 
-    @work(thread=True, exclusive=True, group="sql")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sql")
     def run_query(self, query: str) -> None:
         t0 = self.clock()
-        try:
-            table = self.app.source.sql(query)
-        except Exception as exc:
-            self.app.call_from_thread(self._error, query, exc)
-            return
-        self.app.call_from_thread(self._show, query, table, self.clock() - t0)
+        table = self.app.source.sql(query)
+        self.post_message(QueryDone(query, table, self.clock() - t0))
 
-    def _error(self, query: str, exc: Exception) -> None:
+    def worker_failed(self, worker: Worker, error: BaseException) -> None:
+        """The error goes under the editor (the whole of it: DuckDB points at the place in the query)."""
         box = self.query_one("#sql-error", Static)
-        box.update(str(exc).strip() or type(exc).__name__)
+        box.update(str(error).strip() or type(error).__name__)
         box.remove_class("hidden")
         self.query_one("#sql-info", Static).update("")
-        self._remember(query)
+        query = self._query_of.pop(worker, None)
+        if query is not None:
+            self._remember(query)  # a query that failed is history too: fixing it is the next step
 
-    def _show(self, query: str, table: pa.Table, seconds: float) -> None:
+    def on_query_done(self, message: QueryDone) -> None:
+        table, seconds = message.table, message.seconds
+        self._query_of = {w: q for w, q in self._query_of.items() if q != message.query}
         self.query_one("#sql-error", Static).add_class("hidden")
         self.result = table
         shown = table.slice(0, MAX_SHOWN)
@@ -114,7 +127,7 @@ class SqlConsole(KdgatScreen):
         self.query_one("#sql-info", Static).update(
             f"{table.num_rows:,} rows × {table.num_columns} columns in {seconds * 1000:.0f} ms{more} · ctrl-e export"
         )
-        self._remember(query)
+        self._remember(message.query)
 
     def _remember(self, query: str) -> None:
         if self.history and self.history[-1] == query:

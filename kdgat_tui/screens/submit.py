@@ -13,7 +13,9 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.message import Message
 from textual.widgets import Footer, Static
+from textual.worker import Worker
 
 from kdgat_core.config import (
     PARAM_PREFIX,
@@ -110,6 +112,16 @@ def plans_for_run(row: dict) -> list[Plan]:
     return plans
 
 
+@dataclass
+class PlanReady(Message):
+    plan: Plan  # its scripts rendered (a dry run)
+
+
+@dataclass
+class Submitted(Message):
+    job_ids: list[str]
+
+
 class SubmitScreen(KdgatScreen):
     MUTATING = frozenset({"confirm_submit"})
     BINDINGS = [
@@ -141,35 +153,32 @@ class SubmitScreen(KdgatScreen):
         self.query_one("#script-scroll").focus()
         self.prepare()
 
-    @work(thread=True, exclusive=True, group="submit-prepare")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="submit-prepare")
     def prepare(self, index: int = 0) -> None:
-        try:
-            if not self.plans:
-                if self.run_id:
-                    self.plans = plans_for_run(self.app.source.run_row(self.run_id))
-                else:
-                    dataset = self.dataset or "hcrl_sa"
-                    self.plans = [
-                        Plan(
-                            f"submit the whole pipeline for {dataset} (teacher, student, distilled student)",
-                            pipeline_dataset=dataset,
-                        )
-                    ]
-            plan = self.plans[index]
-            render(self.app.slurm, plan, self.app.source.uri)
-        except Exception as exc:
-            self.app.call_from_thread(self._error, exc)
-            return
-        self.app.call_from_thread(self._show, plan)
+        if not self.plans:
+            if self.run_id:
+                self.plans = plans_for_run(self.app.source.run_row(self.run_id))
+            else:
+                dataset = self.dataset or "hcrl_sa"
+                self.plans = [
+                    Plan(
+                        f"submit the whole pipeline for {dataset} (teacher, student, distilled student)",
+                        pipeline_dataset=dataset,
+                    )
+                ]
+        plan = self.plans[index]
+        render(self.app.slurm, plan, self.app.source.uri)
+        self.post_message(PlanReady(plan))
 
-    def _error(self, exc: Exception) -> None:
+    def worker_failed(self, worker: Worker, error: BaseException) -> None:
+        """Preparing or submitting failed: the whole reason above the script (a template error can be long)."""
         box = self.query_one("#submit-error", Static)
-        box.update(str(exc))
+        box.update(str(error))
         box.remove_class("hidden")
         self.query_one("#submit-title", Static).update("submit · cannot prepare this job")
 
-    def _show(self, plan: Plan) -> None:
-        self.plan = plan
+    def on_plan_ready(self, message: PlanReady) -> None:
+        self.plan = plan = message.plan
         self.query_one("#submit-error", Static).add_class("hidden")
         n = len(plan.scripts)
         self.query_one("#submit-title", Static).update(
@@ -211,23 +220,18 @@ class SubmitScreen(KdgatScreen):
             lambda yes: self.submit(plan) if yes else None,
         )
 
-    @work(thread=True, exclusive=True, group="submit")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="submit")
     def submit(self, plan: Plan) -> None:
         slurm, uri = self.app.slurm, self.app.source.uri
-        try:
-            if plan.pipeline_dataset:
-                subs = slurm.submit_pipeline(
-                    plan.pipeline_dataset, sizes=("teacher", "student"), kd=True, tracking_uri=uri
-                )
-                ids = [s.job_id for s in subs]
-            else:
-                ids = [slurm.submit(cfg, tracking_uri=uri).job_id for cfg in plan.cfgs]
-        except Exception as exc:
-            self.app.call_from_thread(self._error, exc)
-            return
-        self.app.call_from_thread(self._submitted, ids)
+        if plan.pipeline_dataset:
+            subs = slurm.submit_pipeline(plan.pipeline_dataset, sizes=("teacher", "student"), kd=True, tracking_uri=uri)
+            ids = [s.job_id for s in subs]
+        else:
+            ids = [slurm.submit(cfg, tracking_uri=uri).job_id for cfg in plan.cfgs]
+        self.post_message(Submitted(ids))
 
-    def _submitted(self, ids: list[str]) -> None:
+    def on_submitted(self, message: Submitted) -> None:
+        ids = message.job_ids
         self.notify(f"submitted job{'s' if len(ids) != 1 else ''} {', '.join(str(i) for i in ids)}")
         self.app.pop_screen()
         self.app.open_jobs()

@@ -14,6 +14,7 @@ import pytest
 
 from kdgat_core.query import open_db
 from kdgat_tui.app import KdgatApp, main
+from kdgat_tui.screens.runs import RunsScreen
 from kdgat_tui.screens.sql_console import DEFAULT_QUERY, SqlConsole
 from tests.conftest import require
 from tests.tui.conftest import runs_ready, wait_for
@@ -199,3 +200,23 @@ def test_fit_widths_pushes_a_cut_column_past_the_edge():
     # an id column only needs its header to fit: its prefix still names the run
     assert fit_widths(widths, 90, headers, frozenset({"run id"})) == widths
     assert fit_widths(widths, 90, headers) == [1, 30, 8, 6, 8, 6, 17, 32]
+
+
+async def test_a_read_that_fails_is_one_line_on_the_screens_title_and_the_app_goes_on(sample_db):
+    """A worker that raises is not caught in the worker: the screen's one error path puts the reason on its title."""
+    gone = "0123456789ab" + "0" * 20
+    app = KdgatApp(tracking_uri=sample_db, refresh_s=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await runs_ready(pilot)
+        app.open_run(gone)
+        await wait_for(pilot, lambda: "no longer" in screen_text(app), what="the run detail's reason")
+        title = app.screen.query_one("#run-title").render().plain
+        assert title == "run 0123456789ab: Run 0123456789ab is no longer in the tracking DB."
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), what="the runs screen")
+        rid = app.screen.view.ids[0].as_py()
+        app.open_diff([rid, gone])
+        await wait_for(pilot, lambda: "diff: " in screen_text(app), what="the diff's reason")
+        title = app.screen.query_one("#diff-title").render().plain
+        assert title.startswith("diff: ") and "loading" not in title, title
+        assert app.is_running and app.return_code is None
