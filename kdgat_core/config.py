@@ -847,13 +847,16 @@ def resolve_tracking_uri(flag: str | None = None, settings: Settings | None = No
     settings = settings or load_settings()
     uri = settings.section("tracking").get("uri")
     if uri:
-        uri = str(uri)
-        # a relative sqlite path in kdgat.toml is relative to that file, not to the working directory
-        path = sqlite_path(uri, must_exist=False)
-        if path is not None and not path.is_absolute() and settings.path is not None:
-            uri = "sqlite:///" + str((settings.path.parent / path).resolve())
-        return Resolved(uri, f"{settings.path}")
+        return Resolved(_settings_uri(str(uri), settings), f"{settings.path}")
     return Resolved(DEFAULT_TRACKING_URI, "the built-in default")
+
+
+def _settings_uri(uri: str, settings: Settings) -> str:
+    """A URI from kdgat.toml: a relative sqlite path is relative to that file, not to the working directory."""
+    path = sqlite_path(uri, must_exist=False)
+    if path is not None and not path.is_absolute() and settings.path is not None:
+        return "sqlite:///" + str((settings.path.parent / path).resolve())
+    return uri
 
 
 def sqlite_path(uri: str, must_exist: bool = True) -> Path | None:
@@ -945,11 +948,7 @@ def resolve_read_uri(flag: str | None = None, settings: Settings | None = None) 
     settings = settings or load_settings()
     uri = settings.section("tracking").get("read_uri")
     if uri:
-        uri = str(uri)
-        path = sqlite_path(uri, must_exist=False)
-        if path is not None and not path.is_absolute() and settings.path is not None:
-            uri = "sqlite:///" + str((settings.path.parent / path).resolve())
-        return Resolved(uri, f"{settings.path} ([tracking] read_uri)")
+        return Resolved(_settings_uri(str(uri), settings), f"{settings.path} ([tracking] read_uri)")
     return None
 
 

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.widgets import Static
 
 # 256-colour-safe names plotext knows; the teacher is drawn grey under the run's own colours.
 SERIES_COLOURS = ("cyan", "orange", "green", "magenta", "yellow", "blue")
 TEACHER_COLOUR = "gray"
+
+
+def _figure(plt: Any, width: int, height: int, title: str | None) -> Any:
+    """plotext's one figure, cleared, sized (never below 20x6) and titled for a new plot."""
+    fig = plt.figure
+    fig.clear()
+    fig.plot_size(max(width, 20), max(height, 6))
+    fig.theme("dark")
+    if title:
+        fig.title(title)
+    return fig
 
 
 def render_curves(
@@ -19,12 +32,7 @@ def render_curves(
     drawn = [(label, steps, values, teacher) for label, steps, values, teacher in series if steps]
     if not drawn:
         return Text("no points logged", style="dim")
-    fig = plt.figure
-    fig.clear()
-    fig.plot_size(max(width, 20), max(height, 6))
-    fig.theme("dark")
-    if title:
-        fig.title(title)
+    fig = _figure(plt, width, height, title)
     colour = iter(SERIES_COLOURS)
     for label, steps, values, teacher in drawn:
         pixel = TEACHER_COLOUR if teacher else next(colour, "white")
@@ -75,12 +83,7 @@ def render_lines(
         values = ema(values, smooth) if smooth else list(values)
         return [math.log10(v) if log_y and v == v and v > 0 else (float("nan") if log_y else v) for v in values]
 
-    fig = plt.figure
-    fig.clear()
-    fig.plot_size(max(width, 20), max(height, 6))
-    fig.theme("dark")
-    if title:
-        fig.title(title)
+    fig = _figure(plt, width, height, title)
     for c in sorted(lines, key=lambda c: not c.teacher):
         rgb = tuple(int(c.colour[i : i + 2], 16) for i in (1, 3, 5))
         y = tf(c.y)
