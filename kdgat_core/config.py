@@ -433,6 +433,10 @@ class DQNConfig:
     # the VGAE and timing thresholds: best validation F1 among those flagging at most this share of validation normals
     # (subtle injected attacks would otherwise pull them down to false alarms on every tenth normal window)
     max_val_fpr: float = 0.01
+    # the one-standard-error rule, in bootstrap standard errors of validation F1 (0: off): of those thresholds, the
+    # highest within it of the best (fewer false alarms on recordings they were not fitted on); and a fused detector
+    # deployed only if it beats its best single input by more than it (else that input alone)
+    se_rule: float = 1.0
 
 
 @dataclass

@@ -42,7 +42,7 @@ from kdgat_core.config import (
 )
 from kdgat_core.models import CANGraphGAT, CANGraphVGAE, QNetwork, count_parameters
 from kdgat_core.stages import plots
-from kdgat_core.stages.metrics import classification_metrics, headline
+from kdgat_core.stages.metrics import classification_metrics, f1_standard_error, headline
 from kdgat_core.stages.prerequisites import checkpoint_payload, load_run_model, resolve_prerequisite
 from kdgat_core.stages.scoring import (
     TimingScores,
@@ -446,10 +446,29 @@ def family_figures(y: np.ndarray, family: np.ndarray, detectors: dict[str, np.nd
     return out
 
 
+def single_input_instead(
+    y: np.ndarray, fused: np.ndarray, scores: np.ndarray, se_rule: float = 0.0, seed: int = 0
+) -> int | None:
+    """The guard on the whole validation: the index of the best single input (column of `scores`) when the fused
+    detector's F1 does not beat it by more than `se_rule` bootstrap standard errors, else None (keep the fusion).
+    A fusion that is only as good as one input, or better by a window or two, is that input plus noise: on data
+    unlike validation the extra inputs' false alarms are all it adds (the one-standard-error rule's parsimony)."""
+    from sklearn.metrics import f1_score
+
+    if not scores.shape[1]:
+        return None
+    single_f1 = [f1_score(y, scores[:, k] >= DECISION, zero_division=0) for k in range(scores.shape[1])]
+    best_k = int(np.argmax(single_f1))
+    pred = fused >= DECISION
+    margin = se_rule * f1_standard_error(y, pred, seed) if se_rule > 0 else 0.0
+    if f1_score(y, pred, zero_division=0) < single_f1[best_k] + margin:
+        return best_k
+    return None
+
+
 def run_fusion(
     cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device, tracking_uri: str | None
 ) -> dict[str, float]:
-    from sklearn.metrics import f1_score
 
     d = cfg.dqn
     if d.gamma != 0.0:
@@ -458,6 +477,8 @@ def run_fusion(
         raise KdgatError("dqn.num_alphas must be at least 2 (alpha = 0 and alpha = 1).")
     if not 0.0 < d.max_val_fpr <= 1.0:
         raise KdgatError(f"dqn.max_val_fpr must be in (0, 1], got {d.max_val_fpr}.")
+    if not 0.0 <= d.se_rule <= 10.0:
+        raise KdgatError(f"dqn.se_rule must be between 0 and 10 standard errors, got {d.se_rule}.")
     gen = seed_everything(cfg.train.seed)
     vgae_run = resolve_prerequisite(cfg, Stage.AUTOENCODER, tracking_uri)
     gat_run = resolve_prerequisite(cfg, Stage.CURRICULUM, tracking_uri)
@@ -485,10 +506,12 @@ def run_fusion(
         term_weights, term_aucs = choose_term_weights(y_all[fit_idx], v.errors[fit_idx])
     cal = VGAECalibration(0.0, 1.0, 0.0, norm, term_weights)
     vscore = cal.window_score(v)
-    cal = VGAECalibration.fit(y_all[fit_idx], vscore[fit_idx], norm, "f1", d.max_val_fpr)
+    cal = VGAECalibration.fit(y_all[fit_idx], vscore[fit_idx], norm, "f1", d.max_val_fpr, d.se_rule, cfg.train.seed)
     cal.term_weights = term_weights
     tcal = (
-        VGAECalibration.fit(y_all[fit_idx], t.score[fit_idx], "recording", "f1", d.max_val_fpr)
+        VGAECalibration.fit(
+            y_all[fit_idx], t.score[fit_idx], "recording", "f1", d.max_val_fpr, d.se_rule, cfg.train.seed
+        )
         if d.timing_input
         else None
     )
@@ -560,10 +583,9 @@ def run_fusion(
     # never below the best single input on validation: compare on the whole of it, fall back to that input
     policy = FusionPolicy(q, weights[:, 0], mean, std, weights=weights, inputs=inputs, fixed=deployed)
     whole, _ = policy.fuse(val)
-    single_f1 = [f1_score(val.y, scores[:, k] >= DECISION, zero_division=0) for k in range(len(inputs))]
-    best_k = int(np.argmax(single_f1))
     name = policy_name(deployed, inputs)
-    if f1_score(val.y, whole >= DECISION, zero_division=0) < single_f1[best_k]:
+    best_k = single_input_instead(val.y, whole, scores, d.se_rule, cfg.train.seed)
+    if best_k is not None:
         deployed = [float(k == best_k) for k in range(len(inputs))]
         name = f"single={inputs[best_k]}"
         policy.fixed = deployed

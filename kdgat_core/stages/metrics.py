@@ -28,10 +28,24 @@ def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
     return float((thr[i] + lower.max()) / 2) if len(lower) else float(thr[i])
 
 
-def f1_threshold(y: np.ndarray, score: np.ndarray, max_fpr: float = 1.0) -> float:
+def f1_threshold(
+    y: np.ndarray, score: np.ndarray, max_fpr: float = 1.0, se_rule: float = 0.0, seed: int = 0, boot: int = 200
+) -> float:
     """The score threshold with the best F1 (attack when score >= threshold) among those that flag at most `max_fpr`
     of the normal windows, midway to the next lower score; without both classes, Youden's fallback (the 99th
-    percentile)."""
+    percentile).
+
+    `se_rule` > 0 is the one-standard-error rule of model selection: among the thresholds whose F1 is within
+    `se_rule` bootstrap standard errors of the best (resampling the windows, `boot` times, seeded), the highest, so
+    the fewest false alarms. When validation cannot tell thresholds apart, the one that alarms least is the one that
+    transfers to recordings it has not seen (their normal windows are noisier than the ones it was fitted on).
+
+    >>> y = np.array([0] * 8 + [1] * 4); s = np.array([1, 2, 3, 4, 5, 6, 7, 9.0, 8, 10, 11, 12])
+    >>> f1_threshold(y, s)  # the F1-best cut flags the normal 9 to catch the attack 8
+    7.5
+    >>> f1_threshold(y, s, se_rule=1.0) > 9  # within one standard error, the cut above every normal
+    True
+    """
     y = np.asarray(y).astype(int)
     score = np.asarray(score, dtype=float)
     if len(np.unique(y)) < 2:
@@ -41,9 +55,28 @@ def f1_threshold(y: np.ndarray, score: np.ndarray, max_fpr: float = 1.0) -> floa
     tp, fp = tpr * pos, fpr * neg
     f1 = 2 * tp / np.maximum(2 * tp + fp + (pos - tp), 1e-12)
     f1[(fpr > max_fpr) | ~np.isfinite(thr)] = -1.0
-    best = float(thr[int(np.argmax(f1))]) if f1.max() >= 0 else float(score.max()) + 1e-9
+    if f1.max() < 0:
+        return float(score.max()) + 1e-9
+    i = int(np.argmax(f1))
+    best = float(thr[i])
+    if se_rule > 0 and f1[i] > 0:
+        tol = se_rule * f1_standard_error(y, score >= best, seed, boot)
+        best = float(thr[f1 >= f1[i] - tol].max())
     lower = score[score < best]
     return float((best + lower.max()) / 2) if len(lower) else best
+
+
+def f1_standard_error(y: np.ndarray, pred: np.ndarray, seed: int = 0, boot: int = 200) -> float:
+    """Bootstrap standard error of F1 for fixed decisions `pred` (windows resampled with replacement, seeded)."""
+    y, pred = np.asarray(y).astype(bool), np.asarray(pred).astype(bool)
+    if len(y) < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y), size=(boot, len(y)))
+    yb, pb = y[idx], pred[idx]
+    tp = (yb & pb).sum(axis=1)
+    denom = 2 * tp + (~yb & pb).sum(axis=1) + (yb & ~pb).sum(axis=1)
+    return float(np.std(2 * tp / np.maximum(denom, 1)))
 
 
 def fpr_budget_threshold(normal_score: np.ndarray, budget: float) -> float:

@@ -371,9 +371,16 @@ class VGAECalibration:
         score_norm: str = "none",
         threshold_rule: str = "youden",
         max_fpr: float = 1.0,
+        se_rule: float = 0.0,
+        seed: int = 0,
     ) -> VGAECalibration:
-        """`threshold_rule`: "youden", or "f1" (the best F1 flagging at most `max_fpr` of the normal windows)."""
-        thr = youden_threshold(y, score) if threshold_rule == "youden" else f1_threshold(y, score, max_fpr)
+        """`threshold_rule`: "youden", or "f1" (the best F1 flagging at most `max_fpr` of the normal windows; with
+        `se_rule` > 0 the highest threshold within that many bootstrap standard errors of it: metrics.f1_threshold)."""
+        thr = (
+            youden_threshold(y, score)
+            if threshold_rule == "youden"
+            else f1_threshold(y, score, max_fpr, se_rule=se_rule, seed=seed)
+        )
         log_s = np.log(np.maximum(score, 1e-12))
         log_thr = float(np.log(max(thr, 1e-12)))
         if len(np.unique(y)) == 2:
