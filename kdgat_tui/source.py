@@ -142,7 +142,9 @@ class Source:
             changed, removed = state_changes(self._seen, states, include_running=running_due)
             self._seen, self._full_scan = states, now
         else:
-            open_ids = self._seen[RUN_ID].filter(pc.is_in(self._seen["mlflow_status"], value_set=OPEN_STATES))
+            open_ids = self._seen[RUN_ID].filter(
+                pc.is_in(self._seen["mlflow_status"], value_set=pa.array(OPEN_STATES, pa.string()))
+            )
             watch = (open_ids.to_pylist() + sorted(self._recheck))[:MAX_WATCHED]
             delta = self._call(lambda: self.db.run_states_since(self._rowid, watch))
             self._recheck.clear()
@@ -333,7 +335,9 @@ class Source:
 RUN_ID = Tag.RUN_ID.value
 RUNNING_STATUS = RunStatus.RUNNING.value
 RUNNING = "RUNNING"
-OPEN_STATES = pa.array(["RUNNING", "SCHEDULED"], pa.string())  # MLflow states a run can still leave
+# MLflow states a run can still leave. A tuple, not an Arrow array: the first conversion of a Python value makes
+# pyarrow import pandas (~0.4 s), so nothing converts one at import time (`skip_pyarrow_pandas_probe` runs later)
+OPEN_STATES = ("RUNNING", "SCHEDULED")
 
 
 STATE_COLUMNS = ("mlflow_status", "lifecycle", "start_ms", "end_ms")
