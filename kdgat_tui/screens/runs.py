@@ -23,6 +23,8 @@ from kdgat_tui.screens.base import KdgatScreen
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.dialogs import Ask, Confirm, Pick, PickMany
 
+# Rows formatted for the first paint of the runs table: more than any terminal shows (the rest follows at once).
+FIRST_PAGE = 500
 FACTS_EVERY_S = 30.0  # efficiency and cause change only when jobs end: no need to ask sacct on every refresh
 
 
@@ -155,6 +157,7 @@ class RunsScreen(KdgatScreen):
         """Show a full runs table: the first one, or a complete re-read (marks, filters and cursor stay)."""
         table, cached_at = message.table, message.cached_at
         keep = self.current_run_id()
+        shown = message.shown
         try:
             if self.model is None:
                 self.model = RunsModel(table)
@@ -163,12 +166,25 @@ class RunsScreen(KdgatScreen):
             self.loaded_at = time.monotonic()
             self.last_ok = cached_at if cached_at is not None else self.clock()
             self.cached = cached_at is not None
-            self.render_view(keep_run=keep)
+            # the first paint formats one page of rows; the rest right after that frame (see RunsModel.view)
+            self.render_view(keep_run=keep, first=FIRST_PAGE if self.view is None else None)
+            if self.view is not None and not self.view.complete:
+                self.call_after_refresh(self._complete_view, shown)
+                shown = None  # the worker waits until the whole table is in place
         finally:
-            if message.shown is not None:
-                message.shown.set()
+            if shown is not None:
+                shown.set()
         if not self.cached:
             self.check_lost()
+
+    def _complete_view(self, shown: threading.Event | None) -> None:
+        """Format the rest of the rows of a first paint (nothing to do when a filter or sort did it meanwhile)."""
+        try:
+            if self.view is not None and not self.view.complete:
+                self.render_view(keep_run=self.current_run_id())
+        finally:
+            if shown is not None:
+                shown.set()
 
     def action_refresh(self) -> None:
         if self.model is None:
@@ -235,12 +251,13 @@ class RunsScreen(KdgatScreen):
             self.render_view(keep_run=self.current_run_id())
 
     # ---- drawing --------------------------------------------------------------------------------------------
-    def render_view(self, keep_run: str | None) -> None:
-        """Recompute the rows from the model and show them; the cursor stays on `keep_run` when it is still shown."""
+    def render_view(self, keep_run: str | None, first: int | None = None) -> None:
+        """Recompute the rows from the model and show them; the cursor stays on `keep_run` when it is still shown.
+        `first`: format only that many rows now (a first paint; `_complete_view` formats the rest)."""
         if self.model is None:
             return
         try:
-            view = self.model.view()
+            view = self.model.view(first=first)
         except FilterError as exc:
             self._filter_error(str(exc))
             return
