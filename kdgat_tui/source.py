@@ -37,6 +37,7 @@ class Source:
         self._rowid = 0
         self._recheck: set[str] = set()
         self._seen_events: set[str] | None = None  # watch events already shown (None: not read yet)
+        self.loaded_gen: str | None = None  # the read cache's generation when load_runs served it unchanged
 
     # ---- identity ----------------------------------------------------------------------------------------------
     @property
@@ -106,7 +107,7 @@ class Source:
         from kdgat_core.query.tui_support import cached_wide
 
         try:
-            return cached_wide(self.reader_uri, include_deleted=True)  # the model masks deleted runs (no copy)
+            return cached_wide(self.reader_uri)  # deleted runs sort last: hiding them is a slice (no copy)
         except Exception:
             return None
 
@@ -119,6 +120,8 @@ class Source:
             return self.db.wide(arrow=True), states, mark
 
         table, states, self._rowid = self._call(read)
+        refresh = self.db.last_refresh
+        self.loaded_gen = refresh.details.get("gen") if refresh.mode == "fresh" else None
         self._seen = states
         self._full_scan = time.monotonic()
         return table

@@ -141,7 +141,10 @@ class RunsScreen(KdgatScreen):
             if self.post_message(RunsLoaded(cached.table, cached.written_at, shown)):
                 shown.wait(10.0)  # the cached copy is drawn first: the heavy read would compete with it for the GIL
             time.sleep(0.05)  # let the first frame reach the terminal before the heavy read competes for the GIL
-        self.post_message(RunsLoaded(self.app.source.load_runs()))
+        table = self.app.source.load_runs()
+        if cached is not None and cached.gen is not None and self.app.source.loaded_gen == cached.gen:
+            table = cached.table  # the very rows painted: the screen keeps them and their formatted columns
+        self.post_message(RunsLoaded(table))
 
     def worker_failed(self, worker: Worker, error: BaseException) -> None:
         source = self.app.source
@@ -159,15 +162,19 @@ class RunsScreen(KdgatScreen):
         keep = self.current_run_id()
         shown = message.shown
         try:
+            unchanged = self.model is not None and self.model.base is table  # the cached copy, found current
             if self.model is None:
                 self.model = RunsModel(table)
-            else:
+            elif not unchanged:
                 self.model.replace_all(table)
             self.loaded_at = time.monotonic()
             self.last_ok = cached_at if cached_at is not None else self.clock()
             self.cached = cached_at is not None
-            # the first paint formats one page of rows; the rest right after that frame (see RunsModel.view)
-            self.render_view(keep_run=keep, first=FIRST_PAGE if self.view is None else None)
+            if unchanged:
+                self._status()  # the same rows, now known current: formatting 100k rows again would show the same
+            else:
+                # the first paint formats one page of rows; the rest right after that frame (see RunsModel.view)
+                self.render_view(keep_run=keep, first=FIRST_PAGE if self.view is None else None)
             if self.view is not None and not self.view.complete:
                 self.call_after_refresh(self._complete_view, shown)
                 shown = None  # the worker waits until the whole table is in place

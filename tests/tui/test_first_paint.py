@@ -1,11 +1,17 @@
 """The Runs screen's first paint formats one page of rows and the rest right after (RunsModel.view(first=...)):
-what the first frame shows must be what the whole view shows, so nothing on screen moves when the rest arrives."""
+what the first frame shows must be what the whole view shows, so nothing on screen moves when the rest arrives.
+A cached copy found current by the read that follows is kept as painted; one behind the DB is replaced."""
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
 
 import pyarrow as pa
 import pytest
 
+from kdgat_core.query import open_db
 from kdgat_tui.app import KdgatApp
 from kdgat_tui.runs_model import RunsModel
 from kdgat_tui.screens import runs as runs_screen
@@ -79,3 +85,45 @@ async def test_the_first_frame_shows_what_the_whole_table_shows(sample_db, monke
         final = screen_text(app).splitlines()
     assert f"{len(screen.view.run_ids)} of {screen.view.total} runs" in first_frame[0]
     assert first_frame[1:] == final[1:]  # below the status line (its clock ticks): the same screen
+
+
+def visible_runs(uri: str) -> int:
+    with open_db(uri, cache=False) as db:  # counted without bringing the read cache up to date
+        return db.runs(arrow=True).num_rows
+
+
+async def _launch_until_current(uri: str) -> tuple[object, object, str, object]:
+    """(table painted first, the screen's table once current, its text, the view): one launch of the app."""
+    app = KdgatApp(tracking_uri=uri, refresh_s=0)
+    async with app.run_test(size=(120, 20)) as pilot:
+        await wait_for(pilot, lambda: getattr(app.screen, "model", None) is not None, what="first paint")
+        painted = app.screen.model.base
+        screen = await runs_ready(pilot)
+        return painted, screen.model.base, screen_text(app), screen.view
+
+
+async def test_a_cached_copy_found_current_is_kept_as_painted(sample_db):
+    first, _, _, view = await _launch_until_current(sample_db)  # builds the read cache
+    painted, held, text, second_view = await _launch_until_current(sample_db)
+    assert held is painted  # nothing re-read into a new table, nothing formatted twice
+    assert "cached copy" not in text
+    assert second_view.run_ids == view.run_ids and second_view.total == view.total
+
+
+async def test_a_cached_copy_behind_the_database_is_replaced_by_its_rows(sample_db, tmp_path):
+    db = tmp_path / "behind.db"
+    shutil.copyfile(sample_db[len("sqlite:///") :], db)
+    uri = f"sqlite:///{db}"
+    await _launch_until_current(uri)  # builds the read cache
+    before = visible_runs(uri)
+    subprocess.run(  # a writer adds runs through MLflow's client while the TUI is closed
+        [sys.executable, "-m", "kdgat_core.tracking.sample", "--tracking-uri", uri]
+        + ["--datasets", "hcrl_ch", "--seeds", "1", "--epochs", "2"],
+        check=True,
+        capture_output=True,
+    )
+    after = visible_runs(uri)
+    assert after > before
+    painted, held, text, view = await _launch_until_current(uri)
+    assert painted.num_rows == before and held is not painted  # painted from the old copy, then replaced
+    assert view.total == after and f"{after} of {after} runs" in text
