@@ -416,7 +416,8 @@ def main() -> None:
     tbl.add(
         Row(
             "import kdgat_core.query",
-            fresh_interpreter_seconds("import kdgat_core.query", min(n, 3), env),
+            # the package alone loads no view (its names load kdgat_core.query.db on first use): time what a user types
+            fresh_interpreter_seconds("from kdgat_core.query import open_db", min(n, 3), env),
             baseline="import mlflow",
         )
     )

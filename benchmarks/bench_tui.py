@@ -1,7 +1,7 @@
 """kdgat-tui on a big tracking DB: the real app, driven headless through Textual's Pilot, and its figures.
 
     .venv/bin/python benchmarks/make_big_db.py --runs 100000 --out /work/bench_data/big.db
-    .venv/bin/python benchmarks/bench_tui.py --db /work/bench_data/big.db [--repeat 5]
+    .venv/bin/python benchmarks/bench_tui.py --db /work/bench_data/big.db [--repeat 5] [--baseline CHECKOUT]
 
 Prints, with the target and PASS/MISS:
   * launch -> Runs screen painted with data: a fresh `python` process (imports included) until the first frame that
@@ -83,14 +83,38 @@ def launch_probe(db: str) -> None:
     asyncio.run(run())
 
 
-def measure_launch(db: str) -> dict:
-    env = dict(os.environ, KDGAT_BENCH_T0=repr(time.time()))
+def measure_launch(db: str, root: Path = ROOT) -> dict:
+    """One launch probe in a fresh process, running the code of the checkout at `root` (its own probe)."""
+    env = dict(os.environ, KDGAT_BENCH_T0=repr(time.time()), PYTHONPATH=str(root))
+    script = root / "benchmarks" / "bench_tui.py"
     proc = subprocess.run(
-        [sys.executable, __file__, "--launch-probe", "--db", db], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, str(script), "--launch-probe", "--db", db],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if proc.returncode != 0:
         raise SystemExit(f"launch probe failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare_launches(db: str, baseline: Path, repeat: int) -> None:
+    """Launch probes of `baseline` and of this checkout, alternating (the machine's load hits both alike)."""
+    if not (baseline / "benchmarks" / "bench_tui.py").is_file():
+        raise SystemExit(f"no benchmarks/bench_tui.py in {baseline}")
+    load_before = os.getloadavg()
+    old, new = [], []
+    for _ in range(max(1, repeat)):
+        old.append(measure_launch(db, baseline)["launch_s"])
+        new.append(measure_launch(db)["launch_s"])
+    load_after = os.getloadavg()
+    ratio = statistics.median(new) / statistics.median(old)
+    print(
+        f"launch, alternating with {baseline}: baseline {statistics.median(old):.2f} s {[round(x, 2) for x in old]}, "
+        f"this checkout {statistics.median(new):.2f} s {[round(x, 2) for x in new]}, ratio {ratio:.2f} "
+        f"(load average {load_before[0]:.2f} -> {load_after[0]:.2f})"
+    )
 
 
 def prime_cache(db: str) -> float:
@@ -173,6 +197,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--db", default="/work/bench_data/big.db")
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="Also time launches of another checkout (e.g. a worktree of main), alternating with this one, "
+        "--repeat pairs, and print the ratio",
+    )
     p.add_argument("--launch-probe", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.launch_probe:
@@ -189,6 +220,8 @@ def main() -> int:
         f"launch probes: {[round(l['launch_s'], 2) for l in launches]} s, painted from the cached copy: "
         f"{all(l['cached_paint'] for l in launches)}, runs shown: {launches[0]['runs']:,}"
     )
+    if args.baseline is not None:
+        compare_launches(args.db, args.baseline.resolve(), args.repeat)
     figures.update(asyncio.run(measure_in_app(args.db, args.repeat)))
     print(
         f"in-process (app built -> runs painted, cache current): {figures['in_process_paint_s']:.2f} s; "

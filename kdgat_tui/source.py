@@ -37,6 +37,7 @@ class Source:
         self._rowid = 0
         self._recheck: set[str] = set()
         self._seen_events: set[str] | None = None  # watch events already shown (None: not read yet)
+        self.loaded_gen: str | None = None  # the read cache's generation when load_runs served it unchanged
 
     # ---- identity ----------------------------------------------------------------------------------------------
     @property
@@ -106,7 +107,7 @@ class Source:
         from kdgat_core.query.tui_support import cached_wide
 
         try:
-            return cached_wide(self.reader_uri, include_deleted=True)  # the model masks deleted runs (no copy)
+            return cached_wide(self.reader_uri)  # deleted runs sort last: hiding them is a slice (no copy)
         except Exception:
             return None
 
@@ -119,6 +120,8 @@ class Source:
             return self.db.wide(arrow=True), states, mark
 
         table, states, self._rowid = self._call(read)
+        refresh = self.db.last_refresh
+        self.loaded_gen = refresh.details.get("gen") if refresh.mode == "fresh" else None
         self._seen = states
         self._full_scan = time.monotonic()
         return table
@@ -142,7 +145,9 @@ class Source:
             changed, removed = state_changes(self._seen, states, include_running=running_due)
             self._seen, self._full_scan = states, now
         else:
-            open_ids = self._seen[RUN_ID].filter(pc.is_in(self._seen["mlflow_status"], value_set=OPEN_STATES))
+            open_ids = self._seen[RUN_ID].filter(
+                pc.is_in(self._seen["mlflow_status"], value_set=pa.array(OPEN_STATES, pa.string()))
+            )
             watch = (open_ids.to_pylist() + sorted(self._recheck))[:MAX_WATCHED]
             delta = self._call(lambda: self.db.run_states_since(self._rowid, watch))
             self._recheck.clear()
@@ -333,7 +338,9 @@ class Source:
 RUN_ID = Tag.RUN_ID.value
 RUNNING_STATUS = RunStatus.RUNNING.value
 RUNNING = "RUNNING"
-OPEN_STATES = pa.array(["RUNNING", "SCHEDULED"], pa.string())  # MLflow states a run can still leave
+# MLflow states a run can still leave. A tuple, not an Arrow array: the first conversion of a Python value makes
+# pyarrow import pandas (~0.4 s), so nothing converts one at import time (`skip_pyarrow_pandas_probe` runs later)
+OPEN_STATES = ("RUNNING", "SCHEDULED")
 
 
 STATE_COLUMNS = ("mlflow_status", "lifecycle", "start_ms", "end_ms")

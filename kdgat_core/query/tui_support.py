@@ -22,6 +22,7 @@ class CachedWide:
     table: pa.Table  # visible runs (deleted ones dropped), as `TrackingDB.wide(arrow=True)` returns them
     written_at: float  # when the cache was written (epoch seconds)
     fresh: bool  # True when the tracking file has not changed since (a database server: False, checked on refresh)
+    gen: str | None = None  # the cache files' generation: `TrackingDB.last_refresh.details["gen"]` when served as is
 
 
 def cached_wide(
@@ -38,4 +39,6 @@ def cached_wide(
     table = loaded.table
     if not include_deleted and "lifecycle" in table.column_names:
         table = visible_rows(table)
-    return CachedWide(table=table, written_at=loaded.written_at, fresh=cache.is_current(loaded))
+    return CachedWide(
+        table=table, written_at=loaded.written_at, fresh=cache.is_current(loaded), gen=loaded.meta.get("gen")
+    )

@@ -508,7 +508,10 @@ class WideCache:
         sig = self._signature()  # before any read: a write during our reads shows up next time
         cached = self.load()
         if cached is not None and cached.meta.get("file_sig") == sig:
-            self.stats = RefreshStats("fresh", seconds=time.perf_counter() - t0)
+            # the generation tells a caller holding an earlier copy of these files (kdgat-tui) that nothing changed
+            self.stats = RefreshStats(
+                "fresh", seconds=time.perf_counter() - t0, details={"gen": cached.meta.get("gen")}
+            )
             return cached.table
         clock = _Clock()
         changes = self._diff(cached.state) if cached is not None else None

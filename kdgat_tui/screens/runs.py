@@ -23,6 +23,8 @@ from kdgat_tui.screens.base import KdgatScreen
 from kdgat_tui.widgets.arrow_table import ArrowTable
 from kdgat_tui.widgets.dialogs import Ask, Confirm, Pick, PickMany
 
+# Rows formatted for the first paint of the runs table: more than any terminal shows (the rest follows at once).
+FIRST_PAGE = 500
 FACTS_EVERY_S = 30.0  # efficiency and cause change only when jobs end: no need to ask sacct on every refresh
 
 
@@ -139,7 +141,10 @@ class RunsScreen(KdgatScreen):
             if self.post_message(RunsLoaded(cached.table, cached.written_at, shown)):
                 shown.wait(10.0)  # the cached copy is drawn first: the heavy read would compete with it for the GIL
             time.sleep(0.05)  # let the first frame reach the terminal before the heavy read competes for the GIL
-        self.post_message(RunsLoaded(self.app.source.load_runs()))
+        table = self.app.source.load_runs()
+        if cached is not None and cached.gen is not None and self.app.source.loaded_gen == cached.gen:
+            table = cached.table  # the very rows painted: the screen keeps them and their formatted columns
+        self.post_message(RunsLoaded(table))
 
     def worker_failed(self, worker: Worker, error: BaseException) -> None:
         source = self.app.source
@@ -155,20 +160,38 @@ class RunsScreen(KdgatScreen):
         """Show a full runs table: the first one, or a complete re-read (marks, filters and cursor stay)."""
         table, cached_at = message.table, message.cached_at
         keep = self.current_run_id()
+        shown = message.shown
         try:
+            unchanged = self.model is not None and self.model.base is table  # the cached copy, found current
             if self.model is None:
                 self.model = RunsModel(table)
-            else:
+            elif not unchanged:
                 self.model.replace_all(table)
             self.loaded_at = time.monotonic()
             self.last_ok = cached_at if cached_at is not None else self.clock()
             self.cached = cached_at is not None
-            self.render_view(keep_run=keep)
+            if unchanged:
+                self._status()  # the same rows, now known current: formatting 100k rows again would show the same
+            else:
+                # the first paint formats one page of rows; the rest right after that frame (see RunsModel.view)
+                self.render_view(keep_run=keep, first=FIRST_PAGE if self.view is None else None)
+            if self.view is not None and not self.view.complete:
+                self.call_after_refresh(self._complete_view, shown)
+                shown = None  # the worker waits until the whole table is in place
         finally:
-            if message.shown is not None:
-                message.shown.set()
+            if shown is not None:
+                shown.set()
         if not self.cached:
             self.check_lost()
+
+    def _complete_view(self, shown: threading.Event | None) -> None:
+        """Format the rest of the rows of a first paint (nothing to do when a filter or sort did it meanwhile)."""
+        try:
+            if self.view is not None and not self.view.complete:
+                self.render_view(keep_run=self.current_run_id())
+        finally:
+            if shown is not None:
+                shown.set()
 
     def action_refresh(self) -> None:
         if self.model is None:
@@ -235,12 +258,13 @@ class RunsScreen(KdgatScreen):
             self.render_view(keep_run=self.current_run_id())
 
     # ---- drawing --------------------------------------------------------------------------------------------
-    def render_view(self, keep_run: str | None) -> None:
-        """Recompute the rows from the model and show them; the cursor stays on `keep_run` when it is still shown."""
+    def render_view(self, keep_run: str | None, first: int | None = None) -> None:
+        """Recompute the rows from the model and show them; the cursor stays on `keep_run` when it is still shown.
+        `first`: format only that many rows now (a first paint; `_complete_view` formats the rest)."""
         if self.model is None:
             return
         try:
-            view = self.model.view()
+            view = self.model.view(first=first)
         except FilterError as exc:
             self._filter_error(str(exc))
             return

@@ -52,3 +52,15 @@ def test_the_entry_point_module_alone_is_light():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"  # DuckDB too waits for the first read
+
+
+def test_pandas_is_not_loaded_on_the_way_to_the_first_paint():
+    """pyarrow imports pandas (~0.4 s) on its first conversion of a Python value; `skip_pyarrow_pandas_probe` spares
+    the TUI that only if no module of the Runs screen converts one while it is imported."""
+    code = (
+        "import sys, kdgat_tui.app, kdgat_tui.screens.runs; kdgat_tui.app.skip_pyarrow_pandas_probe(); "
+        "print('pandas' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
