@@ -106,6 +106,9 @@ def board_native(
     order = f" ORDER BY {is_nan}, m.value {direction}, r.start_time DESC, m.run_uuid" + (
         f" LIMIT {int(top)}" if top else ""
     )
+    if store.native_function == "postgres_query":
+        found = [_best_joined_here(db, metric, pairs, direction, top, visible)]
+        return _with_tags(db, found, direction, top, metric, rows)
     halves = [""]
     if store.has_rowid:
         top_rowid = int(
@@ -114,7 +117,44 @@ def board_native(
         )
         halves = [f" AND {driver}.rowid <= {top_rowid // 2}", f" AND {driver}.rowid > {top_rowid // 2}"]
     found = db._reader.fetch_many([f"SELECT * FROM {store.native(sql + half + order)}" for half in halves], rows=True)
-    # the best of each half, merged in the same order (top k of a union = top k of the halves' top k)
+    return _with_tags(db, found, direction, top, metric, rows)
+
+
+def _best_joined_here(
+    db: TrackingDB, metric: str, pairs: list[tuple[str, str]], direction: str, top: int | None, visible: str
+) -> list[dict]:
+    """A server's best runs: each input read inside it where MLflow's indexes serve (a tag key's rows through the
+    (key, run_uuid) key, the metric's likewise, the runs), all at once, joined and ranked by DuckDB. One join inside
+    PostgreSQL probed the runs' rows one by one (0.3-0.5 s at 100k runs, as slow as MLflow's own query)."""
+    store = db._reader.store
+    inputs = {
+        f"f{i}": f"SELECT run_uuid FROM tags WHERE key = {sqlite_literal(k)} AND {tag_equals('value', k, v)}"
+        for i, (k, v) in enumerate(pairs)
+    }
+    inputs["m"] = (
+        f"SELECT run_uuid, value, {store.flag('is_nan')} AS is_nan FROM latest_metrics "
+        f"WHERE key = {sqlite_literal(metric)}"
+    )
+    inputs["r"] = (
+        "SELECT r.run_uuid, r.name, r.start_time FROM runs r LEFT JOIN experiments e "
+        f"ON e.experiment_id = r.experiment_id WHERE true{visible}"
+    )
+    where = " AND ".join(f"m.run_uuid IN (SELECT run_uuid FROM f{i})" for i in range(len(pairs))) or "true"
+    sql = (
+        "WITH "
+        + ", ".join(f"{name} AS (SELECT * FROM {store.native(q)})" for name, q in inputs.items())
+        + " SELECT m.run_uuid AS run_id, m.value, m.is_nan, r.name, r.start_time FROM m JOIN r USING (run_uuid) "
+        f"WHERE {where} ORDER BY m.is_nan, m.value {direction}, coalesce(r.start_time, 0) DESC, m.run_uuid"
+        + (f" LIMIT {int(top)}" if top else "")
+    )
+    return db._reader.fetch_rows(sql)
+
+
+def _with_tags(
+    db: TrackingDB, found: list[list[dict]], direction: str, top: int | None, metric: str, rows: bool
+) -> pa.Table | list[dict]:
+    """The board from the best runs of each part: merged in order, with their convention tags read by run id."""
+    store = db._reader.store
     sign = 1.0 if direction == "ASC" else -1.0
     best = sorted(
         (b for part in found for b in part),
