@@ -4,17 +4,21 @@ PostgreSQL has no rowid and no change counter, and its statistics lag (`pg_stat_
 write). What is exact:
 
 * a row's `xmin` is the transaction that wrote it (insert, or update in place: MLflow's set_tag, status, metrics).
-  The state records the oldest transaction still open when it was read (the watermark W): every row written since
-  has an xmin at or after W. Compared as `age(xmin) <= age(W)` (integer arithmetic, wraparound-aware; a cast of
-  xmin to text per row was most of the cost of a scan);
-* deleted rows leave no xmin, but a run none of whose rows in a table were written since W can only have lost rows
-  there. The state keeps, per table (runs, tags, params, latest_metrics), how many rows each run had when the cache
-  read it. One scan per table, inside PostgreSQL, counts the rows older than W and lists the runs with rows written
-  since (the touched runs); in the same statement (one snapshot) the touched runs' rows are counted through MLflow's
-  run_uuid index. If the rows now minus the touched runs' rows equal the cached counts minus theirs, no untouched
-  run lost a row. Otherwise (a deleted tag, `mlflow gc`, a hand-made DELETE) a second statement counts the
-  untouched runs' rows per bucket of run ids (their first 3 hex digits: 4096 buckets, ~25 runs each at 100k runs)
-  and the runs of the buckets that moved are re-read;
+  The state records the oldest transaction still open when it was read (the watermark W, 64 bits): every row
+  written since has an xmin in [W, xmax of the reading statement's snapshot). That range is passed as a list of
+  transaction ids (`xmin = ANY(...)`, hashed: ~30 ns a row and a plan PostgreSQL runs in parallel; a cast of xmin to
+  text and a comparison cost ~3x as much, and serve when the range is too long to list);
+* one statement per table (runs, tags, params, latest_metrics), all at once: the runs with rows written since W
+  (the touched runs) are re-read. 100k runs: one scan of each table, ~8.4M rows in all, inside PostgreSQL;
+* deleted rows leave no xmin. A run gone from `runs` (`mlflow gc`) is seen by the count of `runs` (the cached runs,
+  plus the touched ones that are new, minus the count now: the runs gone; then their ids are read). Tags are also
+  deleted while their run stays (delete_tag): the state keeps how many tag rows each run had when the cache read it,
+  and the tags statement counts, in its one snapshot, all tag rows and the touched runs' ones (MLflow's run_uuid
+  index). A run with no tag written since W can only have lost tags, so if the rows now minus the touched runs'
+  equal the cached counts minus theirs, none did. Otherwise a second statement counts the untouched runs' tag rows
+  per bucket of run ids (their first 3 hex digits: 4096 buckets, ~25 runs each at 100k runs) and the runs of the
+  buckets that moved are re-read. params and latest_metrics lose rows only with their run (MLflow has no call that
+  deletes one otherwise): as on SQLite, a hand-made DELETE of such a row is not seen;
 * experiments (renamed, deleted) by name and lifecycle, as on SQLite.
 
 A cached count is the number of rows the cache read for the run (after the watermark was taken), so a write racing
@@ -32,13 +36,11 @@ from kdgat_core.query.connection import Reader, pa, pc
 from kdgat_core.query.sql_text import in_list, literal
 
 WATCHED = ("tags", "params", "latest_metrics")  # the tables whose rows the wide table shows (besides runs)
-# Tables whose rows MLflow deletes while their run stays (delete_tag): counted per run. params and latest_metrics lose
-# rows only with their run (mlflow gc), seen in `runs`; as on SQLite, a hand-made DELETE of such a row is not seen.
-COUNTED = ("tags",)  # block_runs' `block` is the index in this tuple
-STATE_VERSION = 2  # 2: row counts per run and table (1: hashes of per-run counts, read in full every refresh)
+COUNTED = ("tags",)  # rows MLflow deletes while their run stays: counted per run (block_runs' `block`: the index)
+STATE_VERSION = 2  # 2: tag rows per run, 64-bit watermark (1: hashes of per-run counts of 3 tables, read in full)
 BUCKET_CHARS = 3  # run ids are 32 hex digits: buckets of the first 3
-# Transactions listed by id when at most this many began since the watermark (else the slower cast), with SLACK
-# more than the head statement saw: a later statement's snapshot must not reach past them (checked: then redone)
+# Transactions listed by id when at most this many began since the watermark (else the slower cast), SLACK more than
+# the head statement saw: a later statement's snapshot must not reach past them (checked; such a statement is redone)
 MAX_LISTED, SLACK = 200_000, 10_000
 _XID_SPACE = 1 << 32
 _EXPERIMENTS = (

@@ -98,3 +98,26 @@ def test_pg_reader_sessions_run_without_jit(pg_copy):
     uri, _, _ = pg_copy
     with open_db(uri, cache=False) as db:
         assert db._reader.fetch_native_rows("SELECT current_setting('jit') AS j")[0]["j"] == "off"
+
+
+@pytest.mark.parametrize("margin", [0, 20])
+def test_pg_leaderboard_without_cache_skips_deleted_leaders(pg_copy, pg_server, monkeypatch, margin):
+    """The no-cache board reads `runs` only for the leading runs; when deleted ones thin those out below the board's
+    size (margin 0: the leader deleted), it reads them all: the same board as the wide table's either way."""
+    from kdgat_core.query import leaderboard, open_db
+
+    uri, ids, name = pg_copy
+    monkeypatch.setattr(leaderboard, "LEAD_MARGIN", margin)
+    with open_db(uri, cache=False) as db:
+        leader = db.leaderboard("f1", top=1, arrow=True).to_pylist()[0]["run_id"]
+    pg_server.execute(f"UPDATE runs SET lifecycle_stage = 'deleted' WHERE run_uuid = '{leader}'", database=name)
+    with open_db(uri, cache=False) as native, open_db(uri) as cached:
+        cached.wide(arrow=True)
+        for kw in (
+            {"metric": "f1", "top": 1},
+            {"metric": "f1", "top": 3, "dataset": "hcrl_sa"},
+            {"metric": "val_loss", "top": 2},
+        ):
+            a = [r["run_id"] for r in native.leaderboard(**kw, arrow=True).to_pylist()]
+            assert a == [r["run_id"] for r in cached.leaderboard(**kw, arrow=True).to_pylist()], kw
+            assert leader not in a
