@@ -129,13 +129,15 @@ TAG_VALUE = (
 def read_long_all(reader: Reader) -> LongRows:
     """Every run, through the scanner (full table scans, no SQLite index helps here)."""
     p = f"{ALIAS}."
-    rowid = "rowid" if reader.store.has_rowid else "0::BIGINT"  # tag rowids only serve SQLite's change detection
+    # tag rowids and row hashes only serve SQLite's change detection
+    rowid = "rowid" if reader.store.has_rowid else "0::BIGINT"
+    row_hash = TAG_ROW_HASH if reader.store.has_rowid else "0::UBIGINT"
     return LongRows(
         runs=reader.fetch(_RUNS_SELECT.format(p=p)),
         params=reader.fetch(f"SELECT run_uuid AS run_id, key, value FROM {p}params"),
         tags=reader.fetch(
             f"SELECT tag_rowid, run_id, key, {TAG_VALUE} AS value, h FROM ("
-            f"SELECT tag_rowid, run_id, key, value, {TAG_ROW_HASH} AS h FROM "
+            f"SELECT tag_rowid, run_id, key, value, {row_hash} AS h FROM "
             f"(SELECT {rowid} AS tag_rowid, run_uuid AS run_id, key, value FROM {p}tags))"
         ),
         latest=reader.fetch(f"SELECT run_uuid AS run_id, key, value, is_nan FROM {p}latest_metrics"),
@@ -237,7 +239,8 @@ def pivot(long: LongRows) -> pa.Table:
             values = metric_values(table["value"], table["is_nan"]).combine_chunks()
         else:
             values = pc.cast(table["value"], value_type).combine_chunks()
-        order = np.argsort(key_idx, kind="stable")
+        # few keys: sorted as 16-bit, where numpy's stable sort is a radix sort (0.12 s vs 0.7 s for 6.2M params)
+        order = np.argsort(key_idx.astype(np.int16) if len(names) < 2**15 else key_idx, kind="stable")
         bounds = np.searchsorted(key_idx[order], np.arange(len(names) + 1))
         out = {}
         for j, name in enumerate(names):
