@@ -28,7 +28,7 @@ final metrics, and every metric write also writes latest_metrics. A watermark th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kdgat_core.query import arrays
 from kdgat_core.query.changes import Changes, DBState, _empty
@@ -316,7 +316,9 @@ def _bucket_diff(reader: Reader, old: DBState, tables: list[str], wm: int, extra
             expected = {b: int(s) for b, s in zip(enc.dictionary.to_pylist(), sums)}
         moved |= {b for b in set(expected) | set(seen) if expected.get(b, 0) != seen.get(b, 0)}
         if moved:
-            changed.update(mine.filter(pc.is_in(buckets, value_set=arrays.strings(sorted(moved))))["run_id"].to_pylist())
+            changed.update(
+                mine.filter(pc.is_in(buckets, value_set=arrays.strings(sorted(moved))))["run_id"].to_pylist()
+            )
     if moved:  # runs of those buckets the cache did not know (none should exist): read them too
         keys = in_list(sorted(moved))
         union = " UNION ".join(

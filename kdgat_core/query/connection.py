@@ -191,7 +191,9 @@ class Reader:
                 cur.close()
 
         # a database server does the work itself: every query at once (SQLite's run in this process's cores)
-        workers = len(queries) if self.store.native_function == "postgres_query" else min(len(queries), os.cpu_count() or 2)
+        workers = (
+            len(queries) if self.store.native_function == "postgres_query" else min(len(queries), os.cpu_count() or 2)
+        )
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(one, queries))
 

@@ -145,7 +145,8 @@ def _best_joined_here(
     ranked = f"rank() OVER (ORDER BY m.is_nan, m.value {direction})"
     # every run ranked within the first `lead` by (is_nan, value), ties included, is strictly ahead of every other:
     # unless deleted runs thin them out below `top`, the board is among them whatever their start times
-    lead = int(top) + LEAD_MARGIN if top else None
+    size = int(top) if top else 0
+    lead = size + LEAD_MARGIN if size else None
     with_inputs = "WITH " + ", ".join(f"{name} AS (SELECT * FROM {store.native(q)})" for name, q in inputs.items())
     if lead is not None:
         leading = db._reader.fetch_rows(
@@ -159,7 +160,7 @@ def _best_joined_here(
             for b in leading
             if b["run_id"] in named
         ]
-        if len(found) >= int(top) or len(leading) < lead:
+        if len(found) >= size or len(leading) < lead:
             return found
     return db._reader.fetch_rows(
         f"{with_inputs}, r AS (SELECT * FROM {store.native(runs)}) "

@@ -38,7 +38,7 @@ from kdgat_core.config import (
     bool_tag,
     resolve_cache_dir,
 )
-from kdgat_core.query import arrays
+from kdgat_core.query import arrays, changes_pg
 from kdgat_core.query.changes import TAG_ROW_HASH, Changes, DBState, block_owners_from_tags, diff, read_state
 from kdgat_core.query.connection import ALIAS, Reader, pa, pc
 from kdgat_core.query.sql_text import MLFLOW_MAX_DOUBLE, exact_real, in_list  # noqa: F401
@@ -547,7 +547,7 @@ class WideCache:
                     wide = merge(wide, wide.slice(0, 0), changes.removed)
                 clock.lap("merge")
                 if self.store.kind != "sqlite":
-                    state = _pg().after_reread(changes, long.runs if long else None, _counted(long))
+                    state = changes_pg.after_reread(changes, long.runs if long else None, _counted(long))
             mode, changed, removed = "incremental", len(changes.changed), len(changes.removed)
         self._save_in_background(wide, state, sig)
         details["timings"] = clock.laps
@@ -557,28 +557,22 @@ class WideCache:
     def _signature(self) -> list | None:
         if self.store.kind == "sqlite":
             return self.store.signature()
-        return [self.store.kind, _pg().snapshot(self.reader)]
+        return [self.store.kind, changes_pg.snapshot(self.reader)]
 
     def _diff(self, state: DBState) -> Changes:
         if self.store.kind == "sqlite":
             return diff(self.reader, state)
-        return _pg().diff(self.reader, state)
+        return changes_pg.diff(self.reader, state)
 
     def _full(self) -> tuple[pa.Table, DBState]:
         if self.store.kind != "sqlite":
-            head = _pg().read_head(self.reader)  # first, as below
+            head = changes_pg.read_head(self.reader)  # first, as below
             long = read_long_all(self.reader)
-            return pivot(long), _pg().state_from(head, long.runs, _counted(long))
+            return pivot(long), changes_pg.state_from(head, long.runs, _counted(long))
         state, _ = read_state(self.reader)  # first: a write racing the long reads is then seen next time
         long = read_long_all(self.reader)
         state.block_runs = block_owners_from_tags(long.tags)
         return pivot(long), state
-
-
-def _pg():  # noqa: ANN202 (the module, imported on first use: SQLite stores never need it)
-    from kdgat_core.query import changes_pg
-
-    return changes_pg
 
 
 def _counted(long: LongRows | None) -> dict[str, pa.Table]:
