@@ -124,12 +124,11 @@ def board_native(
 def _best_joined_here(
     db: TrackingDB, metric: str, pairs: list[tuple[str, str]], direction: str, top: int | None, visible: str
 ) -> list[dict]:
-    """A server's best runs, in two short statements inside it: the runs every tag filter keeps (intersected, each
-    read through MLflow's (key, run_uuid) key) joined to their metric rows by that key and ranked by (is_nan, value),
-    the leading ones kept; then only those runs' `runs` rows (by key) for their name, start time (the tie-break) and
-    lifecycle. Deleted runs thinning the leaders below `top` (or no `top`): every input read and joined by DuckDB.
-    One join of all four tables inside PostgreSQL probed the runs one by one (0.3-0.5 s at 100k runs, as slow as
-    MLflow's own query)."""
+    """A server's best runs, from one short statement inside it: the runs every tag filter keeps (intersected, each
+    read through MLflow's (key, run_uuid) key) joined to their metric rows by that key and ranked by (is_nan, value);
+    the leading ones are kept, with their `runs` rows (by key: name, start time for the tie-break, lifecycle).
+    Deleted runs thinning the leaders below `top` (or no `top`): every input read and joined by DuckDB. One join of
+    all four tables inside PostgreSQL probed the runs one by one (0.3-0.5 s at 100k runs, as slow as MLflow's own)."""
     store = db._reader.store
     inputs = {}
     if pairs:  # the runs every tag filter keeps, intersected inside PostgreSQL
@@ -157,17 +156,13 @@ def _best_joined_here(
         join = "JOIN f ON f.run_uuid = m.run_uuid " if pairs else ""
         leading = db._reader.fetch_native_rows(
             (f"WITH f AS MATERIALIZED ({inputs['f0']}) " if pairs else "")
-            + f"SELECT run_id, value, is_nan FROM (SELECT m.run_uuid AS run_id, m.value, {store.flag('m.is_nan')} "
-            f"AS is_nan, {ranked} AS rk FROM latest_metrics m {join}WHERE m.key = {sqlite_literal(metric)}) x "
-            f"WHERE rk <= {lead}"
+            + "SELECT x.run_id, x.value, x.is_nan, r.name, r.start_time, "
+            f"(r.run_uuid IS NOT NULL{visible}) AS shown FROM (SELECT m.run_uuid AS run_id, m.value, "
+            f"{store.flag('m.is_nan')} AS is_nan, {ranked} AS rk FROM latest_metrics m {join}"
+            f"WHERE m.key = {sqlite_literal(metric)}) x LEFT JOIN runs r ON r.run_uuid = x.run_id "
+            f"LEFT JOIN experiments e ON e.experiment_id = r.experiment_id WHERE x.rk <= {lead}"
         )
-        ids = sqlite_in_list([b["run_id"] for b in leading])
-        named = {r["run_uuid"]: r for r in db._reader.fetch_native_rows(f"{runs} AND r.run_uuid IN {ids}")}
-        found = [
-            dict(b, name=named[b["run_id"]]["name"], start_time=named[b["run_id"]]["start_time"])
-            for b in leading
-            if b["run_id"] in named
-        ]
+        found = [{k: v for k, v in b.items() if k != "shown"} for b in leading if b["shown"]]
         if len(found) >= size or len(leading) < lead:
             return found
     return db._reader.fetch_rows(
