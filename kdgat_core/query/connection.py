@@ -190,7 +190,11 @@ class Reader:
             finally:
                 cur.close()
 
-        with ThreadPoolExecutor(max_workers=min(len(queries), os.cpu_count() or 2)) as pool:
+        # a database server does the work itself: every query at once (SQLite's run in this process's cores)
+        workers = (
+            len(queries) if self.store.native_function == "postgres_query" else min(len(queries), os.cpu_count() or 2)
+        )
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(one, queries))
 
     def fetch_rows(self, sql: str, params: list | None = None) -> list[dict]:
