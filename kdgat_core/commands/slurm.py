@@ -298,8 +298,9 @@ def reconcile_command(
     """Mark lost runs (tagged running, but their job has ended or their process is gone) as failed, through MLflow."""
     from kdgat_core.slurm import ended_jobs
     from kdgat_core.slurm.local import run_process_gone
-    from kdgat_core.tracking import reconcile
+    from kdgat_core.tracking import check_store_file, reconcile
 
+    check_store_file(tracking_uri)  # a wrong --tracking-uri is refused before the scheduler is asked (up to 30 s)
     notes: list[str] = []
     try:
         ended = ended_jobs(tracking_uri)

@@ -140,6 +140,12 @@ class Scheduler(Protocol):
 
 
 def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    conf = (os.environ if env is None else env).get("SLURM_CONF")
+    if conf and not Path(conf).is_file():
+        # SLURM's clients would retry reading it for a minute before giving up: say so now
+        raise KdgatError(
+            f"SLURM_CONF names {conf}, which is not a file; point it at the cluster's slurm.conf or unset it."
+        )
     try:
         proc = subprocess.run(
             argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, env=env, stdin=subprocess.DEVNULL

@@ -30,7 +30,7 @@ class LostRun:
     job_state: str  # the job's final state, or "process gone (pid N on HOST)"
 
 
-def _check_store_file(tracking_uri: str | None) -> None:
+def check_store_file(tracking_uri: str | None) -> None:
     """A SQLite store that reconcile can look at: a missing, empty or non-file path is a sentence, not 'no lost runs'."""
     _, path = normalize_uri(tracking_uri)
     if path is None:
@@ -50,7 +50,7 @@ def find_lost_runs(
 ) -> list[LostRun]:
     """Runs tagged running whose job is in `ended_jobs` (job id -> final state), or whose process (pid and host tags)
     `process_gone` says has ended; read through MLflow's client."""
-    _check_store_file(tracking_uri)
+    check_store_file(tracking_uri)
     store = get_store(tracking_uri, create=False)
     if store is None:
         return []

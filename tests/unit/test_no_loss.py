@@ -240,9 +240,13 @@ def test_a_run_killed_with_sigkill_is_lost_without_slurm(capsys, tmp_path):
     assert not list(tmp_path.glob("*.kdgat-init.lock"))  # the init lock does not stay beside the DB
     # no cluster reachable (SLURM installed or not): one note on stderr, and the dead process still makes it lost
     no_cluster = {"SLURM_CONF": str(tmp_path / "no-slurm.conf")}
+    t0 = time.monotonic()
     res = kdgat(capsys, tmp_path, "reconcile", "-n", "-f", "csv", "-u", db, env=no_cluster)
     assert res.code == 0 and run_id in res.out and "process gone" in res.out, res.err
     assert all(line.startswith("kdgat: ") for line in res.err_lines)
+    # said at once: SLURM's clients retry a missing SLURM_CONF for a minute (kdgat gave up after 30 s)
+    assert time.monotonic() - t0 < 15, res.err
+    assert "SLURM_CONF names" in res.err or not shutil.which("sbatch"), res.err
     res = kdgat(capsys, tmp_path, "reconcile", "-f", "csv", "-u", db, env=no_cluster)
     assert res.code == 0 and run_id in res.out
     res = kdgat(capsys, tmp_path, "runs", "--status", "failed", "-f", "csv", "-u", db)

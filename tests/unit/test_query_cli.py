@@ -87,14 +87,37 @@ def test_runaway_query_is_stopped_by_the_timeout(store_uri, tmp_path):
     assert time.monotonic() - t0 < 60
 
 
-def _opened(pid: int, path: Path) -> bool:
+def _threads(pid: int) -> dict[int, tuple[str, int]]:
+    """thread id -> (state letter, CPU ticks used) of each thread of a process, from /proc."""
+    out: dict[int, tuple[str, int]] = {}
     try:
-        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # the process has ended
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[int(tid)] = (fields[0], int(fields[11]) + int(fields[12]))
+    return out
+
+
+def _querying(pid: int, window_s: float = 0.5) -> bool:
+    """True when the process's main thread slept through `window_s` while its other threads computed: it waits on
+    DuckDB's query (fetch_stoppable's join). Before that, the main thread itself works (imports, opening the DB)."""
+    before = _threads(pid)
+    time.sleep(window_s)
+    after = _threads(pid)
+    main_before, main_after = before.get(pid), after.get(pid)
+    if main_before is None or main_after is None or main_after[0] != "S" or main_after[1] != main_before[1]:
         return False
+    worked = sum(ticks - before.get(tid, (None, 0))[1] for tid, (_, ticks) in after.items() if tid != pid)
+    return worked >= max(1, int(0.1 * os.sysconf("SC_CLK_TCK")))  # at least 0.1 s of CPU in the window
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see when the DB is open")
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to see the query running")
 def test_ctrl_c_stops_a_long_query_with_one_sentence(fixture_db, tmp_path):
     env = dict(os.environ, KDGAT_CACHE_DIR=str(tmp_path))
     proc = subprocess.Popen(
@@ -108,10 +131,10 @@ def test_ctrl_c_stops_a_long_query_with_one_sentence(fixture_db, tmp_path):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
-        deadline = time.monotonic() + 60
-        while not _opened(proc.pid, fixture_db[0]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)  # inside the query by now (the DB is open: the command is running)
+        deadline, seen = time.monotonic() + 60, 0
+        while seen < 2:  # inside the query (twice in a row): Ctrl-C must stop DuckDB, not the start-up
+            seen = seen + 1 if _querying(proc.pid) else 0
+            assert proc.poll() is None and time.monotonic() < deadline, "the query never started"
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
