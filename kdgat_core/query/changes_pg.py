@@ -32,11 +32,6 @@ _SNAPSHOT = (
 _RUN_FIELDS = "run_uuid, name, status, start_time, end_time, lifecycle_stage, experiment_id"
 
 
-def snapshot(reader: Reader) -> str:
-    """PostgreSQL's current snapshot as text: unchanged means no transaction committed since (cluster-wide)."""
-    return str(reader.fetch_native_rows("SELECT CAST(pg_current_snapshot() AS text) AS s")[0]["s"])
-
-
 def _counts_sql() -> str:
     return " UNION ALL ".join(
         f"SELECT '{t}' AS t, run_uuid AS run_id, count(*) AS n FROM {t} GROUP BY run_uuid" for t in COUNTED
