@@ -128,7 +128,7 @@ class TrackingDB:
         self._views_current = False
         self._views_created = False
         self.last_refresh = RefreshStats()
-        if self._cache is None or self._cache.fresh_board(self._store_con) is None:
+        if self._cache is None or self._cache.fresh_board(self._live_signature) is None:
             self._reader  # noqa: B018 - validate the store (MLflow tables) now; a current cache proves it already
 
     @property
@@ -158,12 +158,14 @@ class TrackingDB:
             self._own_attached = True
         return self._own
 
-    def _store_con(self) -> duckdb.DuckDBPyConnection:
-        """A connection with the store attached, to ask it whether the cache is current: the Reader's if open."""
-        if self._reader_obj is not None:
-            return self._reader_obj.con
+    def _live_signature(self) -> list | None:
+        """The store's own answer to "changed since?" (a database server's snapshot), for the read cache: asked on the
+        Reader if it is open, else on kdgat's own connection with the store attached."""
+        reader = self._reader_obj
+        if reader is not None:
+            return reader.retry(lambda: self.store.live_signature(reader.con))
         with self._own_lock:
-            return self._own_con(attach=True)
+            return self.store.live_signature(self._own_con(attach=True))
 
     def _cache_sql(self, sql: str, rows: bool) -> pa.Table | list[dict]:
         """kdgat's SQL over the read cache's files (`read_parquet`), on `_own_con`."""
@@ -744,7 +746,7 @@ class TrackingDB:
         if self._wide is not None:
             table = boards.board_from(self, self._wide, None, metric, top, flt, rows)
         else:
-            board = self._cache.fresh_board(self._store_con) if self._cache is not None else None
+            board = self._cache.fresh_board(self._live_signature) if self._cache is not None else None
             if board is not None:
                 table = boards.board_from(self, None, board, metric, top, flt, rows)
             else:

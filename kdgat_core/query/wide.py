@@ -489,12 +489,10 @@ class WideCache:
         except OSError:
             pass  # a cache that cannot be written only costs time next run
 
-    def fresh_board(
-        self, store_con: Callable[[], duckdb.DuckDBPyConnection] | None = None
-    ) -> tuple[Path, list[str]] | None:
+    def fresh_board(self, ask: Callable[[], list | None] | None = None) -> tuple[Path, list[str]] | None:
         """(parquet file, its columns) of the leaderboard columns if the cache is current; reads no DB rows. A file
-        is checked by its signature; a database server only when `store_con` is given: it returns a connection with
-        the store attached, asked for the server's snapshot (one round trip), and is called only when a board exists."""
+        is checked by its signature; a database server only when `ask` is given: it asks the store for its live
+        signature (one round trip: the snapshot), and is called only when a board exists."""
         _wait_for_write(self.dir)
         try:
             meta = json.loads((self.dir / "board.json").read_text())
@@ -512,9 +510,9 @@ class WideCache:
         if not board.is_file():
             return None
         if sig is None:
-            if store_con is None:
+            if ask is None:
                 return None
-            sig = self.store.live_signature(store_con())
+            sig = ask()
         return (board, list(meta.get("columns") or [])) if meta.get("file_sig") == sig else None
 
     # -- reading the tracking DB --------------------------------------------------------------------------------------
