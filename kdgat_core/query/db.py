@@ -128,6 +128,7 @@ class TrackingDB:
         self._views_current = False
         self._views_created = False
         self.last_refresh = RefreshStats()
+        self.last_board_source = ""  # what answered the last leaderboard: "wide" (in memory), "cache" or "store"
         if self._cache is None or self._cache.fresh_board(self._live_signature) is None:
             self._reader  # noqa: B018 - validate the store (MLflow tables) now; a current cache proves it already
 
@@ -744,13 +745,13 @@ class TrackingDB:
         # else an indexed join inside SQLite. The last two never build Arrow from Python objects: that would import
         # pandas (0.4 s), too slow for `kdgat leaderboard` as a process.
         if self._wide is not None:
-            table = boards.board_from(self, self._wide, None, metric, top, flt, rows)
+            table, self.last_board_source = boards.board_from(self, self._wide, None, metric, top, flt, rows), "wide"
         else:
             board = self._cache.fresh_board(self._live_signature) if self._cache is not None else None
             if board is not None:
-                table = boards.board_from(self, None, board, metric, top, flt, rows)
+                table, self.last_board_source = boards.board_from(self, None, board, metric, top, flt, rows), "cache"
             else:
-                table = boards.board_native(self, metric, top, flt, rows)
+                table, self.last_board_source = boards.board_native(self, metric, top, flt, rows), "store"
         if (len(table) if isinstance(table, list) else table.num_rows) == 0:
             self.check_metric(metric)
         return table if rows else self._out(table, arrow)

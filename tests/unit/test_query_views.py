@@ -130,6 +130,11 @@ def test_leaderboard_paths_agree_on_every_filter(fixture_db, monkeypatch):
                 for db in (native, cached, board)
             )
             assert a == b == c, kw
+            assert (native.last_board_source, cached.last_board_source, board.last_board_source) == (
+                "store",
+                "wide",
+                "cache",
+            )
         assert board._reader_obj is None, "a current read cache answers without opening the Reader"
 
 
