@@ -4,8 +4,8 @@ Commands are top-level functions in `kdgat_core/commands/<area>.py`; the shared 
 `kdgat_core/commands/options.py` and the output helpers in `kdgat_core/commands/output.py`. This module holds the app,
 the one list that registers every command (`COMMANDS`), and the one place where a KdgatError becomes a sentence on
 stderr. A command's module is imported only when that command runs: `kdgat leaderboard` loads the analytics commands
-and nothing of training, SLURM or analysis (about 0.1 s of a 0.7 s process). Heavy modules (torch, torch_geometric,
-mlflow) are imported inside the commands that need them, never here.
+and nothing of training, SLURM or analysis (importing them and building their Typer commands cost ~50 ms of a 0.3 s
+process). Heavy modules (torch, torch_geometric, mlflow) are imported inside the commands that need them, never here.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ COMMANDS: tuple[Entry, ...] = (
         "lineage",
         "kdgat_core.commands.analytics",
         "lineage_command",
-        "Teacher -> student trees (from teacher_run_id tags) with each student's delta to its teacher, and retries (kdgat resubmit) under the runs they retry.",
+        "Teacher -> student trees (from teacher_run_id tags) with each student's delta to its teacher, and retries "
+        "(kdgat resubmit) under the runs they retry.",
     ),
     Entry(
         "runs",
@@ -91,7 +92,8 @@ COMMANDS: tuple[Entry, ...] = (
         "doctor",
         "kdgat_core.commands.analytics",
         "doctor_command",
-        "Which stores are in force and why (the writers' tracking URI, the reader's), the backend and its server, whether the reader's connection is read-only, MLflow's schema version and row counts. Passwords are masked.",
+        "Which stores are in force and why (the writers' tracking URI, the reader's), the backend and its server, "
+        "whether the reader's connection is read-only, MLflow's schema version and row counts. Passwords are masked.",
     ),
     Entry(
         "migrate",
@@ -109,7 +111,8 @@ COMMANDS: tuple[Entry, ...] = (
         "ab",
         "kdgat_core.commands.analysis",
         "ab_command",
-        "Is the difference between two sides real? Bootstrap CI, Wilcoxon / paired t (or Mann-Whitney / Welch), effect.",
+        "Is the difference between two sides real? Bootstrap CI, Wilcoxon / paired t (or Mann-Whitney / Welch), "
+        "effect.",
     ),
     Entry(
         "summary",
@@ -183,7 +186,8 @@ COMMANDS: tuple[Entry, ...] = (
         "submit",
         "kdgat_core.commands.slurm",
         "submit_command",
-        "Render a stage's sbatch script from slurm_templates/ and submit it (`sbatch --parsable`), or a whole pipeline.",
+        "Render a stage's sbatch script from slurm_templates/ and submit it (`sbatch --parsable`), or a whole "
+        "pipeline.",
     ),
     Entry(
         "jobs",
@@ -225,13 +229,16 @@ COMMANDS: tuple[Entry, ...] = (
         "resubmit",
         "kdgat_core.commands.cluster",
         "resubmit_command",
-        "Resubmit failed runs: same stage, preset, dataset, overrides and template; more memory after an out-of-memory kill, more time after a time limit; an array only for its failed tasks. The new run is tagged retry_of.",
+        "Resubmit failed runs: same stage, preset, dataset, overrides and template; more memory after an out-of-"
+        "memory kill, more time after a time limit; an array only for its failed tasks. The new run is tagged "
+        "retry_of.",
     ),
     Entry(
         "watch",
         "kdgat_core.commands.cluster",
         "watch_command",
-        "Alert on job and run events (rules and sinks in kdgat.toml \\[watch]): a terminal line and the bell, tmux, a command, a webhook. Survives a locked tracking DB and a silent scheduler; never alerts twice for one event.",
+        "Alert on job and run events (rules and sinks in kdgat.toml \\[watch]): a terminal line and the bell, tmux, a "
+        "command, a webhook. Survives a locked tracking DB and a silent scheduler; never alerts twice for one event.",
     ),
 )
 
