@@ -311,7 +311,7 @@ def watch_command(
     ] = None,
     tracking_uri: TrackingUriOpt = None,
 ) -> None:
-    """Alert on job and run events (rules and sinks in kdgat.toml [watch]): a terminal line and the bell, tmux,
+    """Alert on job and run events (rules and sinks in kdgat.toml \\[watch]): a terminal line and the bell, tmux,
     a command, a webhook. Survives a locked tracking DB and a silent scheduler; never alerts twice for one event."""
     from kdgat_core.config import load_settings
     from kdgat_core.query.events import Rules

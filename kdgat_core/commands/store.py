@@ -1,4 +1,4 @@
-"""`kdgat` options and commands about the tracking store itself: the global `--read-uri`, and `kdgat migrate`."""
+"""`kdgat` as a whole and its tracking store: the global `--read-uri`, `kdgat version` and `kdgat migrate`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ def global_options(read_uri: ReadUriOpt = None) -> None:
     from kdgat_core.query.stores import set_read_uri_flag
 
     set_read_uri_flag(read_uri)
+
+
+def version_command() -> None:
+    """Print kdgat's version."""
+    from kdgat_core import __version__
+
+    typer.echo(__version__)
 
 
 def doctor_report(tracking_uri: str | None) -> tuple[list[dict], str | None]:

@@ -13,13 +13,6 @@ from kdgat_core.commands.output import OutputFormat, emit
 if TYPE_CHECKING:
     from kdgat_core.config import PipelineConfig
 
-RUN_HELP = """Train one pipeline stage as one tracked run.
-
-STAGE is autoencoder, curriculum, fusion or evaluation; --preset is <arch>,<size>[,variant] with arch vgae (autoencoder),
-gat (curriculum), dqn (fusion) or eval (evaluation), size teacher or student, variant tiny or cpu.
-Example: kdgat run autoencoder --preset vgae,teacher --dataset hcrl_sa
-"""
-
 
 def run_command(
     stage: Annotated[str, typer.Argument(help="autoencoder | curriculum | fusion | evaluation", show_default=False)],
@@ -49,6 +42,12 @@ def run_command(
     fmt: FormatOpt = OutputFormat.table,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch progress on stderr.")] = False,
 ) -> None:
+    """Train one pipeline stage as one tracked run.
+
+    STAGE is autoencoder, curriculum, fusion or evaluation; --preset is <arch>,<size>[,variant] with arch vgae
+    (autoencoder), gat (curriculum), dqn (fusion) or eval (evaluation), size teacher or student, variant tiny or cpu.
+    Example: kdgat run autoencoder --preset vgae,teacher --dataset hcrl_sa
+    """
     from kdgat_core.config import resolve_tracking_uri
 
     cfg = build_run_config(stage, preset_name, dataset, kd, teacher, override or [], device)

@@ -49,11 +49,6 @@ _EXPERIMENTS = (
 )
 
 
-def snapshot(reader: Reader) -> str:
-    """PostgreSQL's current snapshot as text: unchanged means no transaction committed since (cluster-wide)."""
-    return str(reader.fetch_native_rows("SELECT CAST(pg_current_snapshot() AS text) AS s")[0]["s"])
-
-
 def _newer_cast(wm: int) -> str:
     """Native SQL: the row was written at or after transaction `wm` (a 64-bit xid), compared modulo 2^32 as
     PostgreSQL compares xids (xid has no ordering operator; the cast to text costs ~50 ns a row)."""

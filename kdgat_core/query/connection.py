@@ -80,7 +80,10 @@ def is_locked_error(exc: BaseException) -> bool:
 class Reader:
     """One in-memory DuckDB connection with the tracking store attached read-only, and a locked configuration."""
 
-    def __init__(self, db: Store, lock_retry_s: float = DEFAULT_LOCK_RETRY_S):
+    def __init__(
+        self, db: Store, lock_retry_s: float = DEFAULT_LOCK_RETRY_S, con: duckdb.DuckDBPyConnection | None = None
+    ):
+        """`con`: a connection on which `db` is already attached (TrackingDB's own, taken over), else a new one."""
         self.db = db
         self.store = db
         self.lock_retry_s = lock_retry_s
@@ -90,12 +93,15 @@ class Reader:
         self._closed = False
         if db.path is not None:  # a file's -wal/-shm are tidied when its last reader closes
             _OPEN_READERS[db.path] = _OPEN_READERS.get(db.path, 0) + 1
-        con = duckdb.connect(":memory:", config={"allow_unsigned_extensions": "true"})
-        try:
-            db.attach(con)
-        except BaseException:
-            con.close()
-            raise
+        if con is None:
+            con = duckdb.connect(":memory:", config={"allow_unsigned_extensions": "true"})
+            try:
+                db.attach(con)
+            except BaseException:
+                con.close()
+                raise
+        else:
+            con.execute("RESET threads")  # the one thread of kdgat's cache connection: the Reader's scans use all
         # never resolve unknown table names to Python variables of the caller
         con.execute("SET python_enable_replacements = false")
         try:  # a slow server query must not draw over the CLI's output

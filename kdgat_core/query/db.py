@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -40,6 +41,7 @@ from kdgat_core.query.connection import (
     pc,
     register_arrow,
     resolve_db,
+    result_rows,
 )
 from kdgat_core.query.expressions import parse_metric
 from kdgat_core.query.filters import RunFilter, _lit, _quote, bool_tag_sql, tag_equals  # noqa: F401 - re-exported
@@ -112,6 +114,10 @@ class TrackingDB:
         self._resolved = resolved
         self._reader_kwargs = {} if lock_retry_s is None else {"lock_retry_s": lock_retry_s}
         self._reader_obj: Reader | None = None
+        # kdgat's own connection for the read cache's files (see `_own_con`), and whether the store is attached on it
+        self._own: duckdb.DuckDBPyConnection | None = None
+        self._own_attached = False
+        self._own_lock = threading.Lock()
         self._cache = (
             WideCache(lambda: self._reader, resolved, Path(cache_dir) if cache_dir is not None else None)
             if cache
@@ -122,18 +128,51 @@ class TrackingDB:
         self._views_current = False
         self._views_created = False
         self.last_refresh = RefreshStats()
-        if self._cache is None or self._cache.fresh_board() is None:
-            self._reader  # noqa: B018 - validate the file (MLflow tables) now; a current cache proves it already
+        self.last_board_source = ""  # what answered the last leaderboard: "wide" (in memory), "cache" or "store"
+        if self._cache is None or self._cache.fresh_board(self._live_signature) is None:
+            self._reader  # noqa: B018 - validate the store (MLflow tables) now; a current cache proves it already
 
     @property
     def _reader(self) -> Reader:
         """The DuckDB connection with the file attached and the settings locked, opened on first need (~20 ms)."""
         if self._reader_obj is None:
-            reader = Reader(self._resolved, **self._reader_kwargs)
+            with self._own_lock:  # a connection that already has the store attached is taken over, not made again
+                handed = self._own if self._own_attached else None
+                if handed is not None:
+                    self._own, self._own_attached = None, False
+            reader = Reader(self._resolved, con=handed, **self._reader_kwargs)
             reader.lock()  # views are created later, on first SQL use: CREATE VIEW needs no setting
             self._reader_obj = reader
             self._views_created = self._views_current = False
         return self._reader_obj
+
+    def _own_con(self, attach: bool = False) -> duckdb.DuckDBPyConnection:
+        """kdgat's own DuckDB connection for the read cache's files (the board parquet), one thread, never given user
+        SQL (hence not locked down: it reads files). With `attach` the store is attached on it too, for the cache's
+        freshness question when no Reader is open: a current cache then answers a database server's leaderboard with
+        one connection, one snapshot query and no schema check; the Reader takes that connection over if it opens.
+        Callers hold `_own_lock`."""
+        if self._own is None:
+            self._own = duckdb.connect(":memory:", config={"allow_unsigned_extensions": "true", "threads": 1})
+        if attach and not self._own_attached:
+            self._resolved.attach(self._own)
+            self._own_attached = True
+        return self._own
+
+    def _live_signature(self) -> list | None:
+        """The store's own answer to "changed since?" (a database server's snapshot), for the read cache: asked on the
+        Reader if it is open, else on kdgat's own connection with the store attached."""
+        reader = self._reader_obj
+        if reader is not None:
+            return reader.retry(lambda: self.store.live_signature(reader.con))
+        with self._own_lock:
+            return self.store.live_signature(self._own_con(attach=True))
+
+    def _cache_sql(self, sql: str, rows: bool) -> pa.Table | list[dict]:
+        """kdgat's SQL over the read cache's files (`read_parquet`), on `_own_con`."""
+        with self._own_lock:
+            result = self._own_con().execute(sql)
+            return result_rows(result) if rows else result.to_arrow_table()
 
     # -- plumbing -----------------------------------------------------------------------------------------------------
     @property
@@ -152,6 +191,10 @@ class TrackingDB:
         if self._reader_obj is not None:
             self._reader_obj.close()
             self._reader_obj = None
+        with self._own_lock:
+            if self._own is not None:
+                self._own.close()
+                self._own, self._own_attached = None, False
 
     def __enter__(self) -> TrackingDB:
         return self
@@ -702,13 +745,13 @@ class TrackingDB:
         # else an indexed join inside SQLite. The last two never build Arrow from Python objects: that would import
         # pandas (0.4 s), too slow for `kdgat leaderboard` as a process.
         if self._wide is not None:
-            table = boards.board_from(self, self._wide, None, metric, top, flt, rows)
+            table, self.last_board_source = boards.board_from(self, self._wide, None, metric, top, flt, rows), "wide"
         else:
-            board = self._cache.fresh_board(live=True) if self._cache is not None else None
+            board = self._cache.fresh_board(self._live_signature) if self._cache is not None else None
             if board is not None:
-                table = boards.board_from(self, None, board, metric, top, flt, rows)
+                table, self.last_board_source = boards.board_from(self, None, board, metric, top, flt, rows), "cache"
             else:
-                table = boards.board_native(self, metric, top, flt, rows)
+                table, self.last_board_source = boards.board_native(self, metric, top, flt, rows), "store"
         if (len(table) if isinstance(table, list) else table.num_rows) == 0:
             self.check_metric(metric)
         return table if rows else self._out(table, arrow)

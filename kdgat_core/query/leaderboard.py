@@ -8,10 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from kdgat_core.config import Tag, metric_direction
-from kdgat_core.query.connection import pa, pc, result_rows, sqlite_in_list, sqlite_literal
+from kdgat_core.query.connection import pa, pc, sqlite_in_list, sqlite_literal
 from kdgat_core.query.expressions import parse_metric
 from kdgat_core.query.filters import RunFilter, _lit, _quote, bool_tag_sql, tag_equals
 
@@ -49,12 +47,7 @@ def board_from(
     if wide is not None:
         table = db._calc(sql, w=wide)
         return table.to_pylist() if rows else table
-    con = duckdb.connect()
-    try:
-        result = con.execute(sql)
-        return result_rows(result) if rows else result.to_arrow_table()
-    finally:
-        con.close()
+    return db._cache_sql(sql, rows)  # kdgat's own connection: the one that may have asked the store if it is current
 
 
 def empty_board(db: TrackingDB, metric: str) -> pa.Table:

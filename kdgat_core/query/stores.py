@@ -111,8 +111,12 @@ class Store:
 
     def signature(self) -> list | None:
         """Something that changes whenever the store is written, read without a connection; None when no such thing
-        exists (the read cache then asks the store itself)."""
+        exists (the read cache then asks the store itself: `live_signature`)."""
         return None
+
+    def live_signature(self, con: duckdb.DuckDBPyConnection) -> list | None:
+        """`signature` asked of the store attached on `con` (as `ALIAS`): what a database server can tell."""
+        return self.signature()
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,13 @@ class PostgresStore(Store):
                 f"Cannot connect to the PostgreSQL tracking store {self.display} (URI from {self.source}): "
                 f"{_pg_reason(self.describe_error(exc))}"
             ) from None
+
+    def live_signature(self, con: duckdb.DuckDBPyConnection) -> list:
+        """The server's current snapshot as text (one round trip): unchanged means no transaction committed since,
+        cluster-wide."""
+        row = con.execute(f"SELECT * FROM {self.native('SELECT CAST(pg_current_snapshot() AS text) AS s')}").fetchone()
+        assert row is not None
+        return [self.kind, str(row[0])]
 
     def tables_sql(self) -> str:
         return (

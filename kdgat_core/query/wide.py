@@ -45,6 +45,9 @@ from kdgat_core.query.sql_text import MLFLOW_MAX_DOUBLE, exact_real, in_list  # 
 from kdgat_core.query.stores import SqliteStore, Store
 
 CACHE_FORMAT = 7  # 7: boolean tags spelled as bool_tag spells them
+# The board file's order (the filters of `kdgat leaderboard`, most selective first) and its row groups' size
+BOARD_SORT = (Tag.DATASET.value, Tag.STAGE.value, Tag.MODEL_SIZE.value, Tag.USE_KD.value, Tag.STATUS.value)
+BOARD_ROW_GROUP = 4096
 # Convention tags whose names clash with run fields; they stay available as `tags.<name>` columns.
 SHADOWED_TAGS = (Tag.RUN_ID.value, Tag.START_TIME.value, Tag.END_TIME.value)
 TAG_COLUMNS: tuple[str, ...] = tuple(t.value for t in CONVENTION_TAGS if t.value not in SHADOWED_TAGS)
@@ -464,13 +467,21 @@ class WideCache:
         }
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            # the leaderboard's columns as parquet, which DuckDB reads without any Arrow built in Python
+            # the leaderboard's columns as parquet, which DuckDB reads without any Arrow built in Python; sorted by
+            # the columns leaderboards filter on, in row groups with min/max statistics of those columns only, so a
+            # filtered leaderboard reads the few row groups it needs (100k runs: 1-2 of 25). Plain encoding, no
+            # other statistics: a third of the write time, and read as fast.
             board_cols = [c for c in wide.column_names if c in BASE_COLUMNS or c.startswith(METRIC_PREFIX)]
+            keys = [c for c in BOARD_SORT if c in board_cols]
             board = self.dir / f"board-{meta['gen']}.parquet"
             tmp = board.with_name(f".{board.name}.{os.getpid()}")
-            # plain encoding, no statistics: a third of the write time, and the leaderboard reads it as fast
             pq.write_table(
-                wide.select(board_cols), tmp, compression="none", use_dictionary=False, write_statistics=False
+                wide.select(board_cols).sort_by([(c, "ascending") for c in keys]),
+                tmp,
+                compression="none",
+                use_dictionary=False,
+                write_statistics=keys,
+                row_group_size=BOARD_ROW_GROUP,
             )
             os.replace(tmp, board)
             # state files before wide: a reader that sees a new wide.arrow with old state files gets a gen mismatch
@@ -487,29 +498,31 @@ class WideCache:
         except OSError:
             pass  # a cache that cannot be written only costs time next run
 
-    def fresh_board(self, live: bool = False) -> tuple[Path, list[str]] | None:
-        """(parquet file, its columns) of the leaderboard columns if the cache is current; reads no DB rows. A database
-        server's cache is checked only with `live` (one query on the connection: its snapshot)."""
+    def fresh_board(self, ask: Callable[[], list | None] | None = None) -> tuple[Path, list[str]] | None:
+        """(parquet file, its columns) of the leaderboard columns if the cache is current; reads no DB rows. A file
+        is checked by its signature; a database server only when `ask` is given: it asks the store for its live
+        signature (one round trip: the snapshot), and is called only when a board exists."""
         _wait_for_write(self.dir)
         try:
-            sig = self.store.signature()
             meta = json.loads((self.dir / "board.json").read_text())
+            sig = self.store.signature()
         except (OSError, ValueError):
             return None
-        if sig is None:
-            if not live:
-                return None
-            sig = self._signature()
         if (
             not isinstance(meta, dict)
-            or meta.get("file_sig") != sig
             or meta.get("format") != CACHE_FORMAT
             or meta.get("duckdb") != duckdb.__version__
             or meta.get("db_path") != str(self.path)
         ):
             return None
         board = self.dir / str(meta.get("board"))
-        return (board, list(meta.get("columns") or [])) if board.is_file() else None
+        if not board.is_file():
+            return None
+        if sig is None:
+            if ask is None:
+                return None
+            sig = ask()
+        return (board, list(meta.get("columns") or [])) if meta.get("file_sig") == sig else None
 
     # -- reading the tracking DB --------------------------------------------------------------------------------------
     def get(self) -> pa.Table:
@@ -558,9 +571,11 @@ class WideCache:
         return wide
 
     def _signature(self) -> list | None:
-        if self.store.kind == "sqlite":
-            return self.store.signature()
-        return [self.store.kind, changes_pg.snapshot(self.reader)]
+        sig = self.store.signature()
+        if sig is not None:
+            return sig
+        reader = self.reader
+        return reader.retry(lambda: self.store.live_signature(reader.con))
 
     def _diff(self, state: DBState) -> Changes:
         if self.store.kind == "sqlite":

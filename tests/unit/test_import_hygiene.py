@@ -30,12 +30,13 @@ else:
     import kdgat_core.cli, kdgat_core.query
     code = 0
 loaded = sorted(m for m in ("torch", "torch_geometric", "mlflow", "pandas", "pyarrow", "numpy") if m in sys.modules)
-sys.stderr.write("\nLOADED " + json.dumps({"code": code, "loaded": loaded}) + "\n")
+commands = sorted(m for m in sys.modules if m.startswith("kdgat_core.commands."))
+sys.stderr.write("\nLOADED " + json.dumps({"code": code, "loaded": loaded, "commands": commands}) + "\n")
 """
 
 
-def _probe(argv, cache_dir) -> dict:
-    env = dict(os.environ, KDGAT_CACHE_DIR=str(cache_dir))
+def _probe(argv, cache_dir, **env_vars: str) -> dict:
+    env = dict(os.environ, KDGAT_CACHE_DIR=str(cache_dir), **env_vars)
     res = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(argv)],
         capture_output=True,
@@ -46,7 +47,7 @@ def _probe(argv, cache_dir) -> dict:
     )
     line = [ln for ln in res.stderr.splitlines() if ln.startswith("LOADED ")]
     assert line, res.stderr[-2000:]
-    return json.loads(line[-1][len("LOADED ") :])
+    return {**json.loads(line[-1][len("LOADED ") :]), "stdout": res.stdout}
 
 
 def test_importing_the_cli_and_query_layer_loads_no_heavy_module(tmp_path):
@@ -68,6 +69,33 @@ def test_reader_commands_load_no_heavy_module(fixture_db, tmp_path, argv):
     if argv[0] == "leaderboard":
         # pandas (~0.4 s), pyarrow and numpy (~0.3 s) would use most of a 0.8 s budget: plain rows from DuckDB
         assert not {"pandas", "pyarrow", "numpy"} & set(out["loaded"]), out
+
+
+def test_leaderboard_imports_no_other_command_module(fixture_db, tmp_path):
+    """Commands are registered lazily (`kdgat_core.cli.COMMANDS`): `kdgat leaderboard` imports the analytics commands
+    and none of the training, SLURM, data, annotation or analysis ones (they cost ~0.1 s of a 0.7 s process)."""
+    from kdgat_core.cli import COMMANDS
+
+    out = _probe(["leaderboard", "-u", f"sqlite:///{fixture_db[0]}", "--metric", "f1", "-f", "csv"], tmp_path)
+    assert out["code"] in (0, None) and "run_name" in out["stdout"], out
+    own = {"kdgat_core.commands.analytics", "kdgat_core.commands.store"}  # store: the global --read-uri
+    others = {entry.module for entry in COMMANDS} - own
+    assert len(others) >= 6 and not others & set(out["commands"]), out["commands"]
+    assert "kdgat_core.commands.analytics" in out["commands"]
+    assert not set(out["loaded"]) & set(HEAVY), out
+
+
+def test_help_lists_every_command_without_importing_one(tmp_path):
+    """`kdgat --help` shows each command with its line from `COMMANDS`, importing no command's module."""
+    from kdgat_core.cli import COMMANDS
+
+    out = _probe(["--help"], tmp_path, COLUMNS="300")
+    assert out["code"] in (0, None), out
+    assert set(out["commands"]) <= {"kdgat_core.commands.store", "kdgat_core.commands.click_compat"}, out["commands"]
+    listed = {line.split()[1]: line for line in out["stdout"].splitlines() if line.startswith("│ ") and "  " in line}
+    for entry in COMMANDS:
+        assert entry.name in listed, (entry.name, out["stdout"])
+        assert entry.help.replace("\\[", "[") in listed[entry.name], (entry, listed[entry.name])
 
 
 def test_leaderboard_from_a_current_cache_loads_no_arrow(fixture_db, tmp_path):

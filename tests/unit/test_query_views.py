@@ -96,8 +96,21 @@ def test_leaderboard_equals_mlflow_order_by(fixture_db, mlflow_answers, path):
     assert [r["rank"] for r in board] == list(range(1, len(ref) + 1))
 
 
-def test_leaderboard_paths_agree_on_every_filter(fixture_db):
-    with open_db(fixture_db[0], cache=False) as sqlite_path, open_db(fixture_db[0]) as cached:
+def test_leaderboard_paths_agree_on_every_filter(fixture_db, monkeypatch):
+    """Three sources, one answer: the indexed join inside the store, the wide table in memory, and the read cache's
+    board file, sorted by the filter columns in row groups that a filter skips by their statistics (3 runs a group
+    here, so a skip that dropped a matching run would show). A current board answers with the store only asked
+    whether it changed: no Reader (schema checks, views) is opened."""
+    import kdgat_core.query.wide as wide
+
+    monkeypatch.setattr(wide, "BOARD_ROW_GROUP", 3)
+    with open_db(fixture_db[0]) as first:
+        first.wide(arrow=True)  # writes the cache, board file included (waited for on close)
+    with (
+        open_db(fixture_db[0], cache=False) as native,
+        open_db(fixture_db[0]) as cached,
+        open_db(fixture_db[0]) as board,
+    ):
         cached.wide(arrow=True)
         for kw in (
             {},
@@ -108,12 +121,21 @@ def test_leaderboard_paths_agree_on_every_filter(fixture_db):
             {"status": "complete", "model_size": "student"},
             {"metric": "auc"},
             {"metric": "test_01_known_vehicle_known_attack/f1"},
+            {"dataset": "hcrl_sa", "stage": "evaluation", "top": 50},
+            {"dataset": "hcrl_ch", "top": 50},
+            {"stage": "curriculum", "model_size": "teacher", "kd": False},
         ):
-            a = sqlite_path.leaderboard(**kw, arrow=True).to_pylist()
-            b = cached.leaderboard(**kw, arrow=True).to_pylist()
-            assert [(r["run_id"], repr(r[kw.get("metric", "f1")])) for r in a] == [
-                (r["run_id"], repr(r[kw.get("metric", "f1")])) for r in b
-            ], kw
+            a, b, c = (
+                [(r["run_id"], repr(r[kw.get("metric", "f1")])) for r in db.leaderboard(**kw, arrow=True).to_pylist()]
+                for db in (native, cached, board)
+            )
+            assert a == b == c, kw
+            assert (native.last_board_source, cached.last_board_source, board.last_board_source) == (
+                "store",
+                "wide",
+                "cache",
+            )
+        assert board._reader_obj is None, "a current read cache answers without opening the Reader"
 
 
 def test_lower_is_better_sorts_ascending_and_inf_nan_last(db):
