@@ -18,6 +18,9 @@ The SQLite benchmark DB (benchmarks/make_big_db.py) is moved into a throwaway Po
 Targets (issue 13): leaderboard >= 10x MLflow with the read cache, >= 2x without; `kdgat leaderboard` < 0.8 s;
 one history < 20 ms; wide table first time < 10 s, < 1 s after 100 new runs; kdgat-tui painted < 1.5 s.
 Each figure is the median of --repeat (the TUI's of up to 3 launches); the load average is printed with them.
+MLflow's leaderboard is timed warm (its cached store and connection pool; the first call is left out), so the 10x
+target compares it with one open TrackingDB; a fresh TrackingDB per call is printed beside it against MLflow warm and
+against MLflow's first call.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 TARGETS = {  # figure -> (kind, bound): "s" under bound seconds, "x" at least bound times MLflow
     "kdgat leaderboard, read cache s": ("s", None),
-    "speedup, read cache": ("x", 10.0),
+    "speedup, read cache (both warm)": ("x", 10.0),
     "speedup, no cache": ("x", 2.0),
     "`kdgat leaderboard` process s": ("s", 0.8),
     "one run's history s": ("s", 0.020),
@@ -58,7 +61,7 @@ for _ in range(int(sys.argv[2]) + 1):
         filter_string="tags.dataset = 'hcrl_sa' AND tags.stage = 'evaluation'", order_by=["metrics.f1 DESC"],
         max_results=10)
     times.append(time.perf_counter() - t0)
-print(json.dumps({"times": times[1:], "run_ids": list(df.run_id)}))
+print(json.dumps({"times": times[1:], "first": times[0], "run_ids": list(df.run_id)}))
 """
 
 ADD_RUNS = r"""
@@ -150,6 +153,7 @@ def main() -> None:
         )
         mlflow_board = json.loads(res.stdout.strip().splitlines()[-1])
         figures["MLflow search_runs leaderboard s"] = round(median(mlflow_board["times"]), 4)
+        figures["MLflow first call in its process (info) s"] = round(mlflow_board["first"], 4)
 
         from kdgat_core.query import open_db
 
@@ -178,6 +182,20 @@ def main() -> None:
         figures["kdgat leaderboard, read cache s"] = round(t, 4)
         # the snapshot is cluster-wide: a commit in any database of the server between calls makes the cache stale
         figures["read cache calls answered by the cache"] = f"{sources.count('cache')}/{len(sources)}"
+        # the same on one open TrackingDB (the TUI's and a notebook's case, and MLflow's above: its store and connection
+        # pool live on between calls); each call still checks the snapshot, so the answer stays exact
+        with open_db(uri) as db:
+
+            def open_board() -> list[str]:
+                ids = [r["run_id"] for r in db.leaderboard(**flt, rows=True)]
+                sources.append(db.last_board_source)
+                return ids
+
+            sources.clear()
+            t, ids = timed(open_board, args.repeat)
+        assert ids == mlflow_board["run_ids"]
+        figures["kdgat leaderboard, read cache, open TrackingDB s"] = round(t, 4)
+        figures["open TrackingDB calls answered by the cache"] = f"{sources.count('cache')}/{len(sources)}"
         from bench_tui import measure_launch
 
         launches = [measure_launch(uri) for _ in range(min(args.repeat, 3))]
@@ -207,7 +225,18 @@ def main() -> None:
             figures["wide table after 100 new runs s"] = round(time.perf_counter() - t0, 3)
             figures["refresh mode"] = f"{db.last_refresh.mode} ({db.last_refresh.changed_runs} runs)"
         mf = figures["MLflow search_runs leaderboard s"]
-        figures["speedup, read cache"] = round(mf / figures["kdgat leaderboard, read cache s"], 1)
+        # MLflow's figure is warm (its store, engine and connection pool live on; the first call is left out), so the
+        # target compares it with kdgat warm: one open TrackingDB. A fresh TrackingDB per call also pays a DuckDB
+        # instance, attaching PostgreSQL (authentication) and closing (~20 ms): printed beside it, against both.
+        figures["speedup, read cache (both warm)"] = round(
+            mf / figures["kdgat leaderboard, read cache, open TrackingDB s"], 1
+        )
+        figures["speedup, read cache, fresh TrackingDB per call vs MLflow warm (info)"] = round(
+            mf / figures["kdgat leaderboard, read cache s"], 1
+        )
+        figures["speedup, read cache, fresh TrackingDB vs MLflow's first call (info)"] = round(
+            figures["MLflow first call in its process (info) s"] / figures["kdgat leaderboard, read cache s"], 1
+        )
         figures["speedup, no cache"] = round(mf / figures["kdgat leaderboard, no cache s"], 1)
     finally:
         if state is not None:
