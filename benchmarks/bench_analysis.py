@@ -55,7 +55,11 @@ def check_worker(db: Path, metric: str) -> dict:
         "r.lifecycle_stage = 'active' AND r.experiment_id IN "
         "(SELECT experiment_id FROM experiments WHERE lifecycle_stage = 'active')"
     )
-    order = "ASC" if agg == "min" else "DESC"
+    # kdgat ranks an expression by its metric's direction (min(val_loss) and max(val_loss) both ascending), as
+    # docs/analysis.md says; the check follows the same rule, from config, not from the aggregate
+    from kdgat_core.config import metric_direction
+
+    order = metric_direction(key).upper()
     board = con.execute(
         f"""SELECT r.run_uuid, {agg}(m.value) AS v FROM runs r
             JOIN tags d ON d.run_uuid = r.run_uuid AND d.key = 'dataset' AND d.value = ?
