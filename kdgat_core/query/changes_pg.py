@@ -134,7 +134,7 @@ def _runs_sql(newer: str) -> str:
     )
 
 
-def counts_of(runs: pa.Table, tables: dict[str, pa.Table]) -> pa.Table:
+def counts_of(tables: dict[str, pa.Table]) -> pa.Table:
     """(block, run_id, h = rows) per table of COUNTED and run, from the long rows a read brought into the cache."""
     import numpy as np
 
@@ -172,7 +172,7 @@ def _marks(wm: int) -> dict:
 
 def state_from(head: Head, runs: pa.Table, tables: dict[str, pa.Table]) -> DBState:
     """The state kept next to a cache whose rows (`runs`, and `tables` by name in COUNTED) were read after `head`."""
-    return DBState(_runs_state(runs), counts_of(runs, tables), {}, head.experiments, _marks(head.wm))
+    return DBState(_runs_state(runs), counts_of(tables), {}, head.experiments, _marks(head.wm))
 
 
 @dataclass
@@ -333,7 +333,7 @@ def after_reread(changes: Changes, long_runs: pa.Table | None, tables: dict[str,
     runs = state.runs.filter(pc.invert(pc.is_in(state.runs["run_id"], value_set=dropped)))
     parts, run_parts = [counts], [runs]
     if long_runs is not None:
-        parts.append(counts_of(long_runs, tables))
+        parts.append(counts_of(tables))
         run_parts.append(_runs_state(long_runs))
     if isinstance(changes, PgChanges) and changes.kept_counts is not None:
         parts.append(changes.kept_counts)
