@@ -123,32 +123,20 @@ def _best_joined_here(
     Deleted runs thinning the leaders below `top` (or no `top`): every input read and joined by DuckDB. One join of
     all four tables inside PostgreSQL probed the runs one by one (0.3-0.5 s at 100k runs, as slow as MLflow's own)."""
     store = db._reader.store
-    inputs = {}
-    if pairs:  # the runs every tag filter keeps, intersected inside PostgreSQL
-        inputs["f0"] = " INTERSECT ".join(
-            f"SELECT run_uuid FROM tags WHERE key = {sqlite_literal(k)} AND {tag_equals('value', k, v)}"
-            for k, v in pairs
-        )
-    inputs["m"] = (
-        f"SELECT run_uuid, value, {store.flag('is_nan')} AS is_nan FROM latest_metrics "
-        f"WHERE key = {sqlite_literal(metric)}"
+    # the runs every tag filter keeps, intersected inside PostgreSQL
+    kept = " INTERSECT ".join(
+        f"SELECT run_uuid FROM tags WHERE key = {sqlite_literal(k)} AND {tag_equals('value', k, v)}" for k, v in pairs
     )
-    runs = (
-        "SELECT r.run_uuid, r.name, r.start_time FROM runs r LEFT JOIN experiments e "
-        f"ON e.experiment_id = r.experiment_id WHERE true{visible}"
-    )
-    where = "m.run_uuid IN (SELECT run_uuid FROM f0)" if pairs else "true"
     ranked = f"rank() OVER (ORDER BY {store.flag('m.is_nan')}, m.value {direction})"
     # every run ranked within the first `lead` by (is_nan, value), ties included, is strictly ahead of every other:
     # unless deleted runs thin them out below `top`, the board is among them whatever their start times
     size = int(top) if top else 0
     lead = size + LEAD_MARGIN if size else None
-    with_inputs = "WITH " + ", ".join(f"{name} AS (SELECT * FROM {store.native(q)})" for name, q in inputs.items())
     if lead is not None:
         # inside PostgreSQL, one statement: the filtered runs' metric rows by MLflow's (key, run_uuid) key, ranked
         join = "JOIN f ON f.run_uuid = m.run_uuid " if pairs else ""
         leading = db._reader.fetch_native_rows(
-            (f"WITH f AS MATERIALIZED ({inputs['f0']}) " if pairs else "")
+            (f"WITH f AS MATERIALIZED ({kept}) " if pairs else "")
             + "SELECT x.run_id, x.value, x.is_nan, r.name, r.start_time, "
             f"(r.run_uuid IS NOT NULL{visible}) AS shown FROM (SELECT m.run_uuid AS run_id, m.value, "
             f"{store.flag('m.is_nan')} AS is_nan, {ranked} AS rk FROM latest_metrics m {join}"
@@ -158,6 +146,18 @@ def _best_joined_here(
         found = [{k: v for k, v in b.items() if k != "shown"} for b in leading if b["shown"]]
         if len(found) >= size or len(leading) < lead:
             return found
+    # every input read through the scanner and joined by DuckDB
+    inputs = {"f0": kept} if pairs else {}
+    inputs["m"] = (
+        f"SELECT run_uuid, value, {store.flag('is_nan')} AS is_nan FROM latest_metrics "
+        f"WHERE key = {sqlite_literal(metric)}"
+    )
+    runs = (
+        "SELECT r.run_uuid, r.name, r.start_time FROM runs r LEFT JOIN experiments e "
+        f"ON e.experiment_id = r.experiment_id WHERE true{visible}"
+    )
+    where = "m.run_uuid IN (SELECT run_uuid FROM f0)" if pairs else "true"
+    with_inputs = "WITH " + ", ".join(f"{name} AS (SELECT * FROM {store.native(q)})" for name, q in inputs.items())
     return db._reader.fetch_rows(
         f"{with_inputs}, r AS (SELECT * FROM {store.native(runs)}) "
         "SELECT m.run_uuid AS run_id, m.value, m.is_nan, r.name, r.start_time FROM m JOIN r USING (run_uuid) "
