@@ -312,13 +312,13 @@ class RunsModel:
             if head is None:
                 arrays.append(pc.take(self.shown_column(c), idx))
                 width = self._width[c]
-            elif c in self._shown:
-                width = self._width[c]
-                shown = pc.take(self._shown[c], idx[:first])
-                arrays.append(pa.chunked_array([*shown.chunks, pa.nulls(len(idx) - first, pa.string())], pa.string()))
-            else:
-                width = _display_width(self.base, c)
-                shown = self._aligned(head, c, width)
+            else:  # the first rows formatted (or taken when already formatted), the rest blank
+                if c in self._shown:
+                    width = self._width[c]
+                    shown = pc.take(self._shown[c], idx[:first])
+                else:
+                    width = _display_width(self.base, c)
+                    shown = self._aligned(head, c, width)
                 chunks = shown.chunks if isinstance(shown, pa.ChunkedArray) else [shown]
                 arrays.append(pa.chunked_array([*chunks, pa.nulls(len(idx) - first, pa.string())], pa.string()))
             widths.append(max(width, len(HEADERS.get(c, c))))
