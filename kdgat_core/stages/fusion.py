@@ -469,7 +469,6 @@ def single_input_instead(
 def run_fusion(
     cfg: PipelineConfig, run: Any, graphs: Any, device: torch.device, tracking_uri: str | None
 ) -> dict[str, float]:
-
     d = cfg.dqn
     if d.gamma != 0.0:
         raise KdgatError("dqn.gamma must be 0: fusion is a contextual bandit (one decision per window, no next state).")
